@@ -1,0 +1,289 @@
+"""Experiment configuration: nested dataclasses, TOML files and ``--section.key=value`` overrides.
+
+The dataclass defaults *are* the default experiment (DLRM on MovieLens-100K, 2 processes).
+A TOML file overrides any subset; command-line overrides win over the file::
+
+    cfg = load_config("configs/ml100k_dlrm.toml", ["--train.epochs=1", "--sharding.default=row_wise"])
+
+Only entry points read the config; library code takes typed arguments built from it by the
+``build_*`` factories.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torchrec_recsys.errors import ConfigError
+
+SHARDING_TYPES = ("table_wise", "column_wise", "table_column_wise", "row_wise", "data_parallel")
+SPARSE_OPTIMIZERS = ("sgd", "adagrad", "rowwise_adagrad")
+DENSE_OPTIMIZERS = ("sgd", "adagrad", "adam")
+MODELS = ("dlrm", "two_tower")
+
+
+@dataclass
+class DataConfig:
+    """Where interactions and item/user attributes come from and how they are split."""
+
+    source: str = "movielens-100k"
+    """``movielens-100k`` (read in place from the installed ``recbole`` package) or ``files``."""
+    interactions_path: str = ""
+    """With ``source = "files"``: CSV or Parquet with columns user_id, item_id, rating, timestamp."""
+    items_path: str = ""
+    """With ``source = "files"``: CSV or Parquet with item_id, the text columns and categoricals."""
+    users_path: str = ""
+    """With ``source = "files"``: optional CSV or Parquet with user_id and categorical columns."""
+    item_text_columns: list[str] = field(default_factory=lambda: ["title"])
+    """Item columns joined (with ". ") into the item's free text, for semantic IDs."""
+    item_categorical_columns: list[str] = field(default_factory=lambda: ["genres", "decade"])
+    """Item columns that become sparse features ``item_<column>``."""
+    user_categorical_columns: list[str] = field(
+        default_factory=lambda: ["age_group", "gender", "occupation"]
+    )
+    """User columns that become sparse features ``user_<column>``."""
+    multi_value_separator: str = "|"
+    """Separator inside a multi-valued categorical cell (e.g. ``Action|Comedy``)."""
+    positive_rating: float = 4.0
+    """Ranking label: 1 when rating >= this value, else 0."""
+    val_per_user: int = 1
+    """Per user, this many latest interactions (by time) form the validation split."""
+    test_per_user: int = 1
+    """Per user, this many latest interactions (after validation's) form the test split."""
+    history_length: int = 20
+    """How many of the user's most recent earlier items form the ``user_history`` feature."""
+
+
+@dataclass
+class FeatureConfig:
+    """Shape of the sparse features built from the data (see ``data/features.py``)."""
+
+    embedding_dim: int = 32
+    """Embedding dimension of every table (DLRM's interaction needs one common dimension)."""
+    use_user_id: bool = True
+    """Include the ``user_id`` feature."""
+    use_item_id: bool = True
+    """Include the ``item_id`` feature (and ``user_history``, which shares its table)."""
+    use_history: bool = True
+    """Include ``user_history``: the user's recent items before this interaction."""
+    history_pooling: str = "mean"
+    """Pooling of ``user_history`` and multi-valued categoricals: ``sum`` or ``mean``."""
+
+
+@dataclass
+class ModelConfig:
+    """Which model to train and the sizes of its dense layers."""
+
+    name: str = "dlrm"
+    """``dlrm`` (ranker) or ``two_tower`` (retriever)."""
+    dense_arch_layers: list[int] = field(default_factory=lambda: [64, 32])
+    """DLRM bottom MLP over dense features; the last size must equal features.embedding_dim."""
+    over_arch_layers: list[int] = field(default_factory=lambda: [64, 32, 1])
+    """DLRM top MLP over the pairwise interactions; the last size must be 1."""
+
+
+@dataclass
+class ShardingConfig:
+    """How embedding tables are split across processes."""
+
+    default: str = "table_wise"
+    """Sharding type for every table without an entry in ``per_table``."""
+    per_table: dict[str, str] = field(default_factory=dict)
+    """Table name -> sharding type, e.g. ``{ t_item_id = "row_wise" }``."""
+    memory_budget_mb: float = 0.0
+    """Per-rank memory the planner may use for tables (0 = what the device reports)."""
+
+
+@dataclass
+class OptimizerConfig:
+    """Sparse (fused into backward) and dense optimizers."""
+
+    sparse: str = "rowwise_adagrad"
+    """Fused embedding optimizer: ``sgd``, ``adagrad`` or ``rowwise_adagrad``."""
+    sparse_lr: float = 0.05
+    """Learning rate of the fused embedding optimizer."""
+    dense: str = "adam"
+    """Optimizer for MLPs and data-parallel tables: ``sgd``, ``adagrad`` or ``adam``."""
+    dense_lr: float = 1e-3
+    """Learning rate of the dense optimizer."""
+
+
+@dataclass
+class TrainConfig:
+    """The training loop."""
+
+    epochs: int = 4
+    """Passes over the training split."""
+    batch_size: int = 256
+    """Examples per process per step (the global batch is this x world size)."""
+    eval_batch_size: int = 1024
+    """Examples per process per evaluation step."""
+    seed: int = 0
+    """Seed for weights and shuffling."""
+    output_dir: str = "runs"
+    """Parent folder of run directories."""
+    max_steps_per_epoch: int = 0
+    """Stop an epoch after this many steps (0 = the whole split); for smoke tests."""
+    log_every: int = 50
+    """Write training scalars to TensorBoard every this many steps."""
+    resume: bool = False
+    """Continue from the newest checkpoint in the run directory."""
+    profile: bool = False
+    """Record torch.profiler traces (wait/warm-up/active schedule) under the run directory."""
+    progress_bar: bool = True
+    """Show a progress bar on rank 0."""
+
+
+@dataclass
+class ExperimentConfig:
+    """One experiment: every section above plus its name (the run directory's name)."""
+
+    name: str = "ml100k_dlrm"
+    """Run directory name under ``train.output_dir``."""
+    data: DataConfig = field(default_factory=DataConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sharding: ShardingConfig = field(default_factory=ShardingConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def run_dir(self) -> Path:
+        """Folder holding this run's checkpoints, TensorBoard events and summary."""
+        return Path(self.train.output_dir) / self.name
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Build an :class:`ExperimentConfig` from defaults, an optional TOML file and overrides.
+
+    Args:
+        path: TOML file whose tables are the config sections (top-level ``name`` allowed).
+        overrides: ``--section.key=value`` strings; ``value`` is parsed as a TOML value
+            (``3``, ``1e-3``, ``true``, ``[64, 32]``) and taken as a plain string otherwise.
+
+    Raises:
+        ConfigError: unreadable file, unknown section or key, or a value of the wrong type.
+    """
+    cfg = ExperimentConfig()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        try:
+            table = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {str(path)!r} is not valid TOML: {e}") from None
+        _apply_table(cfg, table, where=str(path))
+    for item in overrides or []:
+        section_key, value = _parse_override(item)
+        _apply_table(cfg, _nest(section_key, value), where=f"override {item!r}")
+    validate_config(cfg)
+    return cfg
+
+
+def config_to_dict(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The resolved config as plain data (for the run summary)."""
+    return dataclasses.asdict(cfg)
+
+
+def validate_config(cfg: ExperimentConfig) -> None:
+    """Cross-field checks that fail fast with a message naming the bad key."""
+    _check_choice("model.name", cfg.model.name, MODELS)
+    _check_choice("sharding.default", cfg.sharding.default, SHARDING_TYPES)
+    for table, kind in cfg.sharding.per_table.items():
+        _check_choice(f"sharding.per_table.{table}", kind, SHARDING_TYPES)
+    _check_choice("optimizer.sparse", cfg.optimizer.sparse, SPARSE_OPTIMIZERS)
+    _check_choice("optimizer.dense", cfg.optimizer.dense, DENSE_OPTIMIZERS)
+    _check_choice("features.history_pooling", cfg.features.history_pooling, ("sum", "mean"))
+    _check_choice("data.source", cfg.data.source, ("movielens-100k", "files"))
+    for key, value in [
+        ("features.embedding_dim", cfg.features.embedding_dim),
+        ("train.epochs", cfg.train.epochs),
+        ("train.batch_size", cfg.train.batch_size),
+        ("train.eval_batch_size", cfg.train.eval_batch_size),
+        ("data.history_length", cfg.data.history_length),
+    ]:
+        if value <= 0:
+            raise ConfigError(f"{key} must be positive, got {value}")
+    if cfg.model.dense_arch_layers and cfg.model.dense_arch_layers[-1] != cfg.features.embedding_dim:
+        raise ConfigError(
+            f"model.dense_arch_layers must end with features.embedding_dim "
+            f"({cfg.features.embedding_dim}), got {cfg.model.dense_arch_layers}"
+        )
+    if not cfg.model.over_arch_layers or cfg.model.over_arch_layers[-1] != 1:
+        raise ConfigError(f"model.over_arch_layers must end with 1, got {cfg.model.over_arch_layers}")
+    if cfg.data.source == "files" and not (cfg.data.interactions_path and cfg.data.items_path):
+        raise ConfigError(
+            'data.source = "files" needs data.interactions_path and data.items_path to be set'
+        )
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key} = {value!r} is not one of {', '.join(choices)}")
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    if not item.startswith("--") or "=" not in item:
+        raise ConfigError(f"override {item!r} is not of the form --section.key=value")
+    key, raw = item[2:].split("=", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key, value
+
+
+def _nest(dotted: str, value: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    node = out
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def _apply_table(obj: Any, table: dict[str, Any], where: str, prefix: str = "") -> None:
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    for key, value in table.items():
+        dotted = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(
+                f"unknown config key {dotted!r} in {where}; expected one of: "
+                + ", ".join(sorted(f"{prefix}{n}" for n in names))
+            )
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{dotted} in {where} must be a table of keys, got {value!r}")
+            _apply_table(current, value, where, prefix=f"{dotted}.")
+            continue
+        hint = hints[key]
+        if isinstance(current, dict) and isinstance(value, dict):
+            value = {**current, **value}  # per-key overrides add to the table
+        setattr(obj, key, _coerce(dotted, value, hint, where))
+
+
+def _coerce(key: str, value: Any, hint: Any, where: str) -> Any:
+    """Check ``value`` against the field's type; ints are accepted where floats are expected."""
+    origin = typing.get_origin(hint) or hint
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    expected = {list: list, dict: dict}.get(origin, origin)
+    ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
+    if ok and origin is list:
+        (item_type,) = typing.get_args(hint)
+        ok = all(isinstance(v, item_type) for v in value)
+    if not ok:
+        raise ConfigError(
+            f"{key} in {where} must be of type {getattr(hint, '__name__', hint)}, got {value!r}"
+        )
+    return value

@@ -1,0 +1,127 @@
+"""Raw tables from disk: CSV or Parquet, checked for missing files, columns and bad rows.
+
+Every reader returns a :class:`RawData` in one schema, whatever the source:
+
+* ``interactions``: user_id (str), item_id (str), rating (float), timestamp (float)
+* ``items``: item_id (str), the configured text and categorical columns (str)
+* ``users``: user_id (str) and categorical columns (str), possibly empty
+
+IDs stay strings here; ``data/vocab.py`` maps them to contiguous indices.
+Nothing is dropped silently: a malformed row is an error naming how many and the first one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from torchrec_recsys.errors import DataError
+
+INTERACTION_COLUMNS = ("user_id", "item_id", "rating", "timestamp")
+NUMERIC_INTERACTION_COLUMNS = ("rating", "timestamp")
+
+
+@dataclass
+class RawData:
+    """Interactions plus item and user attribute tables, all with string IDs."""
+
+    interactions: pd.DataFrame
+    items: pd.DataFrame
+    users: pd.DataFrame
+    name: str
+
+
+def read_table(path: str | Path, required: tuple[str, ...] | list[str], what: str) -> pd.DataFrame:
+    """Read a CSV (``.csv``, ``.tsv``) or Parquet (``.parquet``) file as strings.
+
+    Args:
+        path: file to read.
+        required: columns that must be present.
+        what: what the file holds (``"interactions"``), used in error messages.
+
+    Raises:
+        DataError: the file is missing, unreadable, or lacks a required column.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{what} file {str(path)!r} does not exist")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            frame = pd.read_parquet(path).astype("string")
+        elif suffix in (".csv", ".tsv", ".txt"):
+            sep = "\t" if suffix == ".tsv" else ","
+            frame = pd.read_csv(path, sep=sep, dtype="string", keep_default_na=False)
+        else:
+            raise DataError(
+                f"{what} file {str(path)!r} has suffix {suffix!r}; expected .csv, .tsv or .parquet"
+            )
+    except pd.errors.ParserError as e:
+        raise DataError(f"{what} file {str(path)!r} has a malformed row: {e}".strip()) from None
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{what} file {str(path)!r} lacks column(s) {', '.join(missing)}; "
+            f"found {', '.join(map(str, frame.columns))}"
+        )
+    return frame
+
+
+def check_interactions(frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Convert interaction columns to their types, failing on any malformed row.
+
+    Returns a frame with user_id/item_id as str and rating/timestamp as float64.
+
+    Raises:
+        DataError: with the count of bad rows and the first one's line number (header = line 1).
+    """
+    out = pd.DataFrame(
+        {
+            "user_id": frame["user_id"].astype("string").str.strip(),
+            "item_id": frame["item_id"].astype("string").str.strip(),
+        }
+    )
+    bad = out["user_id"].isna() | (out["user_id"] == "") | out["item_id"].isna() | (out["item_id"] == "")
+    for column in NUMERIC_INTERACTION_COLUMNS:
+        values = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+        bad |= values.isna() | ~values.abs().lt(float("inf"))
+        out[column] = values
+    if bad.any():
+        first = int(bad.to_numpy().nonzero()[0][0])
+        row = frame.iloc[first].to_dict()
+        raise DataError(
+            f"{source}: {int(bad.sum())} malformed row(s) (empty ID or non-numeric/infinite "
+            f"rating or timestamp); first at line {first + 2}: {row}"
+        )
+    return out
+
+
+def read_files(
+    interactions_path: str,
+    items_path: str,
+    users_path: str,
+    item_columns: list[str],
+    user_columns: list[str],
+) -> RawData:
+    """Read a bring-your-own dataset (see README, "Your own data")."""
+    interactions = check_interactions(
+        read_table(interactions_path, INTERACTION_COLUMNS, "interactions"), interactions_path
+    )
+    items = read_table(items_path, ["item_id", *item_columns], "items")
+    items = items[["item_id", *item_columns]].fillna("")
+    if users_path:
+        users = read_table(users_path, ["user_id", *user_columns], "users")
+        users = users[["user_id", *user_columns]].fillna("")
+    else:
+        users = pd.DataFrame({"user_id": pd.Series([], dtype="string")})
+    for frame, what, path in [(items, "items", items_path), (users, "users", users_path)]:
+        key = frame.columns[0]
+        dup = frame[key].duplicated()
+        if dup.any():
+            raise DataError(
+                f"{what} file {path!r} repeats {key} {frame[key][dup].iloc[0]!r} "
+                f"({int(dup.sum())} duplicate row(s)); each {key} must appear once"
+            )
+    return RawData(interactions=interactions, items=items, users=users, name=Path(interactions_path).stem)
