@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import sys
+import warnings
 from collections.abc import Callable
 
 from torchrec_recsys.errors import UserError
@@ -26,9 +28,19 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+def quiet_library_noise() -> None:
+    """Hide the libraries' deprecation chatter and planner warnings from users' terminals."""
+    for module in ("fbgemm_gpu", "torchrec", "torch.distributed", "torch.fx"):
+        warnings.filterwarnings("ignore", module=module)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    for name in ("torchrec", "torch.fx", "torch.distributed"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Dispatch to a subcommand; a :class:`UserError` prints one line and exits with 2."""
     argv = sys.argv[1:] if argv is None else argv
+    quiet_library_noise()
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0

@@ -1,0 +1,42 @@
+"""Shared fixtures: tiny synthetic datasets and config overrides pointing at them."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # for tests/_dist.py helpers
+
+from torchrec_recsys.data.synthetic import SyntheticPaths, write_synthetic_dataset  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def synthetic_paths(tmp_path_factory: pytest.TempPathFactory) -> SyntheticPaths:
+    """60 users x 80 items, 25 interactions each: trains in seconds."""
+    return write_synthetic_dataset(
+        tmp_path_factory.mktemp("synthetic"), num_users=60, num_items=80, interactions_per_user=25
+    )
+
+
+def tiny_overrides(paths: SyntheticPaths, output_dir: Path) -> list[str]:
+    """Overrides that turn the default experiment into a seconds-long run on synthetic data."""
+    return [
+        "--name=tiny",
+        "--data.source=files",
+        f"--data.interactions_path={paths.interactions}",
+        f"--data.items_path={paths.items}",
+        f"--data.users_path={paths.users}",
+        "--data.history_length=5",
+        "--features.embedding_dim=8",
+        "--model.dense_arch_layers=[16, 8]",
+        "--model.over_arch_layers=[16, 1]",
+        "--train.epochs=2",
+        "--train.batch_size=64",
+        "--train.eval_batch_size=64",
+        "--train.progress_bar=false",
+        f"--train.output_dir={output_dir}",
+    ]
