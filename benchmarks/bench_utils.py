@@ -1,0 +1,222 @@
+"""Shared helpers for the embedding benchmarks in ``benchmarks/`` (never imported by the package).
+
+Memory is read from ``/proc/self/status`` (no psutil): ``VmRSS`` is the resident set now and
+``VmHWM`` its high-water mark. Writing ``5`` to ``/proc/self/clear_refs`` resets ``VmHWM`` to the
+current RSS, so a peak can be measured per benchmark case inside one long-lived process.
+On CUDA the allocator's own peak statistics are used instead.
+
+The two bandwidth probes give the limits that an embedding step is compared against:
+
+* ``seq_copy_probe``: ``dst.copy_(src)`` of a large fp32 tensor; GB/s counts bytes read plus
+  bytes written (the STREAM "copy" convention).
+* ``gather_probe``: ``torch.index_select`` of rows from a table with the same rows x dim as the
+  embedding table, using the same ids as the lookup; GB/s counts the bytes of the rows gathered
+  (the random reads; the output is written sequentially).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import platform
+import socket
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+GB = 1e9
+MiB = 2**20
+CLEAR_REFS = "/proc/self/clear_refs"
+
+
+def read_proc_status() -> dict[str, int]:
+    """Return ``VmRSS`` and ``VmHWM`` of this process in bytes (empty where /proc is missing)."""
+    out: dict[str, int] = {}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(("VmRSS:", "VmHWM:")):
+                    key, value = line.split(":", 1)
+                    out[key] = int(value.split()[0]) * 1024  # kB -> bytes
+    except OSError:
+        pass
+    return out
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's ``VmHWM`` to its current RSS; return False where that is refused."""
+    try:
+        with open(CLEAR_REFS, "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+@dataclass
+class PeakMemory:
+    """Peak memory growth over a ``with`` block: CPU RSS high-water mark, or the CUDA allocator.
+
+    Attributes:
+        device: ``"cpu"`` or ``"cuda"``.
+        start_bytes: RSS (or CUDA allocated bytes) when the block started.
+        peak_delta_bytes: peak minus ``start_bytes``; set when the block exits.
+        method: how the peak was read (``vmhwm``, ``vmhwm-no-reset``, ``cuda_max_allocated``).
+    """
+
+    device: str = "cpu"
+    start_bytes: int = 0
+    peak_delta_bytes: int = 0
+    method: str = ""
+    _reset_ok: bool = field(default=False, repr=False)
+
+    def __enter__(self) -> PeakMemory:
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.start_bytes = torch.cuda.memory_allocated()
+            self.method = "cuda_max_allocated"
+        else:
+            self.start_bytes = read_proc_status().get("VmRSS", 0)
+            self._reset_ok = reset_peak_rss()
+            self.method = "vmhwm" if self._reset_ok else "vmhwm-no-reset"
+        return self
+
+    def sample(self) -> int:
+        """Return the peak growth so far in bytes."""
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+            return int(torch.cuda.max_memory_allocated() - self.start_bytes)
+        return max(0, read_proc_status().get("VmHWM", 0) - self.start_bytes)
+
+    def __exit__(self, *exc: object) -> None:
+        self.peak_delta_bytes = self.sample()
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear-interpolated ``q``-th percentile (0..100) of ``values``."""
+    if not values:
+        return float("nan")
+    xs = sorted(values)
+    pos = (len(xs) - 1) * q / 100.0
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def load_average() -> list[float]:
+    """``os.getloadavg()`` as a list (1, 5, 15 min); the machine is shared, so record it."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def free_loopback_port() -> int:
+    """Return a TCP port that is free on 127.0.0.1 right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def machine_info(threads: int) -> dict[str, object]:
+    """A short description of the machine and library versions for the JSON header."""
+    info: dict[str, object] = {
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": threads,
+        "cuda_available": torch.cuda.is_available(),
+    }
+    try:
+        import fbgemm_gpu  # noqa: F401
+        import torchrec
+
+        info["torchrec"] = getattr(torchrec, "__version__", "unknown")
+    except ImportError:  # pragma: no cover - the venv has them
+        pass
+    try:
+        from importlib.metadata import version
+
+        info["fbgemm_gpu"] = version("fbgemm-gpu-cpu")
+    except Exception:  # noqa: BLE001 - metadata lookups are best effort
+        pass
+    return info
+
+
+def time_calls(fn: Callable[[], object], warmup: int, repeats: int) -> list[float]:
+    """Call ``fn`` ``warmup`` times untimed, then ``repeats`` times; return seconds per call."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def seq_copy_probe(nbytes: int = 256 * MiB, repeats: int = 5) -> dict[str, float]:
+    """Sequential copy bandwidth of a large fp32 tensor.
+
+    Returns:
+        ``{"bytes": ..., "median_s": ..., "gbps": ...}`` where ``gbps`` counts read + write bytes.
+    """
+    n = nbytes // 4
+    src = torch.rand(n)  # [n] fp32, touched so pages are resident
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    times = time_calls(lambda: dst.copy_(src), warmup=1, repeats=repeats)
+    med = statistics.median(times)
+    moved = 2 * n * 4  # read src + write dst
+    return {"bytes": float(moved), "median_s": med, "gbps": moved / med / GB}
+
+
+def gather_probe(rows: int, dim: int, ids: torch.Tensor, repeats: int = 5) -> dict[str, float]:
+    """Random-row gather bandwidth: ``index_select`` of ``ids`` from a ``[rows, dim]`` fp32 table.
+
+    Args:
+        rows: table rows (same as the embedding table).
+        dim: row width (same as the embedding table).
+        ids: ``[L]`` int64 row ids, the lookup's own ids.
+        repeats: timed repetitions after one warm-up.
+
+    Returns:
+        ``{"bytes": ..., "median_s": ..., "gbps": ...}`` where ``gbps`` counts gathered row bytes.
+    """
+    table = torch.empty(rows, dim)  # [R, D]
+    table.uniform_(-0.01, 0.01)  # touch every page
+    out = torch.empty(ids.numel(), dim)  # [L, D]
+    times = time_calls(
+        lambda: torch.index_select(table, 0, ids, out=out), warmup=1, repeats=repeats
+    )
+    med = statistics.median(times)
+    moved = ids.numel() * dim * 4
+    return {"bytes": float(moved), "median_s": med, "gbps": moved / med / GB}
+
+
+def expected_unique(rows: int, draws: int) -> float:
+    """Expected number of distinct rows among ``draws`` uniform draws from ``rows`` rows."""
+    return rows * -math.expm1(draws * math.log1p(-1.0 / rows)) if rows > 1 else 1.0
+
+
+def fmt_bytes(n: float) -> str:
+    """Human-readable bytes (MiB below 1 GiB, else GiB)."""
+    if n >= 2**30:
+        return f"{n / 2**30:.2f} GiB"
+    return f"{n / MiB:.1f} MiB"
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Set ``torch.set_num_threads(n)`` for the block and restore the previous value after."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
