@@ -574,9 +574,19 @@ def _planner_reason(err: Exception, case: Case, settings: Settings) -> str:
     if settings.memory_budget_mb is not None:
         budget = f" within --memory-budget-mb {settings.memory_budget_mb:g} per rank"
     detail = ""
-    if need and avail:
+    shard = re.search(r"find a rank for shard.*?storage: Storage\(([^)]*)\)", msg, re.S)
+    largest = re.search(r"largest device storage: Storage\(([^)]*)\)", msg)
+    if shard and largest:
+        s_b = re.search(tier + r"=(\d+)", shard.group(1))
+        l_b = re.search(tier + r"=(\d+)", largest.group(1))
+        if s_b and l_b:
+            detail = (
+                f" (a {int(s_b.group(1)) / 1e9:.3f} GB shard does not fit the "
+                f"{int(l_b.group(1)) / 1e9:.3f} GB of {tier.upper()} left on the largest rank)"
+            )
+    if not detail and need and avail:
         detail = (
-            f" (needs {need} GB of {tier.upper()} over {case.world_size} rank(s), "
+            f" (needs {need} GB of {tier.upper()} in total over {case.world_size} rank(s), "
             f"{avail} GB left after the planner's reservations)"
         )
     return f"the planner found no plan for {case.describe()}{budget}: {first}{detail}"

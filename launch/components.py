@@ -9,7 +9,7 @@ Every component wraps torchx's ``dist.ddp`` (torchrun), so the same AppDef runs 
 ``python -m torchrec_recsys train`` as ``--section.key=value`` overrides.
 """
 
-from typing import Dict, Optional  # torchx's component linter reads these spellings
+from typing import Dict, Optional  # noqa: UP035  torchx's component linter reads these spellings
 
 import torchx
 import torchx.specs as specs

@@ -13,10 +13,16 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 
-def _worker(rank: int, world_size: int, store_dir: str, fn: Callable[..., Any], args: tuple) -> None:
+def _worker(
+    rank: int, world_size: int, store_dir: str, fn: Callable[..., Any], args: tuple
+) -> None:
     os.environ.update(
-        {"RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank),
-         "LOCAL_WORLD_SIZE": str(world_size)}
+        {
+            "RANK": str(rank),
+            "WORLD_SIZE": str(world_size),
+            "LOCAL_RANK": str(rank),
+            "LOCAL_WORLD_SIZE": str(world_size),
+        }
     )
     dist.init_process_group(
         "gloo", init_method=f"file://{store_dir}/store", rank=rank, world_size=world_size
@@ -34,4 +40,6 @@ def run_distributed(fn: Callable[..., Any], world_size: int, *args: Any) -> list
         mp.start_processes(
             _worker, args=(world_size, store_dir, fn, args), nprocs=world_size, start_method="spawn"
         )
-        return [pickle.loads(Path(store_dir, f"result_{r}.pkl").read_bytes()) for r in range(world_size)]
+        return [
+            pickle.loads(Path(store_dir, f"result_{r}.pkl").read_bytes()) for r in range(world_size)
+        ]

@@ -6,8 +6,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO_ROOT
+
 from torchrec_recsys.config import ExperimentConfig, load_config
 from torchrec_recsys.errors import ConfigError
 

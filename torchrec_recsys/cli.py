@@ -46,7 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name, rest = argv[0], argv[1:]
     if name not in SUBCOMMANDS:
-        print(f"error: unknown subcommand {name!r}; expected one of {', '.join(SUBCOMMANDS)}", file=sys.stderr)
+        print(
+            f"error: unknown subcommand {name!r}; expected one of {', '.join(SUBCOMMANDS)}",
+            file=sys.stderr,
+        )
         return 2
     try:
         SUBCOMMANDS[name][0](rest)

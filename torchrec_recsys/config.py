@@ -3,7 +3,7 @@
 The dataclass defaults *are* the default experiment (DLRM on MovieLens-100K, 2 processes).
 A TOML file overrides any subset; command-line overrides win over the file::
 
-    cfg = load_config("configs/ml100k_dlrm.toml", ["--train.epochs=1", "--sharding.default=row_wise"])
+    cfg = load_config("configs/ml100k_dlrm.toml", ["--train.epochs=1"])
 
 Only entry points read the config; library code takes typed arguments built from it by the
 ``build_*`` factories.
@@ -34,7 +34,7 @@ class DataConfig:
     source: str = "movielens-100k"
     """``movielens-100k`` (read in place from the installed ``recbole`` package) or ``files``."""
     interactions_path: str = ""
-    """With ``source = "files"``: CSV or Parquet with columns user_id, item_id, rating, timestamp."""
+    """With ``source = "files"``: CSV/Parquet with user_id, item_id, rating, timestamp."""
     items_path: str = ""
     """With ``source = "files"``: CSV or Parquet with item_id, the text columns and categoricals."""
     users_path: str = ""
@@ -157,7 +157,9 @@ class ExperimentConfig:
         return Path(self.train.output_dir) / self.name
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None
+) -> ExperimentConfig:
     """Build an :class:`ExperimentConfig` from defaults, an optional TOML file and overrides.
 
     Args:
@@ -209,13 +211,18 @@ def validate_config(cfg: ExperimentConfig) -> None:
     ]:
         if value <= 0:
             raise ConfigError(f"{key} must be positive, got {value}")
-    if cfg.model.dense_arch_layers and cfg.model.dense_arch_layers[-1] != cfg.features.embedding_dim:
+    if (
+        cfg.model.dense_arch_layers
+        and cfg.model.dense_arch_layers[-1] != cfg.features.embedding_dim
+    ):
         raise ConfigError(
             f"model.dense_arch_layers must end with features.embedding_dim "
             f"({cfg.features.embedding_dim}), got {cfg.model.dense_arch_layers}"
         )
     if not cfg.model.over_arch_layers or cfg.model.over_arch_layers[-1] != 1:
-        raise ConfigError(f"model.over_arch_layers must end with 1, got {cfg.model.over_arch_layers}")
+        raise ConfigError(
+            f"model.over_arch_layers must end with 1, got {cfg.model.over_arch_layers}"
+        )
     if cfg.data.source == "files" and not (cfg.data.interactions_path and cfg.data.items_path):
         raise ConfigError(
             'data.source = "files" needs data.interactions_path and data.items_path to be set'

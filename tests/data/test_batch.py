@@ -21,8 +21,14 @@ from torchrec_recsys.errors import DataError
 
 
 def _feature(name: str, rows: int) -> SparseFeature:
-    return SparseFeature(name=name, table=f"t_{name}", num_embeddings=rows, embedding_dim=4,
-                         pooling="sum", tower="user")
+    return SparseFeature(
+        name=name,
+        table=f"t_{name}",
+        num_embeddings=rows,
+        embedding_dim=4,
+        pooling="sum",
+        tower="user",
+    )
 
 
 def test_kjt_matches_the_picture_in_the_docstring() -> None:
@@ -45,13 +51,20 @@ def test_kjt_matches_the_picture_in_the_docstring() -> None:
 @pytest.mark.parametrize("bad", [20, -1])
 def test_out_of_range_id_is_an_error_not_row_zero(bad: int) -> None:
     columns = {"user_id": JaggedColumn.from_lists([[1], [bad]])}
-    with pytest.raises(DataError, match=f"feature 'user_id' has ID {bad} outside its table 't_user_id' of 20 rows"):
+    with pytest.raises(
+        DataError, match=f"feature 'user_id' has ID {bad} outside its table 't_user_id' of 20 rows"
+    ):
         build_kjt(columns, torch.tensor([0, 1]), [_feature("user_id", 20)])
 
 
 def test_ranks_get_disjoint_slices_and_equal_step_counts(synthetic_paths) -> None:  # type: ignore[no-untyped-def]
-    raw = read_files(str(synthetic_paths.interactions), str(synthetic_paths.items),
-                     str(synthetic_paths.users), ["genres", "decade"], ["gender"])
+    raw = read_files(
+        str(synthetic_paths.interactions),
+        str(synthetic_paths.items),
+        str(synthetic_paths.users),
+        ["genres", "decade"],
+        ["gender"],
+    )
     ds = build_dataset(raw, DatasetOptions(["genres", "decade"], ["gender"], embedding_dim=4))
     train = ds.splits["train"]
     world = 2

@@ -35,8 +35,12 @@ def _raw() -> RawData:
 
 
 def _opts(**kw: object) -> DatasetOptions:
-    base = dict(item_categorical_columns=["genres"], user_categorical_columns=["gender"], history_length=2,
-                embedding_dim=4)
+    base = dict(
+        item_categorical_columns=["genres"],
+        user_categorical_columns=["gender"],
+        history_length=2,
+        embedding_dim=4,
+    )
     return DatasetOptions(**{**base, **kw})  # type: ignore[arg-type]
 
 
@@ -88,14 +92,22 @@ def test_history_never_contains_future_items() -> None:
             item = ds.items.item_ids[int(split.item_rows[row])]
             now = time_of[(user, item)]
             start, end = int(hist.offsets[row]), int(hist.offsets[row + 1])
-            earlier = {item_vocab.encode([i])[0] for (u, i), t in time_of.items() if u == user and t < now}
+            earlier = {
+                item_vocab.encode([i])[0] for (u, i), t in time_of.items() if u == user and t < now
+            }
             assert set(hist.values[start:end].tolist()) <= earlier
 
 
 def test_feature_spec_is_derived_from_data() -> None:
     ds = build_dataset(_raw(), _opts())
     spec = ds.spec
-    assert spec.sparse_names() == ["user_id", "user_gender", "item_id", "item_genres", "user_history"]
+    assert spec.sparse_names() == [
+        "user_id",
+        "user_gender",
+        "item_id",
+        "item_genres",
+        "user_history",
+    ]
     assert spec.feature("user_history").table == spec.feature("item_id").table == "t_item_id"
     assert spec.feature("item_genres").num_embeddings == 4  # x, y, z + OOV
     configs = {c.name: c for c in spec.embedding_bag_configs()}
@@ -103,7 +115,10 @@ def test_feature_spec_is_derived_from_data() -> None:
     assert spec.sparse_names("user") == ["user_id", "user_gender", "user_history"]
     # the catalogue keeps never-interacted item 7 with its genre
     assert ds.items.item_ids[-1] == "7"
-    assert ds.items.sparse["item_genres"].values[-1].item() == ds.vocabs["item_genres"].encode(["x"])[0]
+    assert (
+        ds.items.sparse["item_genres"].values[-1].item()
+        == ds.vocabs["item_genres"].encode(["x"])[0]
+    )
 
 
 def test_unknown_item_in_interactions_is_an_error() -> None:

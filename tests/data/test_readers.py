@@ -30,9 +30,12 @@ def test_movielens_100k_is_read_in_place() -> None:
 
 @pytest.mark.parametrize("file_format", ["csv", "parquet"])
 def test_bring_your_own_files(tmp_path: Path, file_format: str) -> None:
-    paths = write_synthetic_dataset(tmp_path, num_users=5, num_items=10, interactions_per_user=4,
-                                    file_format=file_format)
-    raw = read_files(str(paths.interactions), str(paths.items), str(paths.users), ITEM_COLUMNS, USER_COLUMNS)
+    paths = write_synthetic_dataset(
+        tmp_path, num_users=5, num_items=10, interactions_per_user=4, file_format=file_format
+    )
+    raw = read_files(
+        str(paths.interactions), str(paths.items), str(paths.users), ITEM_COLUMNS, USER_COLUMNS
+    )
     assert len(raw.interactions) == 20
     assert raw.interactions["rating"].dtype == "float64"
     assert list(raw.items.columns) == ["item_id", *ITEM_COLUMNS]

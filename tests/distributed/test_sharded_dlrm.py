@@ -20,8 +20,8 @@ import copy
 
 import pytest
 import torch
-
 from _dist import run_distributed
+
 from torchrec_recsys.data.dataset import DatasetOptions, build_dataset
 from torchrec_recsys.data.loader import ShardInfo, train_batches
 from torchrec_recsys.data.readers import read_files
@@ -36,10 +36,19 @@ SPARSE_LR, DENSE_LR = 0.5, 0.01
 
 
 def _dataset(paths):  # type: ignore[no-untyped-def]
-    raw = read_files(str(paths.interactions), str(paths.items), str(paths.users),
-                     ["genres", "decade"], ["gender", "occupation"])
-    return build_dataset(raw, DatasetOptions(["genres", "decade"], ["gender", "occupation"],
-                                             embedding_dim=8, history_length=4))
+    raw = read_files(
+        str(paths.interactions),
+        str(paths.items),
+        str(paths.users),
+        ["genres", "decade"],
+        ["gender", "occupation"],
+    )
+    return build_dataset(
+        raw,
+        DatasetOptions(
+            ["genres", "decade"], ["gender", "occupation"], embedding_dim=8, history_length=4
+        ),
+    )
 
 
 def _reference_step(ref: RankingTask, batch, dp_tables: bool) -> torch.Tensor:  # type: ignore[no-untyped-def]
@@ -67,30 +76,43 @@ def _check_sharding_types(rank: int, world: int, paths) -> dict[str, tuple[float
         torch.manual_seed(1)  # different init: the copy below must be what makes them equal
         task = RankingTask(build_dlrm(data.spec, [16, 8], [16, 1], sparse_device="meta"))
         model, optimizer = shard_model(
-            task, data.spec.table_names(), ShardingOptions(default=kind),
+            task,
+            data.spec.table_names(),
+            ShardingOptions(default=kind),
             OptimizerOptions(sparse="sgd", sparse_lr=SPARSE_LR, dense="adam", dense_lr=DENSE_LR),
-            ctx, batch_size=BATCH,
+            ctx,
+            batch_size=BATCH,
         )
-        prefix = "_dmp_wrapped_module." if any(k.startswith("_dmp") for k in model.state_dict()) else ""
+        prefix = (
+            "_dmp_wrapped_module." if any(k.startswith("_dmp") for k in model.state_dict()) else ""
+        )
         load_full_state(model, {f"{prefix}{k}": v for k, v in full_state.items()})
 
-        batch = next(train_batches(data.splits["train"], data.spec, BATCH, ShardInfo(rank, world), 0, 0))
-        global_batch = next(train_batches(data.splits["train"], data.spec, BATCH * world, ShardInfo(), 0, 0))
+        batch = next(
+            train_batches(data.splits["train"], data.spec, BATCH, ShardInfo(rank, world), 0, 0)
+        )
+        global_batch = next(
+            train_batches(data.splits["train"], data.spec, BATCH * world, ShardInfo(), 0, 0)
+        )
         loss, (_, logits, _, _) = model(batch)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
 
         ref_logits = _reference_step(ref, global_batch, dp_tables=kind == "data_parallel")
-        forward_diff = float((logits - ref_logits[rank * BATCH:(rank + 1) * BATCH]).abs().max())
+        forward_diff = float((logits - ref_logits[rank * BATCH : (rank + 1) * BATCH]).abs().max())
         after = gather_full_state(model)
         step_diff = 0.0
         if rank == 0:
             reference = ref.state_dict()
             assert set(after) == {f"{prefix}{k}" for k in reference}
-            step_diff = max(float((after[f"{prefix}{k}"] - v).abs().max()) for k, v in reference.items())
+            step_diff = max(
+                float((after[f"{prefix}{k}"] - v).abs().max()) for k, v in reference.items()
+            )
             moved = max(float((reference[k] - full_state[k]).abs().max()) for k in reference)
-            assert moved > 1e-3, "the step must change the weights for the comparison to mean anything"
+            assert moved > 1e-3, (
+                "the step must change the weights for the comparison to mean anything"
+            )
         results[kind] = (forward_diff, step_diff)
     return results
 
@@ -102,4 +124,6 @@ def test_sharded_dlrm_matches_unsharded_reference(synthetic_paths) -> None:  # t
         assert set(results) == set(SHARDING_TYPES)
         for kind, (forward_diff, step_diff) in results.items():
             assert forward_diff < 1e-5, f"rank {rank} {kind}: forward differs by {forward_diff}"
-            assert step_diff < 1e-5, f"rank {rank} {kind}: weights after one step differ by {step_diff}"
+            assert step_diff < 1e-5, (
+                f"rank {rank} {kind}: weights after one step differ by {step_diff}"
+            )

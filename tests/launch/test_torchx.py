@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO_ROOT
 
 TORCHX = str(Path(sys.executable).with_name("torchx"))
@@ -19,15 +18,25 @@ COMPONENT = f"{REPO_ROOT}/launch/components.py:train"
 
 def _torchx(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([TORCHX, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [TORCHX, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_component_resource_arithmetic() -> None:
     sys.path.insert(0, str(REPO_ROOT / "launch"))
     from components import train
 
-    app = train("--train.epochs=1", config="configs/x.toml", j="3x4", gpus_per_proc=1,
-                cpus_per_proc=2, mem_mb_per_proc=1000, sharding="row_wise", max_retries=2)
+    app = train(
+        "--train.epochs=1",
+        config="configs/x.toml",
+        j="3x4",
+        gpus_per_proc=1,
+        cpus_per_proc=2,
+        mem_mb_per_proc=1000,
+        sharding="row_wise",
+        max_retries=2,
+    )
     (role,) = app.roles
     assert role.num_replicas == 3
     assert (role.resource.gpu, role.resource.cpu, role.resource.memMB) == (4, 8, 4000)
@@ -50,8 +59,20 @@ def test_component_resource_arithmetic() -> None:
 def test_dryrun_on_cluster_schedulers(scheduler: str, expect: list[str]) -> None:
     cfg = ["-cfg", "queue=default"] if scheduler == "kubernetes" else []
     result = _torchx(
-        ["run", "--dryrun", "--workspace", "", "-s", scheduler, *cfg, COMPONENT, "-j", "2x4",
-         "--gpus_per_proc", "1"],
+        [
+            "run",
+            "--dryrun",
+            "--workspace",
+            "",
+            "-s",
+            scheduler,
+            *cfg,
+            COMPONENT,
+            "-j",
+            "2x4",
+            "--gpus_per_proc",
+            "1",
+        ],
         cwd=REPO_ROOT,
     )
     assert result.returncode == 0, result.stderr[-2000:]
@@ -64,13 +85,27 @@ def test_dryrun_on_cluster_schedulers(scheduler: str, expect: list[str]) -> None
 def test_component_launch_two_processes(synthetic_paths, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     config = tmp_path / "tiny.toml"
     config.write_text(
-        (REPO_ROOT / "configs" / "tiny_synthetic.toml").read_text()
+        (REPO_ROOT / "configs" / "tiny_synthetic.toml")
+        .read_text()
         .replace('"data/synthetic/interactions.csv"', f'"{synthetic_paths.interactions}"')
         .replace('"data/synthetic/items.csv"', f'"{synthetic_paths.items}"')
         .replace('"data/synthetic/users.csv"', f'"{synthetic_paths.users}"')
     )
-    result = _torchx(["run", "-s", "local_cwd", COMPONENT, "--config", str(config), "-j", "1x2",
-                      "--sharding", "row_wise"], cwd=tmp_path)
+    result = _torchx(
+        [
+            "run",
+            "-s",
+            "local_cwd",
+            COMPONENT,
+            "--config",
+            str(config),
+            "-j",
+            "1x2",
+            "--sharding",
+            "row_wise",
+        ],
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (summary_path,) = (tmp_path / "runs" / "tiny_synthetic").glob("*/summary.json")
     summary = json.loads(summary_path.read_text())

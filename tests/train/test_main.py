@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import tiny_overrides
+
 from torchrec_recsys.cli import main as cli_main
 from torchrec_recsys.errors import ConfigError, UserError
 from torchrec_recsys.train.checkpoint import latest_checkpoint
@@ -42,7 +42,13 @@ def test_train_writes_summary_and_resume_continues_steps(synthetic_paths, tmp_pa
 
 @pytest.mark.slow
 def test_training_learns_beyond_chance(synthetic_paths, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    summary = main([*tiny_overrides(synthetic_paths, tmp_path), "--train.epochs=6", "--optimizer.dense_lr=0.01"])
+    summary = main(
+        [
+            *tiny_overrides(synthetic_paths, tmp_path),
+            "--train.epochs=6",
+            "--optimizer.dense_lr=0.01",
+        ]
+    )
     assert summary["epochs"][-1]["train_loss"] < summary["epochs"][0]["train_loss"]
     assert summary["test"]["auc"] > 0.6
 
@@ -53,7 +59,9 @@ def test_resume_without_checkpoint_is_a_clear_error(synthetic_paths, tmp_path: P
 
 
 def test_memory_budget_too_small_names_the_planner_reason(synthetic_paths, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(ConfigError, match="found no plan for 1 process\\(es\\) on cpu .* 0.001 MB per-rank budget"):
+    with pytest.raises(
+        ConfigError, match="found no plan for 1 process\\(es\\) on cpu .* 0.001 MB per-rank budget"
+    ):
         main([*tiny_overrides(synthetic_paths, tmp_path), "--sharding.memory_budget_mb=0.001"])
 
 
@@ -69,6 +77,16 @@ def test_cli_prints_one_line_errors(capsys: pytest.CaptureFixture[str], tmp_path
     assert cli_main(["bogus"]) == 2
     assert cli_main(["--help"]) == 0
     missing = tmp_path / "missing.csv"
-    assert cli_main(["train", "--data.source=files", f"--data.interactions_path={missing}",
-                     f"--data.items_path={missing}", f"--train.output_dir={tmp_path}"]) == 2
+    assert (
+        cli_main(
+            [
+                "train",
+                "--data.source=files",
+                f"--data.interactions_path={missing}",
+                f"--data.items_path={missing}",
+                f"--train.output_dir={tmp_path}",
+            ]
+        )
+        == 2
+    )
     assert f"interactions file '{missing}' does not exist" in capsys.readouterr().err

@@ -97,9 +97,7 @@ class RecDataset:
         (folder / "feature_spec.json").write_text(json.dumps(self.spec.to_dict(), indent=2))
 
 
-def _categorical_column(
-    values: pd.Series, vocab: Vocabulary, separator: str
-) -> JaggedColumn:
+def _categorical_column(values: pd.Series, vocab: Vocabulary, separator: str) -> JaggedColumn:
     """Per-row token lists -> indices (empty cell = empty bag)."""
     rows = [[t for t in str(v).split(separator) if t] for v in values.fillna("")]
     lengths = torch.tensor([len(r) for r in rows], dtype=torch.int64)
@@ -166,7 +164,9 @@ def build_dataset(raw: RawData, opts: DatasetOptions) -> RecDataset:
     }
     user_ids = list(dict.fromkeys(inter["user_id"]))
     user_row_of = {u: i for i, u in enumerate(user_ids)}
-    user_rows = torch.from_numpy(inter["user_id"].map(user_row_of).to_numpy(dtype=np.int64, copy=True))
+    user_rows = torch.from_numpy(
+        inter["user_id"].map(user_row_of).to_numpy(dtype=np.int64, copy=True)
+    )
     sep = opts.multi_value_separator
     for col in opts.item_categorical_columns:
         vocabs[f"item_{col}"] = Vocabulary(f"item_{col}", _tokens(items[col], sep))
@@ -203,7 +203,9 @@ def build_dataset(raw: RawData, opts: DatasetOptions) -> RecDataset:
     user_act = torch.log1p(user_train_counts.float())
     user_act = user_act / user_act.max().clamp(min=1.0)  # [U] in [0, 1]
     dense = torch.stack([user_act[user_rows], item_pop[item_rows]], dim=1)  # [N, 2]
-    labels = torch.from_numpy((inter["rating"].to_numpy() >= opts.positive_rating).astype(np.float32))
+    labels = torch.from_numpy(
+        (inter["rating"].to_numpy() >= opts.positive_rating).astype(np.float32)
+    )
 
     spec = _build_spec(vocabs, example_columns, opts)
     splits = {}

@@ -92,7 +92,9 @@ class FeatureSpec:
     def table_names(self) -> list[str]:
         return list(dict.fromkeys(f.table for f in self.sparse))
 
-    def embedding_bag_configs(self, features: Iterable[str] | None = None) -> list[EmbeddingBagConfig]:
+    def embedding_bag_configs(
+        self, features: Iterable[str] | None = None
+    ) -> list[EmbeddingBagConfig]:
         """One ``EmbeddingBagConfig`` per table read by ``features`` (default: all)."""
         wanted = set(self.sparse_names() if features is None else features)
         configs: dict[str, EmbeddingBagConfig] = {}
@@ -112,4 +114,7 @@ class FeatureSpec:
         return list(configs.values())
 
     def to_dict(self) -> dict[str, object]:
-        return {"sparse": [asdict(f) for f in self.sparse], "dense": [asdict(f) for f in self.dense]}
+        return {
+            "sparse": [asdict(f) for f in self.sparse],
+            "dense": [asdict(f) for f in self.dense],
+        }

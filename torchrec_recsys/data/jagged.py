@@ -10,7 +10,7 @@ import torch
 
 
 def segment_positions(starts: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Flat positions ``[starts[0], ..., starts[0]+lengths[0]-1, starts[1], ...]``. int64 [sum(lengths)]."""
+    """Concatenated ranges ``starts[i] .. starts[i] + lengths[i] - 1``. int64 [sum(lengths)]."""
     total = int(lengths.sum())
     out_starts = torch.cumsum(lengths, 0) - lengths  # [N] where each segment lands in the output
     return torch.repeat_interleave(starts - out_starts, lengths, output_size=total) + torch.arange(

@@ -28,7 +28,9 @@ class ShardInfo:
     world_size: int = 1
 
 
-def make_batch(table: ExampleTable, spec: FeatureSpec, rows: torch.Tensor, weights: torch.Tensor) -> Batch:
+def make_batch(
+    table: ExampleTable, spec: FeatureSpec, rows: torch.Tensor, weights: torch.Tensor
+) -> Batch:
     """The :class:`Batch` for ``rows`` (int64 [B]) of ``table``."""
     return Batch(
         dense_features=table.dense[rows],  # [B, num_dense]

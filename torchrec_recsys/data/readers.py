@@ -83,7 +83,12 @@ def check_interactions(frame: pd.DataFrame, source: str) -> pd.DataFrame:
             "item_id": frame["item_id"].astype("string").str.strip(),
         }
     )
-    bad = out["user_id"].isna() | (out["user_id"] == "") | out["item_id"].isna() | (out["item_id"] == "")
+    bad = (
+        out["user_id"].isna()
+        | (out["user_id"] == "")
+        | out["item_id"].isna()
+        | (out["item_id"] == "")
+    )
     for column in NUMERIC_INTERACTION_COLUMNS:
         values = pd.to_numeric(frame[column], errors="coerce").astype("float64")
         bad |= values.isna() | ~values.abs().lt(float("inf"))
@@ -124,4 +129,6 @@ def read_files(
                 f"{what} file {path!r} repeats {key} {frame[key][dup].iloc[0]!r} "
                 f"({int(dup.sum())} duplicate row(s)); each {key} must appear once"
             )
-    return RawData(interactions=interactions, items=items, users=users, name=Path(interactions_path).stem)
+    return RawData(
+        interactions=interactions, items=items, users=users, name=Path(interactions_path).stem
+    )

@@ -56,14 +56,21 @@ def write_synthetic_dataset(
         times = np.sort(rng.integers(1_600_000_000, 1_700_000_000, size=count))
         rows.append(
             pd.DataFrame(
-                {"user_id": f"u{user}", "item_id": [f"i{i}" for i in items], "rating": rating, "timestamp": times}
+                {
+                    "user_id": f"u{user}",
+                    "item_id": [f"i{i}" for i in items],
+                    "rating": rating,
+                    "timestamp": times,
+                }
             )
         )
     interactions = pd.concat(rows, ignore_index=True)
     items = pd.DataFrame(
         {
             "item_id": [f"i{i}" for i in range(num_items)],
-            "title": [f"{GENRES[g[0]]} {GENRES[g[1]]} story number {i}" for i, g in enumerate(item_genre)],
+            "title": [
+                f"{GENRES[g[0]]} {GENRES[g[1]]} story number {i}" for i, g in enumerate(item_genre)
+            ],
             "genres": ["|".join(sorted({GENRES[a], GENRES[b]})) for a, b in item_genre],
             "decade": rng.choice(DECADES, size=num_items),
         }
@@ -82,7 +89,11 @@ def write_synthetic_dataset(
         items=folder / f"items{suffix}",
         users=folder / f"users{suffix}",
     )
-    for frame, path in [(interactions, paths.interactions), (items, paths.items), (users, paths.users)]:
+    for frame, path in [
+        (interactions, paths.interactions),
+        (items, paths.items),
+        (users, paths.users),
+    ]:
         if suffix == ".parquet":
             frame.to_parquet(path, index=False)
         else:

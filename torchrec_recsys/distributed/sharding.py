@@ -77,7 +77,9 @@ def sharders() -> list[ModuleSharder[nn.Module]]:
     return [AnyDeviceEBCSharder()]
 
 
-def sharding_constraints(tables: Iterable[str], options: ShardingOptions) -> dict[str, ParameterConstraints]:
+def sharding_constraints(
+    tables: Iterable[str], options: ShardingOptions
+) -> dict[str, ParameterConstraints]:
     """One constraint per table: its sharding type and the kernel that type needs."""
     tables = list(tables)
     unknown = sorted(set(options.per_table) - set(tables))
@@ -93,7 +95,9 @@ def sharding_constraints(tables: Iterable[str], options: ShardingOptions) -> dic
             if kind == ShardingType.DATA_PARALLEL.value
             else EmbeddingComputeKernel.FUSED
         )
-        constraints[table] = ParameterConstraints(sharding_types=[kind], compute_kernels=[kernel.value])
+        constraints[table] = ParameterConstraints(
+            sharding_types=[kind], compute_kernels=[kernel.value]
+        )
     return constraints
 
 

@@ -15,7 +15,14 @@ from torchrec_recsys.data.dataset import RecDataset
 
 def auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
     """ROC AUC of ``scores`` [N] against binary ``labels`` [N] (torchrec.metrics)."""
-    return float(compute_auc(1, [scores.double()[None]], [labels.double()[None]], [torch.ones_like(labels, dtype=torch.double)[None]]))
+    return float(
+        compute_auc(
+            1,
+            [scores.double()[None]],
+            [labels.double()[None]],
+            [torch.ones_like(labels, dtype=torch.double)[None]],
+        )
+    )
 
 
 def baseline_aucs(data: RecDataset, split: str = "test") -> dict[str, float]:

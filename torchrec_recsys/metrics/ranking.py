@@ -7,7 +7,9 @@ from torchrec.metrics.auc import AUCMetric
 from torchrec.metrics.metrics_config import RecTaskInfo
 from torchrec.metrics.ne import NEMetric
 
-TASK = RecTaskInfo(name="rank", label_name="label", prediction_name="prediction", weight_name="weight")
+TASK = RecTaskInfo(
+    name="rank", label_name="label", prediction_name="prediction", weight_name="weight"
+)
 # AUC keeps every prediction of the window; a window larger than any eval split makes it exact.
 WINDOW = 10_000_000
 

@@ -31,6 +31,10 @@ class SIDQuantizer(Protocol):
         """Codes [N, L] int64, each in ``[0, K)``."""
         ...
 
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """Embeddings [N, D] float32 from codes [N, l] (the first l <= L levels)."""
+        ...
+
     def reconstruct(self, embeddings: np.ndarray) -> np.ndarray:
         """Embeddings [N, D] float32 rebuilt from their codes (encode then decode)."""
         ...

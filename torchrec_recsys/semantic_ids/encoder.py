@@ -112,7 +112,7 @@ class EncodeResult:
     fallback_rows: list[int] = field(default_factory=list)
     """Row positions whose text was missing and encoded as ``"item <id>"``."""
     from_cache: bool = False
-    """True when :meth:`TextEncoder.encode_cached` loaded the matrix instead of running the model."""
+    """True when :meth:`TextEncoder.encode_cached` loaded the matrix (no model run)."""
     cache_path: str | None = None
     """The ``.npy`` file read or written by :meth:`TextEncoder.encode_cached`, if any."""
 

@@ -45,8 +45,8 @@ class RQVAEConfig:
     """Width of the latent z and of every codeword."""
     hidden_dims: tuple[int, ...] = (256, 128)
     """Hidden widths of the MLP encoder (the decoder mirrors them)."""
-    epochs: int = 150
-    """Passes over the items."""
+    epochs: int = 300
+    """Passes over the items (300 x 7 steps for 1,682 items: ~10 s on 2 CPU cores)."""
     lr: float = 1e-3
     """Learning rate of the optimizer."""
     batch_size: int = 256
@@ -73,7 +73,8 @@ class RQVAEConfig:
         self.hidden_dims = tuple(int(h) for h in self.hidden_dims)
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(
-                f"optimizer = {self.optimizer!r} is invalid; expected one of {', '.join(OPTIMIZERS)}"
+                f"optimizer = {self.optimizer!r} is invalid; "
+                f"expected one of {', '.join(OPTIMIZERS)}"
             )
         for name in ("latent_dim", "epochs", "batch_size", "kmeans_iters"):
             if getattr(self, name) < 1:
@@ -113,7 +114,9 @@ class RQVAEConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
-            raise ConfigError(f"unknown RQVAEConfig key(s) {unknown}; expected some of {sorted(names)}")
+            raise ConfigError(
+                f"unknown RQVAEConfig key(s) {unknown}; expected some of {sorted(names)}"
+            )
         return cls(**values)
 
 
@@ -226,9 +229,7 @@ class EpochStats:
     """Codes re-seeded after this epoch, summed over levels."""
 
 
-def kmeans(
-    points: np.ndarray, k: int, *, iters: int, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
+def kmeans(points: np.ndarray, k: int, *, iters: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """faiss k-means: points [N, D] float32 -> centroids [k, D] float32, assignment [N] int64."""
     points = np.ascontiguousarray(points, dtype=np.float32)
     km = faiss.Kmeans(
@@ -401,7 +402,9 @@ class RQVAE:
         module = self._require()
         codes_t = torch.as_tensor(np.asarray(codes, dtype=np.int64))  # [N, l]
         if codes_t.ndim != 2 or codes_t.shape[1] > self.levels:
-            raise DataError(f"codes have shape {tuple(codes_t.shape)}; expected [items, <= {self.levels}]")
+            raise DataError(
+                f"codes have shape {tuple(codes_t.shape)}; expected [items, <= {self.levels}]"
+            )
         codebooks = module.codebooks  # [L, K, D_lat]
         z_q = torch.zeros(codes_t.shape[0], codebooks.shape[-1], device=codebooks.device)
         for level in range(codes_t.shape[1]):
@@ -441,7 +444,9 @@ class RQVAE:
         try:
             module.load_state_dict(state)
         except RuntimeError as e:
-            raise DataError(f"RQ-VAE weights do not match the config: {str(e).splitlines()[0]}") from None
+            raise DataError(
+                f"RQ-VAE weights do not match the config: {str(e).splitlines()[0]}"
+            ) from None
         module.eval()
         model.module = module
         return model

@@ -67,12 +67,16 @@ def build_task(cfg: ExperimentConfig, spec: FeatureSpec, dense_device: str = "cp
 
 def sharding_options(cfg: ExperimentConfig) -> ShardingOptions:
     s = cfg.sharding
-    return ShardingOptions(default=s.default, per_table=dict(s.per_table), memory_budget_mb=s.memory_budget_mb)
+    return ShardingOptions(
+        default=s.default, per_table=dict(s.per_table), memory_budget_mb=s.memory_budget_mb
+    )
 
 
 def optimizer_options(cfg: ExperimentConfig) -> OptimizerOptions:
     o = cfg.optimizer
-    return OptimizerOptions(sparse=o.sparse, sparse_lr=o.sparse_lr, dense=o.dense, dense_lr=o.dense_lr)
+    return OptimizerOptions(
+        sparse=o.sparse, sparse_lr=o.sparse_lr, dense=o.dense, dense_lr=o.dense_lr
+    )
 
 
 def loop_options(cfg: ExperimentConfig) -> LoopOptions:

@@ -83,7 +83,8 @@ def save_checkpoint(
 
 def _prune(root: Path, keep_last: int) -> None:
     complete = sorted(
-        (p for p in root.iterdir() if p.is_dir() and not p.name.endswith(".tmp")), key=lambda p: p.name
+        (p for p in root.iterdir() if p.is_dir() and not p.name.endswith(".tmp")),
+        key=lambda p: p.name,
     )
     for old in complete[:-keep_last] if keep_last > 0 else []:
         shutil.rmtree(old, ignore_errors=True)

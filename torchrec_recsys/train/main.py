@@ -1,6 +1,6 @@
 """``main(argv)``: the one training entry point (CLI, torchx and tests all call it).
 
-    python -m torchrec_recsys train [--config FILE] [--resume] [--profile] [--section.key=value ...]
+python -m torchrec_recsys train [--config FILE] [--resume] [--profile] [--section.key=value ...]
 """
 
 from __future__ import annotations
@@ -34,13 +34,25 @@ SUMMARY_FILE = "summary.json"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="torchrec_recsys train",
-        description="Train the configured model; extra --section.key=value flags override the config.",
+        description="Train the configured model; --section.key=value flags override the config.",
     )
-    parser.add_argument("--config", help="TOML experiment file (default: built-in defaults = configs/ml100k_dlrm.toml)")
+    parser.add_argument(
+        "--config",
+        help="TOML experiment file (default: built-in defaults = configs/ml100k_dlrm.toml)",
+    )
     parser.add_argument("--model", choices=MODELS, help="shorthand for --model.name=...")
-    parser.add_argument("--resume", action="store_true", help="continue the newest run of this experiment from its newest checkpoint")
-    parser.add_argument("--run-dir", help="use this run directory (default: <train.output_dir>/<name>/<UTC timestamp>)")
-    parser.add_argument("--profile", action="store_true", help="record torch.profiler traces into <run dir>/profile")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the newest run of this experiment from its newest checkpoint",
+    )
+    parser.add_argument(
+        "--run-dir",
+        help="use this run directory (default: <train.output_dir>/<name>/<UTC timestamp>)",
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="record torch.profiler traces into <run dir>/profile"
+    )
     return parser
 
 
@@ -64,8 +76,16 @@ def resolve_run_dir(cfg: ExperimentConfig, explicit: str | None, ctx: DistContex
         if explicit:
             choice[0] = explicit
         elif cfg.train.resume:
-            runs = sorted(p for p in root.glob("*") if latest_checkpoint(p) is not None) if root.is_dir() else []
-            choice[0] = str(runs[-1]) if runs else f"no run of {cfg.name!r} with a checkpoint under {str(root)!r}"
+            runs = (
+                sorted(p for p in root.glob("*") if latest_checkpoint(p) is not None)
+                if root.is_dir()
+                else []
+            )
+            choice[0] = (
+                str(runs[-1])
+                if runs
+                else f"no run of {cfg.name!r} with a checkpoint under {str(root)!r}"
+            )
         else:
             choice[0] = str(root / datetime.now(UTC).strftime("%Y%m%d-%H%M%S"))
     dist.broadcast_object_list(choice, src=0)

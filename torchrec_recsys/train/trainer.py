@@ -98,7 +98,9 @@ class Trainer:
                 history.append(self._train_epoch(state, profiler))
         return history
 
-    def _train_epoch(self, state: TrainerState, profiler: torch.profiler.profile | None) -> EpochRecord:
+    def _train_epoch(
+        self, state: TrainerState, profiler: torch.profiler.profile | None
+    ) -> EpochRecord:
         opts = self.options
         steps = self.steps_per_epoch()
         global_batch = opts.batch_size * self.ctx.world_size
