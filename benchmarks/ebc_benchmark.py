@@ -572,7 +572,7 @@ def _planner_reason(err: Exception, case: Case, settings: Settings) -> str:
     need, avail = gb("requirement for model parallel"), gb("available for model parallel")
     budget = ""
     if settings.memory_budget_mb is not None:
-        budget = f" within --memory-budget-mb {settings.memory_budget_mb:g} per rank"
+        budget = f" within a {settings.memory_budget_mb:g} MiB per-rank memory budget"
     detail = ""
     shard = re.search(r"find a rank for shard.*?storage: Storage\(([^)]*)\)", msg, re.S)
     largest = re.search(r"largest device storage: Storage\(([^)]*)\)", msg)
