@@ -74,7 +74,7 @@ class RQKMeans:
                 residual, cfg.codebook_size, iters=cfg.iters, seed=cfg.seed + level
             )  # [K, D], [N]
             books.append(centroids)
-            pass
+            residual -= centroids[assign]  # [N, D]
         self._codebooks = np.stack(books)  # [L, K, D]
         return self
 
