@@ -16,8 +16,31 @@ def _train(argv: list[str]) -> None:
     main(argv)
 
 
+def _synth(argv: list[str]) -> None:
+    import argparse
+
+    from torchrec_recsys.data.synthetic import write_synthetic_dataset
+
+    parser = argparse.ArgumentParser(
+        prog="torchrec_recsys synth",
+        description="Write a synthetic dataset (power-law popularity) in the bring-your-own format.",
+    )
+    parser.add_argument("--out", default="data/synthetic", help="folder to write into")
+    parser.add_argument("--users", type=int, default=200, help="number of users")
+    parser.add_argument("--items", type=int, default=300, help="number of items")
+    parser.add_argument("--per-user", type=int, default=30, help="interactions per user")
+    parser.add_argument("--format", choices=("csv", "parquet"), default="csv", help="file format")
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    args = parser.parse_args(argv)
+    paths = write_synthetic_dataset(
+        args.out, args.users, args.items, args.per_user, seed=args.seed, file_format=args.format
+    )
+    print(f"wrote {paths.interactions}, {paths.items}, {paths.users}")
+
+
 SUBCOMMANDS: dict[str, tuple[Callable[[list[str]], None], str]] = {
     "train": (_train, "train the configured model (DLRM by default) with sharded embeddings"),
+    "synth": (_synth, "write a synthetic dataset in the bring-your-own file format"),
 }
 
 

@@ -1,0 +1,29 @@
+"""``--profile`` writes a torch.profiler trace that shows the fused embedding lookup."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import tiny_overrides
+from torchrec_recsys.metrics.profiler import maybe_enable_profiling
+from torchrec_recsys.train.main import main
+
+
+def test_profiling_off_is_a_no_op(tmp_path: Path) -> None:
+    with maybe_enable_profiling(False, tmp_path / "trace", rank=0) as prof:
+        assert prof is None
+    assert not (tmp_path / "trace").exists()
+
+
+@pytest.mark.slow
+def test_profile_trace_contains_embedding_lookup_ops(synthetic_paths, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    summary = main([*tiny_overrides(synthetic_paths, tmp_path), "--train.epochs=1", "--profile"])
+    (trace,) = (Path(summary["run_dir"]) / "profile").glob("rank0.*.pt.trace.json")
+    events = json.loads(trace.read_text())["traceEvents"]
+    names = {e.get("name", "") for e in events if e.get("ph") == "X"}
+    assert any(n.startswith("fbgemm::split_embedding_codegen_forward") for n in names)
+    assert any(n.startswith("fbgemm::split_embedding_backward_codegen_rowwise_adagrad") for n in names)
+    assert any("[lookup]_[model.sparse_arch.embedding_bag_collection]" in n for n in names)
