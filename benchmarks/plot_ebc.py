@@ -1,0 +1,210 @@
+"""Turn ebc_benchmark.py JSON into a markdown table and two PNG plots (matplotlib Agg).
+
+Outputs (defaults, in ``benchmarks/results/``):
+
+* ``ebc_table.md``: one row per benchmark row, plus the probes and the target checks;
+* ``ebc_throughput.png``: samples/s vs table rows, one line per variant, for the
+  (dim, pooling, batch, optimizer) group that sweeps the most row counts;
+* ``ebc_memory.png``: planner memory estimate vs measured peak, with the +-15% band.
+
+Run (from the repo root)::
+
+    python benchmarks/plot_ebc.py --input benchmarks/results/ebc_readme.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+MiB = 2**20
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    p = argparse.ArgumentParser(prog="plot_ebc", description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--input",
+        default=str(RESULTS_DIR / "ebc_readme.json"),
+        help="JSON written by ebc_benchmark.py",
+    )
+    p.add_argument(
+        "--table", default=str(RESULTS_DIR / "ebc_table.md"), help="markdown table output"
+    )
+    p.add_argument(
+        "--throughput-png",
+        default=str(RESULTS_DIR / "ebc_throughput.png"),
+        help="throughput vs rows plot output",
+    )
+    p.add_argument(
+        "--memory-png",
+        default=str(RESULTS_DIR / "ebc_memory.png"),
+        help="planner estimate vs measured memory plot output",
+    )
+    return p
+
+
+def _mib(x: float | None) -> str:
+    return "" if x is None else f"{x / MiB:,.1f}"
+
+
+def markdown(doc: dict[str, Any], source: str) -> str:
+    """The results document as markdown: header, probes, rows table, target checks."""
+    meta, probes, rows = doc["meta"], doc["probes"], doc["rows"]
+    lines = [
+        "# Embedding-table benchmark",
+        "",
+        f"Source: `{source}` (preset `{meta['preset']}`, command "
+        f"`python benchmarks/ebc_benchmark.py {' '.join(meta['argv'])}`).",
+        f"torch {meta['torch']}, torchrec {meta.get('torchrec', '?')}, fbgemm-gpu-cpu "
+        f"{meta.get('fbgemm_gpu', '?')}, {meta['cpu_count']} CPUs, {meta['torch_threads']} "
+        f"threads in total; load average {meta['loadavg_start']} at start, "
+        f"{meta['loadavg_end']} at end; {meta['elapsed_s']:.0f} s.",
+        "",
+        f"Probes in the same run: sequential copy {probes['seq_copy']['gbps']:.2f} GB/s "
+        "(read + write); random-row gather "
+        + ", ".join(f"{k}: {v['gbps']:.2f} GB/s" for k, v in probes["gather"].items())
+        + " (gathered row bytes).",
+        "",
+        "Bytes per step: fwd reads B*P rows; bwd reads B*P gradient rows and reads+writes each "
+        "unique row (and its optimizer state) once. GB/s = those bytes / p50.",
+        "",
+        "| variant | rows | dim | P | B | optimizer | p50 ms | p90 ms | samples/s | GB/s "
+        "| % copy | % gather | planner est MiB | measured MiB | est error |",
+        "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        c, m, lat = r["config"], r["memory"], r["latency_ms"]
+        err = m["estimate_error"]
+        lines.append(
+            f"| {r['label']} | {c['rows']:,} | {c['dim']} | {c['pooling']} | {c['batch']} "
+            f"| {c['optimizer']} | {lat['p50']:.2f} | {lat['p90']:.2f} "
+            f"| {r['samples_per_s']:,.0f} | {r['effective_gbps']:.2f} "
+            f"| {r['share_of_copy_probe'] * 100:.0f} | {r['share_of_gather_probe'] * 100:.0f} "
+            f"| {_mib(m['planner_estimate_bytes'])} | {_mib(m['measured_peak_bytes'])} "
+            f"| {'' if err is None else f'{err * 100:+.0f}%'} |"
+        )
+    targets = doc.get("targets", [])
+    if targets:
+        lines += ["", "## Targets (* = reference config 1,000,000 x 64, P20, B4096)", ""]
+        lines += ["| | target | variant | config | result |", "|---|---|---|---|---|"]
+        for t in targets:
+            c = t["config"]
+            cfg = f"{c['rows']:,}x{c['dim']} P{c['pooling']} B{c['batch']} {c['optimizer']}"
+            ok = "met" if t["met"] else "**missed**"
+            ref = "*" if t["is_reference"] else ""
+            lines.append(f"| {ref} | {t['target']} ({ok}) | {t['label']} | {cfg} | {t['text']} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_throughput(rows: list[dict[str, Any]], path: Path) -> str | None:
+    """samples/s vs rows per variant for the group that sweeps the most row counts."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        c = r["config"]
+        groups[(c["dim"], c["pooling"], c["batch"], c["optimizer"])].append(r)
+    if not groups:
+        return None
+    key = max(groups, key=lambda k: (len({r["config"]["rows"] for r in groups[k]}), len(groups[k])))
+    series: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    for r in groups[key]:
+        series[r["label"]].append((r["config"]["rows"], r["samples_per_s"]))
+    fig, ax = plt.subplots(figsize=(8, 5))
+    ax.set_prop_cycle(color=plt.cm.tab20.colors)
+    for label, pts in sorted(series.items()):
+        pts.sort()
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("table rows")
+    ax.set_ylabel("samples / s (fwd + bwd + update)")
+    dim, pooling, batch, opt = key
+    ax.set_title(f"Throughput vs rows: dim {dim}, pooling {pooling}, batch {batch}, {opt}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return f"dim {dim}, pooling {pooling}, batch {batch}, {opt}"
+
+
+def plot_memory(rows: list[dict[str, Any]], path: Path) -> int:
+    """Planner estimate vs measured peak (MiB, log-log) with y = x and the +-15% band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = [
+        (r["memory"]["measured_peak_bytes"] / MiB, r["memory"]["planner_estimate_bytes"] / MiB, r)
+        for r in rows
+        if r["memory"]["planner_estimate_bytes"] and r["memory"]["measured_peak_bytes"] > 0
+    ]
+    fig, ax = plt.subplots(figsize=(7, 6))
+    ax.set_prop_cycle(color=plt.cm.tab20.colors)
+    if pts:
+        lo = min(min(p[0], p[1]) for p in pts) / 1.5
+        hi = max(max(p[0], p[1]) for p in pts) * 1.5
+        xs = [lo, hi]
+        ax.plot(xs, xs, "k-", lw=1, label="estimate = measured")
+        ax.fill_between(
+            xs,
+            [x * 0.85 for x in xs],
+            [x * 1.15 for x in xs],
+            alpha=0.15,
+            color="green",
+            label="+-15%",
+        )
+        by_label: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        for meas, est, r in pts:
+            by_label[r["label"]].append((meas, est))
+        for label, xy in sorted(by_label.items()):
+            ax.scatter([p[0] for p in xy], [p[1] for p in xy], label=label, s=30)
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("measured peak memory growth per rank (MiB, RSS high-water mark)")
+    ax.set_ylabel("planner storage estimate per rank (MiB)")
+    ax.set_title("Planner memory estimate vs measured")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return len(pts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code (2 when the input is missing or not benchmark JSON)."""
+    args = build_parser().parse_args(argv)
+    src = Path(args.input)
+    try:
+        doc = json.loads(src.read_text())
+        rows = doc["rows"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        print(f"plot_ebc: error: cannot read benchmark rows from {src}: {err}", file=sys.stderr)
+        return 2
+    table = Path(args.table)
+    table.parent.mkdir(parents=True, exist_ok=True)
+    table.write_text(markdown(doc, str(src)))
+    group = plot_throughput(rows, Path(args.throughput_png))
+    n = plot_memory(rows, Path(args.memory_png))
+    print(f"wrote {table} ({len(rows)} rows)")
+    print(f"wrote {args.throughput_png} ({group})")
+    print(f"wrote {args.memory_png} ({n} points)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
