@@ -1,8 +1,25 @@
-"""Seeded synthetic inputs shared by the semantic-ID tests (a plain module, not a test)."""
+"""Seeded synthetic inputs and a thread limit shared by the semantic-ID tests (not a test).
+
+Deliberately not a ``conftest.py``: ``tests/conftest.py`` is imported by name elsewhere
+(``from conftest import ...``) and a second conftest module would shadow it.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Run each test on one torch thread (shared 2-core machine), then restore the setting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def clustered_embeddings(

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sid_testdata import one_torch_thread  # noqa: F401 (autouse fixture)
 
 from torchrec_recsys.errors import DataError
 from torchrec_recsys.semantic_ids.encoder import (

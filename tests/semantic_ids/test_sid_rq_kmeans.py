@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sid_testdata import clustered_embeddings
+from sid_testdata import clustered_embeddings, one_torch_thread  # noqa: F401 (autouse)
 
 from torchrec_recsys.errors import DataError
 from torchrec_recsys.semantic_ids.base import SIDQuantizer

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from sid_testdata import clustered_embeddings
+from sid_testdata import clustered_embeddings, one_torch_thread  # noqa: F401 (autouse)
 
 from torchrec_recsys.errors import DataError
 from torchrec_recsys.semantic_ids.pipeline import learn_semantic_ids, quantizer_from_table
