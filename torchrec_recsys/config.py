@@ -117,8 +117,8 @@ class OptimizerConfig:
 class TrainConfig:
     """The training loop."""
 
-    epochs: int = 4
-    """Passes over the training split."""
+    epochs: int = 2
+    """Passes over the training split (2: best validation AUC of the default experiment)."""
     batch_size: int = 256
     """Examples per process per step (the global batch is this x world size)."""
     eval_batch_size: int = 1024
