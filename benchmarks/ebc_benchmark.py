@@ -1124,6 +1124,21 @@ def print_targets(targets: list[dict[str, Any]]) -> None:
         print(f"{mark} {status} {t['target']}: {where}: {t['text']}")
 
 
+def print_top_ops(rows: list[dict[str, Any]]) -> None:
+    """Which ops dominate a step, per profiled row (self CPU time, ProfilerStep excluded)."""
+    profiled = [r for r in rows if r.get("profile_top_ops")]
+    if not profiled:
+        return
+    print("\n=== top ops by self CPU time per step (profiled rows)")
+    for r in profiled:
+        c = r["config"]
+        ops = "; ".join(
+            f"{o['name'][:60]} {o['self_cpu_ms_per_step']:.2f} ms ({o['share'] * 100:.0f}%)"
+            for o in r["profile_top_ops"][:3]
+        )
+        print(f"{r['label']} {c['rows']:,}x{c['dim']} {c['optimizer']}: {ops}")
+
+
 def print_summary(rows: list[dict[str, Any]]) -> None:
     """One line per row."""
     print("\n=== summary")
@@ -1172,9 +1187,10 @@ def run(cases: list[Case], settings: Settings, out: Path, preset: str, argv: lis
 
     # 2) probes measured in this run
     probes: dict[str, Any] = {
-        "seq_copy": bu.seq_copy_probe(settings.copy_probe_mib * bu.MiB),
+        "seq_copy": bu.seq_copy_probe(settings.copy_probe_mib * bu.MiB, thread_counts=(1,)),
         "gather": {},
-        "notes": "seq_copy GB/s counts read+write bytes; gather GB/s counts gathered row bytes",
+        "notes": "seq_copy GB/s counts read+write bytes; gather GB/s counts gathered row bytes; "
+        "each is the best of the run's thread count and 1 thread",
     }
     print(f"probe seq copy: {probes['seq_copy']['gbps']:.2f} GB/s", flush=True)
     unique: dict[tuple[int, int, int, int], int] = {}
@@ -1182,8 +1198,10 @@ def run(cases: list[Case], settings: Settings, out: Path, preset: str, argv: lis
         key = _probe_key(c)
         if key not in probes["gather"]:
             ids = make_ids(c, settings.seed)
-            probes["gather"][key] = bu.gather_probe(c.rows, c.dim, ids)
-            print(f"probe gather {key}: {probes['gather'][key]['gbps']:.2f} GB/s", flush=True)
+            g = bu.gather_probe(c.rows, c.dim, ids, thread_counts=(1,))
+            probes["gather"][key] = g
+            per = ", ".join(f"{k} thr {v:.2f}" for k, v in g["gbps_by_threads"].items())
+            print(f"probe gather {key}: {g['gbps']:.2f} GB/s (best of {per})", flush=True)
         if c.data_key not in unique:
             unique[c.data_key] = int(torch.unique(make_ids(c, settings.seed)).numel())
 
@@ -1237,6 +1255,7 @@ def run(cases: list[Case], settings: Settings, out: Path, preset: str, argv: lis
     rows = [rows_by_case[c] for c in cases]
     targets = evaluate_targets(rows)
     print_summary(rows)
+    print_top_ops(rows)
     print_targets(targets)
     doc = {
         "meta": {
