@@ -23,7 +23,7 @@ def _synth(argv: list[str]) -> None:
 
     parser = argparse.ArgumentParser(
         prog="torchrec_recsys synth",
-        description="Write a synthetic dataset (power-law popularity) in the bring-your-own format.",
+        description="Write a synthetic dataset in the bring-your-own format.",
     )
     parser.add_argument("--out", default="data/synthetic", help="folder to write into")
     parser.add_argument("--users", type=int, default=200, help="number of users")
