@@ -101,7 +101,7 @@ def _ref_grid(**over: Any) -> dict[str, list[Any]]:
         "pooling": [REFERENCE["pooling"]],
         "batch_sizes": [REFERENCE["batch"]],
         "sharding_types": ["table_wise"],
-        "kernels": ["fused"],
+        "kernels": ["auto"],  # fused, or dense for data_parallel
         "optimizers": ["sgd"],
         "world_sizes": [1],
         "baselines": list(BASELINES),
@@ -139,7 +139,6 @@ PRESETS: dict[str, dict[str, Any]] = {
             # The reference config: every sharding type / kernel on 1 rank, cw/tcw on 2.
             _ref_grid(
                 sharding_types=["column_wise", "table_column_wise", "data_parallel"],
-                kernels=["fused", "dense"],
                 world_sizes=[1],
                 baselines=[],
             ),
@@ -327,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--kernels",
         nargs="+",
-        help="compute kernels to sweep: fused (non-data-parallel) and/or dense (data_parallel)",
+        help="compute kernels to sweep: fused (non-data-parallel) and/or dense (data_parallel); "
+        "default: whichever is valid for each sharding type",
     )
     p.add_argument("--optimizers", nargs="+", help=f"optimizers to sweep: {', '.join(OPTIMIZERS)}")
     p.add_argument(
@@ -454,6 +454,7 @@ def expand_grid(grid: dict[str, list[Any]]) -> list[Case]:
 
     Skipped: ``nn_sparse`` with rowwise_adagrad (no sparse-capable torch optimizer), the dense
     kernel with a sharding type other than data_parallel, the fused kernel with data_parallel.
+    Kernel ``auto`` (the default unless ``--kernels`` is given) picks the valid one.
     """
     out: list[Case] = []
     for rows in grid["rows"]:
@@ -469,6 +470,8 @@ def expand_grid(grid: dict[str, list[Any]]) -> list[Case]:
                         for ws in grid["world_sizes"]:
                             for st in grid["sharding_types"]:
                                 for k in grid["kernels"]:
+                                    if k == "auto":
+                                        k = "dense" if st == "data_parallel" else "fused"
                                     if (k == "dense") != (st == "data_parallel"):
                                         continue
                                     out.append(
