@@ -169,10 +169,10 @@ class TextEncoder:
 
     # -- model -------------------------------------------------------------------------------
 
-    def _load(self) -> None:
-        """Load tokenizer and model from the folder, offline."""
+    def load(self) -> TextEncoder:
+        """Load tokenizer and model from the folder, offline (no-op when loaded); returns self."""
         if self._model is not None:
-            return
+            return self
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["TRANSFORMERS_OFFLINE"] = "1"
         from transformers import AutoModel, AutoTokenizer
@@ -189,6 +189,7 @@ class TextEncoder:
             ) from None
         self._tokenizer = tokenizer
         self._model = model.to(self.device).eval()
+        return self
 
     @property
     def dim(self) -> int:
@@ -219,7 +220,7 @@ class TextEncoder:
         import torch
         from tqdm.auto import tqdm
 
-        self._load()
+        self.load()
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         # Sort by length so each batch pads to similar lengths; undo the order at the end.

@@ -67,6 +67,10 @@ class RQVAEConfig:
     """Expected embedding width; None takes it from the data, a number is checked against it."""
     device: str = "cpu"
     """Torch device to train on (``cpu`` or ``cuda``)."""
+    num_threads: int | None = 1
+    """Torch intra-op threads while fitting (restored afterwards); None keeps the process
+    setting. One thread is fastest for these tiny MLPs: on a shared 2-core box, 2 threads
+    were seen 5x slower than 1 (OpenMP threads waiting on a busy core)."""
 
     def __post_init__(self) -> None:
         check_levels(self.levels, self.codebook_size)
@@ -76,6 +80,8 @@ class RQVAEConfig:
                 f"optimizer = {self.optimizer!r} is invalid; "
                 f"expected one of {', '.join(OPTIMIZERS)}"
             )
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ConfigError(f"num_threads = {self.num_threads} is invalid; expected >= 1 or None")
         for name in ("latent_dim", "epochs", "batch_size", "kmeans_iters"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} = {getattr(self, name)} is invalid; expected >= 1")
@@ -332,6 +338,15 @@ class RQVAE:
             DataError: ``codebook_size`` exceeds the number of items (both numbers named), the
                 input width differs from ``config.input_dim``, or the matrix is malformed.
         """
+        before = torch.get_num_threads()
+        if self.config.num_threads is not None:
+            torch.set_num_threads(self.config.num_threads)
+        try:
+            return self._fit(embeddings)
+        finally:
+            torch.set_num_threads(before)
+
+    def _fit(self, embeddings: np.ndarray) -> Self:
         cfg = self.config
         array = as_embeddings(embeddings, cfg.codebook_size)  # [N, D_in]
         if cfg.input_dim is not None and array.shape[1] != cfg.input_dim:
