@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from sid_testdata import clustered_embeddings, one_torch_thread  # noqa: F401 (autouse)
 
 from torchrec_recsys.errors import ConfigError, DataError
@@ -119,3 +120,16 @@ def test_tiger_setting_and_config_round_trip() -> None:
     assert RQVAEConfig.from_dict(tiger.to_dict()) == tiger
     with pytest.raises(ConfigError, match="unknown RQVAEConfig key"):
         RQVAEConfig.from_dict({"levls": 3})
+
+
+def test_fit_uses_its_thread_count_and_restores_the_process_setting() -> None:
+    x, _ = clustered_embeddings(n=40)
+    torch.set_num_threads(2)
+    seen: list[int] = []
+    model = RQVAE(small_config(epochs=1, num_threads=1))
+    original = model._fit
+    model._fit = lambda emb: (seen.append(torch.get_num_threads()), original(emb))[1]
+    model.fit(x)
+    assert seen == [1] and torch.get_num_threads() == 2
+    with pytest.raises(ConfigError, match="num_threads = 0"):
+        RQVAEConfig(num_threads=0)
