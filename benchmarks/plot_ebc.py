@@ -74,16 +74,17 @@ def markdown(doc: dict[str, Any], source: str) -> str:
         "Bytes per step: fwd reads B*P rows; bwd reads B*P gradient rows and reads+writes each "
         "unique row (and its optimizer state) once. GB/s = those bytes / p50.",
         "",
-        "| variant | rows | dim | P | B | optimizer | p50 ms | p90 ms | samples/s | GB/s "
-        "| % copy | % gather | planner est MiB | measured MiB | est error |",
-        "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| variant | rows | dim | P | B | optimizer | fwd+bwd MiB/step | p50 ms | p90 ms "
+        "| samples/s | GB/s | % copy | % gather | planner est MiB | measured MiB | est error |",
+        "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         c, m, lat = r["config"], r["memory"], r["latency_ms"]
         err = m["estimate_error"]
         lines.append(
             f"| {r['label']} | {c['rows']:,} | {c['dim']} | {c['pooling']} | {c['batch']} "
-            f"| {c['optimizer']} | {lat['p50']:.2f} | {lat['p90']:.2f} "
+            f"| {c['optimizer']} | {r['analytic']['step_bytes'] / MiB:,.1f} "
+            f"| {lat['p50']:.2f} | {lat['p90']:.2f} "
             f"| {r['samples_per_s']:,.0f} | {r['effective_gbps']:.2f} "
             f"| {r['share_of_copy_probe'] * 100:.0f} | {r['share_of_gather_probe'] * 100:.0f} "
             f"| {_mib(m['planner_estimate_bytes'])} | {_mib(m['measured_peak_bytes'])} "
