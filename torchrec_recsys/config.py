@@ -85,6 +85,10 @@ class ModelConfig:
     """DLRM bottom MLP over dense features; the last size must equal features.embedding_dim."""
     over_arch_layers: list[int] = field(default_factory=lambda: [64, 32, 1])
     """DLRM top MLP over the pairwise interactions; the last size must be 1."""
+    tower_layers: list[int] = field(default_factory=lambda: [64, 32])
+    """Two-tower MLP sizes of each tower; the last is the retrieval embedding dimension."""
+    temperature: float = 0.05
+    """Two-tower softmax temperature (scores are cosines divided by this)."""
 
 
 @dataclass
@@ -218,6 +222,11 @@ def validate_config(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             f"model.dense_arch_layers must end with features.embedding_dim "
             f"({cfg.features.embedding_dim}), got {cfg.model.dense_arch_layers}"
+        )
+    if not cfg.model.tower_layers or cfg.model.temperature <= 0:
+        raise ConfigError(
+            f"model.tower_layers must be non-empty and model.temperature positive, got "
+            f"{cfg.model.tower_layers} and {cfg.model.temperature}"
         )
     if not cfg.model.over_arch_layers or cfg.model.over_arch_layers[-1] != 1:
         raise ConfigError(

@@ -25,7 +25,7 @@ def test_train_writes_summary_and_resume_continues_steps(synthetic_paths, tmp_pa
     assert 0.0 <= summary["test"]["auc"] <= 1.0 and summary["test"]["ne"] > 0
     assert summary["epochs"][0]["val"]["auc"] > 0.0
     assert summary["config"]["train"]["epochs"] == 1
-    assert {"popularity", "item_positive_rate"} <= set(summary["baselines_test_auc"])
+    assert {"popularity", "item_positive_rate"} <= set(summary["baselines_test"])
     assert (run_dir / "vocab.json").is_file() and (run_dir / "feature_spec.json").is_file()
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     checkpoint = latest_checkpoint(run_dir)
@@ -90,3 +90,21 @@ def test_cli_prints_one_line_errors(capsys: pytest.CaptureFixture[str], tmp_path
         == 2
     )
     assert f"interactions file '{missing}' does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_tower_trains_and_reports_retrieval_metrics(synthetic_paths, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    summary = main(
+        [
+            *tiny_overrides(synthetic_paths, tmp_path),
+            "--model",
+            "two_tower",
+            "--train.epochs=4",
+            "--optimizer.dense_lr=0.01",
+        ]
+    )
+    test = summary["test"]
+    assert set(test) == {f"{m}@{k}" for m in ("recall", "ndcg") for k in (10, 50, 100)}
+    assert test["recall@10"] <= test["recall@50"] <= test["recall@100"]
+    assert summary["epochs"][-1]["train_loss"] < summary["epochs"][0]["train_loss"]
+    assert "popularity" in summary["baselines_test"]

@@ -80,6 +80,15 @@ class ItemCatalogue:
 
 
 @dataclass
+class UserTable:
+    """Every user, with their user-side features *now* (after all their interactions)."""
+
+    sparse: dict[str, JaggedColumn]  # user-tower KJT key -> per-user values (incl. history)
+    dense: torch.Tensor  # [U, num_user_dense] float32
+    train_items: JaggedColumn  # per user: catalogue rows of training interactions (to exclude)
+
+
+@dataclass
 class RecDataset:
     """Everything the models and the training loop read."""
 
@@ -87,14 +96,66 @@ class RecDataset:
     vocabs: dict[str, Vocabulary]
     splits: dict[str, ExampleTable]  # "train", "val", "test"
     items: ItemCatalogue
+    users: UserTable
     user_ids: list[str]
     name: str
+
+    def catalogue_table(self) -> ExampleTable:
+        """Every catalogue item as one example (user-side keys empty), to embed items."""
+        n = len(self.items)
+        return _side_table(
+            self.spec,
+            ITEM,
+            self.items.sparse,
+            self.items.dense,
+            n,
+            user_rows=torch.zeros(n, dtype=torch.int64),
+            item_rows=torch.arange(n),
+        )
+
+    def user_table(self, user_rows: torch.Tensor) -> ExampleTable:
+        """``user_rows`` as examples with their current user-side features (item keys empty)."""
+        sparse = {k: c.select(user_rows) for k, c in self.users.sparse.items()}
+        return _side_table(
+            self.spec,
+            USER,
+            sparse,
+            self.users.dense[user_rows],
+            len(user_rows),
+            user_rows=user_rows,
+            item_rows=torch.zeros_like(user_rows),
+        )
 
     def save_metadata(self, folder: Path) -> None:
         """Write vocabularies and the FeatureSpec next to a run's checkpoints."""
         folder.mkdir(parents=True, exist_ok=True)
         save_vocabularies(folder / "vocab.json", self.vocabs)
         (folder / "feature_spec.json").write_text(json.dumps(self.spec.to_dict(), indent=2))
+
+
+def _side_table(
+    spec: FeatureSpec,
+    tower: str,
+    sparse: dict[str, JaggedColumn],
+    tower_dense: torch.Tensor,
+    n: int,
+    user_rows: torch.Tensor,
+    item_rows: torch.Tensor,
+) -> ExampleTable:
+    """An ExampleTable whose ``tower`` keys come from ``sparse`` and other keys are empty."""
+    empty = JaggedColumn.from_lengths(torch.zeros(n, dtype=torch.int64), torch.zeros(0))
+    dense = torch.zeros(n, len(spec.dense))  # [n, num_dense]
+    dense[:, spec.dense_indices(tower)] = tower_dense
+    return ExampleTable(
+        sparse={
+            k: sparse.get(k, empty) if k in spec.sparse_names(tower) else empty
+            for k in spec.sparse_names()
+        },
+        dense=dense,
+        labels=torch.zeros(n),
+        user_rows=user_rows,
+        item_rows=item_rows,
+    )
 
 
 def _categorical_column(values: pd.Series, vocab: Vocabulary, separator: str) -> JaggedColumn:
@@ -218,6 +279,23 @@ def build_dataset(raw: RawData, opts: DatasetOptions) -> RecDataset:
             user_rows=user_rows[rows],
             item_rows=item_rows[rows],
         )
+    users_now = dict(user_columns)
+    if "user_history" in spec.sparse_names():
+        # the last `history_length` items of each user over all splits: their state "now"
+        last_row = torch.zeros(len(user_ids), dtype=torch.int64)
+        last_row.scatter_reduce_(0, user_rows, torch.arange(len(user_rows)), reduce="amax")
+        full = example_columns["user_history"]
+        lengths = torch.clamp(full.lengths[last_row] + 1, max=opts.history_length)
+        with_last = _append_last_item(full, last_row, item_id_idx[item_rows.numpy()])
+        users_now["user_history"] = _tail(with_last, lengths)
+    train_rows = torch.from_numpy(np.flatnonzero(train))
+    order = torch.argsort(user_rows[train_rows], stable=True)
+    train_lengths = torch.bincount(user_rows[train_rows], minlength=len(user_ids))
+    user_table = UserTable(
+        sparse={k: users_now[k] for k in spec.sparse_names(USER)},
+        dense=user_act[:, None],  # [U, 1]
+        train_items=JaggedColumn.from_lengths(train_lengths, item_rows[train_rows][order]),
+    )
     texts = _item_texts(items, opts.item_text_columns)
     catalogue = ItemCatalogue(
         item_ids=list(items["item_id"]),
@@ -227,8 +305,37 @@ def build_dataset(raw: RawData, opts: DatasetOptions) -> RecDataset:
         train_counts=item_train_counts,
     )
     return RecDataset(
-        spec=spec, vocabs=vocabs, splits=splits, items=catalogue, user_ids=user_ids, name=raw.name
+        spec=spec,
+        vocabs=vocabs,
+        splits=splits,
+        items=catalogue,
+        users=user_table,
+        user_ids=user_ids,
+        name=raw.name,
     )
+
+
+def _append_last_item(
+    history: JaggedColumn, rows: torch.Tensor, item_idx: np.ndarray
+) -> JaggedColumn:
+    """For each of ``rows``: that example's history followed by that example's own item."""
+    lengths, values = history.gather(rows)  # histories before each user's last interaction
+    out_lengths = lengths + 1
+    out = torch.empty(int(out_lengths.sum()), dtype=torch.int64)
+    ends = torch.cumsum(out_lengths, 0)
+    last_positions = ends - 1
+    keep = torch.ones(len(out), dtype=torch.bool)
+    keep[last_positions] = False
+    out[keep] = values
+    out[last_positions] = torch.from_numpy(item_idx)[rows]
+    return JaggedColumn.from_lengths(out_lengths, out)
+
+
+def _tail(column: JaggedColumn, lengths: torch.Tensor) -> JaggedColumn:
+    """The last ``lengths[i]`` values of each row."""
+    starts = column.offsets[1:] - lengths
+    values = column.values[segment_positions(starts, lengths)]
+    return JaggedColumn.from_lengths(lengths, values)
 
 
 def _item_texts(items: pd.DataFrame, columns: list[str]) -> list[str]:

@@ -11,6 +11,7 @@ import torch
 from torchrec.metrics.auc import compute_auc
 
 from torchrec_recsys.data.dataset import RecDataset
+from torchrec_recsys.metrics.retrieval import recall_ndcg, target_ranks
 
 
 def auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
@@ -36,3 +37,16 @@ def baseline_aucs(data: RecDataset, split: str = "test") -> dict[str, float]:
         "popularity": auc(counts[target.item_rows], target.labels),
         "item_positive_rate": auc(rate[target.item_rows], target.labels),
     }
+
+
+def popularity_retrieval(
+    data: RecDataset, split: str = "test", ks: tuple[int, ...] = (10, 50, 100)
+) -> dict[str, float]:
+    """Recall/NDCG@K of recommending the most-interacted training items (minus the user's own)."""
+    counts = data.items.train_counts.double()  # [I]
+    target = data.splits[split]
+    queries = torch.ones(len(target), 1, dtype=torch.double)  # every user gets the same scores
+    ranks = target_ranks(
+        queries, counts[:, None], target.item_rows, data.users.train_items, target.user_rows
+    )
+    return recall_ndcg(ranks, ks)

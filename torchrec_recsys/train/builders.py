@@ -6,12 +6,15 @@ from torch import nn
 
 from torchrec_recsys.config import ExperimentConfig
 from torchrec_recsys.data.dataset import DatasetOptions, RecDataset, build_dataset
-from torchrec_recsys.data.features import FeatureSpec
 from torchrec_recsys.data.movielens import load_movielens_100k
 from torchrec_recsys.data.readers import RawData, read_files
+from torchrec_recsys.distributed.env import DistContext
 from torchrec_recsys.distributed.sharding import OptimizerOptions, ShardingOptions
+from torchrec_recsys.metrics.baselines import baseline_aucs, popularity_retrieval
 from torchrec_recsys.models.dlrm import RankingTask, build_dlrm
-from torchrec_recsys.train.trainer import LoopOptions
+from torchrec_recsys.models.two_tower import RetrievalTask, TwoTower, item_log_q
+from torchrec_recsys.train.evaluation import RankingEvaluator, RetrievalEvaluator
+from torchrec_recsys.train.trainer import Evaluator, LoopOptions
 
 
 def build_raw_data(cfg: ExperimentConfig) -> RawData:
@@ -50,19 +53,36 @@ def build_data(cfg: ExperimentConfig) -> RecDataset:
     return build_dataset(build_raw_data(cfg), dataset_options(cfg))
 
 
-def build_task(cfg: ExperimentConfig, spec: FeatureSpec, dense_device: str = "cpu") -> nn.Module:
+def build_task(
+    cfg: ExperimentConfig, data: RecDataset, dense_device: str = "cpu", sparse_device: str = "meta"
+) -> nn.Module:
     """The task module (model + loss) with embedding tables on ``meta``, ready for DMP."""
-    if cfg.model.name == "dlrm":
-        return RankingTask(
-            build_dlrm(
-                spec,
-                cfg.model.dense_arch_layers,
-                cfg.model.over_arch_layers,
-                sparse_device="meta",
-                dense_device=dense_device,
-            )
+    if cfg.model.name == "two_tower":
+        model = TwoTower(data.spec, cfg.model.tower_layers, sparse_device, dense_device)
+        log_q = item_log_q(data.items.train_counts).to(dense_device)
+        return RetrievalTask(model, log_q, cfg.model.temperature)
+    return RankingTask(
+        build_dlrm(
+            data.spec,
+            cfg.model.dense_arch_layers,
+            cfg.model.over_arch_layers,
+            sparse_device=sparse_device,
+            dense_device=dense_device,
         )
-    raise NotImplementedError(f"model {cfg.model.name!r} is not built yet")
+    )
+
+
+def build_evaluator(cfg: ExperimentConfig, data: RecDataset, ctx: DistContext) -> Evaluator:
+    if cfg.model.name == "two_tower":
+        return RetrievalEvaluator(data, ctx, cfg.train.eval_batch_size)
+    return RankingEvaluator(data, ctx, cfg.train.eval_batch_size)
+
+
+def baselines(cfg: ExperimentConfig, data: RecDataset) -> dict[str, dict[str, float] | float]:
+    """Non-learned baselines on the test split, in the model's own metrics."""
+    if cfg.model.name == "two_tower":
+        return {"popularity": popularity_retrieval(data, "test")}
+    return dict(baseline_aucs(data, "test"))
 
 
 def sharding_options(cfg: ExperimentConfig) -> ShardingOptions:

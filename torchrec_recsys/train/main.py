@@ -22,10 +22,8 @@ from torchrec_recsys.config import MODELS, ExperimentConfig, config_to_dict, loa
 from torchrec_recsys.distributed.env import DistContext, init_distributed, shutdown_distributed
 from torchrec_recsys.distributed.sharding import shard_model
 from torchrec_recsys.errors import UserError
-from torchrec_recsys.metrics.baselines import baseline_aucs
 from torchrec_recsys.train import builders
 from torchrec_recsys.train.checkpoint import TrainerState, latest_checkpoint, load_checkpoint
-from torchrec_recsys.train.evaluation import RankingEvaluator
 from torchrec_recsys.train.trainer import Trainer
 
 SUMMARY_FILE = "summary.json"
@@ -107,7 +105,7 @@ def run(cfg: ExperimentConfig, ctx: DistContext, run_dir: Path) -> dict[str, Any
     data = builders.build_data(cfg)
     if ctx.is_main:
         data.save_metadata(run_dir)
-    task = builders.build_task(cfg, data.spec, dense_device=str(ctx.device))
+    task = builders.build_task(cfg, data, dense_device=str(ctx.device))
     model, optimizer = shard_model(
         task,
         data.spec.table_names(),
@@ -124,7 +122,7 @@ def run(cfg: ExperimentConfig, ctx: DistContext, run_dir: Path) -> dict[str, Any
         state = load_checkpoint(checkpoint, model, optimizer)
         if ctx.is_main:
             print(f"resumed from {checkpoint} at step {state.global_step}", flush=True)
-    evaluator = RankingEvaluator(data, ctx, cfg.train.eval_batch_size)
+    evaluator = builders.build_evaluator(cfg, data, ctx)
     trainer = Trainer(model, optimizer, data, ctx, run_dir, builders.loop_options(cfg), evaluator)
     history = trainer.fit(state)
     test = evaluator(model, "test")
@@ -142,7 +140,7 @@ def run(cfg: ExperimentConfig, ctx: DistContext, run_dir: Path) -> dict[str, Any
         "final_state": asdict(state),
         "epochs": [asdict(r) for r in history],
         "test": test,
-        "baselines_test_auc": baseline_aucs(data, "test"),
+        "baselines_test": builders.baselines(cfg, data),
         "train_samples_per_second": (
             float(np.mean([r.samples_per_second for r in history])) if history else None
         ),

@@ -1,17 +1,17 @@
-"""2 processes on gloo: the sharded DLRM equals the unsharded model, forward and one step.
+"""2 processes on gloo: sharded DLRM and two-tower equal the unsharded model, forward and step.
 
-For each sharding type that runs on CPU, both ranks build the same reference DLRM (seeded,
-plain ``nn.EmbeddingBag`` tables), load its weights into a meta-built DMP model, and run one
-global batch split across the ranks. Checked:
+For each model and each sharding type that runs on CPU, both ranks build the same reference
+model (seeded, plain ``nn.EmbeddingBag`` tables), load its weights into a meta-built DMP model,
+and run one global batch split across the ranks. Checked:
 
-* forward: each rank's logits equal the reference's logits for its slice;
+* forward: each rank's loss and scores equal the reference's on that rank's slice;
 * one step: after backward + optimizer step, the gathered weights equal the reference's.
 
-Reference semantics of a step: every gradient is that of the *global* batch mean. DDP
-averages dense gradients across ranks, and TorchRec scales the gradients of sharded pooled
-embeddings by 1 / world size in the output all-to-all so that tables see the same average.
-Model-parallel tables are updated by the fused optimizer (exact SGD here), data-parallel
-tables by the dense one (Adam), like the MLPs.
+Reference semantics of a step: the gradient is the average over ranks of each rank's local
+loss gradient. DDP averages dense gradients across ranks, and TorchRec scales the gradients of
+sharded pooled embeddings by 1 / world size in the output all-to-all so that tables see the
+same average. Model-parallel tables are updated by the fused optimizer (exact SGD here),
+data-parallel tables by the dense one (Adam), like the MLPs.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from torchrec_recsys.distributed.env import init_distributed
 from torchrec_recsys.distributed.sharding import OptimizerOptions, ShardingOptions, shard_model
 from torchrec_recsys.distributed.state import gather_full_state, load_full_state
 from torchrec_recsys.models.dlrm import RankingTask, build_dlrm
+from torchrec_recsys.models.two_tower import RetrievalTask, TwoTower, item_log_q
 
 SHARDING_TYPES = ["table_wise", "column_wise", "table_column_wise", "row_wise", "data_parallel"]
 BATCH = 16  # per rank
@@ -51,30 +52,40 @@ def _dataset(paths):  # type: ignore[no-untyped-def]
     )
 
 
-def _reference_step(ref: RankingTask, batch, dp_tables: bool) -> torch.Tensor:  # type: ignore[no-untyped-def]
-    """One step of the plain model on the global batch."""
-    loss, (_, logits, _, _) = ref(batch)  # logits [world * B]; loss = mean over the global batch
+def _build(model: str, data, device: str) -> torch.nn.Module:  # type: ignore[no-untyped-def]
+    if model == "dlrm":
+        return RankingTask(build_dlrm(data.spec, [16, 8], [16, 1], sparse_device=device))
+    tower = TwoTower(data.spec, [16, 8], sparse_device=device, dense_device="cpu")
+    return RetrievalTask(tower, item_log_q(data.items.train_counts), temperature=0.1)
+
+
+def _reference_step(ref, rank_batches, dp_tables: bool) -> list[torch.Tensor]:  # type: ignore[no-untyped-def]
+    """One step of the plain model: the mean over ranks of each rank's local loss."""
+    outputs = [ref(b) for b in rank_batches]
+    loss = torch.stack([loss for loss, _ in outputs]).mean()
     loss.backward()
     tables, dense = [], []
     for name, p in ref.named_parameters():
         (tables if "embedding_bags" in name and not dp_tables else dense).append(p)
     torch.optim.SGD(tables, lr=SPARSE_LR).step() if tables else None
     torch.optim.Adam(dense, lr=DENSE_LR).step()
-    return logits.detach()
+    return [torch.cat([loss.detach()[None], scores]) for loss, (_, scores, _, _) in outputs]
 
 
-def _check_sharding_types(rank: int, world: int, paths) -> dict[str, tuple[float, float]]:  # type: ignore[no-untyped-def]
+def _check_sharding_types(
+    rank: int, world: int, paths, model_name: str
+) -> dict[str, tuple[float, float]]:  # type: ignore[no-untyped-def]
     torch.set_num_threads(1)
     ctx = init_distributed()
     data = _dataset(paths)
     results = {}
     for kind in SHARDING_TYPES:
         torch.manual_seed(0)
-        ref = RankingTask(build_dlrm(data.spec, [16, 8], [16, 1], sparse_device="cpu"))
+        ref = _build(model_name, data, "cpu")
         full_state = copy.deepcopy(ref.state_dict())
 
         torch.manual_seed(1)  # different init: the copy below must be what makes them equal
-        task = RankingTask(build_dlrm(data.spec, [16, 8], [16, 1], sparse_device="meta"))
+        task = _build(model_name, data, "meta")
         model, optimizer = shard_model(
             task,
             data.spec.table_names(),
@@ -88,19 +99,18 @@ def _check_sharding_types(rank: int, world: int, paths) -> dict[str, tuple[float
         )
         load_full_state(model, {f"{prefix}{k}": v for k, v in full_state.items()})
 
-        batch = next(
-            train_batches(data.splits["train"], data.spec, BATCH, ShardInfo(rank, world), 0, 0)
-        )
-        global_batch = next(
-            train_batches(data.splits["train"], data.spec, BATCH * world, ShardInfo(), 0, 0)
-        )
-        loss, (_, logits, _, _) = model(batch)
+        rank_batches = [
+            next(train_batches(data.splits["train"], data.spec, BATCH, ShardInfo(r, world), 0, 0))
+            for r in range(world)
+        ]
+        loss, (_, scores, _, _) = model(rank_batches[rank])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
 
-        ref_logits = _reference_step(ref, global_batch, dp_tables=kind == "data_parallel")
-        forward_diff = float((logits - ref_logits[rank * BATCH : (rank + 1) * BATCH]).abs().max())
+        ref_outputs = _reference_step(ref, rank_batches, dp_tables=kind == "data_parallel")
+        mine = torch.cat([loss.detach()[None], scores])  # [1 + B]: loss, then per-example scores
+        forward_diff = float((mine - ref_outputs[rank]).abs().max())
         after = gather_full_state(model)
         step_diff = 0.0
         if rank == 0:
@@ -118,8 +128,9 @@ def _check_sharding_types(rank: int, world: int, paths) -> dict[str, tuple[float
 
 
 @pytest.mark.slow
-def test_sharded_dlrm_matches_unsharded_reference(synthetic_paths) -> None:  # type: ignore[no-untyped-def]
-    per_rank = run_distributed(_check_sharding_types, 2, synthetic_paths)
+@pytest.mark.parametrize("model_name", ["dlrm", "two_tower"])
+def test_sharded_model_matches_unsharded_reference(synthetic_paths, model_name: str) -> None:  # type: ignore[no-untyped-def]
+    per_rank = run_distributed(_check_sharding_types, 2, synthetic_paths, model_name)
     for rank, results in enumerate(per_rank):
         assert set(results) == set(SHARDING_TYPES)
         for kind, (forward_diff, step_diff) in results.items():
