@@ -38,9 +38,30 @@ def _synth(argv: list[str]) -> None:
     print(f"wrote {paths.interactions}, {paths.items}, {paths.users}")
 
 
+def _export(argv: list[str]) -> None:
+    from torchrec_recsys.export.commands import export_main
+
+    export_main(argv)
+
+
+def _recommend(argv: list[str]) -> None:
+    from torchrec_recsys.export.commands import recommend_main
+
+    recommend_main(argv)
+
+
+def _evaluate_pipeline(argv: list[str]) -> None:
+    from torchrec_recsys.export.commands import evaluate_pipeline_main
+
+    evaluate_pipeline_main(argv)
+
+
 SUBCOMMANDS: dict[str, tuple[Callable[[list[str]], None], str]] = {
     "train": (_train, "train the configured model (DLRM by default) with sharded embeddings"),
     "synth": (_synth, "write a synthetic dataset in the bring-your-own file format"),
+    "export": (_export, "embed every item with a trained two-tower and save a FAISS index"),
+    "recommend": (_recommend, "retrieve with two-tower + FAISS, re-rank with the DLRM, print"),
+    "evaluate-pipeline": (_evaluate_pipeline, "Recall/NDCG of retrieval vs retrieve-then-rank"),
 }
 
 

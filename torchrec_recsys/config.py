@@ -25,6 +25,8 @@ SHARDING_TYPES = ("table_wise", "column_wise", "table_column_wise", "row_wise", 
 SPARSE_OPTIMIZERS = ("sgd", "adagrad", "rowwise_adagrad")
 DENSE_OPTIMIZERS = ("sgd", "adagrad", "adam")
 MODELS = ("dlrm", "two_tower")
+RUN_CONFIG_FILE = "config.json"
+"""Name of the resolved config that every run directory holds."""
 
 
 @dataclass
@@ -194,6 +196,14 @@ def load_config(
 def config_to_dict(cfg: ExperimentConfig) -> dict[str, Any]:
     """The resolved config as plain data (for the run summary)."""
     return dataclasses.asdict(cfg)
+
+
+def config_from_dict(data: dict[str, Any], where: str) -> ExperimentConfig:
+    """Inverse of :func:`config_to_dict` (e.g. a run's ``config.json``), fully validated."""
+    cfg = ExperimentConfig()
+    _apply_table(cfg, data, where=where)
+    validate_config(cfg)
+    return cfg
 
 
 def validate_config(cfg: ExperimentConfig) -> None:

@@ -113,6 +113,47 @@ class RecDataset:
             item_rows=torch.arange(n),
         )
 
+    def pair_table(
+        self, users: ExampleTable, user_index: torch.Tensor, item_rows: torch.Tensor
+    ) -> ExampleTable:
+        """(user, item) pairs: user-side features of ``users[user_index]`` [N] and item-side
+        features of catalogue rows ``item_rows`` [N] (to score candidates with a ranker)."""
+        item_keys = set(self.spec.sparse_names(ITEM))
+        sparse = {
+            k: (
+                self.items.sparse[k].select(item_rows)
+                if k in item_keys
+                else users.sparse[k].select(user_index)
+            )
+            for k in self.spec.sparse_names()
+        }
+        dense = users.dense[user_index].clone()  # [N, num_dense]
+        dense[:, self.spec.dense_indices(ITEM)] = self.items.dense[item_rows]
+        return ExampleTable(
+            sparse=sparse,
+            dense=dense,
+            labels=torch.zeros(len(item_rows)),
+            user_rows=users.user_rows[user_index],
+            item_rows=item_rows,
+        )
+
+    def cold_user_table(self, history_item_ids: list[str]) -> ExampleTable:
+        """One unknown user: OOV id, no attributes, and ``history_item_ids`` as history."""
+        history = torch.from_numpy(self.vocabs["item_id"].encode(history_item_ids))
+        sparse = {
+            k: JaggedColumn.from_lists([history.tolist()] if k == "user_history" else [[]])
+            for k in self.spec.sparse_names(USER)
+        }
+        return _side_table(
+            self.spec,
+            USER,
+            sparse,
+            torch.zeros(1, len(self.spec.dense_indices(USER))),
+            1,
+            user_rows=torch.zeros(1, dtype=torch.int64),
+            item_rows=torch.zeros(1, dtype=torch.int64),
+        )
+
     def user_table(self, user_rows: torch.Tensor) -> ExampleTable:
         """``user_rows`` as examples with their current user-side features (item keys empty)."""
         sparse = {k: c.select(user_rows) for k, c in self.users.sparse.items()}

@@ -18,7 +18,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from torchrec_recsys.config import MODELS, ExperimentConfig, config_to_dict, load_config
+from torchrec_recsys.config import (
+    MODELS,
+    RUN_CONFIG_FILE,
+    ExperimentConfig,
+    config_to_dict,
+    load_config,
+)
 from torchrec_recsys.distributed.env import DistContext, init_distributed, shutdown_distributed
 from torchrec_recsys.distributed.sharding import shard_model
 from torchrec_recsys.errors import UserError
@@ -105,6 +111,7 @@ def run(cfg: ExperimentConfig, ctx: DistContext, run_dir: Path) -> dict[str, Any
     data = builders.build_data(cfg)
     if ctx.is_main:
         data.save_metadata(run_dir)
+        (run_dir / RUN_CONFIG_FILE).write_text(json.dumps(config_to_dict(cfg), indent=2))
     task = builders.build_task(cfg, data, dense_device=str(ctx.device))
     model, optimizer = shard_model(
         task,

@@ -1,0 +1,158 @@
+"""Entry points: ``export`` (item index), ``recommend`` and ``evaluate-pipeline``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch.distributed as dist
+
+from torchrec_recsys.distributed.env import init_distributed, shutdown_distributed
+from torchrec_recsys.errors import UserError
+from torchrec_recsys.export.faiss_index import IndexSpec, build_index, load_index, save_index
+from torchrec_recsys.export.recommend import evaluate_two_stage, format_recommendations, recommend
+from torchrec_recsys.export.trained import item_embeddings, load_trained, read_run_config
+
+METRIC = "cosine"  # the two-tower scores L2-normalised embeddings by inner product
+
+
+def _require(run_dir: str, model: str, flag: str) -> None:
+    name = read_run_config(Path(run_dir)).model.name
+    if name != model:
+        raise UserError(f"{flag} {run_dir!r} trained a {name!r} model; expected {model!r}")
+
+
+def export_main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(
+        prog="torchrec_recsys export",
+        description="Embed every catalogue item with a trained two-tower and save a FAISS index.",
+    )
+    parser.add_argument("--run-dir", required=True, help="two-tower run directory")
+    parser.add_argument("--out", help="index folder (default: <run dir>/index_<kind>)")
+    parser.add_argument(
+        "--kind", choices=("flat", "ivf", "hnsw"), default="flat", help="index type"
+    )
+    parser.add_argument("--nlist", type=int, default=64, help="IVF lists")
+    parser.add_argument("--nprobe", type=int, default=16, help="IVF lists probed per query")
+    parser.add_argument("--hnsw-m", type=int, default=32, help="HNSW neighbours per node")
+    parser.add_argument("--ef-search", type=int, default=128, help="HNSW search breadth")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing index folder")
+    args = parser.parse_args(argv)
+    _require(args.run_dir, "two_tower", "--run-dir")
+    owns_group = not dist.is_initialized()
+    ctx = init_distributed()
+    try:
+        trained = load_trained(args.run_dir, ctx)
+        if not ctx.is_main:
+            return
+        spec = IndexSpec(
+            kind=args.kind,
+            metric=METRIC,
+            ivf_nlist=args.nlist,
+            ivf_nprobe=args.nprobe,
+            hnsw_m=args.hnsw_m,
+            hnsw_ef_search=args.ef_search,
+        )
+        embeddings = (
+            item_embeddings(trained.task, trained.data).numpy().astype(np.float32)
+        )  # [I, D]
+        start = time.perf_counter()
+        index = build_index(embeddings, spec)
+        seconds = time.perf_counter() - start
+        out = Path(args.out or Path(args.run_dir) / f"index_{args.kind}")
+        save_index(
+            out,
+            index,
+            trained.data.items.item_ids,
+            spec,
+            {"model": "two_tower", "global_step": trained.state.global_step},
+            checkpoint_path=trained.checkpoint,
+            build_seconds=seconds,
+            overwrite=args.overwrite,
+        )
+        print(
+            f"wrote {len(embeddings)} item embeddings ({embeddings.shape[1]}-d, {args.kind}, "
+            f"{METRIC}) to {out}"
+        )
+    finally:
+        if owns_group:
+            shutdown_distributed()
+
+
+def recommend_main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(
+        prog="torchrec_recsys recommend",
+        description="Retrieve candidates with the two-tower + FAISS index, re-rank with the DLRM.",
+    )
+    parser.add_argument("--retriever", required=True, help="two-tower run directory")
+    parser.add_argument("--ranker", required=True, help="DLRM run directory")
+    parser.add_argument("--index", help="index folder (default: <retriever>/index_flat)")
+    parser.add_argument(
+        "--user", required=True, help="raw user id (unknown ids get a cold-start query)"
+    )
+    parser.add_argument(
+        "--history", default="", help="comma-separated raw item ids to use as history"
+    )
+    parser.add_argument("-k", type=int, default=10, help="items to print")
+    parser.add_argument(
+        "--candidates", type=int, default=100, help="items retrieved before re-ranking"
+    )
+    args = parser.parse_args(argv)
+    _require(args.retriever, "two_tower", "--retriever")
+    _require(args.ranker, "dlrm", "--ranker")
+    ctx = init_distributed()
+    try:
+        retriever = load_trained(args.retriever, ctx)
+        ranker = load_trained(args.ranker, ctx)
+        dim = retriever.cfg.model.tower_layers[-1]
+        index = load_index(
+            args.index or Path(args.retriever) / "index_flat",
+            expected_dim=dim,
+            expected_metric=METRIC,
+        )
+        if args.candidates > index.ntotal:
+            raise UserError(
+                f"--candidates {args.candidates} exceeds the {index.ntotal} indexed items"
+            )
+        history = [h for h in args.history.split(",") if h]
+        result = recommend(retriever, ranker, index, args.user, args.k, args.candidates, history)
+        print(format_recommendations(result))
+    finally:
+        shutdown_distributed()
+
+
+def evaluate_pipeline_main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(
+        prog="torchrec_recsys evaluate-pipeline",
+        description="Recall/NDCG@k of retrieval alone vs. retrieval re-ranked by the DLRM.",
+    )
+    parser.add_argument("--retriever", required=True, help="two-tower run directory")
+    parser.add_argument("--ranker", required=True, help="DLRM run directory")
+    parser.add_argument("--split", choices=("val", "test"), default="test", help="split to score")
+    parser.add_argument("--candidates", type=int, default=100, help="items retrieved per query")
+    parser.add_argument("-k", type=int, default=10, help="cut-off of the final list")
+    parser.add_argument("--out", help="write the metrics as JSON here too")
+    args = parser.parse_args(argv)
+    _require(args.retriever, "two_tower", "--retriever")
+    _require(args.ranker, "dlrm", "--ranker")
+    ctx = init_distributed()
+    try:
+        retriever = load_trained(args.retriever, ctx)
+        ranker = load_trained(
+            args.ranker,
+            ctx,
+            data=retriever.data
+            if read_run_config(Path(args.ranker)).data == retriever.cfg.data
+            and read_run_config(Path(args.ranker)).features == retriever.cfg.features
+            else None,
+        )
+        metrics = evaluate_two_stage(retriever, ranker, args.split, args.candidates, args.k)
+        text = json.dumps(metrics, indent=2)
+        print(text)
+        if args.out:
+            Path(args.out).write_text(text)
+    finally:
+        shutdown_distributed()

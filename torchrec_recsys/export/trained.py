@@ -1,0 +1,98 @@
+"""Load a trained run back as a plain (unsharded) CPU model, for export and inference.
+
+    run_dir/config.json -> rebuild data + task on meta -> DMP -> load newest DCP checkpoint
+        -> gather every shard to rank 0 -> plain task module on CPU (rank 0; others get None)
+
+The DCP checkpoint reshards on load, so a run trained with N processes loads with any number.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from torchrec_recsys.config import RUN_CONFIG_FILE, ExperimentConfig, config_from_dict
+from torchrec_recsys.data.dataset import RecDataset
+from torchrec_recsys.data.vocab import load_vocabularies
+from torchrec_recsys.distributed.env import DistContext
+from torchrec_recsys.distributed.sharding import shard_model
+from torchrec_recsys.distributed.state import gather_full_state
+from torchrec_recsys.errors import DataError, UserError
+from torchrec_recsys.train import builders
+from torchrec_recsys.train.checkpoint import TrainerState, latest_checkpoint, load_checkpoint
+
+
+@dataclass
+class TrainedModel:
+    """A trained task module (plain, on CPU, in eval mode) with its config and data."""
+
+    cfg: ExperimentConfig
+    data: RecDataset
+    task: nn.Module | None  # None on ranks other than 0
+    checkpoint: Path
+    state: TrainerState
+
+
+def read_run_config(run_dir: Path) -> ExperimentConfig:
+    """The resolved config a run was trained with."""
+    path = Path(run_dir) / RUN_CONFIG_FILE
+    if not path.is_file():
+        raise UserError(f"{str(run_dir)!r} is not a run directory: {RUN_CONFIG_FILE} is missing")
+    return config_from_dict(json.loads(path.read_text()), where=str(path))
+
+
+def check_vocabularies(run_dir: Path, data: RecDataset) -> None:
+    """Fail if the data was re-encoded differently from training (e.g. the files changed)."""
+    saved = load_vocabularies(Path(run_dir) / "vocab.json")
+    for name, vocab in data.vocabs.items():
+        if name not in saved or saved[name].tokens != vocab.tokens:
+            raise DataError(
+                f"vocabulary {name!r} rebuilt from the data differs from the one saved in "
+                f"{str(run_dir)!r}: the data changed since training"
+            )
+
+
+def load_trained(
+    run_dir: str | Path, ctx: DistContext, data: RecDataset | None = None
+) -> TrainedModel:
+    """Rebuild, load and unshard the newest checkpoint of ``run_dir`` (collective call)."""
+    run_dir = Path(run_dir)
+    cfg = read_run_config(run_dir)
+    if data is None:
+        data = builders.build_data(cfg)
+    check_vocabularies(run_dir, data)
+    checkpoint = latest_checkpoint(run_dir)
+    if checkpoint is None:
+        raise UserError(f"run directory {str(run_dir)!r} has no complete checkpoint")
+    sharded, optimizer = shard_model(
+        builders.build_task(cfg, data, dense_device=str(ctx.device)),
+        data.spec.table_names(),
+        builders.sharding_options(cfg),
+        builders.optimizer_options(cfg),
+        ctx,
+        batch_size=cfg.train.batch_size,
+    )
+    state = load_checkpoint(checkpoint, sharded, optimizer)
+    full = gather_full_state(sharded)
+    task = None
+    if ctx.is_main:
+        task = builders.build_task(cfg, data, dense_device="cpu", sparse_device="cpu")
+        prefix = "_dmp_wrapped_module."
+        task.load_state_dict({k.removeprefix(prefix): v for k, v in full.items()})
+        task.eval()
+    return TrainedModel(cfg=cfg, data=data, task=task, checkpoint=checkpoint, state=state)
+
+
+@torch.no_grad()
+def item_embeddings(task: nn.Module, data: RecDataset, batch_size: int = 4096) -> torch.Tensor:
+    """Candidate-tower embeddings of every catalogue item with a plain two-tower task. [I, D]"""
+    from torchrec_recsys.data.loader import ShardInfo, eval_batches
+
+    out = []
+    for batch in eval_batches(data.catalogue_table(), data.spec, batch_size, ShardInfo()):
+        out.append(task.model(batch.dense_features, batch.sparse_features)[1])
+    return torch.cat(out)[: len(data.items)]
