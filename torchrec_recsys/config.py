@@ -53,10 +53,18 @@ class DataConfig:
     """Separator inside a multi-valued categorical cell (e.g. ``Action|Comedy``)."""
     positive_rating: float = 4.0
     """Ranking label: 1 when rating >= this value, else 0."""
+    split: str = "temporal"
+    """``temporal`` (per-user leave-last-out) or ``random`` (rows drawn at random)."""
     val_per_user: int = 1
     """Per user, this many latest interactions (by time) form the validation split."""
     test_per_user: int = 1
     """Per user, this many latest interactions (after validation's) form the test split."""
+    random_val_fraction: float = 0.0
+    """With ``split = "random"``: share of interactions in validation (0 = no validation)."""
+    random_test_fraction: float = 0.2
+    """With ``split = "random"``: share of interactions in test."""
+    split_seed: int = 0
+    """With ``split = "random"``: seed of the draw."""
     history_length: int = 20
     """How many of the user's most recent earlier items form the ``user_history`` feature."""
 
@@ -91,6 +99,8 @@ class ModelConfig:
     """Two-tower MLP sizes of each tower; the last is the retrieval embedding dimension."""
     temperature: float = 0.05
     """Two-tower softmax temperature (scores are cosines divided by this)."""
+    exclude_train_items: bool = True
+    """Two-tower evaluation: drop each user's training items from the ranking."""
 
 
 @dataclass
@@ -216,6 +226,7 @@ def validate_config(cfg: ExperimentConfig) -> None:
     _check_choice("optimizer.dense", cfg.optimizer.dense, DENSE_OPTIMIZERS)
     _check_choice("features.history_pooling", cfg.features.history_pooling, ("sum", "mean"))
     _check_choice("data.source", cfg.data.source, ("movielens-100k", "files"))
+    _check_choice("data.split", cfg.data.split, ("temporal", "random"))
     for key, value in [
         ("features.embedding_dim", cfg.features.embedding_dim),
         ("train.epochs", cfg.train.epochs),

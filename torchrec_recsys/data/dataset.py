@@ -27,7 +27,13 @@ import torch
 from torchrec_recsys.data.features import ITEM, USER, DenseFeature, FeatureSpec, SparseFeature
 from torchrec_recsys.data.jagged import JaggedColumn, segment_positions
 from torchrec_recsys.data.readers import RawData
-from torchrec_recsys.data.splits import SPLIT_NAMES, TRAIN, leave_last_out, temporal_order
+from torchrec_recsys.data.splits import (
+    SPLIT_NAMES,
+    TRAIN,
+    leave_last_out,
+    random_split,
+    temporal_order,
+)
 from torchrec_recsys.data.vocab import Vocabulary, save_vocabularies
 from torchrec_recsys.errors import DataError
 
@@ -40,8 +46,12 @@ class DatasetOptions:
     user_categorical_columns: list[str]
     multi_value_separator: str = "|"
     positive_rating: float = 4.0
+    split: str = "temporal"
     val_per_user: int = 1
     test_per_user: int = 1
+    random_val_fraction: float = 0.0
+    random_test_fraction: float = 0.2
+    split_seed: int = 0
     history_length: int = 20
     embedding_dim: int = 32
     pooling: str = "mean"
@@ -256,7 +266,12 @@ def build_dataset(raw: RawData, opts: DatasetOptions) -> RecDataset:
             f"e.g. {unknown.iloc[0]!r}"
         )
     item_rows = torch.from_numpy(item_rows_np.to_numpy(dtype=np.int64, copy=True))
-    split = leave_last_out(inter, opts.val_per_user, opts.test_per_user)
+    if opts.split == "random":
+        split = random_split(
+            len(inter), opts.random_val_fraction, opts.random_test_fraction, opts.split_seed
+        )
+    else:
+        split = leave_last_out(inter, opts.val_per_user, opts.test_per_user)
     train = split == TRAIN
 
     # Vocabularies. IDs: training split only (unseen at training time -> OOV row 0).

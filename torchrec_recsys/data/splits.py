@@ -13,7 +13,21 @@ import numpy as np
 import pandas as pd
 
 TRAIN, VAL, TEST = 0, 1, 2
+SPLIT_METHODS = ("temporal", "random")
 SPLIT_NAMES = {TRAIN: "train", VAL: "val", TEST: "test"}
+
+
+def random_split(num_rows: int, val_fraction: float, test_fraction: float, seed: int) -> np.ndarray:
+    """Split label per row drawn at random (TensorFlow Recommenders' protocol: 80/20). int8 [N].
+
+    Unlike the temporal split, a model may train on a user's later interactions and be tested
+    on earlier ones; use it only to compare with results published under this protocol.
+    """
+    draw = np.random.default_rng(seed).random(num_rows)
+    split = np.full(num_rows, TRAIN, dtype=np.int8)
+    split[draw < test_fraction] = TEST
+    split[(draw >= test_fraction) & (draw < test_fraction + val_fraction)] = VAL
+    return split
 
 
 def temporal_order(interactions: pd.DataFrame) -> pd.DataFrame:

@@ -40,13 +40,15 @@ def baseline_aucs(data: RecDataset, split: str = "test") -> dict[str, float]:
 
 
 def popularity_retrieval(
-    data: RecDataset, split: str = "test", ks: tuple[int, ...] = (10, 50, 100)
+    data: RecDataset,
+    split: str = "test",
+    ks: tuple[int, ...] = (10, 50, 100),
+    exclude_train_items: bool = True,
 ) -> dict[str, float]:
     """Recall/NDCG@K of recommending the most-interacted training items (minus the user's own)."""
     counts = data.items.train_counts.double()  # [I]
     target = data.splits[split]
     queries = torch.ones(len(target), 1, dtype=torch.double)  # every user gets the same scores
-    ranks = target_ranks(
-        queries, counts[:, None], target.item_rows, data.users.train_items, target.user_rows
-    )
+    exclude = data.users.train_items if exclude_train_items else None
+    ranks = target_ranks(queries, counts[:, None], target.item_rows, exclude, target.user_rows)
     return recall_ndcg(ranks, ks)

@@ -37,8 +37,12 @@ def dataset_options(cfg: ExperimentConfig) -> DatasetOptions:
         user_categorical_columns=d.user_categorical_columns,
         multi_value_separator=d.multi_value_separator,
         positive_rating=d.positive_rating,
+        split=d.split,
         val_per_user=d.val_per_user,
         test_per_user=d.test_per_user,
+        random_val_fraction=d.random_val_fraction,
+        random_test_fraction=d.random_test_fraction,
+        split_seed=d.split_seed,
         history_length=d.history_length,
         embedding_dim=f.embedding_dim,
         pooling=f.history_pooling,
@@ -74,14 +78,20 @@ def build_task(
 
 def build_evaluator(cfg: ExperimentConfig, data: RecDataset, ctx: DistContext) -> Evaluator:
     if cfg.model.name == "two_tower":
-        return RetrievalEvaluator(data, ctx, cfg.train.eval_batch_size)
+        return RetrievalEvaluator(
+            data, ctx, cfg.train.eval_batch_size, exclude_train_items=cfg.model.exclude_train_items
+        )
     return RankingEvaluator(data, ctx, cfg.train.eval_batch_size)
 
 
 def baselines(cfg: ExperimentConfig, data: RecDataset) -> dict[str, dict[str, float] | float]:
     """Non-learned baselines on the test split, in the model's own metrics."""
     if cfg.model.name == "two_tower":
-        return {"popularity": popularity_retrieval(data, "test")}
+        return {
+            "popularity": popularity_retrieval(
+                data, "test", exclude_train_items=cfg.model.exclude_train_items
+            )
+        }
     return dict(baseline_aucs(data, "test"))
 
 

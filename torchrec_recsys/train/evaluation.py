@@ -87,7 +87,9 @@ class RetrievalEvaluator:
         ctx: DistContext,
         batch_size: int,
         ks: tuple[int, ...] = (10, 50, 100),
+        exclude_train_items: bool = True,
     ) -> None:
+        self.exclude_train_items = exclude_train_items
         self.data = data
         self.ctx = ctx
         self.batch_size = batch_size
@@ -114,7 +116,6 @@ class RetrievalEvaluator:
     def __call__(self, model: nn.Module, split: str) -> dict[str, float]:
         queries, items = self.embeddings(model, split)
         table = self.data.splits[split]
-        ranks = target_ranks(
-            queries, items, table.item_rows, self.data.users.train_items, table.user_rows
-        )
+        exclude = self.data.users.train_items if self.exclude_train_items else None
+        ranks = target_ranks(queries, items, table.item_rows, exclude, table.user_rows)
         return recall_ndcg(ranks, self.ks)

@@ -149,7 +149,7 @@ class Trainer:
         bar.close()
         seconds = time.perf_counter() - start
         throughput = steps_run * global_batch / max(seconds, 1e-9)
-        val = self.evaluate(self.model, "val")
+        val = self.evaluate(self.model, "val") if len(self.data.splits["val"]) else {}
         record = EpochRecord(
             epoch=state.epoch,
             global_step=state.global_step,
@@ -167,7 +167,7 @@ class Trainer:
             },
         )
         if self.ctx.is_main:
-            metrics = " ".join(f"{k}={v:.4f}" for k, v in val.items())
+            metrics = " ".join(f"{k}={v:.4f}" for k, v in val.items()) or "(no validation split)"
             print(
                 f"epoch {state.epoch + 1}: train_loss={record.train_loss:.4f} "
                 f"val {metrics} ({throughput:,.0f} samples/s)",
