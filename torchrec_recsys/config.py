@@ -149,6 +149,10 @@ class TrainConfig:
     """Write training scalars to TensorBoard every this many steps."""
     resume: bool = False
     """Continue from the newest checkpoint in the run directory."""
+    checkpoint_every_steps: int = 0
+    """Also checkpoint every this many steps (0 = only at the end of each epoch)."""
+    keep_last_checkpoints: int = 2
+    """How many complete checkpoints to keep (older ones are deleted)."""
     profile: bool = False
     """Record torch.profiler traces (wait/warm-up/active schedule) under the run directory."""
     progress_bar: bool = True

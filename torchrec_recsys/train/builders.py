@@ -119,4 +119,5 @@ def loop_options(cfg: ExperimentConfig) -> LoopOptions:
         max_steps_per_epoch=t.max_steps_per_epoch,
         progress_bar=t.progress_bar,
         profile=t.profile,
+        keep_last_checkpoints=t.keep_last_checkpoints,
     )
