@@ -56,9 +56,16 @@ def _evaluate_pipeline(argv: list[str]) -> None:
     evaluate_pipeline_main(argv)
 
 
+def _sid(argv: list[str]) -> None:
+    from torchrec_recsys.semantic_ids.commands import main as sid_main
+
+    sid_main(argv)
+
+
 SUBCOMMANDS: dict[str, tuple[Callable[[list[str]], None], str]] = {
     "train": (_train, "train the configured model (DLRM by default) with sharded embeddings"),
     "synth": (_synth, "write a synthetic dataset in the bring-your-own file format"),
+    "sid": (_sid, "sid build | sid report: learn semantic IDs from item text, report quality"),
     "export": (_export, "embed every item with a trained two-tower and save a FAISS index"),
     "recommend": (_recommend, "retrieve with two-tower + FAISS, re-rank with the DLRM, print"),
     "evaluate-pipeline": (_evaluate_pipeline, "Recall/NDCG of retrieval vs retrieve-then-rank"),

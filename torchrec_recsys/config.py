@@ -67,6 +67,9 @@ class DataConfig:
     """With ``split = "random"``: seed of the draw."""
     history_length: int = 20
     """How many of the user's most recent earlier items form the ``user_history`` feature."""
+    cold_item_fraction: float = 0.0
+    """Share of items (drawn with ``split_seed``) whose training interactions are dropped, so
+    that they are cold at test time (for the semantic-ID ablation)."""
 
 
 @dataclass
@@ -160,6 +163,39 @@ class TrainConfig:
 
 
 @dataclass
+class SemanticIdConfig:
+    """Semantic-ID token features learned from item text (see ``semantic_ids/``)."""
+
+    enabled: bool = False
+    """Add ``item_sid_*`` (and ``user_history_sid_*``) sparse features."""
+    table_path: str = ""
+    """A SID table written by ``python -m torchrec_recsys sid build``; empty = learn one at
+    start-up from the items' text (cached under ``cache_dir``)."""
+    method: str = "rqvae"
+    """``rqvae`` or ``rq_kmeans`` (residual k-means), when learning at start-up."""
+    levels: int = 3
+    """Code levels (before the collision level)."""
+    codebook_size: int = 64
+    """Codes per level."""
+    epochs: int = 300
+    """RQ-VAE training epochs."""
+    encoder_dir: str = ""
+    """Local Hugging Face folder of the text encoder; empty = the shipped all-MiniLM-L6-v2."""
+    cache_dir: str = ".cache/semantic_ids"
+    """Where text embeddings and learned SID tables are cached."""
+    unigrams: bool = True
+    """Per-level tokens ``sid_l1..sid_lL``."""
+    prefixes: bool = True
+    """Prefix n-gram tokens ``sid_p2..sid_pL`` (level 1..i jointly)."""
+    prefix_max_rows: int = 65536
+    """Prefix tokens are hashed (mod) into at most this many rows."""
+    history: bool = True
+    """Also give ``user_history`` items their SID tokens (``user_history_sid_*``)."""
+    random_codes: bool = False
+    """Control: replace the codes by random ones of the same shape (same seed each run)."""
+
+
+@dataclass
 class ExperimentConfig:
     """One experiment: every section above plus its name (the run directory's name)."""
 
@@ -171,6 +207,7 @@ class ExperimentConfig:
     sharding: ShardingConfig = field(default_factory=ShardingConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    semantic_ids: SemanticIdConfig = field(default_factory=SemanticIdConfig)
 
     def run_dir(self) -> Path:
         """Folder holding this run's checkpoints, TensorBoard events and summary."""
@@ -231,6 +268,7 @@ def validate_config(cfg: ExperimentConfig) -> None:
     _check_choice("features.history_pooling", cfg.features.history_pooling, ("sum", "mean"))
     _check_choice("data.source", cfg.data.source, ("movielens-100k", "files"))
     _check_choice("data.split", cfg.data.split, ("temporal", "random"))
+    _check_choice("semantic_ids.method", cfg.semantic_ids.method, ("rqvae", "rq_kmeans"))
     for key, value in [
         ("features.embedding_dim", cfg.features.embedding_dim),
         ("train.epochs", cfg.train.epochs),

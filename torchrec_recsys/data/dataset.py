@@ -28,6 +28,7 @@ from torchrec_recsys.data.features import ITEM, USER, DenseFeature, FeatureSpec,
 from torchrec_recsys.data.jagged import JaggedColumn, segment_positions
 from torchrec_recsys.data.readers import RawData
 from torchrec_recsys.data.splits import (
+    DROPPED,
     SPLIT_NAMES,
     TRAIN,
     leave_last_out,
@@ -59,6 +60,12 @@ class DatasetOptions:
     use_item_id: bool = True
     use_history: bool = True
     item_text_columns: list[str] = field(default_factory=lambda: ["title"])
+    cold_item_fraction: float = 0.0
+    item_token_features: dict[str, tuple[np.ndarray, int]] = field(default_factory=dict)
+    """Extra single-valued item features, e.g. semantic-ID tokens: name -> (token per catalogue
+    row [I], table rows). Become ``item_<name>`` (and ``user_history_<name>`` when
+    ``token_history``), sharing table ``t_<name>``."""
+    token_history: bool = True
 
 
 @dataclass
@@ -84,6 +91,7 @@ class ItemCatalogue:
     sparse: dict[str, JaggedColumn]  # item-tower KJT key -> per-item values
     dense: torch.Tensor  # [I, num_item_dense] float32
     train_counts: torch.Tensor  # [I] int64, training interactions per item
+    cold: torch.Tensor  # [I] bool, items whose training interactions were held out
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -272,6 +280,11 @@ def build_dataset(raw: RawData, opts: DatasetOptions) -> RecDataset:
         )
     else:
         split = leave_last_out(inter, opts.val_per_user, opts.test_per_user)
+    cold_items = np.zeros(len(items), dtype=bool)
+    if opts.cold_item_fraction > 0:
+        rng = np.random.default_rng(opts.split_seed + 1)
+        cold_items[rng.random(len(items)) < opts.cold_item_fraction] = True
+        split[(split == TRAIN) & cold_items[item_rows.numpy()]] = DROPPED
     train = split == TRAIN
 
     # Vocabularies. IDs: training split only (unseen at training time -> OOV row 0).
@@ -298,18 +311,22 @@ def build_dataset(raw: RawData, opts: DatasetOptions) -> RecDataset:
         item_columns["item_id"] = JaggedColumn.from_single(item_id_idx)
     for col in opts.item_categorical_columns:
         item_columns[f"item_{col}"] = _categorical_column(items[col], vocabs[f"item_{col}"], sep)
+    for name, (tokens, _) in opts.item_token_features.items():
+        if len(tokens) != len(items):
+            raise DataError(f"item feature {name!r} has {len(tokens)} rows for {len(items)} items")
+        item_columns[f"item_{name}"] = JaggedColumn.from_single(tokens)
     user_columns: dict[str, JaggedColumn] = {}
     if opts.use_user_id:
         user_columns["user_id"] = JaggedColumn.from_single(vocabs["user_id"].encode(user_ids))
     for col in user_cols:
         user_columns[f"user_{col}"] = _categorical_column(users[col], vocabs[f"user_{col}"], sep)
 
+    # History as catalogue rows, then mapped to each history feature's tokens.
+    history_tokens = _history_token_maps(item_id_idx, opts)  # feature -> token per catalogue row
+    history_rows = _history_column(item_rows.numpy(), user_rows.numpy(), opts.history_length)
     example_columns = {k: c.select(user_rows) for k, c in user_columns.items()}
-    if opts.use_item_id and opts.use_history:
-        user_codes = user_rows.numpy()
-        example_columns["user_history"] = _history_column(
-            item_id_idx[item_rows.numpy()], user_codes, opts.history_length
-        )
+    for name, tokens in history_tokens.items():
+        example_columns[name] = _map_values(history_rows, tokens)
     example_columns.update({k: c.select(item_rows) for k, c in item_columns.items()})
 
     # Dense features: log-activity of the user and log-popularity of the item, from train only.
@@ -336,14 +353,14 @@ def build_dataset(raw: RawData, opts: DatasetOptions) -> RecDataset:
             item_rows=item_rows[rows],
         )
     users_now = dict(user_columns)
-    if "user_history" in spec.sparse_names():
+    if history_tokens:
         # the last `history_length` items of each user over all splits: their state "now"
         last_row = torch.zeros(len(user_ids), dtype=torch.int64)
         last_row.scatter_reduce_(0, user_rows, torch.arange(len(user_rows)), reduce="amax")
-        full = example_columns["user_history"]
-        lengths = torch.clamp(full.lengths[last_row] + 1, max=opts.history_length)
-        with_last = _append_last_item(full, last_row, item_id_idx[item_rows.numpy()])
-        users_now["user_history"] = _tail(with_last, lengths)
+        lengths = torch.clamp(history_rows.lengths[last_row] + 1, max=opts.history_length)
+        now_rows = _tail(_append_last_item(history_rows, last_row, item_rows.numpy()), lengths)
+        for name, tokens in history_tokens.items():
+            users_now[name] = _map_values(now_rows, tokens)
     train_rows = torch.from_numpy(np.flatnonzero(train))
     order = torch.argsort(user_rows[train_rows], stable=True)
     train_lengths = torch.bincount(user_rows[train_rows], minlength=len(user_ids))
@@ -352,13 +369,14 @@ def build_dataset(raw: RawData, opts: DatasetOptions) -> RecDataset:
         dense=user_act[:, None],  # [U, 1]
         train_items=JaggedColumn.from_lengths(train_lengths, item_rows[train_rows][order]),
     )
-    texts = _item_texts(items, opts.item_text_columns)
+    texts = item_texts(items, opts.item_text_columns)
     catalogue = ItemCatalogue(
         item_ids=list(items["item_id"]),
         texts=texts,
         sparse={k: item_columns[k] for k in spec.sparse_names(ITEM)},
         dense=item_pop[:, None],  # [I, 1]
         train_counts=item_train_counts,
+        cold=torch.from_numpy(cold_items),
     )
     return RecDataset(
         spec=spec,
@@ -387,6 +405,24 @@ def _append_last_item(
     return JaggedColumn.from_lengths(out_lengths, out)
 
 
+def _history_token_maps(item_id_idx: np.ndarray, opts: DatasetOptions) -> dict[str, torch.Tensor]:
+    """History feature name -> the token each catalogue row contributes to it."""
+    if not opts.use_history:
+        return {}
+    maps = {}
+    if opts.use_item_id:
+        maps["user_history"] = torch.from_numpy(item_id_idx)
+    if opts.token_history:
+        for name, (tokens, _) in opts.item_token_features.items():
+            maps[f"user_history_{name}"] = torch.as_tensor(tokens, dtype=torch.int64)
+    return maps
+
+
+def _map_values(column: JaggedColumn, table: torch.Tensor) -> JaggedColumn:
+    """Same lengths, each value ``v`` replaced by ``table[v]``."""
+    return JaggedColumn(offsets=column.offsets, values=table[column.values])
+
+
 def _tail(column: JaggedColumn, lengths: torch.Tensor) -> JaggedColumn:
     """The last ``lengths[i]`` values of each row."""
     starts = column.offsets[1:] - lengths
@@ -394,7 +430,8 @@ def _tail(column: JaggedColumn, lengths: torch.Tensor) -> JaggedColumn:
     return JaggedColumn.from_lengths(lengths, values)
 
 
-def _item_texts(items: pd.DataFrame, columns: list[str]) -> list[str]:
+def item_texts(items: pd.DataFrame, columns: list[str]) -> list[str]:
+    """Each item's free text: the non-empty ``columns`` joined with ". "."""
     present = [c for c in columns if c in items.columns]
     if not present:
         return [""] * len(items)
@@ -405,40 +442,35 @@ def _item_texts(items: pd.DataFrame, columns: list[str]) -> list[str]:
 def _build_spec(
     vocabs: dict[str, Vocabulary], columns: dict[str, JaggedColumn], opts: DatasetOptions
 ) -> FeatureSpec:
-    def feature(name: str, table: str, vocab: str, tower: str, multi: bool) -> SparseFeature:
-        return SparseFeature(
-            name=name,
-            table=table,
-            num_embeddings=vocabs[vocab].size,
-            embedding_dim=opts.embedding_dim,
-            pooling=opts.pooling if multi else "sum",
-            tower=tower,
-        )
+    """One SparseFeature per column. History features share their item-side table:
+    ``user_history`` reads ``t_item_id``; ``user_history_<tok>`` and ``item_<tok>`` read
+    ``t_<tok>`` for each extra item token feature (e.g. semantic IDs)."""
+    token_rows = {name: rows for name, (_, rows) in opts.item_token_features.items()}
 
-    sparse: list[SparseFeature] = []
-    for name in columns:
+    def table_of(name: str) -> tuple[str, int]:
         if name == "user_history":
-            continue  # added after item_id so that the shared table keys stay together
-        tower = ITEM if name.startswith("item_") else USER
-        multi = name not in ("user_id", "item_id")
-        sparse.append(feature(name, f"t_{name}", name, tower, multi))
-    if "user_history" in columns:
+            return "t_item_id", vocabs["item_id"].size
+        base = name.removeprefix("user_history_").removeprefix("item_")
+        if base in token_rows and name != base:
+            return f"t_{base}", token_rows[base]
+        return f"t_{name}", vocabs[name].size
+
+    names = [n for n in columns if not n.startswith("user_history")]
+    names += [n for n in columns if n.startswith("user_history")]  # shared tables stay together
+    tables = [table_of(n)[0] for n in names]
+    sparse = []
+    for name, table in zip(names, tables, strict=True):
+        single = name in ("user_id", "item_id") or name.removeprefix("item_") in token_rows
+        shared = tables.count(table) > 1
         sparse.append(
             SparseFeature(
-                name="user_history",
-                table="t_item_id",
-                num_embeddings=vocabs["item_id"].size,
+                name=name,
+                table=table,
+                num_embeddings=table_of(name)[1],
                 embedding_dim=opts.embedding_dim,
-                pooling="sum",
-                tower=USER,
+                pooling=opts.pooling if shared or not single else "sum",
+                tower=ITEM if name.startswith("item_") else USER,
             )
         )
-    # Shared table: item_id and user_history must agree on pooling; DLRM-style sum pooling
-    # over history is normalised by mean when configured.
-    if opts.pooling == "mean" and "user_history" in columns:
-        sparse = [
-            SparseFeature(**{**f.__dict__, "pooling": "mean"}) if f.table == "t_item_id" else f
-            for f in sparse
-        ]
     dense = (DenseFeature("user_log_activity", USER), DenseFeature("item_log_popularity", ITEM))
     return FeatureSpec(sparse=tuple(sparse), dense=dense)

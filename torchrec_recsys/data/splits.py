@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 TRAIN, VAL, TEST = 0, 1, 2
+DROPPED = -1  # held out of every split (training interactions of cold items)
 SPLIT_METHODS = ("temporal", "random")
 SPLIT_NAMES = {TRAIN: "train", VAL: "val", TEST: "test"}
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 from torch import nn
 
 from torchrec_recsys.config import ExperimentConfig
-from torchrec_recsys.data.dataset import DatasetOptions, RecDataset, build_dataset
+from torchrec_recsys.data.dataset import DatasetOptions, RecDataset, build_dataset, item_texts
 from torchrec_recsys.data.movielens import load_movielens_100k
 from torchrec_recsys.data.readers import RawData, read_files
 from torchrec_recsys.distributed.env import DistContext
@@ -13,6 +14,8 @@ from torchrec_recsys.distributed.sharding import OptimizerOptions, ShardingOptio
 from torchrec_recsys.metrics.baselines import baseline_aucs, popularity_retrieval
 from torchrec_recsys.models.dlrm import RankingTask, build_dlrm
 from torchrec_recsys.models.two_tower import RetrievalTask, TwoTower, item_log_q
+from torchrec_recsys.semantic_ids.features import cached_sid_table, sid_item_features
+from torchrec_recsys.semantic_ids.store import SIDTable, load_sid_table
 from torchrec_recsys.train.evaluation import RankingEvaluator, RetrievalEvaluator
 from torchrec_recsys.train.trainer import Evaluator, LoopOptions
 
@@ -50,11 +53,52 @@ def dataset_options(cfg: ExperimentConfig) -> DatasetOptions:
         use_item_id=f.use_item_id,
         use_history=f.use_history,
         item_text_columns=d.item_text_columns,
+        cold_item_fraction=d.cold_item_fraction,
+        token_history=cfg.semantic_ids.history,
     )
 
 
 def build_data(cfg: ExperimentConfig) -> RecDataset:
-    return build_dataset(build_raw_data(cfg), dataset_options(cfg))
+    raw = build_raw_data(cfg)
+    opts = dataset_options(cfg)
+    if cfg.semantic_ids.enabled:
+        opts.item_token_features = build_sid_features(cfg, raw)
+    return build_dataset(raw, opts)
+
+
+def build_sid_table(cfg: ExperimentConfig, raw: RawData) -> SIDTable:
+    """The configured SID table: read from ``table_path`` or learned (cached) from item text."""
+    s = cfg.semantic_ids
+    if s.table_path:
+        return load_sid_table(s.table_path)
+    items = raw.items
+    texts = item_texts(items, cfg.data.item_text_columns)
+    genres = list(items["genres"]) if "genres" in items.columns else None
+    return cached_sid_table(
+        list(items["item_id"]),
+        texts,
+        genres,
+        s.method,
+        s.levels,
+        s.codebook_size,
+        s.epochs,
+        s.encoder_dir or None,
+        s.cache_dir,
+    )
+
+
+def build_sid_features(cfg: ExperimentConfig, raw: RawData) -> dict[str, tuple[np.ndarray, int]]:
+    s = cfg.semantic_ids
+    return sid_item_features(
+        build_sid_table(cfg, raw),
+        list(raw.items["item_id"]),
+        levels=s.levels,
+        unigrams=s.unigrams,
+        prefixes=s.prefixes,
+        prefix_max_rows=s.prefix_max_rows,
+        random_codes=s.random_codes,
+        seed=cfg.train.seed,
+    )
 
 
 def build_task(

@@ -1,0 +1,89 @@
+"""``python -m torchrec_recsys sid build|report``: learn, save and inspect a SID table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from torchrec_recsys.config import load_config
+from torchrec_recsys.data.dataset import item_texts
+from torchrec_recsys.errors import UserError
+from torchrec_recsys.semantic_ids.features import learn_sid_table
+from torchrec_recsys.semantic_ids.report import write_report
+from torchrec_recsys.semantic_ids.store import load_sid_table, save_sid_table
+
+
+def build_main(argv: list[str]) -> None:
+    from torchrec_recsys.train.builders import build_raw_data  # deferred: heavy imports
+
+    parser = argparse.ArgumentParser(
+        prog="torchrec_recsys sid build",
+        description="Encode item text, learn semantic IDs, save the table and its quality report.",
+    )
+    parser.add_argument("--config", help="experiment TOML whose [data] names the items")
+    parser.add_argument("--out", required=True, help="folder for the SID table")
+    parser.add_argument("--method", choices=("rqvae", "rq_kmeans"), help="quantizer")
+    parser.add_argument("--levels", type=int, help="code levels")
+    parser.add_argument("--codebook-size", type=int, help="codes per level")
+    parser.add_argument("--epochs", type=int, help="RQ-VAE epochs")
+    args, overrides = parser.parse_known_args(argv)
+    cfg = load_config(args.config, overrides)
+    s = cfg.semantic_ids
+    raw = build_raw_data(cfg)
+    texts = item_texts(raw.items, cfg.data.item_text_columns)
+    genres = list(raw.items["genres"]) if "genres" in raw.items.columns else None
+    start = time.perf_counter()
+    result = learn_sid_table(
+        list(raw.items["item_id"]),
+        texts,
+        genres,
+        args.method or s.method,
+        args.levels or s.levels,
+        args.codebook_size or s.codebook_size,
+        args.epochs or s.epochs,
+        s.encoder_dir or None,
+        s.cache_dir,
+    )
+    seconds = time.perf_counter() - start
+    save_sid_table(args.out, result.table)
+    paths = write_report(result.report, args.out)
+    print(f"semantic IDs for {len(texts)} items in {seconds:.1f} s -> {args.out}")
+    print(_format(result.report.to_dict()))
+    print(f"report: {paths['json']}, plot: {paths['png']}")
+
+
+def report_main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(
+        prog="torchrec_recsys sid report", description="Print the quality report of a SID table."
+    )
+    parser.add_argument("--table", required=True, help="folder written by 'sid build'")
+    args = parser.parse_args(argv)
+    load_sid_table(args.table)  # validates the folder
+    path = Path(args.table) / "sid_report.json"
+    if not path.is_file():
+        raise UserError(f"SID table {args.table!r} has no sid_report.json")
+    print(_format(json.loads(path.read_text())))
+
+
+def _format(report: dict) -> str:  # type: ignore[type-arg]
+    lines = [
+        f"method {report['method']}, {report['num_items']} items, codebooks {report['codebook_sizes']}",
+        f"reconstruction cosine {report['reconstruction_cosine']:.3f}",
+        "utilisation per level " + ", ".join(f"{u:.2f}" for u in report["utilisation"]),
+        "perplexity per level " + ", ".join(f"{p:.1f}" for p in report["perplexity"]),
+        f"collision rate before the extra level {report['collision_rate']:.3f}",
+        f"items with missing text (encoded as 'item <id>'): {report['fallback_texts']}",
+    ]
+    if report.get("coherence"):
+        lines.append("coherence: " + json.dumps(report["coherence"]))
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> None:
+    """``sid build ...`` or ``sid report ...``."""
+    commands = {"build": build_main, "report": report_main}
+    if not argv or argv[0] not in commands:
+        raise UserError(f"usage: sid {{{'|'.join(commands)}}} [options]; got {argv[:1]}")
+    commands[argv[0]](argv[1:])

@@ -1,0 +1,126 @@
+"""Semantic IDs as sparse features: a SID table for the catalogue -> token ids per item.
+
+    catalogue (item ids, texts, genres) --[table_path | cached learn]--> SIDTable
+        --codes of the L quantizer levels (collision level left out)--> sid_l1.., sid_p2..
+        --> {name: (token per catalogue row [I], table rows)} for DatasetOptions
+
+The collision level makes every SID unique (an item identifier); as a feature it would be an
+item ID in disguise, with no sharing across items, so only the quantizer levels become tokens.
+Learning at start-up is cached by a hash of the texts and the settings; with several
+processes rank 0 learns and the others wait and read the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch.distributed as dist
+
+from torchrec_recsys.errors import DataError
+from torchrec_recsys.semantic_ids.encoder import TextEncoder
+from torchrec_recsys.semantic_ids.pipeline import SIDResult, learn_semantic_ids, make_quantizer
+from torchrec_recsys.semantic_ids.rq_kmeans import RQKMeansConfig
+from torchrec_recsys.semantic_ids.rqvae import RQVAEConfig
+from torchrec_recsys.semantic_ids.store import SIDTable, load_sid_table, save_sid_table
+from torchrec_recsys.semantic_ids.tokens import sid_token_features
+
+
+def learn_sid_table(
+    item_ids: Sequence[str],
+    texts: Sequence[str],
+    genres: Sequence[str] | None,
+    method: str,
+    levels: int,
+    codebook_size: int,
+    epochs: int,
+    encoder_dir: str | None,
+    cache_dir: str | Path,
+    show_progress: bool = True,
+) -> SIDResult:
+    """Encode ``texts`` (cached) and fit the quantizer; returns table + report."""
+    encoder = TextEncoder(encoder_dir or None, show_progress=show_progress).load()
+    encoded = encoder.encode_cached(
+        list(texts), Path(cache_dir) / "embeddings", item_ids=list(item_ids)
+    )
+    if method == "rqvae":
+        config: RQVAEConfig | RQKMeansConfig = RQVAEConfig(
+            levels=levels, codebook_size=codebook_size, epochs=epochs
+        )
+    else:
+        config = RQKMeansConfig(levels=levels, codebook_size=codebook_size)
+    result = learn_semantic_ids(
+        list(item_ids),
+        encoded.embeddings,
+        make_quantizer(method, config),
+        genres=list(genres) if genres is not None else None,
+        fallback_texts=encoded.num_fallback,
+    )
+    result.table.meta["fallback_texts"] = encoded.num_fallback
+    return result
+
+
+def cached_sid_table(
+    item_ids: Sequence[str],
+    texts: Sequence[str],
+    genres: Sequence[str] | None,
+    method: str,
+    levels: int,
+    codebook_size: int,
+    epochs: int,
+    encoder_dir: str | None,
+    cache_dir: str | Path,
+) -> SIDTable:
+    """The SID table for these items and settings, learned once and then read from cache."""
+    key = hashlib.sha256(
+        json.dumps(
+            [list(item_ids), list(texts), method, levels, codebook_size, epochs, encoder_dir or ""]
+        ).encode()
+    ).hexdigest()[:20]
+    folder = Path(cache_dir) / "tables" / key
+    rank0 = not dist.is_initialized() or dist.get_rank() == 0
+    if rank0 and not folder.is_dir():
+        result = learn_sid_table(
+            item_ids, texts, genres, method, levels, codebook_size, epochs, encoder_dir, cache_dir
+        )
+        save_sid_table(folder, result.table)
+    if dist.is_initialized():
+        dist.barrier()
+    return load_sid_table(folder)
+
+
+def sid_item_features(
+    table: SIDTable,
+    catalogue_item_ids: Sequence[str],
+    levels: int,
+    unigrams: bool = True,
+    prefixes: bool = True,
+    prefix_max_rows: int | None = 65536,
+    random_codes: bool = False,
+    seed: int = 0,
+) -> dict[str, tuple[np.ndarray, int]]:
+    """``{"sid_l1": (token per catalogue row [I], rows), ...}``; token 0 never occurs.
+
+    Raises:
+        DataError: a catalogue item is missing from the SID table (names how many and one).
+    """
+    rows = table.rows(list(catalogue_item_ids))  # [I], -1 = missing
+    if (rows < 0).any():
+        missing = [catalogue_item_ids[i] for i in np.flatnonzero(rows < 0)]
+        raise DataError(
+            f"{len(missing)} item(s) of the catalogue are missing from the SID table, "
+            f"e.g. {missing[0]!r}; rebuild the table for this catalogue"
+        )
+    quantizer_levels = min(levels, table.codes.shape[1])
+    codes = table.codes[rows][:, :quantizer_levels]  # [I, L]
+    sizes = table.codebook_sizes[:quantizer_levels]
+    if random_codes:  # the control: same shape and code ranges, no meaning
+        rng = np.random.default_rng(seed)
+        codes = np.stack([rng.integers(0, k, size=len(codes)) for k in sizes], axis=1)
+    features = sid_token_features(
+        codes, sizes, unigrams=unigrams, prefixes=prefixes, max_cardinality=prefix_max_rows
+    )
+    return {name: (f.ids, f.cardinality) for name, f in features.items()}
