@@ -69,7 +69,8 @@ def report_main(argv: list[str]) -> None:
 
 def _format(report: dict) -> str:  # type: ignore[type-arg]
     lines = [
-        f"method {report['method']}, {report['num_items']} items, codebooks {report['codebook_sizes']}",
+        f"method {report['method']}, {report['num_items']} items, "
+        f"codebooks {report['codebook_sizes']}",
         f"reconstruction cosine {report['reconstruction_cosine']:.3f}",
         "utilisation per level " + ", ".join(f"{u:.2f}" for u in report["utilisation"]),
         "perplexity per level " + ", ".join(f"{p:.1f}" for p in report["perplexity"]),
