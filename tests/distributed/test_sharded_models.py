@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 from _dist import run_distributed
@@ -30,13 +31,21 @@ from torchrec_recsys.distributed.sharding import OptimizerOptions, ShardingOptio
 from torchrec_recsys.distributed.state import gather_full_state, load_full_state
 from torchrec_recsys.models.dlrm import RankingTask, build_dlrm
 from torchrec_recsys.models.two_tower import RetrievalTask, TwoTower, item_log_q
+from torchrec_recsys.semantic_ids.tokens import sid_token_features
 
 SHARDING_TYPES = ["table_wise", "column_wise", "table_column_wise", "row_wise", "data_parallel"]
 BATCH = 16  # per rank
 SPARSE_LR, DENSE_LR = 0.5, 0.01
 
 
-def _dataset(paths):  # type: ignore[no-untyped-def]
+def _sid_tokens(num_items: int) -> dict[str, tuple[np.ndarray, int]]:
+    """Semantic-ID token features of random 3-level codes (the learning is tested elsewhere)."""
+    codes = np.random.default_rng(0).integers(0, 4, size=(num_items, 3))  # [I, 3]
+    features = sid_token_features(codes, [4, 4, 4])
+    return {name: (f.ids, f.cardinality) for name, f in features.items()}
+
+
+def _dataset(paths, with_sid: bool = False):  # type: ignore[no-untyped-def]
     raw = read_files(
         str(paths.interactions),
         str(paths.items),
@@ -44,16 +53,16 @@ def _dataset(paths):  # type: ignore[no-untyped-def]
         ["genres", "decade"],
         ["gender", "occupation"],
     )
-    return build_dataset(
-        raw,
-        DatasetOptions(
-            ["genres", "decade"], ["gender", "occupation"], embedding_dim=8, history_length=4
-        ),
+    opts = DatasetOptions(
+        ["genres", "decade"], ["gender", "occupation"], embedding_dim=8, history_length=4
     )
+    if with_sid:
+        opts.item_token_features = _sid_tokens(len(raw.items))
+    return build_dataset(raw, opts)
 
 
 def _build(model: str, data, device: str) -> torch.nn.Module:  # type: ignore[no-untyped-def]
-    if model == "dlrm":
+    if model.startswith("dlrm"):
         return RankingTask(build_dlrm(data.spec, [16, 8], [16, 1], sparse_device=device))
     tower = TwoTower(data.spec, [16, 8], sparse_device=device, dense_device="cpu")
     return RetrievalTask(tower, item_log_q(data.items.train_counts), temperature=0.1)
@@ -77,7 +86,7 @@ def _check_sharding_types(
 ) -> dict[str, tuple[float, float]]:  # type: ignore[no-untyped-def]
     torch.set_num_threads(1)
     ctx = init_distributed()
-    data = _dataset(paths)
+    data = _dataset(paths, with_sid=model_name.endswith("_sid"))
     results = {}
     for kind in SHARDING_TYPES:
         torch.manual_seed(0)
@@ -128,7 +137,7 @@ def _check_sharding_types(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model_name", ["dlrm", "two_tower"])
+@pytest.mark.parametrize("model_name", ["dlrm", "two_tower", "two_tower_sid"])
 def test_sharded_model_matches_unsharded_reference(synthetic_paths, model_name: str) -> None:  # type: ignore[no-untyped-def]
     per_rank = run_distributed(_check_sharding_types, 2, synthetic_paths, model_name)
     for rank, results in enumerate(per_rank):
@@ -138,3 +147,20 @@ def test_sharded_model_matches_unsharded_reference(synthetic_paths, model_name: 
             assert step_diff < 1e-5, (
                 f"rank {rank} {kind}: weights after one step differ by {step_diff}"
             )
+
+
+def test_sid_features_reach_the_batch_with_history_lengths(synthetic_paths) -> None:  # type: ignore[no-untyped-def]
+    data = _dataset(synthetic_paths, with_sid=True)
+    sid_keys = [k for k in data.spec.sparse_names() if "sid" in k]
+    assert sid_keys == [f"item_sid_{n}" for n in ("l1", "l2", "l3", "p2", "p3")] + [
+        f"user_history_sid_{n}" for n in ("l1", "l2", "l3", "p2", "p3")
+    ]
+    spec = data.spec
+    assert spec.feature("user_history_sid_p2").table == spec.feature("item_sid_p2").table
+    assert spec.feature("item_sid_p3").num_embeddings == 4**3 + 1
+    batch = next(train_batches(data.splits["train"], spec, BATCH, ShardInfo(), 0, 0))
+    kjt = batch.sparse_features.to_dict()
+    assert (kjt["item_sid_l1"].lengths() == 1).all()
+    assert torch.equal(kjt["user_history_sid_l1"].lengths(), kjt["user_history"].lengths())
+    tokens = _sid_tokens(len(data.items))["sid_l2"][0]
+    assert kjt["item_sid_l2"].values().tolist() == tokens[batch.item_rows.numpy()].tolist()
