@@ -62,10 +62,17 @@ def _sid(argv: list[str]) -> None:
     sid_main(argv)
 
 
+def _ablation(argv: list[str]) -> None:
+    from torchrec_recsys.semantic_ids.ablation import main as ablation_main
+
+    ablation_main(argv)
+
+
 SUBCOMMANDS: dict[str, tuple[Callable[[list[str]], None], str]] = {
     "train": (_train, "train the configured model (DLRM by default) with sharded embeddings"),
     "synth": (_synth, "write a synthetic dataset in the bring-your-own file format"),
     "sid": (_sid, "sid build | sid report: learn semantic IDs from item text, report quality"),
+    "ablation": (_ablation, "semantic-ID ablation table: ID / SID / ID+SID / random codes"),
     "export": (_export, "embed every item with a trained two-tower and save a FAISS index"),
     "recommend": (_recommend, "retrieve with two-tower + FAISS, re-rank with the DLRM, print"),
     "evaluate-pipeline": (_evaluate_pipeline, "Recall/NDCG of retrieval vs retrieve-then-rank"),

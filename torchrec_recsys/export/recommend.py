@@ -38,8 +38,11 @@ class RecommendationList:
 
 
 @torch.no_grad()
-def _run(task: torch.nn.Module, table: ExampleTable, data: RecDataset, output: str) -> torch.Tensor:
-    """Query embeddings, item embeddings or ranker probabilities of every row of ``table``."""
+def predict(
+    task: torch.nn.Module, table: ExampleTable, data: RecDataset, output: str
+) -> torch.Tensor:
+    """Query embeddings [N, D], item embeddings [N, D] or ranker probabilities [N] of every
+    row of ``table`` (``output`` = ``query``, ``item`` or ``ranking``), with a plain task."""
     out = []
     for batch in eval_batches(table, data.spec, 4096, ShardInfo()):
         if output == "ranking":
@@ -73,7 +76,7 @@ def recommend(
         raise UserError(f"k = {k} must not exceed the number of candidates ({candidates})")
     r_data, k_data = retriever.data, ranker.data
     query_table, cold = user_query_table(r_data, user_id, history or [])
-    query = _run(retriever.task, query_table, r_data, "query").numpy()  # [1, D]
+    query = predict(retriever.task, query_table, r_data, "query").numpy()  # [1, D]
     seen: set[str] = set()
     if not cold and user_id in r_data.user_ids:
         row = r_data.user_ids.index(user_id)
@@ -92,7 +95,7 @@ def recommend(
     pairs = k_data.pair_table(
         ranker_user, torch.zeros(len(item_rows), dtype=torch.int64), item_rows
     )
-    probabilities = _run(ranker.task, pairs, k_data, "ranking")  # [C]
+    probabilities = predict(ranker.task, pairs, k_data, "ranking")  # [C]
     order = torch.argsort(probabilities, descending=True)[:k].tolist()
     items = [
         Recommendation(
@@ -122,8 +125,8 @@ def evaluate_two_stage(
     queries_table = r_data.splits[split]
     if not torch.equal(queries_table.item_rows, k_data.splits[split].item_rows):
         raise UserError("the retriever and the ranker were trained on different splits of the data")
-    queries = _run(retriever.task, queries_table, r_data, "query")  # [Q, D]
-    items = _run(retriever.task, r_data.catalogue_table(), r_data, "item")  # [I, D]
+    queries = predict(retriever.task, queries_table, r_data, "query")  # [Q, D]
+    items = predict(retriever.task, r_data.catalogue_table(), r_data, "item")  # [I, D]
     scores = queries @ items.T  # [Q, I]
     lengths, values = r_data.users.train_items.gather(queries_table.user_rows)
     scores[torch.repeat_interleave(torch.arange(len(queries)), lengths), values] = float("-inf")
@@ -132,7 +135,7 @@ def evaluate_two_stage(
     retrieval_rank = _rank_in(top, targets)
     user_index = torch.arange(len(queries)).repeat_interleave(candidates)
     pairs = k_data.pair_table(k_data.splits[split], user_index, top.reshape(-1))
-    probabilities = _run(ranker.task, pairs, k_data, "ranking").view(len(queries), candidates)
+    probabilities = predict(ranker.task, pairs, k_data, "ranking").view(len(queries), candidates)
     reranked = torch.gather(top, 1, torch.argsort(probabilities, dim=1, descending=True))
     rerank_rank = _rank_in(reranked, targets)
     return {
@@ -160,4 +163,3 @@ def format_recommendations(result: RecommendationList) -> str:
         scores = f"{rec.retrieval_score:>9.4f}  {rec.ranking_score:>6.3f}"
         lines.append(f"{i:>3}  {rec.item_id:>8}  {scores}  {rec.title}")
     return "\n".join(lines)
-

@@ -1,0 +1,154 @@
+"""Semantic-ID ablation: do SID features help items with little or no training data?
+
+On one split and seed (with a share of items held out of training entirely), train the DLRM
+and the two-tower with four item representations and score the test split per bucket:
+
+    variants: ID only | SID only | ID + SID | ID + random codes (same shape as the SIDs)
+    buckets:  all test items | cold (held out of training) | long tail (1..N training rows)
+
+and write a markdown table (plus JSON) with DLRM AUC and two-tower Recall@K per cell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from torchrec_recsys.distributed.env import init_distributed, shutdown_distributed
+from torchrec_recsys.export.recommend import predict
+from torchrec_recsys.export.trained import load_trained
+from torchrec_recsys.metrics.baselines import auc
+from torchrec_recsys.metrics.retrieval import recall_ndcg, target_ranks
+
+VARIANTS: dict[str, list[str]] = {
+    "ID only": ["--semantic_ids.enabled=false"],
+    "SID only": ["--semantic_ids.enabled=true", "--features.use_item_id=false"],
+    "ID + SID": ["--semantic_ids.enabled=true"],
+    "ID + random codes": ["--semantic_ids.enabled=true", "--semantic_ids.random_codes=true"],
+}
+MODELS = ("dlrm", "two_tower")
+
+
+def test_buckets(run_dir: Path, long_tail_max: int) -> tuple[dict[str, torch.Tensor], Any]:
+    """Masks over the test split: all, cold, long tail; plus the loaded trained model."""
+    ctx = init_distributed()
+    try:
+        trained = load_trained(run_dir, ctx)
+    finally:
+        shutdown_distributed()
+    data = trained.data
+    test = data.splits["test"]
+    counts = data.items.train_counts[test.item_rows]
+    cold = data.items.cold[test.item_rows]
+    buckets = {
+        "all": torch.ones(len(test), dtype=torch.bool),
+        "cold": cold,
+        "long tail": ~cold & (counts >= 1) & (counts <= long_tail_max),
+    }
+    return buckets, trained
+
+
+def score_run(
+    run_dir: Path, model: str, long_tail_max: int, ks: tuple[int, ...]
+) -> dict[str, dict[str, float]]:
+    """Per bucket: {"n": examples, metric: value} for a trained DLRM or two-tower run."""
+    buckets, trained = test_buckets(run_dir, long_tail_max)
+    data, test = trained.data, trained.data.splits["test"]
+    out = {}
+    if model == "dlrm":
+        probabilities = predict(trained.task, test, data, "ranking")  # [N]
+        for name, mask in buckets.items():
+            labels = test.labels[mask]
+            ok = bool(mask.sum()) and 0 < float(labels.sum()) < len(labels)
+            out[name] = {
+                "n": int(mask.sum()),
+                "auc": auc(probabilities[mask], labels) if ok else float("nan"),
+            }
+    else:
+        queries = predict(trained.task, test, data, "query")  # [N, D]
+        items = predict(trained.task, data.catalogue_table(), data, "item")  # [I, D]
+        ranks = target_ranks(queries, items, test.item_rows, data.users.train_items, test.user_rows)
+        for name, mask in buckets.items():
+            nan = {f"recall@{k}": float("nan") for k in ks}
+            metrics = recall_ndcg(ranks[mask], ks) if mask.any() else nan
+            out[name] = {
+                "n": int(mask.sum()),
+                **{f"recall@{k}": metrics[f"recall@{k}"] for k in ks},
+            }
+    return out
+
+
+def markdown_table(
+    results: dict[str, dict[str, dict[str, dict[str, float]]]], ks: tuple[int, ...]
+) -> str:
+    """Rows = variants; columns = (model metric, bucket)."""
+    buckets = ("all", "cold", "long tail")
+    first = next(iter(results.values()))
+    counts = {b: first["dlrm"][b]["n"] for b in buckets}
+    header = ["variant"] + [f"DLRM AUC ({b}, n={counts[b]})" for b in buckets]
+    header += [f"two-tower R@{k} ({b})" for b in buckets for k in ks]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for variant, per_model in results.items():
+        cells = [f"{per_model['dlrm'][b]['auc']:.4f}" for b in buckets]
+        cells += [f"{per_model['two_tower'][b][f'recall@{k}']:.4f}" for b in buckets for k in ks]
+        lines.append("| " + " | ".join([variant, *cells]) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> None:
+    from torchrec_recsys.train.main import main as train_main  # deferred: heavy imports
+
+    parser = argparse.ArgumentParser(
+        prog="torchrec_recsys ablation",
+        description="Train DLRM and two-tower with ID / SID / ID+SID / random-code features and "
+        "tabulate test metrics on all, cold and long-tail items. Extra --section.key=value "
+        "flags go to every training run.",
+    )
+    parser.add_argument("--config", help="base experiment TOML (default: built-in defaults)")
+    parser.add_argument("--out", default="reports/sid_ablation.md", help="markdown table path")
+    parser.add_argument("--runs-dir", default="runs/ablation", help="where the runs are written")
+    parser.add_argument(
+        "--cold-item-fraction", type=float, default=0.1, help="share of items held out of training"
+    )
+    parser.add_argument(
+        "--long-tail-max",
+        type=int,
+        default=10,
+        help="most training interactions of a long-tail item",
+    )
+    parser.add_argument("--ks", type=int, nargs="+", default=[10, 100], help="Recall@k cut-offs")
+    args, overrides = parser.parse_known_args(argv)
+    base = [
+        *(["--config", args.config] if args.config else []),
+        f"--data.cold_item_fraction={args.cold_item_fraction}",
+        f"--train.output_dir={args.runs_dir}",
+        "--train.progress_bar=false",
+        *overrides,
+    ]
+    results: dict[str, dict[str, Any]] = {}
+    for variant, flags in VARIANTS.items():
+        results[variant] = {}
+        for model in MODELS:
+            slug = variant.lower().replace(" + ", "_").replace(" ", "_")
+            argv_run = [
+                *base,
+                *flags,
+                f"--model.name={model}",
+                f"--name=sid_ablation_{slug}_{model}",
+            ]
+            summary = train_main(argv_run)
+            results[variant][model] = score_run(
+                Path(summary["run_dir"]), model, args.long_tail_max, tuple(args.ks)
+            )
+            print(f"{variant} / {model}: {json.dumps(results[variant][model])}", flush=True)
+    table = markdown_table(results, tuple(args.ks))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(table + "\n")
+    out.with_suffix(".json").write_text(json.dumps(results, indent=2))
+    print(table)
+    print(f"wrote {out} and {out.with_suffix('.json')}")
