@@ -84,6 +84,8 @@ class FeatureConfig:
     """Include the ``item_id`` feature (and ``user_history``, which shares its table)."""
     use_history: bool = True
     """Include ``user_history``: the user's recent items before this interaction."""
+    use_item_popularity: bool = True
+    """Include the dense ``item_log_popularity`` feature (training counts; 0 for cold items)."""
     history_pooling: str = "mean"
     """Pooling of ``user_history`` and multi-valued categoricals: ``sum`` or ``mean``."""
 

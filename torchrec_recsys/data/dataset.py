@@ -59,6 +59,7 @@ class DatasetOptions:
     use_user_id: bool = True
     use_item_id: bool = True
     use_history: bool = True
+    use_item_popularity: bool = True
     item_text_columns: list[str] = field(default_factory=lambda: ["title"])
     cold_item_fraction: float = 0.0
     item_token_features: dict[str, tuple[np.ndarray, int]] = field(default_factory=dict)
@@ -336,7 +337,8 @@ def build_dataset(raw: RawData, opts: DatasetOptions) -> RecDataset:
     item_pop = item_pop / item_pop.max().clamp(min=1.0)  # [I] in [0, 1]
     user_act = torch.log1p(user_train_counts.float())
     user_act = user_act / user_act.max().clamp(min=1.0)  # [U] in [0, 1]
-    dense = torch.stack([user_act[user_rows], item_pop[item_rows]], dim=1)  # [N, 2]
+    item_dense = item_pop[:, None] if opts.use_item_popularity else torch.zeros(len(items), 0)
+    dense = torch.cat([user_act[user_rows, None], item_dense[item_rows]], dim=1)  # [N, 1 or 2]
     labels = torch.from_numpy(
         (inter["rating"].to_numpy() >= opts.positive_rating).astype(np.float32)
     )
@@ -374,7 +376,7 @@ def build_dataset(raw: RawData, opts: DatasetOptions) -> RecDataset:
         item_ids=list(items["item_id"]),
         texts=texts,
         sparse={k: item_columns[k] for k in spec.sparse_names(ITEM)},
-        dense=item_pop[:, None],  # [I, 1]
+        dense=item_dense,  # [I, 1] (or [I, 0] without the popularity feature)
         train_counts=item_train_counts,
         cold=torch.from_numpy(cold_items),
     )
@@ -472,5 +474,7 @@ def _build_spec(
                 tower=ITEM if name.startswith("item_") else USER,
             )
         )
-    dense = (DenseFeature("user_log_activity", USER), DenseFeature("item_log_popularity", ITEM))
+    dense = (DenseFeature("user_log_activity", USER),)
+    if opts.use_item_popularity:
+        dense += (DenseFeature("item_log_popularity", ITEM),)
     return FeatureSpec(sparse=tuple(sparse), dense=dense)

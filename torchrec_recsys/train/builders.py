@@ -52,6 +52,7 @@ def dataset_options(cfg: ExperimentConfig) -> DatasetOptions:
         use_user_id=f.use_user_id,
         use_item_id=f.use_item_id,
         use_history=f.use_history,
+        use_item_popularity=f.use_item_popularity,
         item_text_columns=d.item_text_columns,
         cold_item_fraction=d.cold_item_fraction,
         token_history=cfg.semantic_ids.history,
