@@ -131,3 +131,47 @@ def test_unknown_item_in_interactions_is_an_error() -> None:
 def test_missing_configured_column_is_an_error() -> None:
     with pytest.raises(DataError, match="item column 'year'"):
         build_dataset(_raw(), _opts(item_categorical_columns=["year"]))
+
+
+def test_random_split_is_seeded_and_sized() -> None:
+    from torchrec_recsys.data.splits import random_split
+
+    first = random_split(10_000, val_fraction=0.1, test_fraction=0.2, seed=3)
+    assert (first == random_split(10_000, 0.1, 0.2, seed=3)).all()
+    assert not (first == random_split(10_000, 0.1, 0.2, seed=4)).all()
+    assert abs((first == TEST).mean() - 0.2) < 0.02 and abs((first == VAL).mean() - 0.1) < 0.02
+
+
+def test_cold_items_have_no_training_interactions(synthetic_paths) -> None:  # type: ignore[no-untyped-def]
+    from torchrec_recsys.data.readers import read_files
+
+    raw = read_files(
+        str(synthetic_paths.interactions),
+        str(synthetic_paths.items),
+        str(synthetic_paths.users),
+        ["genres"],
+        [],
+    )
+    ds = build_dataset(raw, DatasetOptions(["genres"], [], cold_item_fraction=0.3, split_seed=1))
+    cold = ds.items.cold
+    assert 0 < int(cold.sum()) < len(cold)
+    assert not cold[ds.splits["train"].item_rows].any()
+    assert int(ds.items.train_counts[cold].sum()) == 0
+    # cold items still reach the test split, with their item_id out of vocabulary
+    test = ds.splits["test"]
+    cold_test = cold[test.item_rows]
+    assert cold_test.any()
+    assert (test.sparse["item_id"].values[cold_test] == OOV_INDEX).all()
+
+
+def test_item_token_features_share_tables_with_history() -> None:
+    import numpy as np
+
+    tokens = np.array([1, 2, 1, 3, 2, 3, 1])  # one token per catalogue row (7 items)
+    ds = build_dataset(_raw(), _opts(item_token_features={"sid_l1": (tokens, 4)}))
+    spec = ds.spec
+    assert spec.feature("item_sid_l1").table == spec.feature("user_history_sid_l1").table
+    test = ds.splits["test"]
+    assert test.sparse["item_sid_l1"].values.tolist() == [int(tokens[test.item_rows[0]])]
+    # history tokens are the tokens of the history items (items 1 and 5 -> rows 0 and 4)
+    assert test.sparse["user_history_sid_l1"].values.tolist() == [1, 2]
