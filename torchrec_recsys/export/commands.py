@@ -25,6 +25,19 @@ def _require(run_dir: str, model: str, flag: str) -> None:
         raise UserError(f"{flag} {run_dir!r} trained a {name!r} model; expected {model!r}")
 
 
+def _two_stage_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """A parser with the --retriever and --ranker run directories both commands take."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--retriever", required=True, help="two-tower run directory")
+    parser.add_argument("--ranker", required=True, help="DLRM run directory")
+    return parser
+
+
+def _check_two_stage(args: argparse.Namespace) -> None:
+    _require(args.retriever, "two_tower", "--retriever")
+    _require(args.ranker, "dlrm", "--ranker")
+
+
 def export_main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(
         prog="torchrec_recsys export",
@@ -83,12 +96,10 @@ def export_main(argv: list[str]) -> None:
 
 
 def recommend_main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(
-        prog="torchrec_recsys recommend",
-        description="Retrieve candidates with the two-tower + FAISS index, re-rank with the DLRM.",
+    parser = _two_stage_parser(
+        "torchrec_recsys recommend",
+        "Retrieve candidates with the two-tower + FAISS index, re-rank with the DLRM.",
     )
-    parser.add_argument("--retriever", required=True, help="two-tower run directory")
-    parser.add_argument("--ranker", required=True, help="DLRM run directory")
     parser.add_argument("--index", help="index folder (default: <retriever>/index_flat)")
     parser.add_argument(
         "--user", required=True, help="raw user id (unknown ids get a cold-start query)"
@@ -101,8 +112,7 @@ def recommend_main(argv: list[str]) -> None:
         "--candidates", type=int, default=100, help="items retrieved before re-ranking"
     )
     args = parser.parse_args(argv)
-    _require(args.retriever, "two_tower", "--retriever")
-    _require(args.ranker, "dlrm", "--ranker")
+    _check_two_stage(args)
     ctx = init_distributed()
     try:
         retriever = load_trained(args.retriever, ctx)
@@ -125,19 +135,16 @@ def recommend_main(argv: list[str]) -> None:
 
 
 def evaluate_pipeline_main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(
-        prog="torchrec_recsys evaluate-pipeline",
-        description="Recall/NDCG@k of retrieval alone vs. retrieval re-ranked by the DLRM.",
+    parser = _two_stage_parser(
+        "torchrec_recsys evaluate-pipeline",
+        "Recall/NDCG@k of retrieval alone vs. retrieval re-ranked by the DLRM.",
     )
-    parser.add_argument("--retriever", required=True, help="two-tower run directory")
-    parser.add_argument("--ranker", required=True, help="DLRM run directory")
     parser.add_argument("--split", choices=("val", "test"), default="test", help="split to score")
     parser.add_argument("--candidates", type=int, default=100, help="items retrieved per query")
     parser.add_argument("-k", type=int, default=10, help="cut-off of the final list")
     parser.add_argument("--out", help="write the metrics as JSON here too")
     args = parser.parse_args(argv)
-    _require(args.retriever, "two_tower", "--retriever")
-    _require(args.ranker, "dlrm", "--ranker")
+    _check_two_stage(args)
     ctx = init_distributed()
     try:
         retriever = load_trained(args.retriever, ctx)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from torchrec_recsys.config import load_config
@@ -16,7 +17,7 @@ from torchrec_recsys.semantic_ids.store import load_sid_table, save_sid_table
 
 
 def build_main(argv: list[str]) -> None:
-    from torchrec_recsys.train.builders import build_raw_data  # deferred: heavy imports
+    from torchrec_recsys.train.builders import build_raw_data, sid_settings  # heavy imports
 
     parser = argparse.ArgumentParser(
         prog="torchrec_recsys sid build",
@@ -30,22 +31,19 @@ def build_main(argv: list[str]) -> None:
     parser.add_argument("--epochs", type=int, help="RQ-VAE epochs")
     args, overrides = parser.parse_known_args(argv)
     cfg = load_config(args.config, overrides)
-    s = cfg.semantic_ids
     raw = build_raw_data(cfg)
     texts = item_texts(raw.items, cfg.data.item_text_columns)
     genres = list(raw.items["genres"]) if "genres" in raw.items.columns else None
     start = time.perf_counter()
-    result = learn_sid_table(
-        list(raw.items["item_id"]),
-        texts,
-        genres,
-        args.method or s.method,
-        args.levels or s.levels,
-        args.codebook_size or s.codebook_size,
-        args.epochs or s.epochs,
-        s.encoder_dir or None,
-        s.cache_dir,
+    defaults = sid_settings(cfg)
+    settings = replace(
+        defaults,
+        method=args.method or defaults.method,
+        levels=args.levels or defaults.levels,
+        codebook_size=args.codebook_size or defaults.codebook_size,
+        epochs=args.epochs or defaults.epochs,
     )
+    result = learn_sid_table(list(raw.items["item_id"]), texts, genres, settings)
     seconds = time.perf_counter() - start
     save_sid_table(args.out, result.table)
     paths = write_report(result.report, args.out)

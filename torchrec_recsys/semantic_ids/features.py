@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,33 +30,41 @@ from torchrec_recsys.semantic_ids.store import SIDTable, load_sid_table, save_si
 from torchrec_recsys.semantic_ids.tokens import sid_token_features
 
 
+@dataclass(frozen=True)
+class SIDSettings:
+    """How to learn a SID table from text (the ``[semantic_ids]`` config, typed)."""
+
+    method: str = "rqvae"
+    levels: int = 3
+    codebook_size: int = 64
+    epochs: int = 300
+    encoder_dir: str | None = None
+    cache_dir: str = ".cache/semantic_ids"
+
+
 def learn_sid_table(
     item_ids: Sequence[str],
     texts: Sequence[str],
     genres: Sequence[str] | None,
-    method: str,
-    levels: int,
-    codebook_size: int,
-    epochs: int,
-    encoder_dir: str | None,
-    cache_dir: str | Path,
+    settings: SIDSettings,
     show_progress: bool = True,
 ) -> SIDResult:
     """Encode ``texts`` (cached) and fit the quantizer; returns table + report."""
-    encoder = TextEncoder(encoder_dir or None, show_progress=show_progress).load()
+    encoder = TextEncoder(settings.encoder_dir or None, show_progress=show_progress).load()
     encoded = encoder.encode_cached(
-        list(texts), Path(cache_dir) / "embeddings", item_ids=list(item_ids)
+        list(texts), Path(settings.cache_dir) / "embeddings", item_ids=list(item_ids)
     )
-    if method == "rqvae":
-        config: RQVAEConfig | RQKMeansConfig = RQVAEConfig(
-            levels=levels, codebook_size=codebook_size, epochs=epochs
+    config: RQVAEConfig | RQKMeansConfig
+    if settings.method == "rqvae":
+        config = RQVAEConfig(
+            levels=settings.levels, codebook_size=settings.codebook_size, epochs=settings.epochs
         )
     else:
-        config = RQKMeansConfig(levels=levels, codebook_size=codebook_size)
+        config = RQKMeansConfig(levels=settings.levels, codebook_size=settings.codebook_size)
     result = learn_semantic_ids(
         list(item_ids),
         encoded.embeddings,
-        make_quantizer(method, config),
+        make_quantizer(settings.method, config),
         genres=list(genres) if genres is not None else None,
         fallback_texts=encoded.num_fallback,
     )
@@ -67,26 +76,15 @@ def cached_sid_table(
     item_ids: Sequence[str],
     texts: Sequence[str],
     genres: Sequence[str] | None,
-    method: str,
-    levels: int,
-    codebook_size: int,
-    epochs: int,
-    encoder_dir: str | None,
-    cache_dir: str | Path,
+    settings: SIDSettings,
 ) -> SIDTable:
     """The SID table for these items and settings, learned once and then read from cache."""
-    key = hashlib.sha256(
-        json.dumps(
-            [list(item_ids), list(texts), method, levels, codebook_size, epochs, encoder_dir or ""]
-        ).encode()
-    ).hexdigest()[:20]
-    folder = Path(cache_dir) / "tables" / key
+    key_fields = [list(item_ids), list(texts), {**asdict(settings), "cache_dir": ""}]
+    key = hashlib.sha256(json.dumps(key_fields).encode()).hexdigest()[:20]
+    folder = Path(settings.cache_dir) / "tables" / key
     rank0 = not dist.is_initialized() or dist.get_rank() == 0
     if rank0 and not folder.is_dir():
-        result = learn_sid_table(
-            item_ids, texts, genres, method, levels, codebook_size, epochs, encoder_dir, cache_dir
-        )
-        save_sid_table(folder, result.table)
+        save_sid_table(folder, learn_sid_table(item_ids, texts, genres, settings).table)
     if dist.is_initialized():
         dist.barrier()
     return load_sid_table(folder)

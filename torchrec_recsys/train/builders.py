@@ -14,7 +14,11 @@ from torchrec_recsys.distributed.sharding import OptimizerOptions, ShardingOptio
 from torchrec_recsys.metrics.baselines import baseline_aucs, popularity_retrieval
 from torchrec_recsys.models.dlrm import RankingTask, build_dlrm
 from torchrec_recsys.models.two_tower import RetrievalTask, TwoTower, item_log_q
-from torchrec_recsys.semantic_ids.features import cached_sid_table, sid_item_features
+from torchrec_recsys.semantic_ids.features import (
+    SIDSettings,
+    cached_sid_table,
+    sid_item_features,
+)
 from torchrec_recsys.semantic_ids.store import SIDTable, load_sid_table
 from torchrec_recsys.train.evaluation import RankingEvaluator, RetrievalEvaluator
 from torchrec_recsys.train.trainer import Evaluator, LoopOptions
@@ -75,16 +79,13 @@ def build_sid_table(cfg: ExperimentConfig, raw: RawData) -> SIDTable:
     items = raw.items
     texts = item_texts(items, cfg.data.item_text_columns)
     genres = list(items["genres"]) if "genres" in items.columns else None
-    return cached_sid_table(
-        list(items["item_id"]),
-        texts,
-        genres,
-        s.method,
-        s.levels,
-        s.codebook_size,
-        s.epochs,
-        s.encoder_dir or None,
-        s.cache_dir,
+    return cached_sid_table(list(items["item_id"]), texts, genres, sid_settings(cfg))
+
+
+def sid_settings(cfg: ExperimentConfig) -> SIDSettings:
+    s = cfg.semantic_ids
+    return SIDSettings(
+        s.method, s.levels, s.codebook_size, s.epochs, s.encoder_dir or None, s.cache_dir
     )
 
 
