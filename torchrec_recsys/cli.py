@@ -81,7 +81,7 @@ SUBCOMMANDS: dict[str, tuple[Callable[[list[str]], None], str]] = {
 
 def usage() -> str:
     lines = ["usage: python -m torchrec_recsys <subcommand> [options]", "", "subcommands:"]
-    lines += [f"  {name:<12} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
+    lines += [f"  {name:<18} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
     lines += ["", "Run '<subcommand> --help' for its options."]
     return "\n".join(lines)
 
