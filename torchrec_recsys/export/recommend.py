@@ -15,10 +15,9 @@ from dataclasses import dataclass
 import torch
 
 from torchrec_recsys.data.dataset import ExampleTable, RecDataset
-from torchrec_recsys.data.loader import ShardInfo, eval_batches
 from torchrec_recsys.errors import UserError
 from torchrec_recsys.export.faiss_index import LoadedIndex, search
-from torchrec_recsys.export.trained import TrainedModel
+from torchrec_recsys.export.trained import TrainedModel, predict
 from torchrec_recsys.metrics.retrieval import recall_ndcg
 
 
@@ -35,22 +34,6 @@ class RecommendationList:
     user_id: str
     cold_start: bool
     items: list[Recommendation]
-
-
-@torch.no_grad()
-def predict(
-    task: torch.nn.Module, table: ExampleTable, data: RecDataset, output: str
-) -> torch.Tensor:
-    """Query embeddings [N, D], item embeddings [N, D] or ranker probabilities [N] of every
-    row of ``table`` (``output`` = ``query``, ``item`` or ``ranking``), with a plain task."""
-    out = []
-    for batch in eval_batches(table, data.spec, 4096, ShardInfo()):
-        if output == "ranking":
-            out.append(torch.sigmoid(task.model(batch.dense_features, batch.sparse_features)[:, 0]))
-        else:
-            query, item = task.model(batch.dense_features, batch.sparse_features)
-            out.append(query if output == "query" else item)
-    return torch.cat(out)[: len(table)]
 
 
 def user_query_table(

@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from torchrec_recsys.config import RUN_CONFIG_FILE, ExperimentConfig, config_from_dict
-from torchrec_recsys.data.dataset import RecDataset
+from torchrec_recsys.data.dataset import ExampleTable, RecDataset
+from torchrec_recsys.data.loader import ShardInfo, eval_batches
 from torchrec_recsys.data.vocab import load_vocabularies
 from torchrec_recsys.distributed.env import DistContext
 from torchrec_recsys.distributed.sharding import shard_model
@@ -88,11 +89,21 @@ def load_trained(
 
 
 @torch.no_grad()
-def item_embeddings(task: nn.Module, data: RecDataset, batch_size: int = 4096) -> torch.Tensor:
-    """Candidate-tower embeddings of every catalogue item with a plain two-tower task. [I, D]"""
-    from torchrec_recsys.data.loader import ShardInfo, eval_batches
-
+def predict(
+    task: torch.nn.Module, table: ExampleTable, data: RecDataset, output: str
+) -> torch.Tensor:
+    """Query embeddings [N, D], item embeddings [N, D] or ranker probabilities [N] of every
+    row of ``table`` (``output`` = ``query``, ``item`` or ``ranking``), with a plain task."""
     out = []
-    for batch in eval_batches(data.catalogue_table(), data.spec, batch_size, ShardInfo()):
-        out.append(task.model(batch.dense_features, batch.sparse_features)[1])
-    return torch.cat(out)[: len(data.items)]
+    for batch in eval_batches(table, data.spec, 4096, ShardInfo()):
+        if output == "ranking":
+            out.append(torch.sigmoid(task.model(batch.dense_features, batch.sparse_features)[:, 0]))
+        else:
+            query, item = task.model(batch.dense_features, batch.sparse_features)
+            out.append(query if output == "query" else item)
+    return torch.cat(out)[: len(table)]
+
+
+def item_embeddings(task: nn.Module, data: RecDataset) -> torch.Tensor:
+    """Candidate-tower embeddings of every catalogue item with a plain two-tower task. [I, D]"""
+    return predict(task, data.catalogue_table(), data, "item")
