@@ -22,7 +22,8 @@ def maybe_enable_profiling(
     """Yield a started profiler (call ``.step()`` once per training step) or ``None``.
 
     Traces land in ``trace_dir`` as ``rank{r}.*.pt.trace.json``; open them with
-    ``tensorboard --logdir trace_dir`` or at https://ui.perfetto.dev.
+    ``tensorboard --logdir trace_dir`` or at https://ui.perfetto.dev. The ops with the most
+    self CPU time are also written to ``rank{r}_top_ops.txt``.
     """
     if not enabled:
         yield None
@@ -38,3 +39,7 @@ def maybe_enable_profiling(
         record_shapes=True,
     ) as prof:
         yield prof
+    # A text summary beside the trace: which ops dominate the profiled steps.
+    if prof.profiler is not None and prof.profiler.function_events is not None:
+        table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
+        (trace_dir / f"rank{rank}_top_ops.txt").write_text(table)
