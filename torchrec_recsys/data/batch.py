@@ -83,6 +83,25 @@ def check_ids(feature: SparseFeature, values: torch.Tensor) -> None:
         )
 
 
+def check_dense(names: Sequence[str], dense: torch.Tensor) -> None:
+    """Raise :class:`DataError` unless ``dense`` is [B, len(names)] of finite numbers.
+
+    A single NaN or infinite dense value turns the loss, and then every weight, into NaN.
+    """
+    if dense.dim() != 2 or dense.shape[1] != len(names):
+        raise DataError(
+            f"dense features have shape {tuple(dense.shape)}, expected [batch, {len(names)}] "
+            f"for {list(names)}"
+        )
+    bad = ~torch.isfinite(dense)  # [B, num_dense]
+    if bool(bad.any()):
+        column = int(bad.any(dim=0).nonzero()[0])
+        raise DataError(
+            f"dense feature {names[column]!r} has {int(bad[:, column].sum())} NaN or infinite "
+            f"value(s) in a batch; expected finite numbers"
+        )
+
+
 def build_kjt(
     columns: Mapping[str, JaggedColumn], rows: torch.Tensor, features: Sequence[SparseFeature]
 ) -> KeyedJaggedTensor:
