@@ -34,7 +34,10 @@ def test_train_writes_summary_and_resume_continues_steps(synthetic_paths, tmp_pa
     resumed = main([*args, "--train.epochs=3", "--resume"])
     assert resumed["run_dir"] == str(run_dir)
     assert resumed["final_state"]["global_step"] == 3 * steps
-    assert [e["epoch"] for e in resumed["epochs"]] == [1, 2]
+    # the summary covers every epoch of the run, including the one trained before the resume
+    assert [e["epoch"] for e in resumed["epochs"]] == [0, 1, 2]
+    assert resumed["epochs"][0] == summary["epochs"][0]
+    assert resumed["final_state"]["epoch_batches"] == [steps] * 3
     # only the newest checkpoints are kept
     kept = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
     assert kept == [f"step_{2 * steps:08d}", f"step_{3 * steps:08d}"]

@@ -6,6 +6,10 @@ number of steps (sharded embeddings need every rank in every collective):
 
 * training shuffles with a seed shared by all ranks and drops the last incomplete global batch;
 * evaluation keeps every example once and pads the last global batch with weight-0 rows.
+
+The data position of a training epoch is a *sample* offset into that epoch's shuffled order
+(``start_sample``), not a step: the order depends only on the seed and the epoch, so an epoch
+interrupted after ``s`` samples continues at sample ``s`` with any world size or batch size.
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ from dataclasses import dataclass
 
 import torch
 
-from torchrec_recsys.data.batch import Batch, build_kjt
+from torchrec_recsys.data.batch import Batch, build_kjt, check_dense
 from torchrec_recsys.data.dataset import ExampleTable
 from torchrec_recsys.data.features import FeatureSpec
+from torchrec_recsys.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -31,9 +36,15 @@ class ShardInfo:
 def make_batch(
     table: ExampleTable, spec: FeatureSpec, rows: torch.Tensor, weights: torch.Tensor
 ) -> Batch:
-    """The :class:`Batch` for ``rows`` (int64 [B]) of ``table``."""
+    """The :class:`Batch` for ``rows`` (int64 [B]) of ``table``.
+
+    Raises:
+        DataError: a dense value of these rows is NaN or infinite, or an ID is out of range.
+    """
+    dense = table.dense[rows]  # [B, num_dense]
+    check_dense(spec.dense_names(), dense)
     return Batch(
-        dense_features=table.dense[rows],  # [B, num_dense]
+        dense_features=dense,
         sparse_features=build_kjt(table.sparse, rows, spec.sparse),
         labels=table.labels[rows],  # [B]
         weights=weights,  # [B]
@@ -42,9 +53,11 @@ def make_batch(
     )
 
 
-def num_train_steps(num_examples: int, batch_size: int, shard: ShardInfo) -> int:
-    """Steps per training epoch (last incomplete global batch dropped)."""
-    return num_examples // (batch_size * shard.world_size)
+def num_train_steps(
+    num_examples: int, batch_size: int, shard: ShardInfo, start_sample: int = 0
+) -> int:
+    """Steps from sample ``start_sample`` to the epoch end (last incomplete batch dropped)."""
+    return max(num_examples - start_sample, 0) // (batch_size * shard.world_size)
 
 
 def num_eval_steps(num_examples: int, batch_size: int, shard: ShardInfo) -> int:
@@ -60,15 +73,29 @@ def train_batches(
     shard: ShardInfo,
     seed: int,
     epoch: int,
-    start_step: int = 0,
+    start_sample: int = 0,
 ) -> Iterator[Batch]:
-    """Shuffled training batches for this rank, from ``start_step`` (for mid-epoch resume)."""
+    """Shuffled training batches for this rank, from sample ``start_sample`` of the epoch.
+
+    Global step ``k`` covers positions ``[start_sample + k * G, start_sample + (k + 1) * G)``
+    of the epoch's order (``G = batch_size x world_size``); this rank takes its ``batch_size``
+    slice. ``start_sample`` is where a resumed epoch stopped (``TrainerState.samples_in_epoch``),
+    so a mid-epoch resume continues exactly at the next unseen example.
+
+    Raises:
+        DataError: ``start_sample`` lies outside ``[0, len(table)]``.
+    """
+    if not 0 <= start_sample <= len(table):
+        raise DataError(
+            f"training position {start_sample} is outside the training split of "
+            f"{len(table)} examples"
+        )
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     order = torch.randperm(len(table), generator=generator)  # same on every rank
     global_batch = batch_size * shard.world_size
     ones = torch.ones(batch_size)
-    for step in range(start_step, num_train_steps(len(table), batch_size, shard)):
-        begin = step * global_batch + shard.rank * batch_size
+    for step in range(num_train_steps(len(table), batch_size, shard, start_sample)):
+        begin = start_sample + step * global_batch + shard.rank * batch_size
         yield make_batch(table, spec, order[begin : begin + batch_size], ones)
 
 

@@ -166,4 +166,5 @@ def loop_options(cfg: ExperimentConfig) -> LoopOptions:
         progress_bar=t.progress_bar,
         profile=t.profile,
         keep_last_checkpoints=t.keep_last_checkpoints,
+        checkpoint_every_steps=t.checkpoint_every_steps,
     )

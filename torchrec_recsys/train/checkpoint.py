@@ -3,42 +3,112 @@
 Layout under the run directory::
 
     checkpoints/
-      step_00000383/            <- complete: DCP shards + .metadata + trainer_state.json
-      step_00000766.tmp/        <- being written (or a crash mid-write): never resumed from
+      step_00000010/            <- complete: DCP shards + .metadata + rng_rank*.json
+                                   + trainer_state.json (written last)
+      step_00000014.tmp/        <- being written (or a crash mid-write): never resumed from
 
-Every rank writes its own shards into the ``.tmp`` folder; after a barrier rank 0 writes
-``trainer_state.json`` and renames the folder. A folder without the ``.tmp`` suffix is
-therefore always complete. DCP reshards on load, so a checkpoint saved by N processes
-loads into M.
+Every rank writes its own shards and its RNG states into the ``.tmp`` folder; after a barrier
+rank 0 writes ``trainer_state.json`` and renames the folder. A folder without the ``.tmp``
+suffix is therefore always complete. DCP reshards on load, so a checkpoint saved by N
+processes loads into M: table-wise, row-wise and column-wise shards, data-parallel tables
+and the fused optimizer's per-row state alike.
+
+Resume is exact: the state records the data position as a sample offset into the epoch's
+shuffled order (see ``data/loader.py``) and every rank's torch / numpy / python RNG states.
+
+Loading is safe on untrusted folders: DCP's own reader unpickles ``.metadata`` with
+plain ``pickle`` and non-tensor items with ``torch.load`` without ``weights_only``; here the
+metadata goes through an allow-list unpickler (DCP's metadata classes, torch sizes and
+dtypes only) and non-tensor items through ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
+import base64
+import io
 import json
+import pickle
+import random
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import nn
+from torch.distributed._shard.sharded_tensor import ShardedTensor
+from torch.distributed.checkpoint import metadata as dcp_metadata
+from torch.distributed.checkpoint._traverse import set_element
+from torch.distributed.checkpoint.api import CheckpointException
+from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
+from torch.distributed.checkpoint.filesystem import FileSystemReader
+from torch.distributed.checkpoint.planner import ReadItem
 from torch.optim import Optimizer
 
 from torchrec_recsys.errors import UserError
 
 STATE_FILE = "trainer_state.json"
+METADATA_FILE = ".metadata"
+TMP_SUFFIX = ".tmp"
 
 
 @dataclass
 class TrainerState:
-    """Where training stands: the step count and the position in the data."""
+    """Where training stands: the step count, the data position and per-epoch accounting."""
 
     global_step: int = 0
     epoch: int = 0
     """Epoch to run next (equal to the number of finished epochs at an epoch-end save)."""
     step_in_epoch: int = 0
-    """Steps of ``epoch`` already trained (0 at an epoch boundary)."""
+    """Global batches of ``epoch`` already trained (0 at an epoch boundary)."""
     samples_seen: int = 0
+    """Training examples consumed so far, all ranks and epochs together."""
+    samples_in_epoch: int = 0
+    """The data position: examples of ``epoch``'s shuffled order already trained, all ranks
+    together. Independent of the world size, so a resume with another world size continues
+    at the same example (the step number does not carry over: the global batch changes)."""
+    epoch_loss_sum: float = 0.0
+    """Sum of rank 0's step losses so far in ``epoch`` (the epoch's mean loss survives a resume)."""
+    epoch_batches: list[int] = field(default_factory=list)
+    """Global batches trained per epoch (index = epoch). A batch undone by a crash is not
+    counted: the count comes back from the checkpoint with the model it trained."""
+    epoch_samples: list[int] = field(default_factory=list)
+    """Examples trained per epoch (index = epoch), all ranks together."""
+    history: list[dict[str, Any]] = field(default_factory=list)
+    """Finished epochs' records (loss, throughput, validation), across restarts."""
+    train_examples: int = 0
+    """Size of the training split the position refers to (0 = not yet recorded)."""
+    shuffle_seed: int = 0
+    """Seed of the shuffled order the position refers to."""
+    world_size: int = 0
+    """Processes that wrote the checkpoint (0 = not yet saved)."""
+
+    def count_batch(self, samples: int, loss: float) -> None:
+        """Account for one global batch of ``samples`` examples just trained."""
+        while len(self.epoch_batches) <= self.epoch:
+            self.epoch_batches.append(0)
+            self.epoch_samples.append(0)
+        self.global_step += 1
+        self.step_in_epoch += 1
+        self.samples_seen += samples
+        self.samples_in_epoch += samples
+        self.epoch_loss_sum += loss
+        self.epoch_batches[self.epoch] += 1
+        self.epoch_samples[self.epoch] += samples
+
+    def finish_epoch(self, record: dict[str, Any]) -> None:
+        """Record the finished epoch and move the position to the start of the next one."""
+        while len(self.epoch_batches) <= self.epoch:
+            self.epoch_batches.append(0)
+            self.epoch_samples.append(0)
+        self.history.append(record)
+        self.epoch += 1
+        self.step_in_epoch = 0
+        self.samples_in_epoch = 0
+        self.epoch_loss_sum = 0.0
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
@@ -53,56 +123,258 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     complete = [
         p
         for p in root.iterdir()
-        if p.is_dir() and not p.name.endswith(".tmp") and (p / STATE_FILE).is_file()
+        if p.is_dir() and not p.name.endswith(TMP_SUFFIX) and (p / STATE_FILE).is_file()
     ]
     return max(complete, key=lambda p: p.name, default=None)
+
+
+# --- RNG states, as JSON (nothing pickled) ------------------------------------------------
+
+
+def _b64(tensor: torch.Tensor) -> str:
+    return base64.b64encode(tensor.cpu().numpy().tobytes()).decode("ascii")
+
+
+def _unb64(text: str) -> torch.Tensor:
+    return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8)
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """This process's python, numpy, torch (and CUDA) RNG states as plain JSON data."""
+    py_version, py_state, py_gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state(legacy=True)
+    state: dict[str, Any] = {
+        "python": [py_version, list(py_state), py_gauss],
+        "numpy": [np_name, np_keys.tolist(), int(np_pos), int(np_has_gauss), float(np_gauss)],
+        "torch": _b64(torch.get_rng_state()),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = [_b64(s) for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`capture_rng_state`.
+
+    Raises:
+        UserError: ``state`` is not what :func:`capture_rng_state` writes.
+    """
+    try:
+        py_version, py_state, py_gauss = state["python"]
+        np_name, np_keys, np_pos, np_has_gauss, np_gauss = state["numpy"]
+        torch_state = _unb64(state["torch"])
+        random.setstate((py_version, tuple(py_state), py_gauss))
+        np.random.set_state(
+            (np_name, np.asarray(np_keys, dtype=np.uint32), np_pos, np_has_gauss, np_gauss)
+        )
+        torch.set_rng_state(torch_state)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise UserError(f"saved RNG state is malformed ({type(e).__name__}: {e})") from None
+    cuda = state.get("cuda")
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([_unb64(s) for s in cuda])
+
+
+def _rng_file(rank: int) -> str:
+    return f"rng_rank{rank}.json"
+
+
+# --- save ------------------------------------------------------------------------------------
 
 
 def save_checkpoint(
     run_dir: Path, model: nn.Module, optimizer: Optimizer, state: TrainerState, keep_last: int = 2
 ) -> Path:
-    """Write model + optimizer (sharded) and ``state``; every rank must call this."""
+    """Write model + optimizer (sharded), RNG states and ``state``; every rank must call this.
+
+    ``keep_last`` complete checkpoints are kept (0 = all).
+    """
     root = checkpoint_dir(run_dir)
     final = root / f"step_{state.global_step:08d}"
-    tmp = final.with_name(final.name + ".tmp")
-    rank0 = dist.get_rank() == 0
-    if rank0:
+    tmp = final.with_name(final.name + TMP_SUFFIX)
+    rank = dist.get_rank()
+    state.world_size = dist.get_world_size()
+    if rank == 0:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     dist.barrier()
     dcp.save({"model": model.state_dict(), "optim": optimizer.state_dict()}, checkpoint_id=str(tmp))
+    (tmp / _rng_file(rank)).write_text(json.dumps(capture_rng_state()))
     dist.barrier()
-    if rank0:
+    if rank == 0:
         (tmp / STATE_FILE).write_text(json.dumps(asdict(state)))
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
-        _prune(root, keep_last)
+        _prune(root, keep_last, final)
     dist.barrier()
     return final
 
 
-def _prune(root: Path, keep_last: int) -> None:
+def _prune(root: Path, keep_last: int, newest: Path) -> None:
+    """Keep the ``keep_last`` newest complete checkpoints; drop abandoned ``.tmp`` folders."""
+    for stale in root.glob(f"*{TMP_SUFFIX}"):
+        if stale.name < newest.name:  # left by a crash while saving an older step
+            shutil.rmtree(stale, ignore_errors=True)
     complete = sorted(
-        (p for p in root.iterdir() if p.is_dir() and not p.name.endswith(".tmp")),
+        (p for p in root.iterdir() if p.is_dir() and not p.name.endswith(TMP_SUFFIX)),
         key=lambda p: p.name,
     )
     for old in complete[:-keep_last] if keep_last > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def load_checkpoint(path: Path, model: nn.Module, optimizer: Optimizer) -> TrainerState:
-    """Load ``path`` into ``model`` and ``optimizer`` in place (resharding as needed)."""
+# --- safe load -------------------------------------------------------------------------------
+
+
+def _metadata_class(name: str) -> bool:
+    obj = getattr(dcp_metadata, name, None)
+    return isinstance(obj, type) and obj.__module__ == dcp_metadata.__name__
+
+
+_ALLOWED_GLOBALS: dict[str, Any] = {
+    dcp_metadata.__name__: _metadata_class,
+    "torch.distributed.checkpoint.filesystem": lambda n: n == "_StorageInfo",
+    "torch.serialization": lambda n: n == "_get_layout",
+    "torch": lambda n: n == "Size" or isinstance(getattr(torch, n, None), torch.dtype),
+    "pathlib": lambda n: n in ("Path", "PosixPath", "PurePosixPath", "WindowsPath"),
+    "collections": lambda n: n == "OrderedDict",
+}
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    """Unpickles DCP metadata, refusing every global outside an allow-list."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        allowed = _ALLOWED_GLOBALS.get(module)
+        if allowed is None or not allowed(name):
+            raise pickle.UnpicklingError(f"refused to unpickle {module}.{name}")
+        return super().find_class(module, name)
+
+
+class SafeFileSystemReader(FileSystemReader):
+    """DCP's file reader with an allow-list unpickler for ``.metadata``."""
+
+    def read_metadata(self, *args: Any, **kwargs: Any) -> dcp_metadata.Metadata:
+        rank = kwargs.get("rank")
+        name = METADATA_FILE if rank is None else f"__{rank}{METADATA_FILE}"
+        with self.fs.create_stream(self.fs.concat_path(self.path, name), "rb") as stream:
+            metadata = _MetadataUnpickler(stream).load()
+        if not isinstance(metadata, dcp_metadata.Metadata):
+            raise pickle.UnpicklingError(f"{name} holds a {type(metadata).__name__}")
+        if getattr(metadata, "storage_meta", None) is None:
+            metadata.storage_meta = dcp_metadata.StorageMeta()
+        metadata.storage_meta.load_id = self.load_id
+        return metadata
+
+
+class SafeLoadPlanner(DefaultLoadPlanner):
+    """DCP's default load planner, but non-tensor items load with ``weights_only=True``."""
+
+    def load_bytes(self, read_item: ReadItem, value: io.BytesIO) -> None:
+        obj = torch.load(value, weights_only=True)
+        if self.flatten_state_dict:
+            set_element(self.original_state_dict, self.mappings[read_item.dest_index.fqn], obj)
+        else:
+            self.state_dict[read_item.dest_index.fqn] = obj
+
+
+@torch.no_grad()
+def materialize_optimizer_state(optimizer: Optimizer) -> None:
+    """Create lazily built optimizer state (Adam's moments and step) so DCP can load into it.
+
+    DCP loads in place, and only the keys the target state dict already holds: a fresh
+    torch optimizer has no state yet, so without this the saved moments would be skipped
+    silently and the resumed run would restart Adam from zero. One step with zero gradients
+    creates the state; SGD, Adagrad and Adam without weight decay leave the weights unchanged
+    on zero gradients, and the load overwrites both weights and state anyway. This covers
+    data-parallel tables too (their weights go to the dense optimizer). The fused (fbgemm)
+    optimizer allocates its state eagerly and is left alone.
+    """
+    parts = getattr(optimizer, "optimizers", None)
+    for opt in [o for _, o in parts] if isinstance(parts, list) else [optimizer]:
+        lazy = [
+            p
+            for group in opt.param_groups
+            for p in group["params"]
+            if isinstance(p, torch.Tensor)
+            and not isinstance(p, ShardedTensor)
+            and p.requires_grad
+            and p not in opt.state
+        ]
+        if not lazy:
+            continue
+        for p in lazy:
+            p.grad = torch.zeros_like(p)
+        opt.step()
+        for p in lazy:
+            p.grad = None
+
+
+def read_trainer_state(path: Path) -> TrainerState:
+    """The :class:`TrainerState` of checkpoint folder ``path``.
+
+    Raises:
+        UserError: the file is missing or is not a trainer state written by this package.
+    """
     state_file = path / STATE_FILE
     if not state_file.is_file():
         raise UserError(f"checkpoint {str(path)!r} is incomplete: {STATE_FILE} is missing")
-    state = {"model": model.state_dict(), "optim": optimizer.state_dict()}
     try:
-        dcp.load(state, checkpoint_id=str(path))
-    except Exception as e:  # DCP wraps per-rank failures in CheckpointException
+        raw = json.loads(state_file.read_text())
+        known = {f.name for f in fields(TrainerState)}
+        if not isinstance(raw, dict) or not set(raw) <= known:
+            raise ValueError(f"unexpected keys {sorted(set(raw) - known)}")
+        return TrainerState(**raw)
+    except (ValueError, TypeError) as e:
         raise UserError(
-            f"checkpoint {str(path)!r} cannot be loaded into this model "
-            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+            f"checkpoint {str(path)!r} has an unreadable {STATE_FILE} ({e}); it was not "
+            f"written by torchrec_recsys or is corrupt"
         ) from None
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optim"])
-    return TrainerState(**json.loads(state_file.read_text()))
+
+
+def load_checkpoint(
+    path: Path, model: nn.Module, optimizer: Optimizer, restore_rng: bool = False
+) -> TrainerState:
+    """Load ``path`` into ``model`` and ``optimizer`` in place (resharding as needed).
+
+    With ``restore_rng`` every rank also takes back its RNG states (rank 0's when the
+    checkpoint was written by fewer processes). Collective call.
+
+    Raises:
+        UserError: the folder is incomplete, truncated, corrupt, or from another model.
+    """
+    state = read_trainer_state(path)
+    if not (path / METADATA_FILE).is_file():
+        raise UserError(f"checkpoint {str(path)!r} is incomplete: {METADATA_FILE} is missing")
+    materialize_optimizer_state(optimizer)
+    tensors = {"model": model.state_dict(), "optim": optimizer.state_dict()}
+    try:
+        dcp.load(tensors, storage_reader=SafeFileSystemReader(path), planner=SafeLoadPlanner())
+    except (Exception, CheckpointException) as e:  # CheckpointException is a BaseException
+        raise UserError(
+            f"checkpoint {str(path)!r} cannot be loaded into this model: it is truncated, "
+            f"corrupt or from another model ({_root_cause(e)})"
+        ) from None
+    model.load_state_dict(tensors["model"])
+    optimizer.load_state_dict(tensors["optim"])
+    if restore_rng:
+        rank = dist.get_rank()
+        rng_file = path / _rng_file(rank)
+        if not rng_file.is_file():
+            rng_file = path / _rng_file(0)
+        if not rng_file.is_file():
+            raise UserError(f"checkpoint {str(path)!r} is incomplete: {rng_file.name} is missing")
+        try:
+            rng = json.loads(rng_file.read_text())
+        except ValueError as e:
+            raise UserError(f"checkpoint file {str(rng_file)!r} is not valid JSON ({e})") from None
+        restore_rng_state(rng)
+    return state
+
+
+def _root_cause(error: BaseException) -> str:
+    """``Type: message`` of the first rank's failure (DCP wraps them in CheckpointException)."""
+    if isinstance(error, CheckpointException) and error.failures:
+        error = next(iter(error.failures.values()))[0]
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0][:300] if text else ''}"

@@ -1,14 +1,23 @@
 """``main(argv)``: the one training entry point (CLI, torchx and tests all call it).
 
-python -m torchrec_recsys train [--config FILE] [--resume] [--profile] [--section.key=value ...]
+python -m torchrec_recsys train [--config FILE] [--resume | --resume-if-any] [--run-id ID]
+    [--run-dir DIR] [--profile] [--section.key=value ...]
+
+Fault tolerance: ``--resume-if-any --run-id <job id>`` makes every attempt of a retried job
+use the same run directory and continue from its newest complete checkpoint (the torchx
+component sets both, as ``$TORCHREC_RECSYS_RESUME_IF_ANY`` and ``$TORCHREC_RECSYS_RUN_ID``,
+when ``max_retries > 0``). For tests, ``TORCHREC_RECSYS_FAULT_AT_STEP``
+makes one rank die right after that global step, once per run directory.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +42,17 @@ from torchrec_recsys.train.checkpoint import TrainerState, latest_checkpoint, lo
 from torchrec_recsys.train.trainer import Trainer
 
 SUMMARY_FILE = "summary.json"
+FAULT_STEP_ENV = "TORCHREC_RECSYS_FAULT_AT_STEP"
+"""Test hook: global step after which one rank dies (first time per run directory only)."""
+FAULT_RANK_ENV = "TORCHREC_RECSYS_FAULT_RANK"
+"""Which rank dies (default 0)."""
+FAULT_MODE_ENV = "TORCHREC_RECSYS_FAULT_MODE"
+"""``exit`` (default: ``os._exit(1)``, like a killed process) or ``raise`` (a RuntimeError)."""
+FAULT_MARKER = ".fault_injected"
+RUN_ID_ENV = "TORCHREC_RECSYS_RUN_ID"
+"""Default of ``--run-id`` (the torchx component sets it to the job's app id)."""
+RESUME_IF_ANY_ENV = "TORCHREC_RECSYS_RESUME_IF_ANY"
+"""``1`` turns ``--resume-if-any`` on (the torchx component sets it when retries are on)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,14 +65,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="TOML experiment file (default: built-in defaults = configs/ml100k_dlrm.toml)",
     )
     parser.add_argument("--model", choices=MODELS, help="shorthand for --model.name=...")
-    parser.add_argument(
+    resume = parser.add_mutually_exclusive_group()
+    resume.add_argument(
         "--resume",
         action="store_true",
         help="continue the newest run of this experiment from its newest checkpoint",
     )
-    parser.add_argument(
+    resume.add_argument(
+        "--resume-if-any",
+        action="store_true",
+        default=os.environ.get(RESUME_IF_ANY_ENV) == "1",
+        help="continue from the run directory's newest checkpoint if it has one, else start "
+        "afresh (without --run-dir/--run-id: the newest run with a checkpoint, else a new run); "
+        f"what retried jobs use (default: on when ${RESUME_IF_ANY_ENV}=1)",
+    )
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
         "--run-dir",
         help="use this run directory (default: <train.output_dir>/<name>/<UTC timestamp>)",
+    )
+    where.add_argument(
+        "--run-id",
+        default=os.environ.get(RUN_ID_ENV) or None,
+        help="use the run directory <train.output_dir>/<name>/<RUN_ID>, e.g. a scheduler job id "
+        f"that stays the same across retries (default: ${RUN_ID_ENV})",
     )
     parser.add_argument(
         "--profile", action="store_true", help="record torch.profiler traces into <run dir>/profile"
@@ -72,30 +108,82 @@ def parse_config(argv: list[str] | None) -> tuple[ExperimentConfig, argparse.Nam
     return load_config(args.config, [*overrides, *flags]), args
 
 
-def resolve_run_dir(cfg: ExperimentConfig, explicit: str | None, ctx: DistContext) -> Path:
-    """The run directory, agreed by all ranks (rank 0 decides, then broadcasts)."""
-    choice: list[Any] = [None]
+def _newest_run_with_checkpoint(root: Path) -> Path | None:
+    runs = sorted(p for p in root.glob("*") if latest_checkpoint(p) is not None)
+    return runs[-1] if runs else None
+
+
+def resolve_run_dir(
+    cfg: ExperimentConfig, args: argparse.Namespace, ctx: DistContext
+) -> tuple[Path, Path | None]:
+    """The run directory and the checkpoint to resume from, agreed by all ranks.
+
+    Rank 0 decides (the file system is shared), then broadcasts: ranks never disagree about
+    whether this attempt resumes.
+
+    Raises:
+        UserError: ``--resume`` finds no checkpoint, or ``--run-id`` is not a plain name.
+    """
+    choice: list[Any] = [None, None, None]  # run dir, checkpoint, error
     if ctx.is_main:
         root = Path(cfg.train.output_dir) / cfg.name
-        if explicit:
-            choice[0] = explicit
-        elif cfg.train.resume:
-            runs = (
-                sorted(p for p in root.glob("*") if latest_checkpoint(p) is not None)
-                if root.is_dir()
-                else []
+        run_dir: Path | None = None
+        if args.run_dir:
+            run_dir = Path(args.run_dir)
+        elif args.run_id:
+            if Path(args.run_id).name != args.run_id or args.run_id in (".", ".."):
+                choice[2] = f"--run-id {args.run_id!r} must be a plain folder name"
+            run_dir = root / args.run_id
+        elif cfg.train.resume or args.resume_if_any:
+            run_dir = _newest_run_with_checkpoint(root)
+        if cfg.train.resume and run_dir is None:
+            choice[2] = (
+                f"--resume found no run of {cfg.name!r} with a checkpoint under {str(root)!r}"
             )
-            choice[0] = (
-                str(runs[-1])
-                if runs
-                else f"no run of {cfg.name!r} with a checkpoint under {str(root)!r}"
-            )
-        else:
-            choice[0] = str(root / datetime.now(UTC).strftime("%Y%m%d-%H%M%S"))
+        run_dir = run_dir or root / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        checkpoint = latest_checkpoint(run_dir) if cfg.train.resume or args.resume_if_any else None
+        if cfg.train.resume and checkpoint is None and choice[2] is None:
+            choice[2] = f"--resume: run directory {str(run_dir)!r} has no complete checkpoint"
+        choice[:2] = [str(run_dir), str(checkpoint) if checkpoint else None]
     dist.broadcast_object_list(choice, src=0)
-    if choice[0].startswith("no run of"):
-        raise UserError(f"--resume found {choice[0]}")
-    return Path(choice[0])
+    if choice[2]:
+        raise UserError(choice[2])
+    return Path(choice[0]), Path(choice[1]) if choice[1] else None
+
+
+def fault_injection_hook(run_dir: Path, rank: int) -> Callable[[TrainerState], None] | None:
+    """Test hook from ``TORCHREC_RECSYS_FAULT_*``: one rank fails right after a global step.
+
+    The fault fires once per run directory (a marker file records it), so the retried
+    attempt that resumes the same run directory trains through.
+
+    Raises:
+        UserError: the environment variables hold invalid values.
+    """
+    raw = os.environ.get(FAULT_STEP_ENV, "")
+    if not raw:
+        return None
+    mode = os.environ.get(FAULT_MODE_ENV, "exit")
+    try:
+        at_step, fault_rank = int(raw), int(os.environ.get(FAULT_RANK_ENV, "0"))
+    except ValueError:
+        raise UserError(f"{FAULT_STEP_ENV}={raw!r} and {FAULT_RANK_ENV} must be integers") from None
+    if mode not in ("exit", "raise"):
+        raise UserError(f"{FAULT_MODE_ENV}={mode!r} is not one of exit, raise")
+    marker = run_dir / FAULT_MARKER
+    if rank != fault_rank or marker.exists():
+        return None
+
+    def hook(state: TrainerState) -> None:
+        if state.global_step != at_step:
+            return
+        marker.write_text(f"rank {rank} failed after step {at_step}\n")
+        print(f"fault injection: rank {rank} fails after global step {at_step}", flush=True)
+        if mode == "raise":
+            raise RuntimeError(f"injected fault after global step {at_step}")
+        os._exit(1)
+
+    return hook
 
 
 def seed_everything(seed: int) -> None:
@@ -104,8 +192,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def run(cfg: ExperimentConfig, ctx: DistContext, run_dir: Path) -> dict[str, Any]:
-    """Train and evaluate ``cfg`` in ``run_dir``; returns the summary (all ranks)."""
+def run(
+    cfg: ExperimentConfig, ctx: DistContext, run_dir: Path, checkpoint: Path | None = None
+) -> dict[str, Any]:
+    """Train and evaluate ``cfg`` in ``run_dir`` (from ``checkpoint`` if given).
+
+    Returns the summary (all ranks); rank 0 writes it to ``summary.json`` atomically, and
+    only after training and testing finished, so a failed run leaves none.
+    """
     wall_start = time.perf_counter()
     seed_everything(cfg.train.seed)
     data = builders.build_data(cfg)
@@ -122,15 +216,26 @@ def run(cfg: ExperimentConfig, ctx: DistContext, run_dir: Path) -> dict[str, Any
         batch_size=cfg.train.batch_size,
     )
     state = TrainerState()
-    if cfg.train.resume:
-        checkpoint = latest_checkpoint(run_dir)
-        if checkpoint is None:
-            raise UserError(f"--resume: run directory {str(run_dir)!r} has no complete checkpoint")
-        state = load_checkpoint(checkpoint, model, optimizer)
+    if checkpoint is not None:
+        state = load_checkpoint(checkpoint, model, optimizer, restore_rng=True)
         if ctx.is_main:
-            print(f"resumed from {checkpoint} at step {state.global_step}", flush=True)
+            print(
+                f"resumed from {checkpoint} at step {state.global_step} (epoch {state.epoch}, "
+                f"{state.samples_in_epoch} examples in; written by {state.world_size} "
+                f"process(es), now {ctx.world_size})",
+                flush=True,
+            )
     evaluator = builders.build_evaluator(cfg, data, ctx)
-    trainer = Trainer(model, optimizer, data, ctx, run_dir, builders.loop_options(cfg), evaluator)
+    trainer = Trainer(
+        model,
+        optimizer,
+        data,
+        ctx,
+        run_dir,
+        builders.loop_options(cfg),
+        evaluator,
+        on_step=fault_injection_hook(run_dir, ctx.rank),
+    )
     history = trainer.fit(state)
     test = evaluator(model, "test")
     trainer.logger.log(state.global_step, {f"test/{k}": v for k, v in test.items()})
@@ -144,7 +249,7 @@ def run(cfg: ExperimentConfig, ctx: DistContext, run_dir: Path) -> dict[str, Any
         "dataset": {"name": data.name, **{k: len(v) for k, v in data.splits.items()}},
         "feature_spec": data.spec.to_dict(),
         "plan": str(model.plan) if hasattr(model, "plan") else None,
-        "final_state": asdict(state),
+        "final_state": {k: v for k, v in asdict(state).items() if k != "history"},
         "epochs": [asdict(r) for r in history],
         "test": test,
         "baselines_test": builders.baselines(cfg, data),
@@ -169,8 +274,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     owns_group = not dist.is_initialized()
     ctx = init_distributed()
     try:
-        run_dir = resolve_run_dir(cfg, args.run_dir, ctx)
-        return run(cfg, ctx, run_dir)
+        run_dir, checkpoint = resolve_run_dir(cfg, args, ctx)
+        return run(cfg, ctx, run_dir, checkpoint)
     finally:
         if owns_group:
             shutdown_distributed()

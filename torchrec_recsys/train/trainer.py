@@ -1,4 +1,8 @@
-"""The training loop: epochs of sharded steps, validation after each, checkpoints at epoch end.
+"""The training loop: epochs of sharded steps, validation after each, checkpoints.
+
+Checkpoints are written at every epoch end and, with ``checkpoint_every_steps``, every that
+many global steps; a resumed :class:`TrainerState` continues at the exact next example of the
+epoch's shuffled order (``samples_in_epoch``), whatever the world size now is.
 
 The model is a DMP-wrapped task module whose forward returns
 ``(loss, (loss, logits, labels, weights))``; the loop knows nothing else about it, so the
@@ -8,9 +12,10 @@ DLRM ranker and the two-tower retriever share it. What "evaluate" means is the
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -22,6 +27,7 @@ from tqdm import tqdm
 from torchrec_recsys.data.dataset import RecDataset
 from torchrec_recsys.data.loader import ShardInfo, num_train_steps, train_batches
 from torchrec_recsys.distributed.env import DistContext
+from torchrec_recsys.errors import ConfigError, UserError
 from torchrec_recsys.metrics.profiler import maybe_enable_profiling
 from torchrec_recsys.metrics.tensorboard import ScalarLogger
 from torchrec_recsys.train.checkpoint import TrainerState, save_checkpoint
@@ -45,16 +51,49 @@ class LoopOptions:
     progress_bar: bool = True
     profile: bool = False
     keep_last_checkpoints: int = 2
+    checkpoint_every_steps: int = 0
+    """Also checkpoint every this many global steps (0 = only at epoch ends)."""
+
+    def __post_init__(self) -> None:
+        for key in ("max_steps_per_epoch", "keep_last_checkpoints", "checkpoint_every_steps"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"train.{key} must be >= 0, got {getattr(self, key)}")
 
 
 @dataclass
 class EpochRecord:
+    """One finished epoch (kept in ``TrainerState.history``, so it survives resumes)."""
+
     epoch: int
     global_step: int
     train_loss: float
     samples_per_second: float
     seconds: float
     val: dict[str, float]
+
+
+def check_data_position(state: TrainerState, train_examples: int, seed: int) -> None:
+    """Fail if ``state`` stopped mid-epoch in a data order this run cannot reproduce.
+
+    The position is a sample offset into the epoch's shuffled order, which depends only on
+    the size of the training split and the seed (not on world size or batch size); with
+    either changed the next example is unknown. At an epoch boundary nothing is needed.
+    Records the run's split size and seed in ``state``.
+
+    Raises:
+        UserError: mid-epoch position with another training split size or seed.
+    """
+    if state.samples_in_epoch and (
+        state.train_examples != train_examples or state.shuffle_seed != seed
+    ):
+        raise UserError(
+            f"the checkpoint stopped mid-epoch {state.epoch} after {state.samples_in_epoch} "
+            f"examples of a {state.train_examples}-example training split shuffled with seed "
+            f"{state.shuffle_seed}, but this run has {train_examples} examples and seed {seed}: "
+            f"resume with the same data and train.seed, or from an epoch-end checkpoint"
+        )
+    state.train_examples = train_examples
+    state.shuffle_seed = seed
 
 
 class Trainer:
@@ -82,27 +121,42 @@ class Trainer:
         self.shard = ShardInfo(ctx.rank, ctx.world_size)
         self.logger = ScalarLogger(run_dir / "tensorboard", enabled=ctx.is_main)
 
-    def steps_per_epoch(self) -> int:
-        steps = num_train_steps(len(self.data.splits["train"]), self.options.batch_size, self.shard)
+    def steps_left(self, state: TrainerState) -> int:
+        """Global steps still to run in ``state.epoch`` from its data position."""
+        steps = num_train_steps(
+            len(self.data.splits["train"]),
+            self.options.batch_size,
+            self.shard,
+            start_sample=state.samples_in_epoch,
+        )
         if self.options.max_steps_per_epoch:
-            steps = min(steps, self.options.max_steps_per_epoch)
+            steps = min(steps, max(self.options.max_steps_per_epoch - state.step_in_epoch, 0))
         return steps
 
     def fit(self, state: TrainerState) -> list[EpochRecord]:
-        """Train from ``state`` to the configured number of epochs."""
-        history = []
+        """Train from ``state`` to the configured number of epochs; all epochs' records."""
+        check_data_position(state, len(self.data.splits["train"]), self.options.seed)
         with maybe_enable_profiling(
             self.options.profile, self.run_dir / "profile", self.ctx.rank
         ) as profiler:
             while state.epoch < self.options.epochs:
-                history.append(self._train_epoch(state, profiler))
-        return history
+                self._train_epoch(state, profiler)
+        return [EpochRecord(**record) for record in state.history]
+
+    def _save(self, state: TrainerState) -> None:
+        save_checkpoint(
+            self.run_dir,
+            self.model,
+            self.optimizer,
+            state,
+            keep_last=self.options.keep_last_checkpoints,
+        )
 
     def _train_epoch(
         self, state: TrainerState, profiler: torch.profiler.profile | None
     ) -> EpochRecord:
         opts = self.options
-        steps = self.steps_per_epoch()
+        steps = self.steps_left(state)
         global_batch = opts.batch_size * self.ctx.world_size
         batches = train_batches(
             self.data.splits["train"],
@@ -111,49 +165,44 @@ class Trainer:
             self.shard,
             seed=opts.seed,
             epoch=state.epoch,
-            start_step=state.step_in_epoch,
+            start_sample=state.samples_in_epoch,
         )
         bar = tqdm(
-            total=steps,
+            total=state.step_in_epoch + steps,
             initial=state.step_in_epoch,
             desc=f"epoch {state.epoch + 1}/{opts.epochs}",
             disable=not (opts.progress_bar and self.ctx.is_main),
             dynamic_ncols=True,
         )
         self.model.train()
-        loss_sum, loss_count = torch.zeros(()), 0
         start = time.perf_counter()
-        steps_run = 0
-        for batch in batches:
-            if state.step_in_epoch >= steps:
-                break
+        for steps_run, batch in enumerate(itertools.islice(batches, steps), start=1):
             batch = batch.to(self.ctx.device)
             loss, _ = self.model(batch)
             self.optimizer.zero_grad()
             loss.backward()
             self.optimizer.step()
-            loss_sum += loss.detach().cpu()
-            loss_count += 1
-            steps_run += 1
-            state.global_step += 1
-            state.step_in_epoch += 1
-            state.samples_seen += global_batch
+            loss_value = loss.item()
+            state.count_batch(global_batch, loss_value)
             if profiler is not None:
                 profiler.step()
             if state.global_step % opts.log_every == 0:
-                self.logger.log(state.global_step, {"train/loss": loss.item()})
+                self.logger.log(state.global_step, {"train/loss": loss_value})
+            every = opts.checkpoint_every_steps
+            if every and state.global_step % every == 0 and steps_run < steps:
+                self._save(state)  # (the last step of the epoch is saved at the epoch end)
             if self.on_step is not None:
                 self.on_step(state)
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+            bar.set_postfix(loss=f"{loss_value:.4f}")
         bar.close()
         seconds = time.perf_counter() - start
-        throughput = steps_run * global_batch / max(seconds, 1e-9)
+        throughput = steps * global_batch / max(seconds, 1e-9)
         val = self.evaluate(self.model, "val") if len(self.data.splits["val"]) else {}
         record = EpochRecord(
             epoch=state.epoch,
             global_step=state.global_step,
-            train_loss=float(loss_sum / max(loss_count, 1)),
+            train_loss=state.epoch_loss_sum / max(state.step_in_epoch, 1),
             samples_per_second=throughput,
             seconds=seconds,
             val=val,
@@ -173,9 +222,6 @@ class Trainer:
                 f"val {metrics} ({throughput:,.0f} samples/s)",
                 flush=True,
             )
-        state.epoch += 1
-        state.step_in_epoch = 0
-        save_checkpoint(
-            self.run_dir, self.model, self.optimizer, state, keep_last=opts.keep_last_checkpoints
-        )
+        state.finish_epoch(asdict(record))
+        self._save(state)
         return record
