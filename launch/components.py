@@ -5,8 +5,17 @@
     torchx run -s kubernetes ./launch/components.py:train -j 4x8 --gpus_per_proc 1 --image <img>
 
 Every component wraps torchx's ``dist.ddp`` (torchrun), so the same AppDef runs on
-``local_cwd``, Slurm and Kubernetes. Extra positional arguments are passed to
+``local_cwd``, Slurm and Kubernetes. Extra positional arguments (after ``--``) are passed to
 ``python -m torchrec_recsys train`` as ``--section.key=value`` overrides.
+
+Retries (``--max_retries N``): torchx's ``local_cwd`` scheduler ignores ``Role.max_retries``
+(torchx 0.7.0 reports ``num_restarts: 0`` and fails the job), so the component also gives
+torchrun ``--max_restarts N``: when a process dies torchrun stops the others and restarts all
+of them in place. Cluster schedulers that honour ``Role.max_retries`` restart the whole job on
+top of that. Either way every attempt gets ``--run-id <app id>`` (the same for every attempt
+of one job) and ``--resume-if-any`` (as environment variables, so the command line stays what
+the user asked for), so it continues the same run directory from its newest complete
+checkpoint, or starts it when there is none yet.
 """
 
 from typing import Dict, Optional  # noqa: UP035  torchx's component linter reads these spellings
@@ -14,8 +23,13 @@ from typing import Dict, Optional  # noqa: UP035  torchx's component linter read
 import torchx
 import torchx.specs as specs
 from torchx.components import dist
+from torchx.specs import macros
 
 MODULE = "torchrec_recsys"
+RUN_ID_ENV = "TORCHREC_RECSYS_RUN_ID"
+"""Default of ``train --run-id`` (kept in sync with torchrec_recsys/train/main.py)."""
+RESUME_IF_ANY_ENV = "TORCHREC_RECSYS_RESUME_IF_ANY"
+"""``1`` = default ``train --resume-if-any`` (kept in sync with torchrec_recsys/train/main.py)."""
 
 
 def _per_node(j: str) -> int:
@@ -51,7 +65,9 @@ def train(
             table_column_wise, row_wise, data_parallel); empty = the config's
         profile: record torch.profiler traces into the run directory
         resume: continue the newest run of this experiment from its newest checkpoint
-        max_retries: times the scheduler restarts the job after a failure
+        max_retries: restarts after a process fails (torchrun --max_restarts, and the
+            scheduler's own retries where it has them); each attempt resumes the same run
+            directory from its newest checkpoint
         cpus_per_proc: CPU cores requested per training process
         gpus_per_proc: GPUs per training process (0 = CPU training with gloo)
         mem_mb_per_proc: host memory (MB) per training process
@@ -61,6 +77,12 @@ def train(
         name: job name
     """
     nproc = _per_node(j)
+    env = dict(env or {})
+    if max_retries > 0:
+        # torchrun shares its rendezvous TCP store with the workers by default, and restarted
+        # workers then read the dead attempt's gloo addresses ("Gloo connectFullMesh failed ...
+        # Connection refused"; pytorch/pytorch#135712): give every attempt its own store.
+        env.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
     args = ["train", "--config", config, "--model", model]
     if sharding:
         args.append(f"--sharding.default={sharding}")
@@ -68,8 +90,12 @@ def train(
         args.append("--profile")
     if resume:
         args.append("--resume")
+    elif max_retries > 0:
+        # = --resume-if-any --run-id <app id>; torchx fills in ${app_id} for every attempt
+        env.setdefault(RESUME_IF_ANY_ENV, "1")
+        env.setdefault(RUN_ID_ENV, macros.app_id)
     args.extend(overrides)
-    return dist.ddp(
+    app = dist.ddp(
         *args,
         m=MODULE,
         j=j,
@@ -82,3 +108,15 @@ def train(
         max_retries=max_retries,
         name=name,
     )
+    if max_retries > 0:
+        _add_torchrun_restarts(app, max_retries)
+    return app
+
+
+def _add_torchrun_restarts(app: specs.AppDef, max_restarts: int) -> None:
+    """Give the ``torchrun`` inside ``bash -c "torchrun ..."`` a ``--max_restarts`` flag."""
+    for role in app.roles:
+        command = role.args[-1]
+        if not command.startswith("torchrun "):
+            raise ValueError(f"expected a torchrun command from dist.ddp, got {command[:80]!r}")
+        role.args[-1] = command.replace("torchrun ", f"torchrun --max_restarts {max_restarts} ", 1)
