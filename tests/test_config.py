@@ -94,3 +94,10 @@ def test_missing_and_invalid_files(tmp_path: Path) -> None:
 def test_files_source_needs_paths() -> None:
     with pytest.raises(ConfigError, match="data.interactions_path"):
         load_config(None, ["--data.source=files"])
+
+
+def test_checkpoint_settings_are_checked() -> None:
+    with pytest.raises(ConfigError, match="train.checkpoint_every_steps must be 0"):
+        load_config(None, ["--train.checkpoint_every_steps=-1"])
+    with pytest.raises(ConfigError, match="train.keep_last_checkpoints must be positive"):
+        load_config(None, ["--train.keep_last_checkpoints=0"])

@@ -277,9 +277,15 @@ def validate_config(cfg: ExperimentConfig) -> None:
         ("train.batch_size", cfg.train.batch_size),
         ("train.eval_batch_size", cfg.train.eval_batch_size),
         ("data.history_length", cfg.data.history_length),
+        ("train.keep_last_checkpoints", cfg.train.keep_last_checkpoints),
     ]:
         if value <= 0:
             raise ConfigError(f"{key} must be positive, got {value}")
+    if cfg.train.checkpoint_every_steps < 0:
+        raise ConfigError(
+            f"train.checkpoint_every_steps must be 0 (epoch ends only) or positive, "
+            f"got {cfg.train.checkpoint_every_steps}"
+        )
     if (
         cfg.model.dense_arch_layers
         and cfg.model.dense_arch_layers[-1] != cfg.features.embedding_dim
