@@ -31,6 +31,7 @@ import torch
 GB = 1e9
 MiB = 2**20
 CLEAR_REFS = "/proc/self/clear_refs"
+MIN_CPU_WINDOW_S = 0.3
 
 
 def read_proc_status() -> dict[str, int]:
@@ -95,6 +96,60 @@ class PeakMemory:
 
     def __exit__(self, *exc: object) -> None:
         self.peak_delta_bytes = self.sample()
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all processes on the machine have been busy (``/proc/stat``, all cores)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return float("nan")
+    # user nice system idle iowait irq softirq steal ...: busy = all but idle and iowait
+    busy = sum(fields[:3]) + sum(fields[5:8])
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds (user + system, all threads) this process has used."""
+    t = os.times()
+    return t.user + t.system
+
+
+@dataclass
+class CpuWindow:
+    """Wall time, machine-wide busy CPU time and this process's CPU time over a block.
+
+    Tick resolution is 10 ms, so short windows are approximate.
+    """
+
+    wall_s: float = 0.0
+    machine_busy_s: float = 0.0
+    own_cpu_s: float = 0.0
+    _start: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    def __enter__(self) -> CpuWindow:
+        self._start = (time.perf_counter(), machine_busy_seconds(), own_cpu_seconds())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        w, m, o = self._start
+        self.wall_s = time.perf_counter() - w
+        self.machine_busy_s = machine_busy_seconds() - m
+        self.own_cpu_s = own_cpu_seconds() - o
+
+
+def other_cpu_share(
+    wall_s: float, machine_busy_s: float, own_cpu_s: float, cpus: int | None = None
+) -> float:
+    """Share of the machine's CPU capacity used by other processes during a window (0..1).
+
+    NaN for windows under ``MIN_CPU_WINDOW_S``, where 10 ms ticks make the figure meaningless.
+    """
+    cpus = cpus or os.cpu_count() or 1
+    if not wall_s >= MIN_CPU_WINDOW_S or machine_busy_s != machine_busy_s:  # nan check
+        return float("nan")
+    return min(1.0, max(0.0, (machine_busy_s - own_cpu_s) / (wall_s * cpus)))
 
 
 def percentile(values: list[float], q: float) -> float:

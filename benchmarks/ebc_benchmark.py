@@ -74,6 +74,7 @@ SPARSE_CAPABLE = ("sgd", "adagrad")  # torch optimizers that accept sparse gradi
 REFERENCE = {"rows": 1_000_000, "dim": 64, "pooling": 20, "batch": 4096}
 TARGET_DENSE_SPEEDUP = 6.0
 TARGET_ESTIMATE_TOLERANCE = 0.15
+CONTENDED_SHARE = 0.10  # rows timed while others used more than this are flagged
 MEMORY_NOISE_FLOOR = 64 * 2**20  # estimates below this are not checked against RSS
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -713,7 +714,9 @@ def _measure(
         print_profile: print the profiler table (rank 0 only).
     """
     gc.collect()
-    with bu.PeakMemory(device=settings.device) as mem:
+    # CPU accounting spans build + warm-up + timed steps: /proc/stat ticks are 10 ms, so the timed
+    # steps alone are often too short to say whether other processes competed for the cores
+    with bu.CpuWindow() as cpu, bu.PeakMemory(device=settings.device) as mem:
         step = build()
         if settings.device == "cuda":
             inner = step
@@ -728,7 +731,13 @@ def _measure(
         top_ops = _profile(step, label, settings, rank, print_profile)
     del step
     gc.collect()
-    return Measurement(times, mem.peak_delta_bytes, mem.method, top_ops)
+    extra = {
+        "wall_s": cpu.wall_s,
+        "machine_busy_s": cpu.machine_busy_s,
+        "own_cpu_s": cpu.own_cpu_s,
+        "loadavg": bu.load_average(),
+    }
+    return Measurement(times, mem.peak_delta_bytes, mem.method, top_ops, extra)
 
 
 def build_baseline(case: Case, ids: torch.Tensor, settings: Settings) -> Callable[[], None]:
@@ -933,6 +942,14 @@ def make_row(
     gather = probes["gather"][_probe_key(case)]["gbps"]
     copy_gbps = probes["seq_copy"]["gbps"]
     measured = [int(m["peak_delta_bytes"]) for m in per_rank]
+    # other processes' CPU use while the timed steps ran: rank 0's machine-wide busy time minus
+    # what all ranks of this case used themselves
+    x0 = per_rank[0]["extra"]
+    other = bu.other_cpu_share(
+        max(m["extra"]["wall_s"] for m in per_rank),
+        x0["machine_busy_s"],
+        sum(m["extra"]["own_cpu_s"] for m in per_rank),
+    )
     est = info.estimate_per_rank if info else None
     err = None
     if est and max(measured) > 0:
@@ -973,7 +990,8 @@ def make_row(
         "share_of_copy_probe": gbps / copy_gbps,
         "share_of_gather_probe": gbps / gather,
         "profile_top_ops": per_rank[0].get("profile_top_ops", []),
-        "loadavg": bu.load_average(),
+        "other_cpu_share": other,
+        "loadavg": x0["loadavg"],
     }
 
 
@@ -1004,7 +1022,8 @@ def print_row(i: int, n: int, row: dict[str, Any]) -> None:
         f"bwd {bu.fmt_bytes(a['bwd_bytes'])} ({a['unique_rows']:,} unique rows)\n"
         f"    p50 {lat['p50']:.2f} ms  p90 {lat['p90']:.2f} ms  {row['samples_per_s']:,.0f} "
         f"samples/s  {row['effective_gbps']:.2f} GB/s = {row['share_of_copy_probe'] * 100:.0f}% "
-        f"of copy, {row['share_of_gather_probe'] * 100:.0f}% of gather\n"
+        f"of copy, {row['share_of_gather_probe'] * 100:.0f}% of gather; other processes used "
+        f"{row['other_cpu_share'] * 100:.0f}% of the CPUs meanwhile\n"
         f"    memory: {est_txt}" + (f"\n    plan: {row['plan']}" if row["plan"] else ""),
         flush=True,
     )
@@ -1049,7 +1068,8 @@ def evaluate_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "threshold": threshold,
                 "met": met,
                 "missed_by": None if met else miss,
-                "text": text + ("" if met else f" ({miss_text})"),
+                "text": text + ("" if met else f" ({miss_text})") + _contention(r),
+                "other_cpu_share": r["other_cpu_share"],
             }
         )
 
@@ -1112,6 +1132,14 @@ def evaluate_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def _contention(r: dict[str, Any]) -> str:
+    """A warning suffix when other processes used much CPU while this row was timed."""
+    share = r["other_cpu_share"]
+    if share == share and share > CONTENDED_SHARE:
+        return f" [contended: other processes used {share * 100:.0f}% of the CPUs]"
+    return ""
+
+
 def print_targets(targets: list[dict[str, Any]]) -> None:
     """Print each target check; misses say by how much."""
     if not targets:
@@ -1148,7 +1176,7 @@ def print_summary(rows: list[dict[str, Any]]) -> None:
     hdr = (
         f"{'variant':28} {'rows':>10} {'dim':>4} {'P':>3} {'B':>5} {'opt':>15} "
         f"{'p50ms':>8} {'p90ms':>8} {'samples/s':>10} {'GB/s':>6} {'%copy':>6} {'%gath':>6} "
-        f"{'estMiB':>8} {'measMiB':>8}"
+        f"{'estMiB':>8} {'measMiB':>8} {'other%':>6}"
     )
     print(hdr)
     for r in rows:
@@ -1160,7 +1188,7 @@ def print_summary(rows: list[dict[str, Any]]) -> None:
             f"{r['samples_per_s']:>10.0f} {r['effective_gbps']:>6.2f} "
             f"{r['share_of_copy_probe'] * 100:>6.0f} {r['share_of_gather_probe'] * 100:>6.0f} "
             f"{(est / bu.MiB if est is not None else float('nan')):>8.1f} "
-            f"{m['measured_peak_bytes'] / bu.MiB:>8.1f}"
+            f"{m['measured_peak_bytes'] / bu.MiB:>8.1f} {r['other_cpu_share'] * 100:>6.0f}"
         )
 
 
