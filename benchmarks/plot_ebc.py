@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=str(RESULTS_DIR / "ebc_memory.png"),
         help="planner estimate vs measured memory plot output",
     )
+    p.add_argument("--note", help="a caveat paragraph put under the title of the markdown table")
     return p
 
 
@@ -53,12 +54,17 @@ def _mib(x: float | None) -> str:
     return "" if x is None else f"{x / MiB:,.1f}"
 
 
-def markdown(doc: dict[str, Any], source: str) -> str:
+def _pct(x: float | None) -> str:
+    return "" if x is None or x != x else f"{x * 100:.0f}"
+
+
+def markdown(doc: dict[str, Any], source: str, note: str | None = None) -> str:
     """The results document as markdown: header, probes, rows table, target checks."""
     meta, probes, rows = doc["meta"], doc["probes"], doc["rows"]
     lines = [
         "# Embedding-table benchmark",
         "",
+        *([f"**Note:** {note}", ""] if note else []),
         f"Source: `{source}` (preset `{meta['preset']}`, command "
         f"`python benchmarks/ebc_benchmark.py {' '.join(meta['argv'])}`).",
         f"torch {meta['torch']}, torchrec {meta.get('torchrec', '?')}, fbgemm-gpu-cpu "
@@ -72,11 +78,14 @@ def markdown(doc: dict[str, Any], source: str) -> str:
         + " (gathered row bytes).",
         "",
         "Bytes per step: fwd reads B*P rows; bwd reads B*P gradient rows and reads+writes each "
-        "unique row (and its optimizer state) once. GB/s = those bytes / p50.",
+        "unique row (and its optimizer state) once. GB/s = those bytes / p50. "
+        "\"other procs' CPU %\": share of the machine's CPU used by other processes while the "
+        "row was timed (the machine is shared; rows above ~10% are inflated).",
         "",
         "| variant | rows | dim | P | B | optimizer | fwd+bwd MiB/step | p50 ms | p90 ms "
-        "| samples/s | GB/s | % copy | % gather | planner est MiB | measured MiB | est error |",
-        "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| samples/s | GB/s | % copy | % gather | planner est MiB | measured MiB | est error "
+        "| other procs' CPU % |",
+        "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         c, m, lat = r["config"], r["memory"], r["latency_ms"]
@@ -88,7 +97,8 @@ def markdown(doc: dict[str, Any], source: str) -> str:
             f"| {r['samples_per_s']:,.0f} | {r['effective_gbps']:.2f} "
             f"| {r['share_of_copy_probe'] * 100:.0f} | {r['share_of_gather_probe'] * 100:.0f} "
             f"| {_mib(m['planner_estimate_bytes'])} | {_mib(m['measured_peak_bytes'])} "
-            f"| {'' if err is None else f'{err * 100:+.0f}%'} |"
+            f"| {'' if err is None else f'{err * 100:+.0f}%'} "
+            f"| {_pct(r.get('other_cpu_share'))} |"
         )
     targets = doc.get("targets", [])
     if targets:
@@ -198,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     table = Path(args.table)
     table.parent.mkdir(parents=True, exist_ok=True)
-    table.write_text(markdown(doc, str(src)))
+    table.write_text(markdown(doc, str(src), args.note))
     group = plot_throughput(rows, Path(args.throughput_png))
     n = plot_memory(rows, Path(args.memory_png))
     print(f"wrote {table} ({len(rows)} rows)")
