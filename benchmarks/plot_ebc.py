@@ -23,6 +23,7 @@ from typing import Any
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 MiB = 2**20
+MIN_PLOT_BYTES = 8 * MiB  # smaller tables are below the RSS measurement noise
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,7 +131,7 @@ def plot_throughput(rows: list[dict[str, Any]], path: Path) -> str | None:
     series: dict[str, list[tuple[int, float]]] = defaultdict(list)
     for r in groups[key]:
         series[r["label"]].append((r["config"]["rows"], r["samples_per_s"]))
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = plt.subplots(figsize=(10, 5))
     ax.set_prop_cycle(color=plt.cm.tab20.colors)
     for label, pts in sorted(series.items()):
         pts.sort()
@@ -142,7 +143,7 @@ def plot_throughput(rows: list[dict[str, Any]], path: Path) -> str | None:
     dim, pooling, batch, opt = key
     ax.set_title(f"Throughput vs rows: dim {dim}, pooling {pooling}, batch {batch}, {opt}")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -159,7 +160,8 @@ def plot_memory(rows: list[dict[str, Any]], path: Path) -> int:
     pts = [
         (r["memory"]["measured_peak_bytes"] / MiB, r["memory"]["planner_estimate_bytes"] / MiB, r)
         for r in rows
-        if r["memory"]["planner_estimate_bytes"] and r["memory"]["measured_peak_bytes"] > 0
+        if (r["memory"]["planner_estimate_bytes"] or 0) >= MIN_PLOT_BYTES
+        and r["memory"]["measured_peak_bytes"] > 0
     ]
     fig, ax = plt.subplots(figsize=(7, 6))
     ax.set_prop_cycle(color=plt.cm.tab20.colors)
@@ -187,7 +189,7 @@ def plot_memory(rows: list[dict[str, Any]], path: Path) -> int:
     ax.set_yscale("log")
     ax.set_xlabel("measured peak memory growth per rank (MiB, RSS high-water mark)")
     ax.set_ylabel("planner storage estimate per rank (MiB)")
-    ax.set_title("Planner memory estimate vs measured")
+    ax.set_title("Planner memory estimate vs measured (tables >= 8 MiB)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
