@@ -99,5 +99,6 @@ def test_files_source_needs_paths() -> None:
 def test_checkpoint_settings_are_checked() -> None:
     with pytest.raises(ConfigError, match="train.checkpoint_every_steps must be 0"):
         load_config(None, ["--train.checkpoint_every_steps=-1"])
-    with pytest.raises(ConfigError, match="train.keep_last_checkpoints must be positive"):
-        load_config(None, ["--train.keep_last_checkpoints=0"])
+    with pytest.raises(ConfigError, match="train.keep_last_checkpoints must be 0"):
+        load_config(None, ["--train.keep_last_checkpoints=-1"])
+    assert load_config(None, ["--train.keep_last_checkpoints=0"]).train.keep_last_checkpoints == 0

@@ -157,7 +157,7 @@ class TrainConfig:
     checkpoint_every_steps: int = 0
     """Also checkpoint every this many steps (0 = only at the end of each epoch)."""
     keep_last_checkpoints: int = 2
-    """How many complete checkpoints to keep (older ones are deleted)."""
+    """How many complete checkpoints to keep (older ones are deleted; 0 = keep all)."""
     profile: bool = False
     """Record torch.profiler traces (wait/warm-up/active schedule) under the run directory."""
     progress_bar: bool = True
@@ -277,10 +277,14 @@ def validate_config(cfg: ExperimentConfig) -> None:
         ("train.batch_size", cfg.train.batch_size),
         ("train.eval_batch_size", cfg.train.eval_batch_size),
         ("data.history_length", cfg.data.history_length),
-        ("train.keep_last_checkpoints", cfg.train.keep_last_checkpoints),
     ]:
         if value <= 0:
             raise ConfigError(f"{key} must be positive, got {value}")
+    if cfg.train.keep_last_checkpoints < 0:
+        raise ConfigError(
+            f"train.keep_last_checkpoints must be 0 (keep all) or positive, "
+            f"got {cfg.train.keep_last_checkpoints}"
+        )
     if cfg.train.checkpoint_every_steps < 0:
         raise ConfigError(
             f"train.checkpoint_every_steps must be 0 (epoch ends only) or positive, "
