@@ -12,6 +12,22 @@ sys.path.insert(0, str(Path(__file__).parent))  # for tests/_dist.py helpers
 from torchrec_recsys.data.synthetic import SyntheticPaths, write_synthetic_dataset  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+TORCHX = str(Path(sys.executable).with_name("torchx"))
+COMPONENT = f"{REPO_ROOT}/launch/components.py:train"
+"""The repo's torchx component, by path (as a user runs it from anywhere)."""
+
+
+def tiny_config_file(paths: SyntheticPaths, folder: Path) -> Path:
+    """tiny_synthetic.toml copied into ``folder``, its data paths pointing at ``paths``."""
+    config = folder / "tiny.toml"
+    config.write_text(
+        (REPO_ROOT / "configs" / "tiny_synthetic.toml")
+        .read_text()
+        .replace('"data/synthetic/interactions.csv"', f'"{paths.interactions}"')
+        .replace('"data/synthetic/items.csv"', f'"{paths.items}"')
+        .replace('"data/synthetic/users.csv"', f'"{paths.users}"')
+    )
+    return config
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT
+from conftest import COMPONENT, REPO_ROOT, TORCHX, tiny_config_file
 
 from torchrec_recsys.data.synthetic import SyntheticPaths
 from torchrec_recsys.train.main import (
@@ -29,22 +29,8 @@ from torchrec_recsys.train.main import (
     RUN_ID_ENV,
 )
 
-TORCHX = str(Path(sys.executable).with_name("torchx"))
-COMPONENT = f"{REPO_ROOT}/launch/components.py:train"
 TOLERANCE = 1e-6
 """Same seed, same world size, same batches: the runs agree to float rounding (seen: exactly)."""
-
-
-def _tiny_config(paths: SyntheticPaths, folder: Path) -> Path:
-    config = folder / "tiny.toml"
-    config.write_text(
-        (REPO_ROOT / "configs" / "tiny_synthetic.toml")
-        .read_text()
-        .replace('"data/synthetic/interactions.csv"', f'"{paths.interactions}"')
-        .replace('"data/synthetic/items.csv"', f'"{paths.items}"')
-        .replace('"data/synthetic/users.csv"', f'"{paths.users}"')
-    )
-    return config
 
 
 def _launch(
@@ -73,7 +59,7 @@ def _summary(cwd: Path) -> dict:
 def test_killed_rank_restarts_and_matches_an_uninterrupted_run(
     synthetic_paths: SyntheticPaths, tmp_path: Path
 ) -> None:
-    config = _tiny_config(synthetic_paths, tmp_path)
+    config = tiny_config_file(synthetic_paths, tmp_path)
     reference = _launch(tmp_path / "reference", config, [], {})
     assert reference.returncode == 0, reference.stderr[-3000:]
 

@@ -10,10 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT
-
-TORCHX = str(Path(sys.executable).with_name("torchx"))
-COMPONENT = f"{REPO_ROOT}/launch/components.py:train"
+from conftest import COMPONENT, REPO_ROOT, TORCHX, tiny_config_file
 
 
 def _torchx(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess[str]:
@@ -83,14 +80,7 @@ def test_dryrun_on_cluster_schedulers(scheduler: str, expect: list[str]) -> None
 
 @pytest.mark.slow
 def test_component_launch_two_processes(synthetic_paths, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    config = tmp_path / "tiny.toml"
-    config.write_text(
-        (REPO_ROOT / "configs" / "tiny_synthetic.toml")
-        .read_text()
-        .replace('"data/synthetic/interactions.csv"', f'"{synthetic_paths.interactions}"')
-        .replace('"data/synthetic/items.csv"', f'"{synthetic_paths.items}"')
-        .replace('"data/synthetic/users.csv"', f'"{synthetic_paths.users}"')
-    )
+    config = tiny_config_file(synthetic_paths, tmp_path)
     result = _torchx(
         [
             "run",
