@@ -148,14 +148,12 @@ def evaluate_pipeline_main(argv: list[str]) -> None:
     ctx = init_distributed()
     try:
         retriever = load_trained(args.retriever, ctx)
-        ranker = load_trained(
-            args.ranker,
-            ctx,
-            data=retriever.data
-            if read_run_config(Path(args.ranker)).data == retriever.cfg.data
-            and read_run_config(Path(args.ranker)).features == retriever.cfg.features
-            else None,
-        )
+        ranker_cfg = read_run_config(Path(args.ranker))
+        same_data = all(
+            getattr(ranker_cfg, section) == getattr(retriever.cfg, section)
+            for section in ("data", "features", "semantic_ids")
+        )  # then the encoded dataset is identical: build it once
+        ranker = load_trained(args.ranker, ctx, data=retriever.data if same_data else None)
         metrics = evaluate_two_stage(retriever, ranker, args.split, args.candidates, args.k)
         text = json.dumps(metrics, indent=2)
         print(text)
