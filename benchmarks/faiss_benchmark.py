@@ -8,7 +8,7 @@ How to run (from the repo root, virtualenv active)::
         --out benchmarks/results/faiss_benchmark.json      # full run: quiet machine only
 
 What it measures, per corpus size N and index kind, through the library path
-(``torchrec_recsys.export.faiss_index.build_index`` / ``search``, inner product):
+(``torchrec_recsys.retrieval.faiss_index.build_index`` / ``search``, inner product):
 
 * data: a seeded Gaussian mixture (``--clusters`` centres, isotropic ``--noise``), rows
   L2-normalised, float32 [N, D], generated in chunks so the 1M x 64 corpus costs 256 MB once;
@@ -51,7 +51,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from torchrec_recsys.export.faiss_index import IndexSpec, LoadedIndex, build_index, search
+from torchrec_recsys.retrieval.faiss_index import IndexSpec, LoadedIndex, build_index, search
 
 KINDS = ("flat", "ivf", "hnsw")
 _CHUNK_ROWS = 65_536

@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from torchrec_recsys.data.movielens import load_movielens_100k
     from torchrec_recsys.errors import UserError
     from torchrec_recsys.semantic_ids.encoder import TextEncoder
-    from torchrec_recsys.semantic_ids.pipeline import learn_semantic_ids, make_quantizer
+    from torchrec_recsys.semantic_ids.learn import learn_semantic_ids, make_quantizer
     from torchrec_recsys.semantic_ids.report import write_report
     from torchrec_recsys.semantic_ids.rq_kmeans import RQKMeansConfig
     from torchrec_recsys.semantic_ids.rqvae import RQVAEConfig

@@ -11,7 +11,7 @@ from torchrec_recsys.errors import UserError
 
 
 def _train(argv: list[str]) -> None:
-    from torchrec_recsys.train.main import main
+    from torchrec_recsys.app.train import main
 
     main(argv)
 
@@ -39,31 +39,31 @@ def _synth(argv: list[str]) -> None:
 
 
 def _export(argv: list[str]) -> None:
-    from torchrec_recsys.export.commands import export_main
+    from torchrec_recsys.app.retrieval_commands import export_main
 
     export_main(argv)
 
 
 def _recommend(argv: list[str]) -> None:
-    from torchrec_recsys.export.commands import recommend_main
+    from torchrec_recsys.app.retrieval_commands import recommend_main
 
     recommend_main(argv)
 
 
 def _evaluate_pipeline(argv: list[str]) -> None:
-    from torchrec_recsys.export.commands import evaluate_pipeline_main
+    from torchrec_recsys.app.retrieval_commands import evaluate_pipeline_main
 
     evaluate_pipeline_main(argv)
 
 
 def _sid(argv: list[str]) -> None:
-    from torchrec_recsys.semantic_ids.commands import main as sid_main
+    from torchrec_recsys.app.sid import main as sid_main
 
     sid_main(argv)
 
 
 def _ablation(argv: list[str]) -> None:
-    from torchrec_recsys.semantic_ids.ablation import main as ablation_main
+    from torchrec_recsys.experiments.sid_ablation import main as ablation_main
 
     ablation_main(argv)
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _configs import dataset_configs
 
 from torchrec_recsys.data.batch import build_kjt
-from torchrec_recsys.data.dataset import DatasetOptions, build_dataset
+from torchrec_recsys.data.dataset import build_dataset
 from torchrec_recsys.data.features import SparseFeature
 from torchrec_recsys.data.jagged import JaggedColumn
 from torchrec_recsys.data.loader import (
@@ -65,7 +66,7 @@ def test_ranks_get_disjoint_slices_and_equal_step_counts(synthetic_paths) -> Non
         ["genres", "decade"],
         ["gender"],
     )
-    ds = build_dataset(raw, DatasetOptions(["genres", "decade"], ["gender"], embedding_dim=4))
+    ds = build_dataset(raw, *dataset_configs(["genres", "decade"], ["gender"], embedding_dim=4))
     train = ds.splits["train"]
     world = 2
     seen: list[list[int]] = []

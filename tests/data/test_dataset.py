@@ -5,8 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
+from _configs import dataset_configs
 
-from torchrec_recsys.data.dataset import DatasetOptions, build_dataset
+from torchrec_recsys.data.dataset import ItemTokens, RecDataset, build_dataset
 from torchrec_recsys.data.readers import RawData
 from torchrec_recsys.data.splits import TEST, TRAIN, VAL, leave_last_out, temporal_order
 from torchrec_recsys.data.vocab import OOV_INDEX, Vocabulary
@@ -34,14 +35,14 @@ def _raw() -> RawData:
     return RawData(inter, items, users, "toy")
 
 
-def _opts(**kw: object) -> DatasetOptions:
-    base = dict(
+def _build(raw: RawData, tokens: ItemTokens | None = None, **kw: object) -> RecDataset:
+    base: dict[str, object] = dict(
         item_categorical_columns=["genres"],
         user_categorical_columns=["gender"],
         history_length=2,
         embedding_dim=4,
     )
-    return DatasetOptions(**{**base, **kw})  # type: ignore[arg-type]
+    return build_dataset(raw, *dataset_configs(**{**base, **kw}), tokens)  # type: ignore[arg-type]
 
 
 def test_leave_last_out_is_temporal() -> None:
@@ -61,7 +62,7 @@ def test_vocabulary_reserves_oov() -> None:
 
 
 def test_dataset_splits_history_and_oov() -> None:
-    ds = build_dataset(_raw(), _opts())
+    ds = _build(_raw())
     assert {k: len(v) for k, v in ds.splits.items()} == {"train": 5, "val": 1, "test": 1}
     # items 4 (test) and 5 (val) never appear in train -> their item_id is OOV
     item_vocab = ds.vocabs["item_id"]
@@ -81,7 +82,7 @@ def test_dataset_splits_history_and_oov() -> None:
 
 
 def test_history_never_contains_future_items() -> None:
-    ds = build_dataset(_raw(), _opts(history_length=10))
+    ds = _build(_raw(), history_length=10)
     item_vocab = ds.vocabs["item_id"]
     raw = temporal_order(_raw().interactions)
     time_of = {(u, i): t for u, i, t in zip(raw.user_id, raw.item_id, raw.timestamp, strict=True)}
@@ -99,7 +100,7 @@ def test_history_never_contains_future_items() -> None:
 
 
 def test_feature_spec_is_derived_from_data() -> None:
-    ds = build_dataset(_raw(), _opts())
+    ds = _build(_raw())
     spec = ds.spec
     assert spec.sparse_names() == [
         "user_id",
@@ -125,12 +126,12 @@ def test_unknown_item_in_interactions_is_an_error() -> None:
     raw = _raw()
     raw.interactions.loc[0, "item_id"] = "999"
     with pytest.raises(DataError, match="1 interaction\\(s\\) reference item ids missing.*'999'"):
-        build_dataset(raw, _opts())
+        _build(raw)
 
 
 def test_missing_configured_column_is_an_error() -> None:
     with pytest.raises(DataError, match="item column 'year'"):
-        build_dataset(_raw(), _opts(item_categorical_columns=["year"]))
+        _build(_raw(), item_categorical_columns=["year"])
 
 
 def test_random_split_is_seeded_and_sized() -> None:
@@ -152,7 +153,7 @@ def test_cold_items_have_no_training_interactions(synthetic_paths) -> None:  # t
         ["genres"],
         [],
     )
-    ds = build_dataset(raw, DatasetOptions(["genres"], [], cold_item_fraction=0.3, split_seed=1))
+    ds = build_dataset(raw, *dataset_configs(["genres"], [], cold_item_fraction=0.3, split_seed=1))
     cold = ds.items.cold
     assert 0 < int(cold.sum()) < len(cold)
     assert not cold[ds.splits["train"].item_rows].any()
@@ -168,7 +169,7 @@ def test_item_token_features_share_tables_with_history() -> None:
     import numpy as np
 
     tokens = np.array([1, 2, 1, 3, 2, 3, 1])  # one token per catalogue row (7 items)
-    ds = build_dataset(_raw(), _opts(item_token_features={"sid_l1": (tokens, 4)}))
+    ds = _build(_raw(), ItemTokens({"sid_l1": (tokens, 4)}))
     spec = ds.spec
     assert spec.feature("item_sid_l1").table == spec.feature("user_history_sid_l1").table
     test = ds.splits["test"]

@@ -21,16 +21,19 @@ import copy
 import numpy as np
 import pytest
 import torch
+from _configs import dataset_configs
 from _dist import run_distributed
 
-from torchrec_recsys.data.dataset import DatasetOptions, build_dataset
+from torchrec_recsys.config import OptimizerConfig, ShardingConfig
+from torchrec_recsys.data.dataset import ItemTokens, build_dataset
 from torchrec_recsys.data.loader import ShardInfo, train_batches
 from torchrec_recsys.data.readers import read_files
 from torchrec_recsys.distributed.env import init_distributed
-from torchrec_recsys.distributed.sharding import OptimizerOptions, ShardingOptions, shard_model
+from torchrec_recsys.distributed.sharding import shard_model
 from torchrec_recsys.distributed.state import gather_full_state, load_full_state
-from torchrec_recsys.models.dlrm import RankingTask, build_dlrm
-from torchrec_recsys.models.two_tower import RetrievalTask, TwoTower, item_log_q
+from torchrec_recsys.models.dlrm import build_dlrm
+from torchrec_recsys.models.tasks import RankingTask, RetrievalTask
+from torchrec_recsys.models.two_tower import TwoTower, item_log_q
 from torchrec_recsys.semantic_ids.tokens import sid_token_features
 
 SHARDING_TYPES = ["table_wise", "column_wise", "table_column_wise", "row_wise", "data_parallel"]
@@ -53,12 +56,11 @@ def _dataset(paths, with_sid: bool = False):  # type: ignore[no-untyped-def]
         ["genres", "decade"],
         ["gender", "occupation"],
     )
-    opts = DatasetOptions(
+    data_cfg, features = dataset_configs(
         ["genres", "decade"], ["gender", "occupation"], embedding_dim=8, history_length=4
     )
-    if with_sid:
-        opts.item_token_features = _sid_tokens(len(raw.items))
-    return build_dataset(raw, opts)
+    tokens = ItemTokens(_sid_tokens(len(raw.items)) if with_sid else {})
+    return build_dataset(raw, data_cfg, features, tokens)
 
 
 def _build(model: str, data, device: str) -> torch.nn.Module:  # type: ignore[no-untyped-def]
@@ -98,8 +100,8 @@ def _check_sharding_types(
         model, optimizer = shard_model(
             task,
             data.spec.table_names(),
-            ShardingOptions(default=kind),
-            OptimizerOptions(sparse="sgd", sparse_lr=SPARSE_LR, dense="adam", dense_lr=DENSE_LR),
+            ShardingConfig(default=kind),
+            OptimizerConfig(sparse="sgd", sparse_lr=SPARSE_LR, dense="adam", dense_lr=DENSE_LR),
             ctx,
             batch_size=BATCH,
         )

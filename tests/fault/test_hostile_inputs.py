@@ -18,23 +18,22 @@ import torch
 from conftest import tiny_overrides
 from torch import nn
 
+from torchrec_recsys.app import builders
+from torchrec_recsys.app.train import main
 from torchrec_recsys.config import load_config
 from torchrec_recsys.data.jagged import JaggedColumn
 from torchrec_recsys.data.loader import ShardInfo, make_batch, train_batches
 from torchrec_recsys.data.readers import read_files
 from torchrec_recsys.data.synthetic import SyntheticPaths
 from torchrec_recsys.distributed.env import init_distributed, shutdown_distributed
-from torchrec_recsys.distributed.sharding import shard_model
 from torchrec_recsys.errors import DataError, UserError
-from torchrec_recsys.train import builders
-from torchrec_recsys.train.checkpoint import (
+from torchrec_recsys.training.checkpoint_io import (
     METADATA_FILE,
     STATE_FILE,
     TrainerState,
     load_checkpoint,
     save_checkpoint,
 )
-from torchrec_recsys.train.main import main
 
 # --- data ------------------------------------------------------------------------------
 
@@ -122,14 +121,7 @@ def test_a_feature_with_only_empty_bags_trains(tiny_data) -> None:  # type: igno
     train = dataclasses.replace(train, sparse={**train.sparse, "user_history": empty})
     init_distributed()
     try:
-        model, optimizer = shard_model(
-            builders.build_task(cfg, data),
-            data.spec.table_names(),
-            builders.sharding_options(cfg),
-            builders.optimizer_options(cfg),
-            init_distributed(),
-            batch_size=cfg.train.batch_size,
-        )
+        model, optimizer = builders.build_sharded(cfg, data, init_distributed())
         losses = []
         for batch in list(train_batches(train, data.spec, 64, ShardInfo(), seed=0, epoch=0))[:4]:
             assert int(batch.sparse_features["user_history"].lengths().sum()) == 0

@@ -20,14 +20,14 @@ from pathlib import Path
 import pytest
 from conftest import COMPONENT, REPO_ROOT, TORCHX, tiny_config_file
 
-from torchrec_recsys.data.synthetic import SyntheticPaths
-from torchrec_recsys.train.main import (
+from torchrec_recsys.app.train import (
     FAULT_MARKER,
     FAULT_RANK_ENV,
     FAULT_STEP_ENV,
     RESUME_IF_ANY_ENV,
     RUN_ID_ENV,
 )
+from torchrec_recsys.data.synthetic import SyntheticPaths
 
 TOLERANCE = 1e-6
 """Same seed, same world size, same batches: the runs agree to float rounding (seen: exactly)."""

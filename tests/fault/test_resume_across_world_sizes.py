@@ -22,13 +22,13 @@ from torch import nn
 from torch.distributed._shard.sharded_tensor import ShardedTensor
 from torch.optim import Optimizer
 
+from torchrec_recsys.app import builders
+from torchrec_recsys.app.train import main
 from torchrec_recsys.config import load_config
 from torchrec_recsys.data.synthetic import SyntheticPaths
 from torchrec_recsys.distributed.env import init_distributed, shutdown_distributed
-from torchrec_recsys.distributed.sharding import shard_model
-from torchrec_recsys.train import builders
-from torchrec_recsys.train.checkpoint import TrainerState, load_checkpoint, save_checkpoint
-from torchrec_recsys.train.main import main
+from torchrec_recsys.training.checkpoint_io import load_checkpoint, save_checkpoint
+from torchrec_recsys.training.state import TrainerState
 
 SHARDING = [
     "--sharding.per_table.t_user_id=data_parallel",
@@ -50,16 +50,7 @@ def _overrides(paths: SyntheticPaths, out: Path) -> list[str]:
 def _build(overrides: list[str]) -> tuple[nn.Module, Optimizer]:
     cfg = load_config(None, overrides)
     ctx = init_distributed()
-    data = builders.build_data(cfg)
-    task = builders.build_task(cfg, data, dense_device=str(ctx.device))
-    return shard_model(
-        task,
-        data.spec.table_names(),
-        builders.sharding_options(cfg),
-        builders.optimizer_options(cfg),
-        ctx,
-        batch_size=cfg.train.batch_size,
-    )
+    return builders.build_sharded(cfg, builders.build_data(cfg), ctx)
 
 
 Pieces = dict[str, list[tuple[tuple[int, ...], torch.Tensor]]]

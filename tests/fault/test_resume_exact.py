@@ -18,17 +18,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _configs import dataset_configs
 from conftest import tiny_overrides
 from torch import nn
 
-from torchrec_recsys.data.dataset import DatasetOptions, build_dataset
+from torchrec_recsys.app.train import (
+    FAULT_MARKER,
+    FAULT_MODE_ENV,
+    FAULT_STEP_ENV,
+    SUMMARY_FILE,
+    main,
+)
+from torchrec_recsys.data.dataset import build_dataset
 from torchrec_recsys.data.loader import ShardInfo, num_train_steps, train_batches
 from torchrec_recsys.data.readers import read_files
 from torchrec_recsys.data.synthetic import SyntheticPaths
 from torchrec_recsys.distributed.env import init_distributed, shutdown_distributed
 from torchrec_recsys.errors import DataError, UserError
-from torchrec_recsys.train import checkpoint as ckpt
-from torchrec_recsys.train.checkpoint import (
+from torchrec_recsys.training import checkpoint_io as ckpt
+from torchrec_recsys.training.checkpoint_io import (
     METADATA_FILE,
     STATE_FILE,
     TrainerState,
@@ -36,14 +44,7 @@ from torchrec_recsys.train.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from torchrec_recsys.train.main import (
-    FAULT_MARKER,
-    FAULT_MODE_ENV,
-    FAULT_STEP_ENV,
-    SUMMARY_FILE,
-    main,
-)
-from torchrec_recsys.train.trainer import check_data_position
+from torchrec_recsys.training.trainer import check_data_position
 
 TOLERANCE = 1e-6
 STEPS_PER_EPOCH = 1380 // 64  # tiny config: 1,380 training examples, batch 64, one process
@@ -203,7 +204,7 @@ def test_train_batches_resume_at_any_sample_for_any_world_size(
     raw = read_files(
         str(synthetic_paths.interactions), str(synthetic_paths.items), "", ["genres"], []
     )
-    data = build_dataset(raw, DatasetOptions(["genres"], [], embedding_dim=4))
+    data = build_dataset(raw, *dataset_configs(["genres"], [], embedding_dim=4))
     train = data.splits["train"]
     train = dataclasses.replace(train, user_rows=torch.arange(len(train)))  # row = example id
 

@@ -10,7 +10,7 @@ import torch
 from sid_testdata import clustered_embeddings, one_torch_thread  # noqa: F401 (autouse)
 
 from torchrec_recsys.errors import DataError
-from torchrec_recsys.semantic_ids.pipeline import learn_semantic_ids, quantizer_from_table
+from torchrec_recsys.semantic_ids.learn import learn_semantic_ids, quantizer_from_table
 from torchrec_recsys.semantic_ids.rq_kmeans import RQKMeans, RQKMeansConfig
 from torchrec_recsys.semantic_ids.rqvae import RQVAE, RQVAEConfig
 from torchrec_recsys.semantic_ids.store import SIDTable, load_sid_table, save_sid_table

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from torchrec_recsys.config import DataConfig, FeatureConfig
 from torchrec_recsys.data.features import ITEM, USER, DenseFeature, FeatureSpec, SparseFeature
 from torchrec_recsys.data.jagged import JaggedColumn, segment_positions
 from torchrec_recsys.data.readers import RawData
@@ -37,36 +38,18 @@ from torchrec_recsys.data.splits import (
 )
 from torchrec_recsys.data.vocab import Vocabulary, save_vocabularies
 from torchrec_recsys.errors import DataError
+from torchrec_recsys.files import atomic_write_text
 
 
 @dataclass
-class DatasetOptions:
-    """Typed options of :func:`build_dataset` (built from the config by the entry point)."""
+class ItemTokens:
+    """Extra single-valued item features, e.g. semantic-ID tokens, for :func:`build_dataset`."""
 
-    item_categorical_columns: list[str]
-    user_categorical_columns: list[str]
-    multi_value_separator: str = "|"
-    positive_rating: float = 4.0
-    split: str = "temporal"
-    val_per_user: int = 1
-    test_per_user: int = 1
-    random_val_fraction: float = 0.0
-    random_test_fraction: float = 0.2
-    split_seed: int = 0
-    history_length: int = 20
-    embedding_dim: int = 32
-    pooling: str = "mean"
-    use_user_id: bool = True
-    use_item_id: bool = True
-    use_history: bool = True
-    use_item_popularity: bool = True
-    item_text_columns: list[str] = field(default_factory=lambda: ["title"])
-    cold_item_fraction: float = 0.0
-    item_token_features: dict[str, tuple[np.ndarray, int]] = field(default_factory=dict)
-    """Extra single-valued item features, e.g. semantic-ID tokens: name -> (token per catalogue
-    row [I], table rows). Become ``item_<name>`` (and ``user_history_<name>`` when
-    ``token_history``), sharing table ``t_<name>``."""
-    token_history: bool = True
+    features: dict[str, tuple[np.ndarray, int]] = field(default_factory=dict)
+    """name -> (token per catalogue row [I], table rows). Each becomes ``item_<name>`` (and
+    ``user_history_<name>`` when ``history``), sharing table ``t_<name>``."""
+    history: bool = True
+    """Also give the items of ``user_history`` these tokens."""
 
 
 @dataclass
@@ -190,7 +173,7 @@ class RecDataset:
         """Write vocabularies and the FeatureSpec next to a run's checkpoints."""
         folder.mkdir(parents=True, exist_ok=True)
         save_vocabularies(folder / "vocab.json", self.vocabs)
-        (folder / "feature_spec.json").write_text(json.dumps(self.spec.to_dict(), indent=2))
+        atomic_write_text(folder / "feature_spec.json", json.dumps(self.spec.to_dict(), indent=2))
 
 
 def _side_table(
@@ -247,19 +230,28 @@ def _history_column(item_idx: np.ndarray, user_codes: np.ndarray, length: int) -
     return JaggedColumn.from_lengths(lengths, values)
 
 
-def build_dataset(raw: RawData, opts: DatasetOptions) -> RecDataset:
+def build_dataset(
+    raw: RawData,
+    data: DataConfig,
+    features: FeatureConfig,
+    tokens: ItemTokens | None = None,
+) -> RecDataset:
     """Encode ``raw`` into split example tables and derive the FeatureSpec.
+
+    ``data`` says which columns become features and how to split; ``features`` sizes the
+    tables; ``tokens`` adds extra item token features (semantic IDs).
 
     Raises:
         DataError: interactions reference items missing from the items file, or a
             configured attribute column is missing.
     """
-    for col in opts.item_categorical_columns:
+    tokens = tokens if tokens is not None else ItemTokens()
+    for col in data.item_categorical_columns:
         if col not in raw.items.columns:
             raise DataError(f"item column {col!r} is configured but not in the items table")
-    user_cols = [c for c in opts.user_categorical_columns if c in raw.users.columns]
-    if len(raw.users) and len(user_cols) != len(opts.user_categorical_columns):
-        missing = sorted(set(opts.user_categorical_columns) - set(user_cols))
+    user_cols = [c for c in data.user_categorical_columns if c in raw.users.columns]
+    if len(raw.users) and len(user_cols) != len(data.user_categorical_columns):
+        missing = sorted(set(data.user_categorical_columns) - set(user_cols))
         raise DataError(f"user column(s) {missing} are configured but not in the users table")
     if not len(raw.users):
         user_cols = []
@@ -275,16 +267,16 @@ def build_dataset(raw: RawData, opts: DatasetOptions) -> RecDataset:
             f"e.g. {unknown.iloc[0]!r}"
         )
     item_rows = torch.from_numpy(item_rows_np.to_numpy(dtype=np.int64, copy=True))
-    if opts.split == "random":
+    if data.split == "random":
         split = random_split(
-            len(inter), opts.random_val_fraction, opts.random_test_fraction, opts.split_seed
+            len(inter), data.random_val_fraction, data.random_test_fraction, data.split_seed
         )
     else:
-        split = leave_last_out(inter, opts.val_per_user, opts.test_per_user)
+        split = leave_last_out(inter, data.val_per_user, data.test_per_user)
     cold_items = np.zeros(len(items), dtype=bool)
-    if opts.cold_item_fraction > 0:
-        rng = np.random.default_rng(opts.split_seed + 1)
-        cold_items[rng.random(len(items)) < opts.cold_item_fraction] = True
+    if data.cold_item_fraction > 0:
+        rng = np.random.default_rng(data.split_seed + 1)
+        cold_items[rng.random(len(items)) < data.cold_item_fraction] = True
         split[(split == TRAIN) & cold_items[item_rows.numpy()]] = DROPPED
     train = split == TRAIN
 
@@ -298,8 +290,8 @@ def build_dataset(raw: RawData, opts: DatasetOptions) -> RecDataset:
     user_rows = torch.from_numpy(
         inter["user_id"].map(user_row_of).to_numpy(dtype=np.int64, copy=True)
     )
-    sep = opts.multi_value_separator
-    for col in opts.item_categorical_columns:
+    sep = data.multi_value_separator
+    for col in data.item_categorical_columns:
         vocabs[f"item_{col}"] = Vocabulary(f"item_{col}", _tokens(items[col], sep))
     users = raw.users.set_index("user_id").reindex(user_ids) if user_cols else None
     for col in user_cols:
@@ -308,26 +300,27 @@ def build_dataset(raw: RawData, opts: DatasetOptions) -> RecDataset:
     # Per-item and per-user columns, then per-example columns gathered through item/user rows.
     item_id_idx = vocabs["item_id"].encode(items["item_id"])  # [I]
     item_columns: dict[str, JaggedColumn] = {}
-    if opts.use_item_id:
+    if features.use_item_id:
         item_columns["item_id"] = JaggedColumn.from_single(item_id_idx)
-    for col in opts.item_categorical_columns:
+    for col in data.item_categorical_columns:
         item_columns[f"item_{col}"] = _categorical_column(items[col], vocabs[f"item_{col}"], sep)
-    for name, (tokens, _) in opts.item_token_features.items():
-        if len(tokens) != len(items):
-            raise DataError(f"item feature {name!r} has {len(tokens)} rows for {len(items)} items")
-        item_columns[f"item_{name}"] = JaggedColumn.from_single(tokens)
+    for name, (ids, _) in tokens.features.items():
+        if len(ids) != len(items):
+            raise DataError(f"item feature {name!r} has {len(ids)} rows for {len(items)} items")
+        item_columns[f"item_{name}"] = JaggedColumn.from_single(ids)
     user_columns: dict[str, JaggedColumn] = {}
-    if opts.use_user_id:
+    if features.use_user_id:
         user_columns["user_id"] = JaggedColumn.from_single(vocabs["user_id"].encode(user_ids))
     for col in user_cols:
         user_columns[f"user_{col}"] = _categorical_column(users[col], vocabs[f"user_{col}"], sep)
 
     # History as catalogue rows, then mapped to each history feature's tokens.
-    history_tokens = _history_token_maps(item_id_idx, opts)  # feature -> token per catalogue row
-    history_rows = _history_column(item_rows.numpy(), user_rows.numpy(), opts.history_length)
+    # feature -> token per catalogue row [I]
+    history_tokens = _history_token_maps(item_id_idx, features, tokens)
+    history_rows = _history_column(item_rows.numpy(), user_rows.numpy(), data.history_length)
     example_columns = {k: c.select(user_rows) for k, c in user_columns.items()}
-    for name, tokens in history_tokens.items():
-        example_columns[name] = _map_values(history_rows, tokens)
+    for name, token_map in history_tokens.items():
+        example_columns[name] = _map_values(history_rows, token_map)
     example_columns.update({k: c.select(item_rows) for k, c in item_columns.items()})
 
     # Dense features: log-activity of the user and log-popularity of the item, from train only.
@@ -337,13 +330,13 @@ def build_dataset(raw: RawData, opts: DatasetOptions) -> RecDataset:
     item_pop = item_pop / item_pop.max().clamp(min=1.0)  # [I] in [0, 1]
     user_act = torch.log1p(user_train_counts.float())
     user_act = user_act / user_act.max().clamp(min=1.0)  # [U] in [0, 1]
-    item_dense = item_pop[:, None] if opts.use_item_popularity else torch.zeros(len(items), 0)
+    item_dense = item_pop[:, None] if features.use_item_popularity else torch.zeros(len(items), 0)
     dense = torch.cat([user_act[user_rows, None], item_dense[item_rows]], dim=1)  # [N, 1 or 2]
     labels = torch.from_numpy(
-        (inter["rating"].to_numpy() >= opts.positive_rating).astype(np.float32)
+        (inter["rating"].to_numpy() >= data.positive_rating).astype(np.float32)
     )
 
-    spec = _build_spec(vocabs, example_columns, opts)
+    spec = _build_spec(vocabs, example_columns, features, tokens)
     splits = {}
     for code, name in SPLIT_NAMES.items():
         rows = torch.from_numpy(np.flatnonzero(split == code))
@@ -359,10 +352,10 @@ def build_dataset(raw: RawData, opts: DatasetOptions) -> RecDataset:
         # the last `history_length` items of each user over all splits: their state "now"
         last_row = torch.zeros(len(user_ids), dtype=torch.int64)
         last_row.scatter_reduce_(0, user_rows, torch.arange(len(user_rows)), reduce="amax")
-        lengths = torch.clamp(history_rows.lengths[last_row] + 1, max=opts.history_length)
+        lengths = torch.clamp(history_rows.lengths[last_row] + 1, max=data.history_length)
         now_rows = _tail(_append_last_item(history_rows, last_row, item_rows.numpy()), lengths)
-        for name, tokens in history_tokens.items():
-            users_now[name] = _map_values(now_rows, tokens)
+        for name, token_map in history_tokens.items():
+            users_now[name] = _map_values(now_rows, token_map)
     train_rows = torch.from_numpy(np.flatnonzero(train))
     order = torch.argsort(user_rows[train_rows], stable=True)
     train_lengths = torch.bincount(user_rows[train_rows], minlength=len(user_ids))
@@ -371,7 +364,7 @@ def build_dataset(raw: RawData, opts: DatasetOptions) -> RecDataset:
         dense=user_act[:, None],  # [U, 1]
         train_items=JaggedColumn.from_lengths(train_lengths, item_rows[train_rows][order]),
     )
-    texts = item_texts(items, opts.item_text_columns)
+    texts = item_texts(items, data.item_text_columns)
     catalogue = ItemCatalogue(
         item_ids=list(items["item_id"]),
         texts=texts,
@@ -407,16 +400,18 @@ def _append_last_item(
     return JaggedColumn.from_lengths(out_lengths, out)
 
 
-def _history_token_maps(item_id_idx: np.ndarray, opts: DatasetOptions) -> dict[str, torch.Tensor]:
+def _history_token_maps(
+    item_id_idx: np.ndarray, features: FeatureConfig, tokens: ItemTokens
+) -> dict[str, torch.Tensor]:
     """History feature name -> the token each catalogue row contributes to it."""
-    if not opts.use_history:
+    if not features.use_history:
         return {}
     maps = {}
-    if opts.use_item_id:
+    if features.use_item_id:
         maps["user_history"] = torch.from_numpy(item_id_idx)
-    if opts.token_history:
-        for name, (tokens, _) in opts.item_token_features.items():
-            maps[f"user_history_{name}"] = torch.as_tensor(tokens, dtype=torch.int64)
+    if tokens.history:
+        for name, (ids, _) in tokens.features.items():
+            maps[f"user_history_{name}"] = torch.as_tensor(ids, dtype=torch.int64)
     return maps
 
 
@@ -442,12 +437,15 @@ def item_texts(items: pd.DataFrame, columns: list[str]) -> list[str]:
 
 
 def _build_spec(
-    vocabs: dict[str, Vocabulary], columns: dict[str, JaggedColumn], opts: DatasetOptions
+    vocabs: dict[str, Vocabulary],
+    columns: dict[str, JaggedColumn],
+    features: FeatureConfig,
+    tokens: ItemTokens,
 ) -> FeatureSpec:
     """One SparseFeature per column. History features share their item-side table:
     ``user_history`` reads ``t_item_id``; ``user_history_<tok>`` and ``item_<tok>`` read
     ``t_<tok>`` for each extra item token feature (e.g. semantic IDs)."""
-    token_rows = {name: rows for name, (_, rows) in opts.item_token_features.items()}
+    token_rows = {name: rows for name, (_, rows) in tokens.features.items()}
 
     def table_of(name: str) -> tuple[str, int]:
         if name == "user_history":
@@ -469,12 +467,12 @@ def _build_spec(
                 name=name,
                 table=table,
                 num_embeddings=table_of(name)[1],
-                embedding_dim=opts.embedding_dim,
-                pooling=opts.pooling if shared or not single else "sum",
+                embedding_dim=features.embedding_dim,
+                pooling=features.history_pooling if shared or not single else "sum",
                 tower=ITEM if name.startswith("item_") else USER,
             )
         )
     dense = (DenseFeature("user_log_activity", USER),)
-    if opts.use_item_popularity:
+    if features.use_item_popularity:
         dense += (DenseFeature("item_log_popularity", ITEM),)
     return FeatureSpec(sparse=tuple(sparse), dense=dense)

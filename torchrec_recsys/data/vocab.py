@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from torchrec_recsys.files import atomic_write_text
+
 OOV_INDEX = 0
 
 
@@ -45,9 +47,7 @@ class Vocabulary:
 
 def save_vocabularies(path: Path, vocabs: dict[str, Vocabulary]) -> None:
     """Write every vocabulary to one JSON file (atomically)."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({k: v.to_dict() for k, v in vocabs.items()}))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps({k: v.to_dict() for k, v in vocabs.items()}))
 
 
 def load_vocabularies(path: Path) -> dict[str, Vocabulary]:

@@ -1,7 +1,7 @@
 """Planner -> DistributedModelParallel -> fused sparse + dense optimizers.
 
     model built on meta ──apply_optimizer_in_backward(sparse opt, table weights)──┐
-    FeatureSpec tables + ShardingOptions ──> ParameterConstraints ──> planner ──> plan
+    FeatureSpec tables + ShardingConfig ──> ParameterConstraints ──> planner ──> plan
     DMP(model, plan, sharders) ──> CombinedOptimizer([dmp.fused_optimizer, dense optimizer])
 
 The sparse optimizer runs inside the backward pass (fbgemm's fused kernels update the rows
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -35,19 +34,18 @@ from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 
+from torchrec_recsys.config import OptimizerConfig, ShardingConfig
 from torchrec_recsys.distributed.env import DistContext
 from torchrec_recsys.errors import ConfigError
 
-SPARSE_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+OPTIMIZER_CLASSES: dict[str, type[torch.optim.Optimizer]] = {
     "sgd": torch.optim.SGD,
     "adagrad": torch.optim.Adagrad,
     "rowwise_adagrad": RowWiseAdagrad,
-}
-DENSE_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
-    "sgd": torch.optim.SGD,
-    "adagrad": torch.optim.Adagrad,
     "adam": torch.optim.Adam,
 }
+"""Optimizer name -> class. Which names are valid as sparse (fused) or dense optimizers is
+``config.SPARSE_OPTIMIZERS`` / ``config.DENSE_OPTIMIZERS``, checked by ``validate_config``."""
 
 
 class AnyDeviceEBCSharder(EmbeddingBagCollectionSharder):
@@ -64,21 +62,12 @@ class AnyDeviceEBCSharder(EmbeddingBagCollectionSharder):
         return super().sharding_types(compute_device_type)
 
 
-@dataclass(frozen=True)
-class ShardingOptions:
-    """Typed sharding choices (built from the ``[sharding]`` config section)."""
-
-    default: str = "table_wise"
-    per_table: dict[str, str] = field(default_factory=dict)
-    memory_budget_mb: float = 0.0
-
-
 def sharders() -> list[ModuleSharder[nn.Module]]:
     return [AnyDeviceEBCSharder()]
 
 
 def sharding_constraints(
-    tables: Iterable[str], options: ShardingOptions
+    tables: Iterable[str], options: ShardingConfig
 ) -> dict[str, ParameterConstraints]:
     """One constraint per table: its sharding type and the kernel that type needs."""
     tables = list(tables)
@@ -104,7 +93,7 @@ def sharding_constraints(
 def plan_sharding(
     model: nn.Module,
     tables: Iterable[str],
-    options: ShardingOptions,
+    options: ShardingConfig,
     ctx: DistContext,
     batch_size: int,
 ) -> ShardingPlan:
@@ -154,24 +143,14 @@ def fuse_sparse_optimizer(model: nn.Module, name: str, lr: float) -> None:
     kwargs = {"lr": lr}
     if name == "adagrad":
         kwargs["eps"] = 1e-8
-    apply_optimizer_in_backward(SPARSE_OPTIMIZERS[name], params, kwargs)
-
-
-@dataclass(frozen=True)
-class OptimizerOptions:
-    """Typed optimizer choices (built from the ``[optimizer]`` config section)."""
-
-    sparse: str = "rowwise_adagrad"
-    sparse_lr: float = 0.05
-    dense: str = "adam"
-    dense_lr: float = 1e-3
+    apply_optimizer_in_backward(OPTIMIZER_CLASSES[name], params, kwargs)
 
 
 def shard_model(
     model: nn.Module,
     tables: Iterable[str],
-    sharding: ShardingOptions,
-    optim: OptimizerOptions,
+    sharding: ShardingConfig,
+    optim: OptimizerConfig,
     ctx: DistContext,
     batch_size: int,
 ) -> tuple[DistributedModelParallel, CombinedOptimizer]:
@@ -183,6 +162,6 @@ def shard_model(
     plan = plan_sharding(model, tables, sharding, ctx, batch_size)
     dmp = DistributedModelParallel(module=model, device=ctx.device, plan=plan, sharders=sharders())
     dense_params = dict(in_backward_optimizer_filter(dmp.named_parameters()))
-    dense_cls = DENSE_OPTIMIZERS[optim.dense]
+    dense_cls = OPTIMIZER_CLASSES[optim.dense]
     dense = KeyedOptimizerWrapper(dense_params, lambda ps: dense_cls(ps, lr=optim.dense_lr))
     return dmp, CombinedOptimizer([dmp.fused_optimizer, dense])

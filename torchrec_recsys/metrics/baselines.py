@@ -8,22 +8,10 @@
 from __future__ import annotations
 
 import torch
-from torchrec.metrics.auc import compute_auc
 
 from torchrec_recsys.data.dataset import RecDataset
+from torchrec_recsys.metrics.ranking import auc
 from torchrec_recsys.metrics.retrieval import recall_ndcg, target_ranks
-
-
-def auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
-    """ROC AUC of ``scores`` [N] against binary ``labels`` [N] (torchrec.metrics)."""
-    return float(
-        compute_auc(
-            1,
-            [scores.double()[None]],
-            [labels.double()[None]],
-            [torch.ones_like(labels, dtype=torch.double)[None]],
-        )
-    )
 
 
 def baseline_aucs(data: RecDataset, split: str = "test") -> dict[str, float]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from torchrec.metrics.auc import AUCMetric
+from torchrec.metrics.auc import AUCMetric, compute_auc
 from torchrec.metrics.metrics_config import RecTaskInfo
 from torchrec.metrics.ne import NEMetric
 
@@ -55,3 +55,15 @@ class RankingMetrics:
     def reset(self) -> None:
         for metric in self._metrics:
             metric.reset()
+
+
+def auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """ROC AUC of ``scores`` [N] against binary ``labels`` [N] (torchrec.metrics)."""
+    return float(
+        compute_auc(
+            1,
+            [scores.double()[None]],
+            [labels.double()[None]],
+            [torch.ones_like(labels, dtype=torch.double)[None]],
+        )
+    )

@@ -1,17 +1,12 @@
-"""DLRM ranker: TorchRec's ``DLRM`` over the FeatureSpec's tables, plus its loss wrapper."""
+"""DLRM ranker: TorchRec's ``DLRM`` over the FeatureSpec's tables (loss: ``tasks.RankingTask``)."""
 
 from __future__ import annotations
 
 import torch
-from torch import nn
 from torchrec.models.dlrm import DLRM
 
-from torchrec_recsys.data.batch import Batch
 from torchrec_recsys.data.features import FeatureSpec
 from torchrec_recsys.models.embeddings import build_ebc
-
-# (loss, (detached loss, logits [B], labels [B], weights [B]))
-TaskOutput = tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
 def build_dlrm(
@@ -30,23 +25,3 @@ def build_dlrm(
         over_arch_layer_sizes=over_arch_layers,
         dense_device=torch.device(dense_device),
     )
-
-
-class RankingTask(nn.Module):
-    """Binary cross-entropy on a ranker's logit, weighted by ``batch.weights``.
-
-    Follows TorchRec's ``*Train`` convention: ``forward`` returns
-    ``(loss, (loss.detach(), logits.detach(), labels.detach(), weights))``.
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, batch: Batch) -> TaskOutput:
-        logits = self.model(batch.dense_features, batch.sparse_features).squeeze(-1)  # [B]
-        per_example = nn.functional.binary_cross_entropy_with_logits(
-            logits, batch.labels, reduction="none"
-        )  # [B]
-        loss = (per_example * batch.weights).sum() / batch.weights.sum().clamp(min=1.0)
-        return loss, (loss.detach(), logits.detach(), batch.labels.detach(), batch.weights)

@@ -6,7 +6,7 @@
 
 One EBC serves both towers, so a table shared across towers (``t_item_id`` is read by the
 item's ``item_id`` and the user's ``user_history``) is one sharded table. The loss is an
-in-batch sampled softmax with the log-Q correction for popularity-biased negatives.
+in-batch sampled softmax with the log-Q correction (``tasks.RetrievalTask``).
 """
 
 from __future__ import annotations
@@ -16,9 +16,7 @@ from torch import nn
 from torchrec.modules.mlp import MLP
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from torchrec_recsys.data.batch import Batch
 from torchrec_recsys.data.features import ITEM, USER, FeatureSpec
-from torchrec_recsys.models.dlrm import TaskOutput
 from torchrec_recsys.models.embeddings import build_ebc
 
 
@@ -74,36 +72,6 @@ class TwoTower(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         pooled = self.ebc(sparse).to_dict()  # key -> [B, D]; never index a KeyedTensor by position
         return self.query_tower(pooled, dense), self.candidate_tower(pooled, dense)
-
-
-class RetrievalTask(nn.Module):
-    """In-batch sampled softmax with log-Q correction and temperature.
-
-    For a batch of B (user, item) pairs the logits are ``q_i . v_j / temperature - log Q(j)``
-    [B, B], where ``Q(j)`` is item j's share of training interactions (the probability it
-    appears as an in-batch negative); the target of row i is column i. Columns holding the
-    same item as row i's positive are masked (they are not negatives). Rows are weighted by
-    ``batch.weights``.
-    """
-
-    def __init__(self, model: TwoTower, item_log_q: torch.Tensor, temperature: float) -> None:
-        super().__init__()
-        self.model = model
-        self.temperature = temperature
-        self.register_buffer("item_log_q", item_log_q, persistent=False)  # [I]
-
-    def forward(self, batch: Batch) -> TaskOutput:
-        query, item = self.model(batch.dense_features, batch.sparse_features)  # [B, D] each
-        logits = query @ item.T / self.temperature  # [B, B]
-        logits = logits - self.item_log_q[batch.item_rows][None, :]  # log-Q correction
-        same_item = batch.item_rows[:, None] == batch.item_rows[None, :]  # [B, B]
-        not_target = ~torch.eye(len(logits), dtype=torch.bool, device=logits.device)
-        logits = logits.masked_fill(same_item & not_target, float("-inf"))
-        targets = torch.arange(len(logits), device=logits.device)
-        per_row = nn.functional.cross_entropy(logits, targets, reduction="none")  # [B]
-        loss = (per_row * batch.weights).sum() / batch.weights.sum().clamp(min=1.0)
-        positive_score = logits.diagonal().detach()  # [B]
-        return loss, (loss.detach(), positive_score, batch.labels.detach(), batch.weights)
 
 
 def item_log_q(train_counts: torch.Tensor) -> torch.Tensor:

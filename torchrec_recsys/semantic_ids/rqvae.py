@@ -20,13 +20,13 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Self
 
-import faiss
 import numpy as np
 import torch
 from torch import nn
 
 from torchrec_recsys.errors import ConfigError, DataError
 from torchrec_recsys.semantic_ids.base import as_embeddings, check_levels
+from torchrec_recsys.semantic_ids.kmeans import kmeans
 
 OPTIMIZERS = ("adam", "adagrad")
 _RESET_SAMPLE = 65_536  # residual rows drawn for dead-code re-seeding on huge catalogues
@@ -233,23 +233,6 @@ class EpochStats:
     quant_loss: float
     dead_codes_reset: int
     """Codes re-seeded after this epoch, summed over levels."""
-
-
-def kmeans(points: np.ndarray, k: int, *, iters: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """faiss k-means: points [N, D] float32 -> centroids [k, D] float32, assignment [N] int64."""
-    points = np.ascontiguousarray(points, dtype=np.float32)
-    km = faiss.Kmeans(
-        points.shape[1],
-        k,
-        niter=iters,
-        seed=seed,
-        verbose=False,
-        min_points_per_centroid=1,  # small catalogues: no "please provide more points" warning
-        max_points_per_centroid=max(256, -(-points.shape[0] // k)),  # no silent subsampling
-    )
-    km.train(points)
-    _, assign = km.index.search(points, 1)  # [N, 1]
-    return km.centroids.copy(), assign[:, 0].astype(np.int64)
 
 
 class RQVAE:
@@ -474,6 +457,5 @@ __all__ = [
     "RQVAEModule",
     "RQVAEOutput",
     "TIGER_CONFIG",
-    "kmeans",
     "nearest_code",
 ]

@@ -17,10 +17,7 @@ afterwards, so readers see either the old or the new table, never a half-written
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import shutil
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +27,7 @@ import numpy as np
 import torch
 
 from torchrec_recsys.errors import DataError
+from torchrec_recsys.files import atomic_directory
 from torchrec_recsys.semantic_ids.base import check_codes
 
 FORMAT_VERSION = 1
@@ -90,23 +88,8 @@ def _write_folder(tmp: Path, table: SIDTable) -> None:
 def save_sid_table(folder: str | Path, table: SIDTable) -> Path:
     """Write ``table`` to ``folder`` atomically (see module docstring); returns the folder."""
     target = Path(folder).resolve()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
-    old: Path | None = None
-    try:
-        _write_folder(tmp, table)
-        if target.exists():
-            old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
-            os.replace(target, old / "table")
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and not target.exists():
-            os.replace(old / "table", target)  # put the previous table back
-        raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+    with atomic_directory(target) as staging:
+        _write_folder(staging, table)
     return target
 
 

@@ -18,11 +18,12 @@ from typing import Any
 
 import torch
 
+from torchrec_recsys.app.trained import load_trained
 from torchrec_recsys.distributed.env import init_distributed, shutdown_distributed
-from torchrec_recsys.export.recommend import predict
-from torchrec_recsys.export.trained import load_trained
-from torchrec_recsys.metrics.baselines import auc
+from torchrec_recsys.files import atomic_write_text
+from torchrec_recsys.metrics.ranking import auc
 from torchrec_recsys.metrics.retrieval import recall_ndcg, target_ranks
+from torchrec_recsys.retrieval.predict import predict
 
 VARIANTS: dict[str, list[str]] = {
     "ID only": ["--semantic_ids.enabled=false"],
@@ -100,7 +101,7 @@ def markdown_table(
 
 
 def main(argv: list[str]) -> None:
-    from torchrec_recsys.train.main import main as train_main  # deferred: heavy imports
+    from torchrec_recsys.app.train import main as train_main  # deferred: heavy imports
 
     parser = argparse.ArgumentParser(
         prog="torchrec_recsys ablation",
@@ -148,7 +149,7 @@ def main(argv: list[str]) -> None:
     table = markdown_table(results, tuple(args.ks))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(table + "\n")
-    out.with_suffix(".json").write_text(json.dumps(results, indent=2))
+    atomic_write_text(out, table + "\n")
+    atomic_write_text(out.with_suffix(".json"), json.dumps(results, indent=2))
     print(table)
     print(f"wrote {out} and {out.with_suffix('.json')}")

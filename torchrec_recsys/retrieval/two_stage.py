@@ -3,7 +3,7 @@
     user -> query tower -> FAISS search (K candidates, training items excluded)
          -> DLRM scores (user, candidate) pairs -> top N by DLRM score
 
-Both models are plain CPU modules loaded by :func:`torchrec_recsys.export.trained.load_trained`.
+Both models are plain CPU task modules (``app.trained.load_trained`` loads them).
 An unknown user gets a cold-start query built from features only (OOV id, no attributes,
 optionally a history given by the caller), and the result says so.
 """
@@ -16,9 +16,9 @@ import torch
 
 from torchrec_recsys.data.dataset import ExampleTable, RecDataset
 from torchrec_recsys.errors import UserError
-from torchrec_recsys.export.faiss_index import LoadedIndex, search
-from torchrec_recsys.export.trained import TrainedModel, predict
 from torchrec_recsys.metrics.retrieval import recall_ndcg
+from torchrec_recsys.retrieval.faiss_index import LoadedIndex, search
+from torchrec_recsys.retrieval.predict import TrainedTask, predict
 
 
 @dataclass
@@ -46,8 +46,8 @@ def user_query_table(
 
 
 def recommend(
-    retriever: TrainedModel,
-    ranker: TrainedModel,
+    retriever: TrainedTask,
+    ranker: TrainedTask,
     index: LoadedIndex,
     user_id: str,
     k: int = 10,
@@ -93,8 +93,8 @@ def recommend(
 
 
 def evaluate_two_stage(
-    retriever: TrainedModel,
-    ranker: TrainedModel,
+    retriever: TrainedTask,
+    ranker: TrainedTask,
     split: str = "test",
     candidates: int = 100,
     k: int = 10,

@@ -31,8 +31,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +41,7 @@ import faiss
 import numpy as np
 
 from torchrec_recsys.errors import DataError, UserError
+from torchrec_recsys.files import atomic_directory, fsync_path
 
 IndexKind = Literal["flat", "ivf", "hnsw"]
 Metric = Literal["inner_product", "cosine"]
@@ -262,9 +261,7 @@ def save_index(
             f"index metadata is not JSON-serialisable ({exc}); expected plain values"
         ) from exc
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
-    try:
+    with atomic_directory(folder) as tmp:
         faiss.write_index(index, str(tmp / INDEX_FILE))
         meta = {
             "format_version": FORMAT_VERSION,
@@ -282,20 +279,7 @@ def save_index(
         }
         _write_json(tmp / ITEM_IDS_FILE, ids)
         _write_json(tmp / METADATA_FILE, meta)
-        _fsync_path(tmp / INDEX_FILE)
-        _fsync_path(tmp)
-        if folder.exists():
-            # os.replace cannot replace a non-empty folder: move the old one aside first.
-            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
-            os.replace(folder, old / folder.name)
-            os.replace(tmp, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, folder)
-        _fsync_path(folder.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        fsync_path(tmp / INDEX_FILE)
     return folder
 
 
@@ -586,17 +570,3 @@ def _read_json(path: Path) -> Any:
             return json.load(handle)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{str(path)!r} is not valid JSON ({exc})") from exc
-
-
-def _fsync_path(path: Path) -> None:
-    """fsync a file or folder so the rename is durable (best effort on odd file systems)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -4,24 +4,26 @@ from __future__ import annotations
 
 import numpy as np
 from torch import nn
+from torchrec.distributed.model_parallel import DistributedModelParallel
+from torchrec.optim.keyed import CombinedOptimizer
 
 from torchrec_recsys.config import ExperimentConfig
-from torchrec_recsys.data.dataset import DatasetOptions, RecDataset, build_dataset, item_texts
+from torchrec_recsys.data.dataset import ItemTokens, RecDataset, build_dataset, item_texts
 from torchrec_recsys.data.movielens import load_movielens_100k
 from torchrec_recsys.data.readers import RawData, read_files
 from torchrec_recsys.distributed.env import DistContext
-from torchrec_recsys.distributed.sharding import OptimizerOptions, ShardingOptions
+from torchrec_recsys.distributed.sharding import shard_model
 from torchrec_recsys.metrics.baselines import baseline_aucs, popularity_retrieval
-from torchrec_recsys.models.dlrm import RankingTask, build_dlrm
-from torchrec_recsys.models.two_tower import RetrievalTask, TwoTower, item_log_q
+from torchrec_recsys.models.dlrm import build_dlrm
+from torchrec_recsys.models.tasks import RankingTask, RetrievalTask
+from torchrec_recsys.models.two_tower import TwoTower, item_log_q
 from torchrec_recsys.semantic_ids.features import (
-    SIDSettings,
     cached_sid_table,
     sid_item_features,
 )
 from torchrec_recsys.semantic_ids.store import SIDTable, load_sid_table
-from torchrec_recsys.train.evaluation import RankingEvaluator, RetrievalEvaluator
-from torchrec_recsys.train.trainer import Evaluator, LoopOptions
+from torchrec_recsys.training.evaluation import RankingEvaluator, RetrievalEvaluator
+from torchrec_recsys.training.trainer import Evaluator
 
 
 def build_raw_data(cfg: ExperimentConfig) -> RawData:
@@ -37,38 +39,12 @@ def build_raw_data(cfg: ExperimentConfig) -> RawData:
     )
 
 
-def dataset_options(cfg: ExperimentConfig) -> DatasetOptions:
-    d, f = cfg.data, cfg.features
-    return DatasetOptions(
-        item_categorical_columns=d.item_categorical_columns,
-        user_categorical_columns=d.user_categorical_columns,
-        multi_value_separator=d.multi_value_separator,
-        positive_rating=d.positive_rating,
-        split=d.split,
-        val_per_user=d.val_per_user,
-        test_per_user=d.test_per_user,
-        random_val_fraction=d.random_val_fraction,
-        random_test_fraction=d.random_test_fraction,
-        split_seed=d.split_seed,
-        history_length=d.history_length,
-        embedding_dim=f.embedding_dim,
-        pooling=f.history_pooling,
-        use_user_id=f.use_user_id,
-        use_item_id=f.use_item_id,
-        use_history=f.use_history,
-        use_item_popularity=f.use_item_popularity,
-        item_text_columns=d.item_text_columns,
-        cold_item_fraction=d.cold_item_fraction,
-        token_history=cfg.semantic_ids.history,
-    )
-
-
 def build_data(cfg: ExperimentConfig) -> RecDataset:
     raw = build_raw_data(cfg)
-    opts = dataset_options(cfg)
+    tokens = ItemTokens(history=cfg.semantic_ids.history)
     if cfg.semantic_ids.enabled:
-        opts.item_token_features = build_sid_features(cfg, raw)
-    return build_dataset(raw, opts)
+        tokens.features = build_sid_features(cfg, raw)
+    return build_dataset(raw, cfg.data, cfg.features, tokens)
 
 
 def build_sid_table(cfg: ExperimentConfig, raw: RawData) -> SIDTable:
@@ -79,14 +55,7 @@ def build_sid_table(cfg: ExperimentConfig, raw: RawData) -> SIDTable:
     items = raw.items
     texts = item_texts(items, cfg.data.item_text_columns)
     genres = list(items["genres"]) if "genres" in items.columns else None
-    return cached_sid_table(list(items["item_id"]), texts, genres, sid_settings(cfg))
-
-
-def sid_settings(cfg: ExperimentConfig) -> SIDSettings:
-    s = cfg.semantic_ids
-    return SIDSettings(
-        s.method, s.levels, s.codebook_size, s.epochs, s.encoder_dir or None, s.cache_dir
-    )
+    return cached_sid_table(list(items["item_id"]), texts, genres, cfg.semantic_ids)
 
 
 def build_sid_features(cfg: ExperimentConfig, raw: RawData) -> dict[str, tuple[np.ndarray, int]]:
@@ -141,30 +110,15 @@ def baselines(cfg: ExperimentConfig, data: RecDataset) -> dict[str, dict[str, fl
     return dict(baseline_aucs(data, "test"))
 
 
-def sharding_options(cfg: ExperimentConfig) -> ShardingOptions:
-    s = cfg.sharding
-    return ShardingOptions(
-        default=s.default, per_table=dict(s.per_table), memory_budget_mb=s.memory_budget_mb
-    )
-
-
-def optimizer_options(cfg: ExperimentConfig) -> OptimizerOptions:
-    o = cfg.optimizer
-    return OptimizerOptions(
-        sparse=o.sparse, sparse_lr=o.sparse_lr, dense=o.dense, dense_lr=o.dense_lr
-    )
-
-
-def loop_options(cfg: ExperimentConfig) -> LoopOptions:
-    t = cfg.train
-    return LoopOptions(
-        epochs=t.epochs,
-        batch_size=t.batch_size,
-        seed=t.seed,
-        log_every=t.log_every,
-        max_steps_per_epoch=t.max_steps_per_epoch,
-        progress_bar=t.progress_bar,
-        profile=t.profile,
-        keep_last_checkpoints=t.keep_last_checkpoints,
-        checkpoint_every_steps=t.checkpoint_every_steps,
+def build_sharded(
+    cfg: ExperimentConfig, data: RecDataset, ctx: DistContext
+) -> tuple[DistributedModelParallel, CombinedOptimizer]:
+    """The one build-plan-shard sequence: task on ``meta`` -> planner -> DMP + optimizers."""
+    return shard_model(
+        build_task(cfg, data, dense_device=str(ctx.device)),
+        data.spec.table_names(),
+        cfg.sharding,
+        cfg.optimizer,
+        ctx,
+        batch_size=cfg.train.batch_size,
     )

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from conftest import tiny_overrides
 
-from torchrec_recsys.metrics.profiler import maybe_enable_profiling
-from torchrec_recsys.train.main import main
+from torchrec_recsys.app.train import main
+from torchrec_recsys.observability.profiler import maybe_enable_profiling
 
 
 def test_profiling_off_is_a_no_op(tmp_path: Path) -> None:

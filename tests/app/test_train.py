@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from conftest import tiny_overrides
 
+from torchrec_recsys.app.train import main
 from torchrec_recsys.cli import main as cli_main
 from torchrec_recsys.errors import ConfigError, UserError
-from torchrec_recsys.train.checkpoint import latest_checkpoint
-from torchrec_recsys.train.main import main
+from torchrec_recsys.training.checkpoint_io import latest_checkpoint
 
 
 @pytest.mark.slow

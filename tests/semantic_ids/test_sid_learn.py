@@ -7,7 +7,7 @@ import pytest
 from sid_testdata import clustered_embeddings, one_torch_thread  # noqa: F401 (autouse)
 
 from torchrec_recsys.errors import ConfigError, DataError
-from torchrec_recsys.semantic_ids.pipeline import (
+from torchrec_recsys.semantic_ids.learn import (
     item_token_features,
     learn_semantic_ids,
     make_quantizer,

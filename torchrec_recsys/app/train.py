@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from torchrec_recsys.app import builders
 from torchrec_recsys.config import (
     MODELS,
     RUN_CONFIG_FILE,
@@ -35,11 +36,11 @@ from torchrec_recsys.config import (
     load_config,
 )
 from torchrec_recsys.distributed.env import DistContext, init_distributed, shutdown_distributed
-from torchrec_recsys.distributed.sharding import shard_model
 from torchrec_recsys.errors import UserError
-from torchrec_recsys.train import builders
-from torchrec_recsys.train.checkpoint import TrainerState, latest_checkpoint, load_checkpoint
-from torchrec_recsys.train.trainer import Trainer
+from torchrec_recsys.files import atomic_write_text
+from torchrec_recsys.training.checkpoint_io import latest_checkpoint, load_checkpoint
+from torchrec_recsys.training.state import TrainerState
+from torchrec_recsys.training.trainer import Trainer
 
 SUMMARY_FILE = "summary.json"
 FAULT_STEP_ENV = "TORCHREC_RECSYS_FAULT_AT_STEP"
@@ -205,16 +206,8 @@ def run(
     data = builders.build_data(cfg)
     if ctx.is_main:
         data.save_metadata(run_dir)
-        (run_dir / RUN_CONFIG_FILE).write_text(json.dumps(config_to_dict(cfg), indent=2))
-    task = builders.build_task(cfg, data, dense_device=str(ctx.device))
-    model, optimizer = shard_model(
-        task,
-        data.spec.table_names(),
-        builders.sharding_options(cfg),
-        builders.optimizer_options(cfg),
-        ctx,
-        batch_size=cfg.train.batch_size,
-    )
+        atomic_write_text(run_dir / RUN_CONFIG_FILE, json.dumps(config_to_dict(cfg), indent=2))
+    model, optimizer = builders.build_sharded(cfg, data, ctx)
     state = TrainerState()
     if checkpoint is not None:
         state = load_checkpoint(checkpoint, model, optimizer, restore_rng=True)
@@ -232,7 +225,7 @@ def run(
         data,
         ctx,
         run_dir,
-        builders.loop_options(cfg),
+        cfg.train,
         evaluator,
         on_step=fault_injection_hook(run_dir, ctx.rank),
     )
@@ -260,9 +253,7 @@ def run(
     }
     if ctx.is_main:
         path = run_dir / SUMMARY_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(summary, indent=2))
-        tmp.replace(path)
+        atomic_write_text(path, json.dumps(summary, indent=2))
         metrics = " ".join(f"{k}={v:.4f}" for k, v in test.items())
         print(f"test {metrics}; summary: {path}", flush=True)
     return summary

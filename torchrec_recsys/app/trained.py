@@ -12,19 +12,17 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch import nn
 
+from torchrec_recsys.app import builders
 from torchrec_recsys.config import RUN_CONFIG_FILE, ExperimentConfig, config_from_dict
-from torchrec_recsys.data.dataset import ExampleTable, RecDataset
-from torchrec_recsys.data.loader import ShardInfo, eval_batches
+from torchrec_recsys.data.dataset import RecDataset
 from torchrec_recsys.data.vocab import load_vocabularies
 from torchrec_recsys.distributed.env import DistContext
-from torchrec_recsys.distributed.sharding import shard_model
 from torchrec_recsys.distributed.state import gather_full_state
 from torchrec_recsys.errors import DataError, UserError
-from torchrec_recsys.train import builders
-from torchrec_recsys.train.checkpoint import TrainerState, latest_checkpoint, load_checkpoint
+from torchrec_recsys.training.checkpoint_io import latest_checkpoint, load_checkpoint
+from torchrec_recsys.training.state import TrainerState
 
 
 @dataclass
@@ -69,14 +67,7 @@ def load_trained(
     checkpoint = latest_checkpoint(run_dir)
     if checkpoint is None:
         raise UserError(f"run directory {str(run_dir)!r} has no complete checkpoint")
-    sharded, optimizer = shard_model(
-        builders.build_task(cfg, data, dense_device=str(ctx.device)),
-        data.spec.table_names(),
-        builders.sharding_options(cfg),
-        builders.optimizer_options(cfg),
-        ctx,
-        batch_size=cfg.train.batch_size,
-    )
+    sharded, optimizer = builders.build_sharded(cfg, data, ctx)
     state = load_checkpoint(checkpoint, sharded, optimizer)
     full = gather_full_state(sharded)
     task = None
@@ -86,24 +77,3 @@ def load_trained(
         task.load_state_dict({k.removeprefix(prefix): v for k, v in full.items()})
         task.eval()
     return TrainedModel(cfg=cfg, data=data, task=task, checkpoint=checkpoint, state=state)
-
-
-@torch.no_grad()
-def predict(
-    task: torch.nn.Module, table: ExampleTable, data: RecDataset, output: str
-) -> torch.Tensor:
-    """Query embeddings [N, D], item embeddings [N, D] or ranker probabilities [N] of every
-    row of ``table`` (``output`` = ``query``, ``item`` or ``ranking``), with a plain task."""
-    out = []
-    for batch in eval_batches(table, data.spec, 4096, ShardInfo()):
-        if output == "ranking":
-            out.append(torch.sigmoid(task.model(batch.dense_features, batch.sparse_features)[:, 0]))
-        else:
-            query, item = task.model(batch.dense_features, batch.sparse_features)
-            out.append(query if output == "query" else item)
-    return torch.cat(out)[: len(table)]
-
-
-def item_embeddings(task: nn.Module, data: RecDataset) -> torch.Tensor:
-    """Candidate-tower embeddings of every catalogue item with a plain two-tower task. [I, D]"""
-    return predict(task, data.catalogue_table(), data, "item")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from torchrec_recsys.errors import DataError, UserError
-from torchrec_recsys.export.faiss_index import (
+from torchrec_recsys.retrieval.faiss_index import (
     INDEX_FILE,
     ITEM_IDS_FILE,
     METADATA_FILE,

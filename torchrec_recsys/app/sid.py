@@ -8,6 +8,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from torchrec_recsys.app.builders import build_raw_data
 from torchrec_recsys.config import load_config
 from torchrec_recsys.data.dataset import item_texts
 from torchrec_recsys.errors import UserError
@@ -17,8 +18,6 @@ from torchrec_recsys.semantic_ids.store import load_sid_table, save_sid_table
 
 
 def build_main(argv: list[str]) -> None:
-    from torchrec_recsys.train.builders import build_raw_data, sid_settings  # heavy imports
-
     parser = argparse.ArgumentParser(
         prog="torchrec_recsys sid build",
         description="Encode item text, learn semantic IDs, save the table and its quality report.",
@@ -35,7 +34,7 @@ def build_main(argv: list[str]) -> None:
     texts = item_texts(raw.items, cfg.data.item_text_columns)
     genres = list(raw.items["genres"]) if "genres" in raw.items.columns else None
     start = time.perf_counter()
-    defaults = sid_settings(cfg)
+    defaults = cfg.semantic_ids
     settings = replace(
         defaults,
         method=args.method or defaults.method,

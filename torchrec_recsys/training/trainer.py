@@ -24,40 +24,21 @@ from torch import nn
 from torch.optim import Optimizer
 from tqdm import tqdm
 
+from torchrec_recsys.config import TrainConfig
 from torchrec_recsys.data.dataset import RecDataset
 from torchrec_recsys.data.loader import ShardInfo, num_train_steps, train_batches
 from torchrec_recsys.distributed.env import DistContext
-from torchrec_recsys.errors import ConfigError, UserError
-from torchrec_recsys.metrics.profiler import maybe_enable_profiling
-from torchrec_recsys.metrics.tensorboard import ScalarLogger
-from torchrec_recsys.train.checkpoint import TrainerState, save_checkpoint
+from torchrec_recsys.errors import UserError
+from torchrec_recsys.observability.profiler import maybe_enable_profiling
+from torchrec_recsys.observability.tensorboard import ScalarLogger
+from torchrec_recsys.training.checkpoint_io import save_checkpoint
+from torchrec_recsys.training.state import TrainerState
 
 
 class Evaluator(Protocol):
     """Scores a split with the current model; every rank calls it, all get the same dict."""
 
     def __call__(self, model: nn.Module, split: str) -> dict[str, float]: ...
-
-
-@dataclass(frozen=True)
-class LoopOptions:
-    """Typed loop settings (built from the ``[train]`` config section)."""
-
-    epochs: int
-    batch_size: int
-    seed: int
-    log_every: int = 50
-    max_steps_per_epoch: int = 0
-    progress_bar: bool = True
-    profile: bool = False
-    keep_last_checkpoints: int = 2
-    checkpoint_every_steps: int = 0
-    """Also checkpoint every this many global steps (0 = only at epoch ends)."""
-
-    def __post_init__(self) -> None:
-        for key in ("max_steps_per_epoch", "keep_last_checkpoints", "checkpoint_every_steps"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"train.{key} must be >= 0, got {getattr(self, key)}")
 
 
 @dataclass
@@ -106,7 +87,7 @@ class Trainer:
         data: RecDataset,
         ctx: DistContext,
         run_dir: Path,
-        options: LoopOptions,
+        options: TrainConfig,
         evaluate: Evaluator,
         on_step: Callable[[TrainerState], None] | None = None,
     ) -> None:

@@ -10,11 +10,17 @@ from pathlib import Path
 import numpy as np
 import torch.distributed as dist
 
+from torchrec_recsys.app.trained import load_trained, read_run_config
 from torchrec_recsys.distributed.env import init_distributed, shutdown_distributed
 from torchrec_recsys.errors import UserError
-from torchrec_recsys.export.faiss_index import IndexSpec, build_index, load_index, save_index
-from torchrec_recsys.export.recommend import evaluate_two_stage, format_recommendations, recommend
-from torchrec_recsys.export.trained import item_embeddings, load_trained, read_run_config
+from torchrec_recsys.files import atomic_write_text
+from torchrec_recsys.retrieval.faiss_index import IndexSpec, build_index, load_index, save_index
+from torchrec_recsys.retrieval.predict import item_embeddings
+from torchrec_recsys.retrieval.two_stage import (
+    evaluate_two_stage,
+    format_recommendations,
+    recommend,
+)
 
 METRIC = "cosine"  # the two-tower scores L2-normalised embeddings by inner product
 
@@ -158,6 +164,6 @@ def evaluate_pipeline_main(argv: list[str]) -> None:
         text = json.dumps(metrics, indent=2)
         print(text)
         if args.out:
-            Path(args.out).write_text(text)
+            atomic_write_text(args.out, text)
     finally:
         shutdown_distributed()

@@ -10,12 +10,13 @@ import pytest
 import torch
 from conftest import tiny_overrides
 
+from torchrec_recsys.app.train import main
+from torchrec_recsys.app.trained import load_trained
 from torchrec_recsys.cli import main as cli_main
 from torchrec_recsys.distributed.env import init_distributed, shutdown_distributed
-from torchrec_recsys.export.faiss_index import load_index, search
-from torchrec_recsys.export.recommend import evaluate_two_stage, recommend
-from torchrec_recsys.export.trained import item_embeddings, load_trained
-from torchrec_recsys.train.main import main
+from torchrec_recsys.retrieval.faiss_index import load_index, search
+from torchrec_recsys.retrieval.predict import item_embeddings
+from torchrec_recsys.retrieval.two_stage import evaluate_two_stage, recommend
 
 
 @pytest.fixture(scope="module")

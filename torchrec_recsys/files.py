@@ -1,0 +1,100 @@
+"""Atomic file and folder writes: a reader sees the old content or the new, never a part.
+
+The one implementation of the mechanism; every writer in the package goes through it::
+
+    atomic_write_text(run_dir / "summary.json", text)          # one file
+    with atomic_file(path, "wb") as handle: np.save(handle, a)  # one file, streamed
+    with atomic_directory(folder) as staging:                   # a whole folder
+        (staging / "index.faiss").write_bytes(...)
+    publish_directory(staged, folder)                           # a folder staged by others
+
+Files and folders are staged next to their target (same file system, so the final
+``os.replace`` is atomic), fsynced, and renamed into place; on any error the staged copy is
+removed and an existing target is left (or put back) as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+
+def fsync_path(path: Path) -> None:
+    """fsync a file or folder so a rename is durable (best effort on odd file systems)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_file(
+    path: str | Path, mode: str = "w", encoding: str | None = "utf-8"
+) -> Iterator[IO[Any]]:
+    """Open a staging file next to ``path``; on a clean exit it replaces ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, staged = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
+    try:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(staged, path)
+    except BaseException:
+        Path(staged).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    with atomic_file(path, "w") as handle:
+        handle.write(text)
+
+
+def publish_directory(staged: Path, target: Path) -> None:
+    """Move the complete folder ``staged`` to ``target`` atomically, replacing any old one.
+
+    ``os.replace`` cannot replace a non-empty folder, so an old ``target`` is first moved
+    aside (and put back if the final rename fails), then removed.
+    """
+    fsync_path(staged)
+    old: Path | None = None
+    try:
+        if target.exists():
+            old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
+            os.replace(target, old / target.name)
+        os.replace(staged, target)
+    except BaseException:
+        if old is not None and not target.exists():
+            os.replace(old / target.name, target)  # put the previous folder back
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    fsync_path(target.parent)
+
+
+@contextlib.contextmanager
+def atomic_directory(target: str | Path) -> Iterator[Path]:
+    """Yield an empty staging folder; on a clean exit it becomes ``target`` atomically."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    try:
+        yield staged
+        publish_directory(staged, target)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
