@@ -1,26 +1,23 @@
-"""``python -m torchrec_recsys <subcommand>`` and the ``torchrec-recsys`` console script."""
+"""``python -m torchrec_recsys <subcommand>`` and the ``torchrec-recsys`` console script.
+
+The outermost layer: it dispatches to the command entry points of ``app/`` and to the
+drivers in ``experiments/``; nothing imports it.
+"""
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import logging
 import sys
 import warnings
 from collections.abc import Callable
 
+from torchrec_recsys.data.synthetic import write_synthetic_dataset
 from torchrec_recsys.errors import UserError
 
 
-def _train(argv: list[str]) -> None:
-    from torchrec_recsys.app.train import main
-
-    main(argv)
-
-
 def _synth(argv: list[str]) -> None:
-    import argparse
-
-    from torchrec_recsys.data.synthetic import write_synthetic_dataset
-
     parser = argparse.ArgumentParser(
         prog="torchrec_recsys synth",
         description="Write a synthetic dataset in the bring-your-own format.",
@@ -38,45 +35,44 @@ def _synth(argv: list[str]) -> None:
     print(f"wrote {paths.interactions}, {paths.items}, {paths.users}")
 
 
-def _export(argv: list[str]) -> None:
-    from torchrec_recsys.app.retrieval_commands import export_main
-
-    export_main(argv)
-
-
-def _recommend(argv: list[str]) -> None:
-    from torchrec_recsys.app.retrieval_commands import recommend_main
-
-    recommend_main(argv)
-
-
-def _evaluate_pipeline(argv: list[str]) -> None:
-    from torchrec_recsys.app.retrieval_commands import evaluate_pipeline_main
-
-    evaluate_pipeline_main(argv)
-
-
-def _sid(argv: list[str]) -> None:
-    from torchrec_recsys.app.sid import main as sid_main
-
-    sid_main(argv)
-
-
-def _ablation(argv: list[str]) -> None:
-    from torchrec_recsys.experiments.sid_ablation import main as ablation_main
-
-    ablation_main(argv)
-
-
-SUBCOMMANDS: dict[str, tuple[Callable[[list[str]], None], str]] = {
-    "train": (_train, "train the configured model (DLRM by default) with sharded embeddings"),
-    "synth": (_synth, "write a synthetic dataset in the bring-your-own file format"),
-    "sid": (_sid, "sid build | sid report: learn semantic IDs from item text, report quality"),
-    "ablation": (_ablation, "semantic-ID ablation table: ID / SID / ID+SID / random codes"),
-    "export": (_export, "embed every item with a trained two-tower and save a FAISS index"),
-    "recommend": (_recommend, "retrieve with two-tower + FAISS, re-rank with the DLRM, print"),
-    "evaluate-pipeline": (_evaluate_pipeline, "Recall/NDCG of retrieval vs retrieve-then-rank"),
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "train": (
+        "torchrec_recsys.app.train:main",
+        "train the configured model (DLRM by default) with sharded embeddings",
+    ),
+    "synth": (
+        "torchrec_recsys.cli:_synth",
+        "write a synthetic dataset in the bring-your-own file format",
+    ),
+    "sid": (
+        "torchrec_recsys.app.sid:main",
+        "sid build | sid report: learn semantic IDs from item text, report quality",
+    ),
+    "ablation": (
+        "torchrec_recsys.experiments.sid_ablation:main",
+        "semantic-ID ablation table: ID / SID / ID+SID / random codes",
+    ),
+    "export": (
+        "torchrec_recsys.app.retrieval_commands:export_main",
+        "embed every item with a trained two-tower and save a FAISS index",
+    ),
+    "recommend": (
+        "torchrec_recsys.app.retrieval_commands:recommend_main",
+        "retrieve with two-tower + FAISS, re-rank with the DLRM, print",
+    ),
+    "evaluate-pipeline": (
+        "torchrec_recsys.app.retrieval_commands:evaluate_pipeline_main",
+        "Recall/NDCG of retrieval vs retrieve-then-rank",
+    ),
 }
+"""Subcommand -> ("module:function" taking argv, help). A subcommand's module is imported
+only when it runs, so ``--help`` and ``synth`` do not pay for importing torchrec."""
+
+
+def entry_point(name: str) -> Callable[[list[str]], object]:
+    """The function behind subcommand ``name``."""
+    module, function = SUBCOMMANDS[name][0].split(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def usage() -> str:
@@ -110,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     try:
-        SUBCOMMANDS[name][0](rest)
+        entry_point(name)(rest)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from torchrec_recsys.app.train import main as train_main
 from torchrec_recsys.app.trained import load_trained
 from torchrec_recsys.distributed.env import init_distributed, shutdown_distributed
 from torchrec_recsys.files import atomic_write_text
@@ -101,7 +102,6 @@ def markdown_table(
 
 
 def main(argv: list[str]) -> None:
-    from torchrec_recsys.app.train import main as train_main  # deferred: heavy imports
 
     parser = argparse.ArgumentParser(
         prog="torchrec_recsys ablation",
