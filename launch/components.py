@@ -27,9 +27,9 @@ from torchx.specs import macros
 
 MODULE = "torchrec_recsys"
 RUN_ID_ENV = "TORCHREC_RECSYS_RUN_ID"
-"""Default of ``train --run-id`` (kept in sync with torchrec_recsys/train/main.py)."""
+"""Default of ``train --run-id`` (kept in sync with torchrec_recsys/app/train.py)."""
 RESUME_IF_ANY_ENV = "TORCHREC_RECSYS_RESUME_IF_ANY"
-"""``1`` = default ``train --resume-if-any`` (kept in sync with torchrec_recsys/train/main.py)."""
+"""``1`` = default ``train --resume-if-any`` (kept in sync with torchrec_recsys/app/train.py)."""
 
 
 def _per_node(j: str) -> int:

@@ -53,7 +53,7 @@ class AnyDeviceEBCSharder(EmbeddingBagCollectionSharder):
 
     The stock sharder withholds row_wise/table_row_wise/grid_shard on CPU because gloo once
     lacked reduce-scatter (TorchRec issue #1252); with current gloo they run and match the
-    unsharded model (see tests/distributed/test_sharded_dlrm.py).
+    unsharded model (see tests/distributed/test_sharded_models.py).
     """
 
     def sharding_types(self, compute_device_type: str) -> list[str]:

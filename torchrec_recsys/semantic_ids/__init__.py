@@ -6,9 +6,11 @@
         -> codes [N, L] -> collisions.add_collision_level -> SIDs [N, L+1]
         -> tokens.sid_token_features -> sid_l* / sid_p* token ids for the FeatureSpec
 
-One module per job: ``encoder`` (frozen text model, offline, cached), ``rqvae`` (RQ-VAE),
-``rq_kmeans`` (residual k-means baseline), ``collisions`` (unique-SID level), ``tokens``
-(codes -> sparse token ids), ``store`` (atomic save/load), ``report`` (quality numbers + plot),
-``pipeline`` (the glue above). Submodules are imported explicitly so that importing this
+A library (no experiment drivers; those live in ``experiments/``). One module per job:
+``encoder`` (frozen text model, offline, cached), ``kmeans`` (FAISS k-means, shared),
+``rqvae`` (RQ-VAE), ``rq_kmeans`` (residual k-means baseline), ``collisions`` (unique-SID
+level), ``tokens`` (codes -> sparse token ids), ``store`` (atomic save/load), ``report``
+(quality numbers + plot), ``learn`` (the glue above), ``features`` (a cached SID table ->
+token features for the FeatureSpec). Submodules are imported explicitly so that importing this
 package stays cheap (``transformers`` loads only when the encoder first runs).
 """

@@ -1,0 +1,1 @@
+"""Training: the loop over a sharded task, per-split evaluators, checkpoint state and I/O."""

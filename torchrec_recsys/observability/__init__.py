@@ -1,0 +1,1 @@
+"""Observability: rank-0 TensorBoard scalars, the profiler context, timing statistics."""
