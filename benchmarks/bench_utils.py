@@ -152,16 +152,6 @@ def other_cpu_share(
     return min(1.0, max(0.0, (machine_busy_s - own_cpu_s) / (wall_s * cpus)))
 
 
-def percentile(values: list[float], q: float) -> float:
-    """Linear-interpolated ``q``-th percentile (0..100) of ``values``."""
-    if not values:
-        return float("nan")
-    xs = sorted(values)
-    pos = (len(xs) - 1) * q / 100.0
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
-
-
 def load_average() -> list[float]:
     """``os.getloadavg()`` as a list (1, 5, 15 min); the machine is shared, so record it."""
     try:

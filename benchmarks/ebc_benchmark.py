@@ -20,8 +20,9 @@ Variants, all on the same ids:
 * ``fused_ebc``: unsharded ``torchrec.FusedEmbeddingBagCollection`` (fbgemm kernel).
 
 Per row it reports analytic bytes, the planner's memory estimate next to the measured peak
-(RSS high-water mark on CPU), p50/p90 step latency, samples/s, effective GB/s and that GB/s as a
-share of two probes measured in the same run (sequential copy, random-row gather).
+(RSS high-water mark on CPU), p50/p90 step latency (``observability.timing.percentile``),
+samples/s, effective GB/s and that GB/s as a share of two probes measured in the same run
+(sequential copy, random-row gather).
 
 Run (from the repo root)::
 
@@ -41,7 +42,6 @@ import json
 import logging
 import os
 import re
-import statistics
 import sys
 import tempfile
 import time
@@ -55,6 +55,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_utils as bu  # noqa: E402
+
+from torchrec_recsys.observability.timing import percentile, summarize  # noqa: E402
 
 SHARDING_TYPES = (
     "table_wise",
@@ -876,7 +878,7 @@ def _rank_main(
                 times = [max(ts) for ts in zip(*(g["times_s"] for g in gathered), strict=True)]
                 print(
                     f"    [w{world_size}] {case.describe()}: p50 "
-                    f"{bu.percentile(times, 50) * 1e3:.1f} ms",
+                    f"{percentile(times, 50) * 1e3:.1f} ms",
                     flush=True,
                 )
         if rank == 0:
@@ -936,7 +938,8 @@ def make_row(
 ) -> dict[str, Any]:
     """Assemble one JSON row from the per-rank measurements of one case."""
     times = [max(ts) for ts in zip(*(m["times_s"] for m in per_rank), strict=True)]  # [repeats]
-    p50, p90 = bu.percentile(times, 50), bu.percentile(times, 90)
+    stats = summarize(times)
+    p50, p90 = stats["p50"], stats["p90"]
     ab = analytic_bytes(case, unique_rows)
     gbps = ab["step_bytes"] / p50 / bu.GB
     gather = probes["gather"][_probe_key(case)]["gbps"]
@@ -981,7 +984,7 @@ def make_row(
         "latency_ms": {
             "p50": p50 * 1e3,
             "p90": p90 * 1e3,
-            "mean": statistics.fmean(times) * 1e3,
+            "mean": stats["mean"] * 1e3,
             "min": min(times) * 1e3,
             "samples": [t * 1e3 for t in times],
         },

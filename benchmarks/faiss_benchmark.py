@@ -17,8 +17,10 @@ What it measures, per corpus size N and index kind, through the library path
   Each index is built once per size; every ``--ivf-nprobe`` / ``--hnsw-ef-search`` value is
   then a row of its own (a recall vs speed trade-off curve on the same index).
 * search p50/p90: wall time of one batched search of all Q queries at k=``--k``, over
-  ``--repeats`` runs after ``--warmup`` runs; qps = Q / p50. ``qps`` is the library call
-  (faiss search + row -> item id mapping); ``faiss_qps`` is the bare ``index.search``.
+  ``--repeats`` runs after ``--warmup`` runs (percentiles interpolate linearly between
+  closest ranks: ``torchrec_recsys.observability.timing.percentile``); qps = Q / p50.
+  ``qps`` is the library call (faiss search + row -> item id mapping); ``faiss_qps`` is the
+  bare ``index.search``.
 * recall@k: |ANN top-k  intersect  exact top-k| / k averaged over queries, where exact = the
   Flat index; Flat itself is checked against a NumPy brute-force top-k on a query subset.
 * index_mb: bytes held by the index structures (vectors, ids, centroids, graph links),
@@ -41,7 +43,6 @@ import math
 import os
 import platform
 import resource
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -51,6 +52,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from torchrec_recsys.observability.timing import percentile
 from torchrec_recsys.retrieval.faiss_index import IndexSpec, LoadedIndex, build_index, search
 
 KINDS = ("flat", "ivf", "hnsw")
@@ -192,11 +194,6 @@ def timed(fn: Callable[[], Any], warmup: int, repeats: int) -> list[float]:
     return times
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
-
-
 def index_bytes(index: faiss.Index, kind: str) -> int:
     """Bytes held by the index structures, counted from the faiss objects."""
     if kind == "flat":
@@ -298,15 +295,15 @@ def bench_size(n: int, args: argparse.Namespace, centers: np.ndarray) -> list[di
                 ref = numpy_topk(items, queries[:check], args.k)  # [check, k]
                 ref_ids = [[item_ids[r] for r in row_] for row_ in ref.tolist()]
                 row["flat_vs_numpy_recall"] = mean_recall(found[:check], ref_ids, args.k)
-            p50 = statistics.median(lib_times)
+            p50 = percentile(lib_times, 50)
             row.update(
                 {
                     "build_s": build_s,
                     "search_p50_s": p50,
-                    "search_p90_s": percentile(lib_times, 0.9),
+                    "search_p90_s": percentile(lib_times, 90),
                     "search_times_s": lib_times,
                     "qps": args.queries / p50,
-                    "faiss_qps": args.queries / statistics.median(raw_times),
+                    "faiss_qps": args.queries / percentile(raw_times, 50),
                     f"recall_at_{args.k}": mean_recall(found, truth, args.k),
                     "index_mb": index_bytes(index, kind) / 2**20,
                     "peak_rss_mb": peak_rss_mb(),
