@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import os
 import platform
-import socket
 import statistics
 import time
 from collections.abc import Callable
@@ -27,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+from torchrec_recsys.observability.timing import time_calls
 
 GB = 1e9
 MiB = 2**20
@@ -160,13 +161,6 @@ def load_average() -> list[float]:
         return []
 
 
-def free_loopback_port() -> int:
-    """Return a TCP port that is free on 127.0.0.1 right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def machine_info(threads: int) -> dict[str, object]:
     """A short description of the machine and library versions for the JSON header."""
     info: dict[str, object] = {
@@ -191,18 +185,6 @@ def machine_info(threads: int) -> dict[str, object]:
     except Exception:  # noqa: BLE001 - metadata lookups are best effort
         pass
     return info
-
-
-def time_calls(fn: Callable[[], object], warmup: int, repeats: int) -> list[float]:
-    """Call ``fn`` ``warmup`` times untimed, then ``repeats`` times; return seconds per call."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return times
 
 
 def seq_copy_probe(

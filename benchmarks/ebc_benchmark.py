@@ -56,7 +56,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_utils as bu  # noqa: E402
 
-from torchrec_recsys.observability.timing import percentile, summarize  # noqa: E402
+from torchrec_recsys.distributed.env import free_loopback_port  # noqa: E402
+from torchrec_recsys.observability.timing import percentile, summarize, time_calls  # noqa: E402
 
 SHARDING_TYPES = (
     "table_wise",
@@ -727,7 +728,7 @@ def _measure(
                 inner()
                 torch.cuda.synchronize()
 
-        times = bu.time_calls(step, settings.warmup, settings.repeats)
+        times = time_calls(step, settings.warmup, settings.repeats)
     top_ops: list[dict[str, Any]] = []
     if settings.profile_dir:
         top_ops = _profile(step, label, settings, rank, print_profile)
@@ -1245,7 +1246,7 @@ def run(cases: list[Case], settings: Settings, out: Path, preset: str, argv: lis
     need_pg = any(c.variant == "dmp" for c in local) and not dist.is_initialized()
     if need_pg:
         backend = "nccl" if settings.device == "cuda" else "gloo"
-        port = bu.free_loopback_port()
+        port = free_loopback_port()
         dist.init_process_group(
             backend, init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1
         )
@@ -1272,7 +1273,7 @@ def run(cases: list[Case], settings: Settings, out: Path, preset: str, argv: lis
             try:
                 mp.spawn(
                     _rank_main,
-                    args=(2, work, settings, bu.free_loopback_port(), path),
+                    args=(2, work, settings, free_loopback_port(), path),
                     nprocs=2,
                     join=True,
                 )

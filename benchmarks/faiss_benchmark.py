@@ -45,14 +45,13 @@ import platform
 import resource
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
 
-from torchrec_recsys.observability.timing import percentile
+from torchrec_recsys.observability.timing import percentile, time_calls
 from torchrec_recsys.retrieval.faiss_index import IndexSpec, LoadedIndex, build_index, search
 
 KINDS = ("flat", "ivf", "hnsw")
@@ -183,17 +182,6 @@ def numpy_topk(items: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
 # --------------------------------------------------------------------------- measuring
 
 
-def timed(fn: Callable[[], Any], warmup: int, repeats: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
-
-
 def index_bytes(index: faiss.Index, kind: str) -> int:
     """Bytes held by the index structures, counted from the faiss objects."""
     if kind == "flat":
@@ -277,11 +265,11 @@ def bench_size(n: int, args: argparse.Namespace, centers: np.ndarray) -> list[di
         for search_spec in search_specs(spec, args):
             loaded.spec = search_spec  # search reads its per-call parameters from the spec
             lib_search = functools.partial(search, loaded, queries, args.k)
-            lib_times = timed(lib_search, args.warmup, args.repeats)
+            lib_times = time_calls(lib_search, args.warmup, args.repeats)
             raw_search = functools.partial(
                 index.search, queries, args.k, params=faiss_params(search_spec)
             )
-            raw_times = timed(raw_search, args.warmup, args.repeats)
+            raw_times = time_calls(raw_search, args.warmup, args.repeats)
             _, found = lib_search()
             row: dict[str, Any] = {
                 "size": n,

@@ -39,6 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_utils as bu  # noqa: E402
 import ebc_benchmark as eb  # noqa: E402
 
+from torchrec_recsys.distributed.env import free_loopback_port  # noqa: E402
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -323,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         path = os.path.join(tmp, "ranks.json")
         mp.spawn(
             _rank_main,
-            args=(case, plan, vars(args), bu.free_loopback_port(), path),
+            args=(case, plan, vars(args), free_loopback_port(), path),
             nprocs=2,
             join=True,
         )
