@@ -56,7 +56,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_utils as bu  # noqa: E402
 
+from torchrec_recsys.config import SPARSE_OPTIMIZERS, ShardingConfig  # noqa: E402
 from torchrec_recsys.distributed.env import free_loopback_port  # noqa: E402
+from torchrec_recsys.distributed.sharding import (  # noqa: E402
+    OPTIMIZER_CLASSES,
+    fuse_sparse_optimizer,
+    planner_topology,
+    sharders,
+    sharding_constraints,
+)
 from torchrec_recsys.observability.timing import percentile, summarize, time_calls  # noqa: E402
 
 SHARDING_TYPES = (
@@ -68,7 +76,7 @@ SHARDING_TYPES = (
     "data_parallel",
 )
 KERNELS = ("fused", "dense")
-OPTIMIZERS = ("sgd", "adagrad", "rowwise_adagrad")
+OPTIMIZERS = SPARSE_OPTIMIZERS  # the optimizers TorchRec fuses into backward
 BASELINES = ("nn_dense", "nn_sparse", "fused_ebc")
 WORLD_SIZES = (1, 2)
 SPARSE_CAPABLE = ("sgd", "adagrad")  # torch optimizers that accept sparse gradients
@@ -497,17 +505,6 @@ def _quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
-    """torch optimizer class for a benchmark optimizer name (fused by TorchRec/fbgemm)."""
-    if name == "sgd":
-        return torch.optim.SGD
-    if name == "adagrad":
-        return torch.optim.Adagrad
-    from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
-
-    return RowWiseAdagrad
-
-
 def make_ids(case: Case, seed: int) -> torch.Tensor:
     """Global batch ids, identical for every variant of the same ``data_key``.
 
@@ -541,27 +538,12 @@ def _table_config(case: Case) -> Any:
     )
 
 
-def make_sharder() -> Any:
-    """EBC sharder that offers every ShardingType on every device (row_wise needs it on CPU)."""
-    from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
-    from torchrec.distributed.types import ShardingType
-
-    class AllShardingTypesSharder(EmbeddingBagCollectionSharder):
-        """Stock sharder whose sharding_types() returns all ShardingType values."""
-
-        def sharding_types(self, compute_device_type: str) -> list[str]:
-            return [st.value for st in ShardingType]
-
-    return AllShardingTypesSharder()
-
-
 def make_meta_ebc(case: Case, lr: float) -> Any:
     """Single-table EBC on ``meta`` with the optimizer registered for fusion into backward."""
-    from torch.distributed.optim import _apply_optimizer_in_backward
     from torchrec import EmbeddingBagCollection
 
     ebc = EmbeddingBagCollection(tables=[_table_config(case)], device=torch.device("meta"))
-    _apply_optimizer_in_backward(optimizer_class(case.optimizer), ebc.parameters(), {"lr": lr})
+    fuse_sparse_optimizer(ebc, case.optimizer, lr)
     return ebc
 
 
@@ -607,31 +589,16 @@ def plan_case(case: Case, settings: Settings) -> PlanInfo:
     """
     from torchrec.distributed.planner import EmbeddingShardingPlanner
     from torchrec.distributed.planner.stats import NoopEmbeddingStats
-    from torchrec.distributed.planner.types import (
-        KernelConfig,
-        ParameterConstraints,
-        PlannerError,
-        TopologyFactory,
-        TrainerConfig,
-    )
+    from torchrec.distributed.planner.types import PlannerError
 
-    budget = None
-    if settings.memory_budget_mb is not None:
-        budget = int(settings.memory_budget_mb * bu.MiB)
-    cap = {"ddr_cap_bytes": budget} if settings.device == "cpu" else {"hbm_cap_bytes": budget}
-    topology = TopologyFactory.create_topology(
-        trainer_config=TrainerConfig(
-            world_size=case.world_size, local_world_size=case.world_size, **cap
-        ),
-        kernel_config=KernelConfig(compute_device=settings.device),
+    topology = planner_topology(case.world_size, settings.device, settings.memory_budget_mb or 0.0)
+    # the package derives the kernel from the sharding type exactly as expand_grid pairs them:
+    # dense for data_parallel, fused otherwise
+    assert case.sharding_type is not None
+    constraints = sharding_constraints(
+        [TABLE], ShardingConfig(default=case.sharding_type), pooling_factors={TABLE: case.pooling}
     )
-    constraints = {
-        TABLE: ParameterConstraints(
-            sharding_types=[case.sharding_type],
-            compute_kernels=[case.kernel],
-            pooling_factors=[float(case.pooling)],
-        )
-    }
+    assert constraints[TABLE].compute_kernels == [case.kernel]
     planner = EmbeddingShardingPlanner(
         topology=topology,
         batch_size=case.batch // case.world_size,  # local batch per rank
@@ -641,19 +608,31 @@ def plan_case(case: Case, settings: Settings) -> PlanInfo:
     )
     ebc = make_meta_ebc(case, settings.lr)
     try:
-        plan = planner.plan(ebc, [make_sharder()])
+        plan = planner.plan(ebc, sharders())
     except PlannerError as err:
         raise BenchmarkError(_planner_reason(err, case, settings)) from None
-    estimate = [0] * case.world_size
-    parts = []
+    estimate, shards = plan_shards(planner, case.world_size)
+    summary = " ".join(f"{s['rank']}:{s['size']}@{s['offset']}" for s in shards)
+    return PlanInfo(plan=plan, estimate_per_rank=estimate, summary=summary)
+
+
+def plan_shards(planner: Any, world_size: int) -> tuple[list[int], list[dict[str, Any]]]:
+    """The planner's chosen plan as a per-rank storage estimate and a list of shards.
+
+    Returns:
+        (bytes per rank, DDR + HBM as the planner estimated them;
+        ``[{"rank", "size": [rows, cols], "offset": [row_off, col_off]}]`` per shard)
+    """
+    estimate = [0] * world_size
+    shards = []
     for so in planner._best_plan or []:  # ShardingOption list of the chosen plan
         for shard in so.shards:
             rank = shard.rank or 0
             storage = shard.storage
             if storage is not None:
                 estimate[rank] += storage.ddr + storage.hbm
-            parts.append(f"{rank}:{list(shard.size)}@{list(shard.offset)}")
-    return PlanInfo(plan=plan, estimate_per_rank=estimate, summary=" ".join(parts))
+            shards.append({"rank": rank, "size": list(shard.size), "offset": list(shard.offset)})
+    return estimate, shards
 
 
 # --------------------------------------------------------------------------- measurement
@@ -748,7 +727,7 @@ def build_baseline(case: Case, ids: torch.Tensor, settings: Settings) -> Callabl
     device = torch.device(settings.device)
     ids = ids.to(device)
     offsets = torch.arange(0, case.batch * case.pooling, case.pooling, device=device)  # [B]
-    opt_cls = optimizer_class(case.optimizer)
+    opt_cls = OPTIMIZER_CLASSES[case.optimizer]
     if case.variant in ("nn_dense", "nn_sparse"):
         emb = torch.nn.EmbeddingBag(
             case.rows, case.dim, mode="sum", sparse=case.variant == "nn_sparse", device=device
@@ -792,14 +771,14 @@ def build_dmp(
     local_batch = case.batch // case.world_size
     kjt = make_kjt(ids_local, local_batch, case.pooling).to(device)
     dmp = DistributedModelParallel(
-        make_meta_ebc(case, settings.lr), device=device, plan=info.plan, sharders=[make_sharder()]
+        make_meta_ebc(case, settings.lr), device=device, plan=info.plan, sharders=sharders()
     )
     # Data-parallel (DENSE kernel) tables ignore the in-backward optimizer: their replicated
     # weights get a regular optimizer (gradients are all-reduced by DDP first).
     dense_params = [p for _, p in in_backward_optimizer_filter(dmp.named_parameters())]
     dense_opt = None
     if dense_params:
-        dense_opt = optimizer_class(case.optimizer)(dense_params, lr=settings.lr)
+        dense_opt = OPTIMIZER_CLASSES[case.optimizer](dense_params, lr=settings.lr)
 
     def step() -> None:
         pooled = dmp(kjt)[FEATURE]  # [B_local, D]
