@@ -65,6 +65,7 @@ from torchrec_recsys.distributed.sharding import (  # noqa: E402
     sharders,
     sharding_constraints,
 )
+from torchrec_recsys.files import atomic_write_text  # noqa: E402
 from torchrec_recsys.observability.timing import percentile, summarize, time_calls  # noqa: E402
 
 SHARDING_TYPES = (
@@ -1287,8 +1288,7 @@ def run(cases: list[Case], settings: Settings, out: Path, preset: str, argv: lis
         "rows": rows,
         "targets": targets,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=1))
+    atomic_write_text(out, json.dumps(doc, indent=1))
     print(
         f"\nwrote {out} ({len(rows)} rows) in {doc['meta']['elapsed_s']:.0f} s, "
         f"loadavg start {load_start} end {doc['meta']['loadavg_end']}",

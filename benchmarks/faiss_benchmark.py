@@ -51,6 +51,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from torchrec_recsys.files import atomic_write_text
 from torchrec_recsys.observability.timing import percentile, time_calls
 from torchrec_recsys.retrieval.faiss_index import IndexSpec, LoadedIndex, build_index, search
 
@@ -363,10 +364,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(markdown_table(rows, args.k))
     config = {key: (str(v) if isinstance(v, Path) else v) for key, v in vars(args).items()}
     result = {"benchmark": "faiss_index", "config": config, "environment": env, "results": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(args.out.suffix + ".tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    os.replace(tmp, args.out)
+    atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.out}")
     return result
 

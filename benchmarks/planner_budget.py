@@ -41,6 +41,7 @@ import ebc_benchmark as eb  # noqa: E402
 
 from torchrec_recsys.distributed.env import free_loopback_port  # noqa: E402
 from torchrec_recsys.distributed.sharding import planner_topology, sharders  # noqa: E402
+from torchrec_recsys.files import atomic_write_text  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -328,9 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"trains: {trains} (loss {losses[0]:.3e} -> {losses[-1]:.3e})")
 
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=1))
-    out.with_suffix(".md").write_text(_markdown(doc))
+    atomic_write_text(out, json.dumps(doc, indent=1))
+    atomic_write_text(out.with_suffix(".md"), _markdown(doc))
     print(f"wrote {out} and {out.with_suffix('.md')}")
     return 0 if trains else 1
 

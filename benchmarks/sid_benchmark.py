@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from torchrec_recsys.data.movielens import load_movielens_100k
     from torchrec_recsys.errors import UserError
+    from torchrec_recsys.files import atomic_write_text
     from torchrec_recsys.observability.timing import percentile
     from torchrec_recsys.semantic_ids.encoder import TextEncoder
     from torchrec_recsys.semantic_ids.learn import learn_semantic_ids, make_quantizer
@@ -219,8 +220,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "encoder_plus_sid_learning_s": pipeline_s,
         "peak_rss_mib": peak_rss_mib(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2))
+    atomic_write_text(args.out, json.dumps(out, indent=2))
     print(f"\npeak RSS {out['peak_rss_mib']:.0f} MiB; wrote {args.out}")
     return out
 
