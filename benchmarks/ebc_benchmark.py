@@ -66,6 +66,7 @@ from torchrec_recsys.distributed.sharding import (  # noqa: E402
     sharding_constraints,
 )
 from torchrec_recsys.files import atomic_write_text  # noqa: E402
+from torchrec_recsys.observability.profiler import maybe_enable_profiling  # noqa: E402
 from torchrec_recsys.observability.timing import percentile, summarize, time_calls  # noqa: E402
 
 SHARDING_TYPES = (
@@ -387,8 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--profile",
         metavar="DIR",
-        help="write torch.profiler traces (wait 1, warmup 1, active 3 steps per case) to DIR "
-        "and print the top ops by self CPU time",
+        help="write torch.profiler traces (wait 1, warmup 1, active 3 steps per case) and a "
+        "top-ops table per case to DIR, and print the top ops by self CPU time",
     )
     p.add_argument("--out", help="JSON output path (default benchmarks/results/ebc_<preset>.json)")
     return p
@@ -647,19 +648,13 @@ def _profile(
     Returns:
         The five ops with the most self CPU time: name, self CPU ms per step, share of total.
     """
-    from torch.profiler import ProfilerActivity, profile, schedule, tensorboard_trace_handler
-
     assert settings.profile_dir is not None
-    activities = [ProfilerActivity.CPU]
-    if settings.device == "cuda":
-        activities.append(ProfilerActivity.CUDA)
     worker = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{label}_rank{rank}")
     active = 3
-    with profile(
-        activities=activities,
-        schedule=schedule(wait=1, warmup=1, active=active, repeat=1),
-        on_trace_ready=tensorboard_trace_handler(settings.profile_dir, worker_name=worker),
+    with maybe_enable_profiling(
+        True, Path(settings.profile_dir), rank, wait=1, warmup=1, active=active, worker_name=worker
     ) as prof:
+        assert prof is not None
         for _ in range(1 + 1 + active):
             step()
             prof.step()
