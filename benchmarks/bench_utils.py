@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import os
 import platform
-import socket
 import statistics
 import time
 from collections.abc import Callable
@@ -27,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+from torchrec_recsys.observability.timing import time_calls
 
 GB = 1e9
 MiB = 2**20
@@ -152,29 +153,12 @@ def other_cpu_share(
     return min(1.0, max(0.0, (machine_busy_s - own_cpu_s) / (wall_s * cpus)))
 
 
-def percentile(values: list[float], q: float) -> float:
-    """Linear-interpolated ``q``-th percentile (0..100) of ``values``."""
-    if not values:
-        return float("nan")
-    xs = sorted(values)
-    pos = (len(xs) - 1) * q / 100.0
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
-
-
 def load_average() -> list[float]:
     """``os.getloadavg()`` as a list (1, 5, 15 min); the machine is shared, so record it."""
     try:
         return [round(x, 2) for x in os.getloadavg()]
     except OSError:
         return []
-
-
-def free_loopback_port() -> int:
-    """Return a TCP port that is free on 127.0.0.1 right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def machine_info(threads: int) -> dict[str, object]:
@@ -201,18 +185,6 @@ def machine_info(threads: int) -> dict[str, object]:
     except Exception:  # noqa: BLE001 - metadata lookups are best effort
         pass
     return info
-
-
-def time_calls(fn: Callable[[], object], warmup: int, repeats: int) -> list[float]:
-    """Call ``fn`` ``warmup`` times untimed, then ``repeats`` times; return seconds per call."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return times
 
 
 def seq_copy_probe(

@@ -20,8 +20,9 @@ Variants, all on the same ids:
 * ``fused_ebc``: unsharded ``torchrec.FusedEmbeddingBagCollection`` (fbgemm kernel).
 
 Per row it reports analytic bytes, the planner's memory estimate next to the measured peak
-(RSS high-water mark on CPU), p50/p90 step latency, samples/s, effective GB/s and that GB/s as a
-share of two probes measured in the same run (sequential copy, random-row gather).
+(RSS high-water mark on CPU), p50/p90 step latency (``observability.timing.percentile``),
+samples/s, effective GB/s and that GB/s as a share of two probes measured in the same run
+(sequential copy, random-row gather).
 
 Run (from the repo root)::
 
@@ -41,7 +42,6 @@ import json
 import logging
 import os
 import re
-import statistics
 import sys
 import tempfile
 import time
@@ -56,6 +56,19 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_utils as bu  # noqa: E402
 
+from torchrec_recsys.config import SPARSE_OPTIMIZERS, ShardingConfig  # noqa: E402
+from torchrec_recsys.distributed.env import free_loopback_port  # noqa: E402
+from torchrec_recsys.distributed.sharding import (  # noqa: E402
+    OPTIMIZER_CLASSES,
+    fuse_sparse_optimizer,
+    planner_topology,
+    sharders,
+    sharding_constraints,
+)
+from torchrec_recsys.files import atomic_write_text  # noqa: E402
+from torchrec_recsys.observability.profiler import maybe_enable_profiling  # noqa: E402
+from torchrec_recsys.observability.timing import percentile, summarize, time_calls  # noqa: E402
+
 SHARDING_TYPES = (
     "table_wise",
     "column_wise",
@@ -65,7 +78,7 @@ SHARDING_TYPES = (
     "data_parallel",
 )
 KERNELS = ("fused", "dense")
-OPTIMIZERS = ("sgd", "adagrad", "rowwise_adagrad")
+OPTIMIZERS = SPARSE_OPTIMIZERS  # the optimizers TorchRec fuses into backward
 BASELINES = ("nn_dense", "nn_sparse", "fused_ebc")
 WORLD_SIZES = (1, 2)
 SPARSE_CAPABLE = ("sgd", "adagrad")  # torch optimizers that accept sparse gradients
@@ -375,8 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--profile",
         metavar="DIR",
-        help="write torch.profiler traces (wait 1, warmup 1, active 3 steps per case) to DIR "
-        "and print the top ops by self CPU time",
+        help="write torch.profiler traces (wait 1, warmup 1, active 3 steps per case) and a "
+        "top-ops table per case to DIR, and print the top ops by self CPU time",
     )
     p.add_argument("--out", help="JSON output path (default benchmarks/results/ebc_<preset>.json)")
     return p
@@ -494,17 +507,6 @@ def _quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
-    """torch optimizer class for a benchmark optimizer name (fused by TorchRec/fbgemm)."""
-    if name == "sgd":
-        return torch.optim.SGD
-    if name == "adagrad":
-        return torch.optim.Adagrad
-    from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
-
-    return RowWiseAdagrad
-
-
 def make_ids(case: Case, seed: int) -> torch.Tensor:
     """Global batch ids, identical for every variant of the same ``data_key``.
 
@@ -538,27 +540,12 @@ def _table_config(case: Case) -> Any:
     )
 
 
-def make_sharder() -> Any:
-    """EBC sharder that offers every ShardingType on every device (row_wise needs it on CPU)."""
-    from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
-    from torchrec.distributed.types import ShardingType
-
-    class AllShardingTypesSharder(EmbeddingBagCollectionSharder):
-        """Stock sharder whose sharding_types() returns all ShardingType values."""
-
-        def sharding_types(self, compute_device_type: str) -> list[str]:
-            return [st.value for st in ShardingType]
-
-    return AllShardingTypesSharder()
-
-
 def make_meta_ebc(case: Case, lr: float) -> Any:
     """Single-table EBC on ``meta`` with the optimizer registered for fusion into backward."""
-    from torch.distributed.optim import _apply_optimizer_in_backward
     from torchrec import EmbeddingBagCollection
 
     ebc = EmbeddingBagCollection(tables=[_table_config(case)], device=torch.device("meta"))
-    _apply_optimizer_in_backward(optimizer_class(case.optimizer), ebc.parameters(), {"lr": lr})
+    fuse_sparse_optimizer(ebc, case.optimizer, lr)
     return ebc
 
 
@@ -604,31 +591,16 @@ def plan_case(case: Case, settings: Settings) -> PlanInfo:
     """
     from torchrec.distributed.planner import EmbeddingShardingPlanner
     from torchrec.distributed.planner.stats import NoopEmbeddingStats
-    from torchrec.distributed.planner.types import (
-        KernelConfig,
-        ParameterConstraints,
-        PlannerError,
-        TopologyFactory,
-        TrainerConfig,
-    )
+    from torchrec.distributed.planner.types import PlannerError
 
-    budget = None
-    if settings.memory_budget_mb is not None:
-        budget = int(settings.memory_budget_mb * bu.MiB)
-    cap = {"ddr_cap_bytes": budget} if settings.device == "cpu" else {"hbm_cap_bytes": budget}
-    topology = TopologyFactory.create_topology(
-        trainer_config=TrainerConfig(
-            world_size=case.world_size, local_world_size=case.world_size, **cap
-        ),
-        kernel_config=KernelConfig(compute_device=settings.device),
+    topology = planner_topology(case.world_size, settings.device, settings.memory_budget_mb or 0.0)
+    # the package derives the kernel from the sharding type exactly as expand_grid pairs them:
+    # dense for data_parallel, fused otherwise
+    assert case.sharding_type is not None
+    constraints = sharding_constraints(
+        [TABLE], ShardingConfig(default=case.sharding_type), pooling_factors={TABLE: case.pooling}
     )
-    constraints = {
-        TABLE: ParameterConstraints(
-            sharding_types=[case.sharding_type],
-            compute_kernels=[case.kernel],
-            pooling_factors=[float(case.pooling)],
-        )
-    }
+    assert constraints[TABLE].compute_kernels == [case.kernel]
     planner = EmbeddingShardingPlanner(
         topology=topology,
         batch_size=case.batch // case.world_size,  # local batch per rank
@@ -638,19 +610,31 @@ def plan_case(case: Case, settings: Settings) -> PlanInfo:
     )
     ebc = make_meta_ebc(case, settings.lr)
     try:
-        plan = planner.plan(ebc, [make_sharder()])
+        plan = planner.plan(ebc, sharders())
     except PlannerError as err:
         raise BenchmarkError(_planner_reason(err, case, settings)) from None
-    estimate = [0] * case.world_size
-    parts = []
+    estimate, shards = plan_shards(planner, case.world_size)
+    summary = " ".join(f"{s['rank']}:{s['size']}@{s['offset']}" for s in shards)
+    return PlanInfo(plan=plan, estimate_per_rank=estimate, summary=summary)
+
+
+def plan_shards(planner: Any, world_size: int) -> tuple[list[int], list[dict[str, Any]]]:
+    """The planner's chosen plan as a per-rank storage estimate and a list of shards.
+
+    Returns:
+        (bytes per rank, DDR + HBM as the planner estimated them;
+        ``[{"rank", "size": [rows, cols], "offset": [row_off, col_off]}]`` per shard)
+    """
+    estimate = [0] * world_size
+    shards = []
     for so in planner._best_plan or []:  # ShardingOption list of the chosen plan
         for shard in so.shards:
             rank = shard.rank or 0
             storage = shard.storage
             if storage is not None:
                 estimate[rank] += storage.ddr + storage.hbm
-            parts.append(f"{rank}:{list(shard.size)}@{list(shard.offset)}")
-    return PlanInfo(plan=plan, estimate_per_rank=estimate, summary=" ".join(parts))
+            shards.append({"rank": rank, "size": list(shard.size), "offset": list(shard.offset)})
+    return estimate, shards
 
 
 # --------------------------------------------------------------------------- measurement
@@ -664,19 +648,13 @@ def _profile(
     Returns:
         The five ops with the most self CPU time: name, self CPU ms per step, share of total.
     """
-    from torch.profiler import ProfilerActivity, profile, schedule, tensorboard_trace_handler
-
     assert settings.profile_dir is not None
-    activities = [ProfilerActivity.CPU]
-    if settings.device == "cuda":
-        activities.append(ProfilerActivity.CUDA)
     worker = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{label}_rank{rank}")
     active = 3
-    with profile(
-        activities=activities,
-        schedule=schedule(wait=1, warmup=1, active=active, repeat=1),
-        on_trace_ready=tensorboard_trace_handler(settings.profile_dir, worker_name=worker),
+    with maybe_enable_profiling(
+        True, Path(settings.profile_dir), rank, wait=1, warmup=1, active=active, worker_name=worker
     ) as prof:
+        assert prof is not None
         for _ in range(1 + 1 + active):
             step()
             prof.step()
@@ -725,7 +703,7 @@ def _measure(
                 inner()
                 torch.cuda.synchronize()
 
-        times = bu.time_calls(step, settings.warmup, settings.repeats)
+        times = time_calls(step, settings.warmup, settings.repeats)
     top_ops: list[dict[str, Any]] = []
     if settings.profile_dir:
         top_ops = _profile(step, label, settings, rank, print_profile)
@@ -745,7 +723,7 @@ def build_baseline(case: Case, ids: torch.Tensor, settings: Settings) -> Callabl
     device = torch.device(settings.device)
     ids = ids.to(device)
     offsets = torch.arange(0, case.batch * case.pooling, case.pooling, device=device)  # [B]
-    opt_cls = optimizer_class(case.optimizer)
+    opt_cls = OPTIMIZER_CLASSES[case.optimizer]
     if case.variant in ("nn_dense", "nn_sparse"):
         emb = torch.nn.EmbeddingBag(
             case.rows, case.dim, mode="sum", sparse=case.variant == "nn_sparse", device=device
@@ -789,14 +767,14 @@ def build_dmp(
     local_batch = case.batch // case.world_size
     kjt = make_kjt(ids_local, local_batch, case.pooling).to(device)
     dmp = DistributedModelParallel(
-        make_meta_ebc(case, settings.lr), device=device, plan=info.plan, sharders=[make_sharder()]
+        make_meta_ebc(case, settings.lr), device=device, plan=info.plan, sharders=sharders()
     )
     # Data-parallel (DENSE kernel) tables ignore the in-backward optimizer: their replicated
     # weights get a regular optimizer (gradients are all-reduced by DDP first).
     dense_params = [p for _, p in in_backward_optimizer_filter(dmp.named_parameters())]
     dense_opt = None
     if dense_params:
-        dense_opt = optimizer_class(case.optimizer)(dense_params, lr=settings.lr)
+        dense_opt = OPTIMIZER_CLASSES[case.optimizer](dense_params, lr=settings.lr)
 
     def step() -> None:
         pooled = dmp(kjt)[FEATURE]  # [B_local, D]
@@ -876,7 +854,7 @@ def _rank_main(
                 times = [max(ts) for ts in zip(*(g["times_s"] for g in gathered), strict=True)]
                 print(
                     f"    [w{world_size}] {case.describe()}: p50 "
-                    f"{bu.percentile(times, 50) * 1e3:.1f} ms",
+                    f"{percentile(times, 50) * 1e3:.1f} ms",
                     flush=True,
                 )
         if rank == 0:
@@ -936,7 +914,8 @@ def make_row(
 ) -> dict[str, Any]:
     """Assemble one JSON row from the per-rank measurements of one case."""
     times = [max(ts) for ts in zip(*(m["times_s"] for m in per_rank), strict=True)]  # [repeats]
-    p50, p90 = bu.percentile(times, 50), bu.percentile(times, 90)
+    stats = summarize(times)
+    p50, p90 = stats["p50"], stats["p90"]
     ab = analytic_bytes(case, unique_rows)
     gbps = ab["step_bytes"] / p50 / bu.GB
     gather = probes["gather"][_probe_key(case)]["gbps"]
@@ -981,7 +960,7 @@ def make_row(
         "latency_ms": {
             "p50": p50 * 1e3,
             "p90": p90 * 1e3,
-            "mean": statistics.fmean(times) * 1e3,
+            "mean": stats["mean"] * 1e3,
             "min": min(times) * 1e3,
             "samples": [t * 1e3 for t in times],
         },
@@ -1242,7 +1221,7 @@ def run(cases: list[Case], settings: Settings, out: Path, preset: str, argv: lis
     need_pg = any(c.variant == "dmp" for c in local) and not dist.is_initialized()
     if need_pg:
         backend = "nccl" if settings.device == "cuda" else "gloo"
-        port = bu.free_loopback_port()
+        port = free_loopback_port()
         dist.init_process_group(
             backend, init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1
         )
@@ -1269,7 +1248,7 @@ def run(cases: list[Case], settings: Settings, out: Path, preset: str, argv: lis
             try:
                 mp.spawn(
                     _rank_main,
-                    args=(2, work, settings, bu.free_loopback_port(), path),
+                    args=(2, work, settings, free_loopback_port(), path),
                     nprocs=2,
                     join=True,
                 )
@@ -1304,8 +1283,7 @@ def run(cases: list[Case], settings: Settings, out: Path, preset: str, argv: lis
         "rows": rows,
         "targets": targets,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=1))
+    atomic_write_text(out, json.dumps(doc, indent=1))
     print(
         f"\nwrote {out} ({len(rows)} rows) in {doc['meta']['elapsed_s']:.0f} s, "
         f"loadavg start {load_start} end {doc['meta']['loadavg_end']}",

@@ -17,8 +17,10 @@ What it measures, per corpus size N and index kind, through the library path
   Each index is built once per size; every ``--ivf-nprobe`` / ``--hnsw-ef-search`` value is
   then a row of its own (a recall vs speed trade-off curve on the same index).
 * search p50/p90: wall time of one batched search of all Q queries at k=``--k``, over
-  ``--repeats`` runs after ``--warmup`` runs; qps = Q / p50. ``qps`` is the library call
-  (faiss search + row -> item id mapping); ``faiss_qps`` is the bare ``index.search``.
+  ``--repeats`` runs after ``--warmup`` runs (percentiles interpolate linearly between
+  closest ranks: ``torchrec_recsys.observability.timing.percentile``); qps = Q / p50.
+  ``qps`` is the library call (faiss search + row -> item id mapping); ``faiss_qps`` is the
+  bare ``index.search``.
 * recall@k: |ANN top-k  intersect  exact top-k| / k averaged over queries, where exact = the
   Flat index; Flat itself is checked against a NumPy brute-force top-k on a query subset.
 * index_mb: bytes held by the index structures (vectors, ids, centroids, graph links),
@@ -41,16 +43,16 @@ import math
 import os
 import platform
 import resource
-import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
 
+from torchrec_recsys.files import atomic_write_text
+from torchrec_recsys.observability.timing import percentile, time_calls
 from torchrec_recsys.retrieval.faiss_index import IndexSpec, LoadedIndex, build_index, search
 
 KINDS = ("flat", "ivf", "hnsw")
@@ -181,22 +183,6 @@ def numpy_topk(items: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
 # --------------------------------------------------------------------------- measuring
 
 
-def timed(fn: Callable[[], Any], warmup: int, repeats: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
-
-
 def index_bytes(index: faiss.Index, kind: str) -> int:
     """Bytes held by the index structures, counted from the faiss objects."""
     if kind == "flat":
@@ -280,11 +266,11 @@ def bench_size(n: int, args: argparse.Namespace, centers: np.ndarray) -> list[di
         for search_spec in search_specs(spec, args):
             loaded.spec = search_spec  # search reads its per-call parameters from the spec
             lib_search = functools.partial(search, loaded, queries, args.k)
-            lib_times = timed(lib_search, args.warmup, args.repeats)
+            lib_times = time_calls(lib_search, args.warmup, args.repeats)
             raw_search = functools.partial(
                 index.search, queries, args.k, params=faiss_params(search_spec)
             )
-            raw_times = timed(raw_search, args.warmup, args.repeats)
+            raw_times = time_calls(raw_search, args.warmup, args.repeats)
             _, found = lib_search()
             row: dict[str, Any] = {
                 "size": n,
@@ -298,15 +284,15 @@ def bench_size(n: int, args: argparse.Namespace, centers: np.ndarray) -> list[di
                 ref = numpy_topk(items, queries[:check], args.k)  # [check, k]
                 ref_ids = [[item_ids[r] for r in row_] for row_ in ref.tolist()]
                 row["flat_vs_numpy_recall"] = mean_recall(found[:check], ref_ids, args.k)
-            p50 = statistics.median(lib_times)
+            p50 = percentile(lib_times, 50)
             row.update(
                 {
                     "build_s": build_s,
                     "search_p50_s": p50,
-                    "search_p90_s": percentile(lib_times, 0.9),
+                    "search_p90_s": percentile(lib_times, 90),
                     "search_times_s": lib_times,
                     "qps": args.queries / p50,
-                    "faiss_qps": args.queries / statistics.median(raw_times),
+                    "faiss_qps": args.queries / percentile(raw_times, 50),
                     f"recall_at_{args.k}": mean_recall(found, truth, args.k),
                     "index_mb": index_bytes(index, kind) / 2**20,
                     "peak_rss_mb": peak_rss_mb(),
@@ -378,10 +364,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(markdown_table(rows, args.k))
     config = {key: (str(v) if isinstance(v, Path) else v) for key, v in vars(args).items()}
     result = {"benchmark": "faiss_index", "config": config, "environment": env, "results": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(args.out.suffix + ".tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    os.replace(tmp, args.out)
+    atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.out}")
     return result
 

@@ -39,6 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_utils as bu  # noqa: E402
 import ebc_benchmark as eb  # noqa: E402
 
+from torchrec_recsys.distributed.env import free_loopback_port  # noqa: E402
+from torchrec_recsys.distributed.sharding import planner_topology, sharders  # noqa: E402
+from torchrec_recsys.files import atomic_write_text  # noqa: E402
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -91,22 +95,10 @@ def make_planner(
     """
     from torchrec.distributed.planner import EmbeddingShardingPlanner
     from torchrec.distributed.planner.stats import EmbeddingStats
-    from torchrec.distributed.planner.types import (
-        KernelConfig,
-        ParameterConstraints,
-        TopologyFactory,
-        TrainerConfig,
-    )
+    from torchrec.distributed.planner.types import ParameterConstraints
 
-    cap = None if cap_mb is None else int(cap_mb * bu.MiB)
-    topology = TopologyFactory.create_topology(
-        trainer_config=TrainerConfig(
-            world_size=world_size, local_world_size=world_size, ddr_cap_bytes=cap
-        ),
-        kernel_config=KernelConfig(compute_device="cpu"),
-    )
     return EmbeddingShardingPlanner(
-        topology=topology,
+        topology=planner_topology(world_size, "cpu", cap_mb or 0.0),
         batch_size=batch // world_size,
         constraints={
             eb.TABLE: ParameterConstraints(
@@ -121,14 +113,7 @@ def make_planner(
 def describe_plan(planner: Any) -> dict[str, Any]:
     """Sharding type, kernel, shards and per-rank storage estimate of the planner's best plan."""
     best = planner._best_plan or []  # list[ShardingOption]
-    world = len(planner._topology.devices)
-    per_rank = [0] * world
-    shards = []
-    for so in best:
-        for s in so.shards:
-            rank = s.rank or 0
-            per_rank[rank] += s.storage.ddr + s.storage.hbm
-            shards.append({"rank": rank, "size": list(s.size), "offset": list(s.offset)})
+    per_rank, shards = eb.plan_shards(planner, len(planner._topology.devices))
     return {
         "sharding_type": best[0].sharding_type if best else None,
         "compute_kernel": best[0].compute_kernel if best else None,
@@ -191,7 +176,7 @@ def _rank_main(
                 eb.make_meta_ebc(case, args["lr"]),
                 device=torch.device("cpu"),
                 plan=plan,
-                sharders=[eb.make_sharder()],
+                sharders=sharders(),
             )
             # per-row checksums, not a copy of the shard, so the copy does not count as peak
             before = [t.detach().sum(dim=1) for t in _local_shards(dmp)]  # [rows_local] each
@@ -263,13 +248,12 @@ def main(argv: list[str] | None = None) -> int:
         f"threads {args.threads} (1 per rank), loadavg {bu.load_average()}",
         flush=True,
     )
-    sharders = [eb.make_sharder()]
     doc: dict[str, Any] = {"config": vars(args), "loadavg_start": bu.load_average()}
 
     # 1) one rank under the cap: must fail
     one = make_planner(1, args.cap_mb, args.batch_size, args.pooling)
     try:
-        one.plan(eb.make_meta_ebc(case, args.lr), sharders)
+        one.plan(eb.make_meta_ebc(case, args.lr), sharders())
         doc["one_rank"] = {"fits": True}
         print(
             "1 rank under the cap: the table FITS (raise --rows or lower --cap-mb to force a split)"
@@ -282,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     # 2) two ranks under the cap, but the whole table on one rank (table_wise): must fail too
     tw = make_planner(2, args.cap_mb, args.batch_size, args.pooling, ["table_wise"])
     try:
-        tw.plan(eb.make_meta_ebc(case, args.lr), sharders)
+        tw.plan(eb.make_meta_ebc(case, args.lr), sharders())
         doc["two_ranks_table_wise"] = {"fits": True}
         print("2 ranks, table_wise only, under the cap: FITS")
     except PlannerError as err:
@@ -294,14 +278,14 @@ def main(argv: list[str] | None = None) -> int:
 
     # 2b) two ranks, no cap
     free = make_planner(2, None, args.batch_size, args.pooling)
-    free.plan(eb.make_meta_ebc(case, args.lr), sharders)
+    free.plan(eb.make_meta_ebc(case, args.lr), sharders())
     doc["two_ranks_uncapped"] = describe_plan(free)
     print(f"2 ranks, no cap: planner picks {_fmt_plan(doc['two_ranks_uncapped'])}")
 
     # 3) two ranks under the cap
     capped = make_planner(2, args.cap_mb, args.batch_size, args.pooling)
     try:
-        plan = capped.plan(eb.make_meta_ebc(case, args.lr), sharders)
+        plan = capped.plan(eb.make_meta_ebc(case, args.lr), sharders())
     except PlannerError as err:
         print(
             f"planner_budget: error: {eb._planner_reason(err, case, _cap_settings(args))}",
@@ -323,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         path = os.path.join(tmp, "ranks.json")
         mp.spawn(
             _rank_main,
-            args=(case, plan, vars(args), bu.free_loopback_port(), path),
+            args=(case, plan, vars(args), free_loopback_port(), path),
             nprocs=2,
             join=True,
         )
@@ -345,9 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"trains: {trains} (loss {losses[0]:.3e} -> {losses[-1]:.3e})")
 
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=1))
-    out.with_suffix(".md").write_text(_markdown(doc))
+    atomic_write_text(out, json.dumps(doc, indent=1))
+    atomic_write_text(out.with_suffix(".md"), _markdown(doc))
     print(f"wrote {out} and {out.with_suffix('.md')}")
     return 0 if trains else 1
 

@@ -21,6 +21,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from torchrec_recsys.files import atomic_write_text
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 MiB = 2**20
 MIN_PLOT_BYTES = 8 * MiB  # smaller tables are below the RSS measurement noise
@@ -209,8 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"plot_ebc: error: cannot read benchmark rows from {src}: {err}", file=sys.stderr)
         return 2
     table = Path(args.table)
-    table.parent.mkdir(parents=True, exist_ok=True)
-    table.write_text(markdown(doc, str(src), args.note))
+    atomic_write_text(table, markdown(doc, str(src), args.note))
     group = plot_throughput(rows, Path(args.throughput_png))
     n = plot_memory(rows, Path(args.memory_png))
     print(f"wrote {table} ({len(rows)} rows)")

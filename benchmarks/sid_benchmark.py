@@ -5,7 +5,7 @@ Measures wall time of
   2. encoding the 1,682 titles with a cold cache (a fresh temporary cache folder), then again
      with the warm cache,
   3. fitting RQ-VAE and residual k-means with their default configs (``--repeats`` times;
-     p50/p90 reported),
+     p50/p90 reported, interpolated linearly as ``observability.timing.percentile`` does),
 and prints each method's quality report (reconstruction cosine, codebook utilisation and
 perplexity, collision rate, genre coherence). Writes JSON (``--out``) with the numbers, the
 machine's load average and the peak RSS; ``--report-dir`` also writes each report's JSON + PNG.
@@ -25,7 +25,6 @@ import json
 import os
 import platform
 import resource
-import statistics
 import sys
 import tempfile
 import time
@@ -64,13 +63,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in [0, 100]) of a non-empty list."""
-    ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
-    return ordered[rank]
-
-
 def peak_rss_mib() -> float:
     """Peak resident memory of this process so far, MiB (Linux reports ru_maxrss in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -88,6 +80,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from torchrec_recsys.data.movielens import load_movielens_100k
     from torchrec_recsys.errors import UserError
+    from torchrec_recsys.files import atomic_write_text
+    from torchrec_recsys.observability.timing import percentile
     from torchrec_recsys.semantic_ids.encoder import TextEncoder
     from torchrec_recsys.semantic_ids.learn import learn_semantic_ids, make_quantizer
     from torchrec_recsys.semantic_ids.report import write_report
@@ -129,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             results[method] = {
                 "config": config.to_dict(),
                 "fit_s": fits,
-                "fit_p50_s": statistics.median(fits),
+                "fit_p50_s": percentile(fits, 50),
                 "fit_p90_s": percentile(fits, 90),
                 "encode_codes_s": last.timings["encode_codes"],
                 "report_s": last.timings["report"],
@@ -226,8 +220,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "encoder_plus_sid_learning_s": pipeline_s,
         "peak_rss_mib": peak_rss_mib(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2))
+    atomic_write_text(args.out, json.dumps(out, indent=2))
     print(f"\npeak RSS {out['peak_rss_mib']:.0f} MiB; wrote {args.out}")
     return out
 

@@ -40,7 +40,8 @@ def pick_device(local_rank: int) -> tuple[torch.device, str]:
     return torch.device("cpu"), "gloo"
 
 
-def _free_loopback_port() -> int:
+def free_loopback_port() -> int:
+    """A TCP port that is free on 127.0.0.1 right now (for a ``tcp://`` init method)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -58,7 +59,7 @@ def init_distributed() -> DistContext:
         else:
             dist.init_process_group(
                 backend=backend,
-                init_method=f"tcp://127.0.0.1:{_free_loopback_port()}",
+                init_method=f"tcp://127.0.0.1:{free_loopback_port()}",
                 rank=0,
                 world_size=1,
             )

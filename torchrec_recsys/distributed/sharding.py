@@ -11,7 +11,7 @@ a batch touched); the dense optimizer steps the MLPs and any data-parallel table
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import torch
 import torch.distributed as dist
@@ -24,6 +24,7 @@ from torchrec.distributed.planner.types import (
     KernelConfig,
     ParameterConstraints,
     PlannerError,
+    Topology,
     TopologyFactory,
     TrainerConfig,
 )
@@ -63,13 +64,23 @@ class AnyDeviceEBCSharder(EmbeddingBagCollectionSharder):
 
 
 def sharders() -> list[ModuleSharder[nn.Module]]:
+    """The sharders every plan and DistributedModelParallel wrap use: one for EBCs."""
     return [AnyDeviceEBCSharder()]
 
 
 def sharding_constraints(
-    tables: Iterable[str], options: ShardingConfig
+    tables: Iterable[str],
+    options: ShardingConfig,
+    pooling_factors: Mapping[str, float] | None = None,
 ) -> dict[str, ParameterConstraints]:
-    """One constraint per table: its sharding type and the kernel that type needs."""
+    """One constraint per table: its sharding type and the kernel that type needs.
+
+    Args:
+        tables: table names.
+        options: the sharding type of each table (``per_table``, else ``default``).
+        pooling_factors: table -> mean ids per sample, for the planner's cost and memory
+            estimates; a table not named keeps TorchRec's default.
+    """
     tables = list(tables)
     unknown = sorted(set(options.per_table) - set(tables))
     if unknown:
@@ -84,10 +95,42 @@ def sharding_constraints(
             if kind == ShardingType.DATA_PARALLEL.value
             else EmbeddingComputeKernel.FUSED
         )
+        extra: dict[str, list[float]] = {}
+        if pooling_factors and table in pooling_factors:
+            extra["pooling_factors"] = [float(pooling_factors[table])]
         constraints[table] = ParameterConstraints(
-            sharding_types=[kind], compute_kernels=[kernel.value]
+            sharding_types=[kind], compute_kernels=[kernel.value], **extra
         )
     return constraints
+
+
+def planner_topology(
+    world_size: int,
+    device_type: str,
+    memory_budget_mb: float = 0.0,
+    local_world_size: int | None = None,
+) -> Topology:
+    """The planner's view of ``world_size`` ranks computing on ``device_type``.
+
+    Args:
+        world_size: ranks the plan is for (need not be the current process group's size).
+        device_type: ``"cpu"`` or ``"cuda"``.
+        memory_budget_mb: per-rank memory (MiB) the planner may use for tables; it caps DDR on
+            CPU and HBM on CUDA, where the planner places embedding storage. 0 = what the
+            device reports.
+        local_world_size: ranks per host (default: all ``world_size`` ranks on one host).
+    """
+    cap = int(memory_budget_mb * 1024 * 1024) or None
+    on_gpu = device_type == "cuda"
+    return TopologyFactory.create_topology(
+        trainer_config=TrainerConfig(
+            world_size=world_size,
+            local_world_size=world_size if local_world_size is None else int(local_world_size),
+            hbm_cap_bytes=cap if on_gpu else None,
+            ddr_cap_bytes=None if on_gpu else cap,
+        ),
+        kernel_config=KernelConfig(compute_device=device_type),
+    )
 
 
 def plan_sharding(
@@ -99,15 +142,11 @@ def plan_sharding(
 ) -> ShardingPlan:
     """Ask TorchRec's planner for a plan obeying ``options`` on this world (collective call)."""
     cap = int(options.memory_budget_mb * 1024 * 1024) or None
-    on_gpu = ctx.device.type == "cuda"
-    topology = TopologyFactory.create_topology(
-        trainer_config=TrainerConfig(
-            world_size=ctx.world_size,
-            local_world_size=int(_local_world_size(ctx)),
-            hbm_cap_bytes=cap if on_gpu else None,
-            ddr_cap_bytes=None if on_gpu else cap,
-        ),
-        kernel_config=KernelConfig(compute_device=ctx.device.type),
+    topology = planner_topology(
+        ctx.world_size,
+        ctx.device.type,
+        options.memory_budget_mb,
+        local_world_size=_local_world_size(ctx),
     )
     constraints = sharding_constraints(tables, options)
     planner = EmbeddingShardingPlanner(
