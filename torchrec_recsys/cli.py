@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Callable
 
 from torchrec_recsys.data.synthetic import write_synthetic_dataset
-from torchrec_recsys.errors import UserError
+from torchrec_recsys.errors import DataWarning, UserError
 
 
 def _synth(argv: list[str]) -> None:
@@ -91,10 +91,26 @@ def quiet_library_noise() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def show_data_warnings() -> None:
+    """Print each :class:`DataWarning` as one ``warning: <message>`` line on stderr."""
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+        if issubclass(category, DataWarning):
+            print(f"warning: {message}", file=sys.stderr, flush=True)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    if getattr(warnings.showwarning, "__name__", "") != "show":
+        warnings.showwarning = show
+    warnings.simplefilter("always", DataWarning)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Dispatch to a subcommand; a :class:`UserError` prints one line and exits with 2."""
     argv = sys.argv[1:] if argv is None else argv
     quiet_library_noise()
+    show_data_warnings()
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0
