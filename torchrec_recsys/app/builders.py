@@ -13,6 +13,7 @@ from torchrec_recsys.data.movielens import load_movielens_100k
 from torchrec_recsys.data.readers import RawData, read_files
 from torchrec_recsys.distributed.env import DistContext
 from torchrec_recsys.distributed.sharding import shard_model
+from torchrec_recsys.errors import DataError, warn_user
 from torchrec_recsys.metrics.baselines import baseline_aucs, popularity_retrieval
 from torchrec_recsys.models.dlrm import build_dlrm
 from torchrec_recsys.models.tasks import RankingTask, RetrievalTask
@@ -122,3 +123,65 @@ def build_sharded(
         ctx,
         batch_size=cfg.train.batch_size,
     )
+
+
+def check_data(cfg: ExperimentConfig, data: RecDataset, world_size: int) -> None:
+    """Fail when a split the run needs is empty or training would run 0 steps.
+
+    Also fails when the ranker's training labels are all one class, and warns when the
+    test labels are (AUC is then undefined).
+
+    Raises:
+        DataError: saying how many examples each split got and why one is unusable.
+    """
+    d = cfg.data
+    sizes = {name: len(table) for name, table in data.splits.items()}
+    counts = f"train={sizes['train']}, val={sizes['val']}, test={sizes['test']} examples"
+    held = d.val_per_user + d.test_per_user
+    most = int(data.users.train_items.lengths.max()) if len(data.user_ids) else 0
+    if d.split == "temporal":
+        why_empty = (
+            f"data.split = 'temporal' holds out the latest interactions only of users with "
+            f"more than data.val_per_user + data.test_per_user = {held} interactions, and the "
+            f"most any user has in training is {most}"
+        )
+    else:
+        why_empty = (
+            f"data.random_val_fraction = {d.random_val_fraction} and data.random_test_fraction "
+            f"= {d.random_test_fraction} drew none of the {sum(sizes.values())} examples"
+        )
+    if not sizes["train"]:
+        why = why_empty
+        cold = int(data.items.cold.sum())
+        if d.cold_item_fraction > 0:
+            why = (
+                f"data.cold_item_fraction = {d.cold_item_fraction} dropped the training "
+                f"interactions of {cold} of {len(data.items)} items"
+            )
+        raise DataError(f"the training split is empty ({counts}): {why}")
+    global_batch = cfg.train.batch_size * world_size
+    if sizes["train"] < global_batch:
+        raise DataError(
+            f"the training split has {sizes['train']} examples, fewer than one global batch of "
+            f"train.batch_size x processes = {cfg.train.batch_size} x {world_size} = "
+            f"{global_batch}, so the run would train 0 steps ({counts}); lower "
+            f"train.batch_size or use more data"
+        )
+    if not sizes["test"]:
+        raise DataError(f"the test split is empty ({counts}): {why_empty}")
+    wants_val = d.val_per_user > 0 if d.split == "temporal" else d.random_val_fraction > 0
+    if wants_val and not sizes["val"]:
+        raise DataError(f"the validation split is empty ({counts}): {why_empty}")
+    if cfg.model.name != "dlrm":
+        return
+    for split in ("train", "test"):
+        labels = data.splits[split].labels
+        if bool((labels == labels[0]).all()):
+            side = ">=" if float(labels[0]) == 1 else "<"
+            message = (
+                f"every {split} label is {int(labels[0])}: all {len(labels)} {split} ratings "
+                f"are {side} data.positive_rating = {d.positive_rating}"
+            )
+            if split == "train":
+                raise DataError(f"{message}; the ranker cannot learn from one class")
+            warn_user(f"{message}; test AUC is undefined (reported as 0.5)")
