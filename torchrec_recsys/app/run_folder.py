@@ -1,0 +1,172 @@
+"""Run folders: naming, the newest run, the per-folder lock and the run's metadata file.
+
+    <train.output_dir>/<name>/<run id>/
+      .lock          pid + host of the process training into the folder (rank 0), while it runs
+      run.json       created_unix (when the run first became valid), name, run id
+      config.json, vocab.json, feature_spec.json   written only once the run is known valid
+      checkpoints/, tensorboard/, summary.json
+
+Rules: a fresh run never reuses a folder that already holds files; two jobs never train into
+one folder at once (the second gets a clear error; a lock whose process is dead is stale and
+taken over); "newest" is the ``created_unix`` recorded in ``run.json``, not the folder name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from torchrec_recsys.errors import UserError
+from torchrec_recsys.files import atomic_write_text
+from torchrec_recsys.training.checkpoint_io import latest_checkpoint
+
+LOCK_FILE = ".lock"
+RUN_META_FILE = "run.json"
+UNREADABLE_LOCK_GRACE_S = 10.0
+"""A lock file that cannot be parsed is taken to be mid-write for this long, then stale."""
+
+
+def run_created(run_dir: Path) -> float:
+    """When the run was created: ``run.json``'s ``created_unix``, else its config's mtime."""
+    try:
+        return float(json.loads((run_dir / RUN_META_FILE).read_text())["created_unix"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    for path in (run_dir / "config.json", run_dir):
+        try:
+            return path.stat().st_mtime
+        except OSError:
+            continue
+    return 0.0
+
+
+def newest_run_with_checkpoint(root: Path) -> Path | None:
+    """The run under ``root`` with a complete checkpoint created last (by ``run.json``)."""
+    runs = [p for p in root.glob("*") if p.is_dir() and latest_checkpoint(p) is not None]
+    return max(runs, key=lambda p: (run_created(p), p.name)) if runs else None
+
+
+def new_run_dir(root: Path) -> Path:
+    """``root/<UTC timestamp>``, with ``-1``, ``-2``... when that folder exists already."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    candidate, n = root / stamp, 0
+    while candidate.exists():
+        n += 1
+        candidate = root / f"{stamp}-{n}"
+    return candidate
+
+
+def existing_files(run_dir: Path) -> list[str]:
+    """Names in ``run_dir`` other than its lock file (empty if it does not exist)."""
+    if not run_dir.is_dir():
+        return []
+    return sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_FILE)
+
+
+def write_run_metadata(run_dir: Path, name: str) -> None:
+    """Write ``run.json`` (creation time) unless the run has one (a resume keeps its time)."""
+    path = run_dir / RUN_META_FILE
+    if not path.exists():
+        meta = {"created_unix": time.time(), "name": name, "run_id": run_dir.name}
+        atomic_write_text(path, json.dumps(meta, indent=2))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+@dataclass
+class RunLock:
+    """The lock on one run folder, held by rank 0 for the whole run.
+
+    ``acquire`` creates the folder if needed (remembering which folders it created);
+    ``release`` removes the lock and, when nothing else was written (the run failed before
+    it became valid), the folders it created, so a refused run leaves no trace.
+    """
+
+    run_dir: Path
+    created: list[Path] = field(default_factory=list)
+    held: bool = False
+
+    @property
+    def path(self) -> Path:
+        return self.run_dir / LOCK_FILE
+
+    def acquire(self) -> None:
+        """Take the lock, replacing a stale one.
+
+        Raises:
+            UserError: another live process holds the lock.
+        """
+        missing = []
+        for folder in [self.run_dir, *self.run_dir.parents]:
+            if folder.exists():
+                break
+            missing.append(folder)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.created = missing  # innermost first
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "created_unix": time.time()}
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                self._take_over_if_stale()
+                continue
+            with os.fdopen(fd, "w") as handle:
+                json.dump(info, handle)
+            self.held = True
+            return
+        raise UserError(f"could not take the lock {str(self.path)!r}: it keeps reappearing")
+
+    def _take_over_if_stale(self) -> None:
+        try:
+            holder: dict[str, Any] = json.loads(self.path.read_text())
+            pid, host = int(holder["pid"]), str(holder["host"])
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError):
+            try:
+                age = time.time() - self.path.stat().st_mtime
+            except OSError:
+                return
+            if age < UNREADABLE_LOCK_GRACE_S:
+                raise UserError(
+                    f"run folder {str(self.run_dir)!r} is being locked by another process "
+                    f"right now ({str(self.path)!r}); try again"
+                ) from None
+            self.path.unlink(missing_ok=True)
+            return
+        here = socket.gethostname()
+        if host == here and (pid == os.getpid() or not _pid_alive(pid)):
+            print(f"taking over the stale lock of dead process {pid} in {self.run_dir}", flush=True)
+            self.path.unlink(missing_ok=True)
+            return
+        raise UserError(
+            f"run folder {str(self.run_dir)!r} is in use by process {pid} on {host!r} (lock file "
+            f"{str(self.path)!r}); wait for that job to end, use another --run-id, or delete "
+            f"the lock file if that process is gone"
+        )
+
+    def release(self) -> None:
+        """Remove the lock; then remove the folders ``acquire`` created if they are empty."""
+        if not self.held:
+            return
+        self.path.unlink(missing_ok=True)
+        self.held = False
+        for folder in self.created:
+            try:
+                folder.rmdir()  # only succeeds when empty
+            except OSError:
+                break
