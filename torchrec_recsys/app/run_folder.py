@@ -13,6 +13,7 @@ taken over); "newest" is the ``created_unix`` recorded in ``run.json``, not the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -22,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from torchrec_recsys.config import FeatureConfig
 from torchrec_recsys.errors import UserError
 from torchrec_recsys.files import atomic_write_text
 from torchrec_recsys.training.checkpoint_io import latest_checkpoint
@@ -170,3 +172,47 @@ class RunLock:
                 folder.rmdir()  # only succeeds when empty
             except OSError:
                 break
+
+
+SHAPE_KEYS = (
+    "model.name",
+    "model.dense_arch_layers",
+    "model.over_arch_layers",
+    "model.tower_layers",
+    *(f"features.{f.name}" for f in dataclasses.fields(FeatureConfig)),
+    "semantic_ids.enabled",
+)
+"""Config keys (or whole sections) that decide the model's parameters: a resume must keep them."""
+
+
+def check_resume_config(run_dir: Path, config: dict[str, Any]) -> None:
+    """Fail early, naming the keys, when a resume changes what the checkpoint's model is.
+
+    Args:
+        run_dir: the run being resumed (its ``config.json`` is what it was trained with).
+        config: the resolved config of this attempt, as plain data.
+
+    Raises:
+        UserError: a :data:`SHAPE_KEYS` value differs from the run's ``config.json``.
+    """
+    try:
+        saved = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return  # an old or damaged run: the checkpoint load reports any mismatch
+
+    def get(tree: dict[str, Any], dotted: str) -> Any:
+        for part in dotted.split("."):
+            tree = tree.get(part, {}) if isinstance(tree, dict) else {}
+        return tree
+
+    changed = [
+        f"{key} ({get(saved, key)!r} -> {get(config, key)!r})"
+        for key in SHAPE_KEYS
+        if get(saved, key) != get(config, key)
+    ]
+    if changed:
+        raise UserError(
+            f"cannot resume {str(run_dir)!r}: this run changes {'; '.join(changed)}, which "
+            f"the checkpoint's model was built with; resume with the run's settings or start "
+            f"a new run"
+        )

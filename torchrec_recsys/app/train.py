@@ -31,6 +31,7 @@ import torch.distributed as dist
 from torchrec_recsys.app import builders
 from torchrec_recsys.app.run_folder import (
     RunLock,
+    check_resume_config,
     existing_files,
     new_run_dir,
     newest_run_with_checkpoint,
@@ -230,6 +231,8 @@ def run(
         data = builders.build_data(cfg)
         builders.check_data(cfg, data, ctx.world_size)
     data_warnings = _report_warnings(caught, ctx.is_main)
+    if checkpoint is not None:
+        check_resume_config(run_dir, config_to_dict(cfg))
     model, optimizer = builders.build_sharded(cfg, data, ctx)
     state = TrainerState()
     if checkpoint is not None:
