@@ -12,6 +12,7 @@ import logging
 import sys
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 from torchrec_recsys.data.synthetic import write_synthetic_dataset
 from torchrec_recsys.errors import DataWarning, UserError
@@ -29,6 +30,17 @@ def _synth(argv: list[str]) -> None:
     parser.add_argument("--format", choices=("csv", "parquet"), default="csv", help="file format")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     args = parser.parse_args(argv)
+    for flag, value in [
+        ("--users", args.users),
+        ("--items", args.items),
+        ("--per-user", args.per_user),
+    ]:
+        if value < 1:
+            raise UserError(f"{flag} {value} is invalid; expected at least 1")
+    if args.seed < 0:
+        raise UserError(f"--seed {args.seed} is invalid; expected 0 or more")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UserError(f"--out {args.out!r} exists and is not a folder")
     paths = write_synthetic_dataset(
         args.out, args.users, args.items, args.per_user, seed=args.seed, file_format=args.format
     )

@@ -235,7 +235,8 @@ def load_config(
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} does not exist")
+            what = "is a folder, not a file" if path.is_dir() else "does not exist"
+            raise ConfigError(f"config file {str(path)!r} {what}")
         try:
             table = tomllib.loads(path.read_text(encoding="utf-8"))
         except UnicodeDecodeError as e:

@@ -117,7 +117,12 @@ class RunLock:
             if folder.exists():
                 break
             missing.append(folder)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(
+                f"cannot create run directory {str(self.run_dir)!r}: {e.strerror}"
+            ) from None
         self.created = missing  # innermost first
         info = {"pid": os.getpid(), "host": socket.gethostname(), "created_unix": time.time()}
         for _ in range(3):

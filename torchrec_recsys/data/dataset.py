@@ -282,6 +282,11 @@ def build_dataset(
         missing = sorted(set(data.user_categorical_columns) - set(user_cols))
         raise DataError(f"user column(s) {missing} are configured but not in the users table")
     if not len(raw.users):
+        if data.user_categorical_columns:
+            warn_user(
+                f"data.user_categorical_columns = {data.user_categorical_columns} but there is "
+                f"no users table (data.users_path is empty): training without user attributes"
+            )
         user_cols = []
 
     items = raw.items.reset_index(drop=True)
