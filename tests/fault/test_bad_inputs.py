@@ -418,6 +418,45 @@ BAD: list[Bad] = [
     ),
     Bad("non_numeric_config_value", 0, lambda e: e.train("--train.epochs=two"), "train.epochs"),
     Bad("unknown_subcommand", 0, lambda e: ["trian"], "unknown subcommand 'trian'"),
+    Bad(
+        "config_is_a_folder",
+        0,
+        lambda e: ["train", "--config", str(e.root)],
+        "is a folder, not a file",
+    ),
+    Bad(
+        "run_dir_below_a_file",
+        0,
+        lambda e: e.train("--run-dir", str(e.write("a_file", "x") / "run")),
+        "cannot create run directory",
+    ),
+    Bad(
+        "synth_zero_users",
+        0,
+        lambda e: ["synth", "--out", str(e.root / "s"), "--users", "0"],
+        "--users 0 is invalid",
+    ),
+    Bad(
+        "synth_into_a_file",
+        0,
+        lambda e: ["synth", "--out", str(e.write("f", "x"))],
+        "exists and is not a folder",
+    ),
+    Bad(
+        "sid_build_zero_levels",
+        0,
+        lambda e: [
+            "sid",
+            "build",
+            "--config",
+            str(tiny_config_file(e.data, e.root)),
+            "--out",
+            str(e.root / "sid"),
+            "--levels",
+            "0",
+        ],
+        "semantic_ids.levels must be positive, got 0",
+    ),
 ]
 
 
@@ -679,6 +718,16 @@ SERVING: list[tuple[str, Callable[[dict], list[str]], str]] = [
         "ranker_is_not_a_run",
         lambda s: _recommend(s, "--user", "u1") + ["--ranker", str(s["root"])],
         "is not a run directory",
+    ),
+    (
+        "export_over_an_existing_index",
+        lambda s: ["export", "--run-dir", str(s["tt"])],
+        "already exists; pass --overwrite to replace it",
+    ),
+    (
+        "evaluate_out_in_a_missing_folder",
+        lambda s: _evaluate(s, "--candidates", "20", "--out", str(s["root"] / "no" / "m.json")),
+        "its folder does not exist",
     ),
 ]
 

@@ -12,7 +12,7 @@ import torch.distributed as dist
 
 from torchrec_recsys.app.trained import load_trained, read_run_config
 from torchrec_recsys.distributed.env import init_distributed, shutdown_distributed
-from torchrec_recsys.errors import UserError
+from torchrec_recsys.errors import UserError, warn_user
 from torchrec_recsys.files import atomic_write_text
 from torchrec_recsys.retrieval.faiss_index import (
     IndexSpec,
@@ -106,6 +106,9 @@ def export_main(argv: list[str]) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing index folder")
     args = parser.parse_args(argv)
     _require(args.run_dir, "two_tower", "--run-dir")
+    out = Path(args.out or Path(args.run_dir) / f"index_{args.kind}")
+    if out.exists() and not args.overwrite:
+        raise UserError(f"index folder {str(out)!r} already exists; pass --overwrite to replace it")
     owns_group = not dist.is_initialized()
     ctx = init_distributed()
     try:
@@ -126,7 +129,6 @@ def export_main(argv: list[str]) -> None:
         start = time.perf_counter()
         index = build_index(embeddings, spec)
         seconds = time.perf_counter() - start
-        out = Path(args.out or Path(args.run_dir) / f"index_{args.kind}")
         save_index(
             out,
             index,
@@ -179,6 +181,11 @@ def recommend_main(argv: list[str]) -> None:
         history = [h.strip() for h in args.history.split(",") if h.strip()]
         _check_history(history, retriever.data.items.item_ids)
         result = recommend(retriever, ranker, index, args.user, args.k, args.candidates, history)
+        if len(result.items) < args.k:
+            warn_user(
+                f"only {len(result.items)} of the {args.k} items asked for (-k): the other "
+                f"candidates were items the user already has; raise --candidates for more"
+            )
         print(format_recommendations(result))
     finally:
         shutdown_distributed()
@@ -195,6 +202,10 @@ def evaluate_pipeline_main(argv: list[str]) -> None:
     parser.add_argument("--out", help="write the metrics as JSON here too")
     args = parser.parse_args(argv)
     _check_two_stage(args)
+    if args.out and not Path(args.out).resolve().parent.is_dir():
+        raise UserError(f"--out {args.out!r}: its folder does not exist")
+    if args.out and Path(args.out).is_dir():
+        raise UserError(f"--out {args.out!r} is a folder; expected a file path for the JSON")
     ctx = init_distributed()
     try:
         retriever = load_trained(args.retriever, ctx)
