@@ -448,6 +448,12 @@ def validate_config(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             f"model.over_arch_layers must end with 1, got {cfg.model.over_arch_layers}"
         )
+    s = cfg.semantic_ids
+    if s.enabled and not s.table_path and not cfg.data.item_text_columns:
+        raise ConfigError(
+            "semantic_ids.enabled learns codes from item text, but data.item_text_columns is "
+            "empty: name the text columns or give semantic_ids.table_path"
+        )
     if cfg.data.source == "files" and not (cfg.data.interactions_path and cfg.data.items_path):
         raise ConfigError(
             'data.source = "files" needs data.interactions_path and data.items_path to be set'

@@ -419,6 +419,33 @@ BAD: list[Bad] = [
     Bad("non_numeric_config_value", 0, lambda e: e.train("--train.epochs=two"), "train.epochs"),
     Bad("unknown_subcommand", 0, lambda e: ["trian"], "unknown subcommand 'trian'"),
     Bad(
+        "no_sparse_features",
+        0,
+        lambda e: e.train(
+            "--data.item_categorical_columns=[]",
+            "--data.user_categorical_columns=[]",
+            "--features.use_item_id=false",
+            "--features.use_user_id=false",
+        ),
+        "model.name = 'dlrm' needs sparse features, but there are none",
+    ),
+    Bad(
+        "two_tower_without_item_features",
+        0,
+        lambda e: e.train(
+            "--model.name=two_tower",
+            "--data.item_categorical_columns=[]",
+            "--features.use_item_id=false",
+        ),
+        "the item tower has none",
+    ),
+    Bad(
+        "semantic_ids_without_text",
+        0,
+        lambda e: e.train("--data.item_text_columns=[]", "--semantic_ids.enabled=true"),
+        "data.item_text_columns is empty",
+    ),
+    Bad(
         "config_is_a_folder",
         0,
         lambda e: ["train", "--config", str(e.root)],

@@ -9,6 +9,7 @@ from torchrec.optim.keyed import CombinedOptimizer
 
 from torchrec_recsys.config import ExperimentConfig
 from torchrec_recsys.data.dataset import ItemTokens, RecDataset, build_dataset, item_texts
+from torchrec_recsys.data.features import ITEM, USER
 from torchrec_recsys.data.movielens import load_movielens_100k
 from torchrec_recsys.data.readers import RawData, read_files
 from torchrec_recsys.distributed.env import DistContext
@@ -55,6 +56,11 @@ def build_sid_table(cfg: ExperimentConfig, raw: RawData) -> SIDTable:
         return load_sid_table(s.table_path)
     items = raw.items
     texts = item_texts(items, cfg.data.item_text_columns)
+    if not any(t.strip() for t in texts):
+        raise DataError(
+            f"semantic IDs are learned from item text, but every item's text is empty "
+            f"(data.item_text_columns = {cfg.data.item_text_columns})"
+        )
     genres = list(items["genres"]) if "genres" in items.columns else None
     return cached_sid_table(list(items["item_id"]), texts, genres, cfg.semantic_ids)
 
@@ -135,6 +141,7 @@ def check_data(cfg: ExperimentConfig, data: RecDataset, world_size: int) -> None
         DataError: saying how many examples each split got and why one is unusable.
     """
     d = cfg.data
+    _check_towers(cfg, data)
     sizes = {name: len(table) for name, table in data.splits.items()}
     counts = f"train={sizes['train']}, val={sizes['val']}, test={sizes['test']} examples"
     held = d.val_per_user + d.test_per_user
@@ -185,3 +192,21 @@ def check_data(cfg: ExperimentConfig, data: RecDataset, world_size: int) -> None
             if split == "train":
                 raise DataError(f"{message}; the ranker cannot learn from one class")
             warn_user(f"{message}; test AUC is undefined (reported as 0.5)")
+
+
+def _check_towers(cfg: ExperimentConfig, data: RecDataset) -> None:
+    """The model needs sparse features: DLRM at least one, the two-tower one per tower."""
+    sources = {
+        USER: "features.use_user_id, features.use_history and data.user_categorical_columns",
+        ITEM: "features.use_item_id and data.item_categorical_columns",
+    }
+    towers = (USER, ITEM) if cfg.model.name == "two_tower" else (None,)
+    for tower in towers:
+        if data.spec.sparse_names(tower):
+            continue
+        where = sources[tower] if tower else " / ".join(sources.values())
+        side = f"the {tower} tower has" if tower else "there are"
+        raise DataError(
+            f"model.name = {cfg.model.name!r} needs sparse features, but {side} none: "
+            f"turn on some of {where}"
+        )
