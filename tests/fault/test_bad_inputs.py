@@ -21,6 +21,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ import pytest
 import torch
 from conftest import REPO_ROOT, tiny_config_file
 
-from torchrec_recsys.app.run_folder import LOCK_FILE, RUN_META_FILE
+from torchrec_recsys.app.run_folder import LOCK_FILE, RUN_META_FILE, STALE_AFTER_S
 from torchrec_recsys.cli import main
 from torchrec_recsys.data.synthetic import SyntheticPaths
 from torchrec_recsys.metrics.retrieval import recall_ndcg, target_ranks
@@ -105,11 +106,24 @@ def _truncated_parquet(env: Env) -> list[str]:
     return env.train(*env.files(interactions=path))
 
 
-def _locked_by_live_process(env: Env) -> list[str]:
+def _lock(env: Env, pid: int, host: str, age_s: float = 0.0) -> Path:
+    """A lock file of ``pid`` on ``host`` in run ``job1``, last touched ``age_s`` ago."""
     run = env.out / "tiny_synthetic" / "job1"
     run.mkdir(parents=True)
-    holder = {"pid": os.getppid(), "host": socket.gethostname(), "created_unix": 0}
-    (run / LOCK_FILE).write_text(json.dumps(holder))
+    lock = run / LOCK_FILE
+    lock.write_text(json.dumps({"pid": pid, "host": host, "created_unix": 0}))
+    touched = time.time() - age_s
+    os.utime(lock, (touched, touched))
+    return lock
+
+
+def _locked_by_live_process(env: Env) -> list[str]:
+    _lock(env, os.getppid(), socket.gethostname())
+    return env.train("--run-id=job1")
+
+
+def _locked_from_another_host(env: Env) -> list[str]:
+    _lock(env, 1, "another-host")  # its heartbeat is fresh: alive as far as anyone can tell
     return env.train("--run-id=job1")
 
 
@@ -317,6 +331,12 @@ BAD: list[Bad] = [
         "already holds checkpoints, config.json",
     ),
     Bad("same_run_id_as_a_live_job", 4, _locked_by_live_process, "is in use by process"),
+    Bad(
+        "same_run_id_as_a_job_on_another_host",
+        4,
+        _locked_from_another_host,
+        "is in use by process 1 on 'another-host'",
+    ),
     Bad(
         "resume_with_other_embedding_dim",
         4,
@@ -624,15 +644,16 @@ def test_padded_ids_in_the_users_file_keep_their_features(
 # --- run folders: stale locks, newest run, nothing overwritten by a failed resume ---------
 
 
-def test_stale_lock_of_a_dead_process_is_taken_over(env: Env) -> None:
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    run = env.out / "tiny_synthetic" / "job1"
-    run.mkdir(parents=True)
-    lock = {"pid": dead.pid, "host": socket.gethostname(), "created_unix": 0}
-    (run / LOCK_FILE).write_text(json.dumps(lock))
+@pytest.mark.parametrize("where", ["dead_process_here", "silent_process_elsewhere"])
+def test_stale_lock_is_taken_over(env: Env, where: str) -> None:
+    if where == "dead_process_here":
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        lock = _lock(env, dead.pid, socket.gethostname())
+    else:  # no heartbeat for longer than STALE_AFTER_S
+        lock = _lock(env, 1, "another-host", age_s=STALE_AFTER_S + 1)
     assert main(env.train("--run-id=job1", "--train.epochs=1")) == 0
-    assert (run / "summary.json").exists() and not (run / LOCK_FILE).exists()
+    assert (lock.parent / "summary.json").exists() and not lock.exists()
 
 
 def test_failed_resume_leaves_the_old_run_as_it_was(env: Env) -> None:

@@ -7,8 +7,10 @@
       checkpoints/, tensorboard/, summary.json
 
 Rules: a fresh run never reuses a folder that already holds files; two jobs never train into
-one folder at once (the second gets a clear error; a lock whose process is dead is stale and
-taken over); "newest" is the ``created_unix`` recorded in ``run.json``, not the folder name.
+one folder at once (the second gets a clear error); a lock is stale, and taken over, when its
+process is dead (same host: by pid) or its heartbeat stopped (another host: the holder
+touches the file every ``HEARTBEAT_S``; untouched for ``STALE_AFTER_S`` = stale); "newest" is
+the ``created_unix`` recorded in ``run.json``, not the folder name.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import dataclasses
 import json
 import os
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,6 +35,10 @@ LOCK_FILE = ".lock"
 RUN_META_FILE = "run.json"
 UNREADABLE_LOCK_GRACE_S = 10.0
 """A lock file that cannot be parsed is taken to be mid-write for this long, then stale."""
+HEARTBEAT_S = 15.0
+"""The holder touches its lock file this often (a thread), so other hosts can tell it lives."""
+STALE_AFTER_S = 60.0
+"""A lock from another host (whose pid cannot be checked) untouched this long is stale."""
 
 
 def run_created(run_dir: Path) -> float:
@@ -101,16 +108,21 @@ class RunLock:
     run_dir: Path
     created: list[Path] = field(default_factory=list)
     held: bool = False
+    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
 
     @property
     def path(self) -> Path:
         return self.run_dir / LOCK_FILE
 
-    def acquire(self) -> None:
-        """Take the lock, replacing a stale one.
+    def acquire(self, wait_s: float = 0.0) -> None:
+        """Take the lock, replacing a stale one; start its heartbeat.
+
+        Args:
+            wait_s: how long to wait for a live-looking lock of another host to go stale (a
+                retried job on a cluster may start before the dead attempt's heartbeat ends).
 
         Raises:
-            UserError: another live process holds the lock.
+            UserError: another live process holds the lock (after ``wait_s``).
         """
         missing = []
         for folder in [self.run_dir, *self.run_dir.parents]:
@@ -125,17 +137,34 @@ class RunLock:
             ) from None
         self.created = missing  # innermost first
         info = {"pid": os.getpid(), "host": socket.gethostname(), "created_unix": time.time()}
-        for _ in range(3):
+        deadline = time.monotonic() + wait_s
+        waited = False
+        while True:
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                self._take_over_if_stale()
+                try:
+                    self._take_over_if_stale()
+                except UserError:
+                    if time.monotonic() >= deadline:
+                        raise
+                    if not waited:
+                        print(f"waiting up to {wait_s:.0f} s for the lock {self.path}", flush=True)
+                        waited = True
+                    time.sleep(1.0)
                 continue
             with os.fdopen(fd, "w") as handle:
                 json.dump(info, handle)
             self.held = True
+            threading.Thread(target=self._heartbeat, daemon=True, name="run-lock").start()
             return
-        raise UserError(f"could not take the lock {str(self.path)!r}: it keeps reappearing")
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                os.utime(self.path)
+            except OSError:
+                return
 
     def _take_over_if_stale(self) -> None:
         try:
@@ -156,8 +185,18 @@ class RunLock:
             self.path.unlink(missing_ok=True)
             return
         here = socket.gethostname()
-        if host == here and (pid == os.getpid() or not _pid_alive(pid)):
-            print(f"taking over the stale lock of dead process {pid} in {self.run_dir}", flush=True)
+        if host == here:
+            stale = pid == os.getpid() or not _pid_alive(pid)
+        else:
+            try:
+                stale = time.time() - self.path.stat().st_mtime > STALE_AFTER_S
+            except FileNotFoundError:
+                return
+        if stale:
+            print(
+                f"taking over the stale lock of process {pid} on {host!r} in {self.run_dir}",
+                flush=True,
+            )
             self.path.unlink(missing_ok=True)
             return
         raise UserError(
@@ -170,6 +209,7 @@ class RunLock:
         """Remove the lock; then remove the folders ``acquire`` created if they are empty."""
         if not self.held:
             return
+        self._stop.set()
         self.path.unlink(missing_ok=True)
         self.held = False
         for folder in self.created:

@@ -30,6 +30,8 @@ import torch.distributed as dist
 
 from torchrec_recsys.app import builders
 from torchrec_recsys.app.run_folder import (
+    HEARTBEAT_S,
+    STALE_AFTER_S,
     RunLock,
     check_resume_config,
     existing_files,
@@ -165,7 +167,8 @@ def resolve_run_dir(
             if run_dir.exists() and not run_dir.is_dir():
                 raise UserError(f"run directory {str(run_dir)!r} exists and is not a folder")
             lock = RunLock(run_dir)
-            lock.acquire()
+            # a retried job (--resume-if-any) may start before the dead attempt's lock is stale
+            lock.acquire(wait_s=STALE_AFTER_S + HEARTBEAT_S if args.resume_if_any else 0.0)
             choice[:2] = [str(run_dir), str(checkpoint) if checkpoint else None]
         except UserError as e:
             choice[2] = str(e)
