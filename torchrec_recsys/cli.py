@@ -12,9 +12,10 @@ import logging
 import sys
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 from torchrec_recsys.data.synthetic import write_synthetic_dataset
-from torchrec_recsys.errors import UserError
+from torchrec_recsys.errors import DataWarning, UserError
 
 
 def _synth(argv: list[str]) -> None:
@@ -29,6 +30,17 @@ def _synth(argv: list[str]) -> None:
     parser.add_argument("--format", choices=("csv", "parquet"), default="csv", help="file format")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     args = parser.parse_args(argv)
+    for flag, value in [
+        ("--users", args.users),
+        ("--items", args.items),
+        ("--per-user", args.per_user),
+    ]:
+        if value < 1:
+            raise UserError(f"{flag} {value} is invalid; expected at least 1")
+    if args.seed < 0:
+        raise UserError(f"--seed {args.seed} is invalid; expected 0 or more")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UserError(f"--out {args.out!r} exists and is not a folder")
     paths = write_synthetic_dataset(
         args.out, args.users, args.items, args.per_user, seed=args.seed, file_format=args.format
     )
@@ -91,10 +103,26 @@ def quiet_library_noise() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def show_data_warnings() -> None:
+    """Print each :class:`DataWarning` as one ``warning: <message>`` line on stderr."""
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+        if issubclass(category, DataWarning):
+            print(f"warning: {message}", file=sys.stderr, flush=True)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    if getattr(warnings.showwarning, "__name__", "") != "show":
+        warnings.showwarning = show
+    warnings.simplefilter("always", DataWarning)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Dispatch to a subcommand; a :class:`UserError` prints one line and exits with 2."""
     argv = sys.argv[1:] if argv is None else argv
     quiet_library_noise()
+    show_data_warnings()
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0

@@ -12,6 +12,8 @@ Only entry points read the config; library code takes typed arguments built from
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import tomllib
 import types
 import typing
@@ -233,9 +235,16 @@ def load_config(
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} does not exist")
+            what = "is a folder, not a file" if path.is_dir() else "does not exist"
+            raise ConfigError(f"config file {str(path)!r} {what}")
         try:
-            table = tomllib.loads(path.read_text())
+            table = tomllib.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as e:
+            raise ConfigError(
+                f"config file {str(path)!r} is not UTF-8 text (byte {e.start}: {e.reason})"
+            ) from None
+        except OSError as e:
+            raise ConfigError(f"config file {str(path)!r} cannot be read: {e.strerror}") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"config file {str(path)!r} is not valid TOML: {e}") from None
         _apply_table(cfg, table, where=str(path))
@@ -259,8 +268,152 @@ def config_from_dict(data: dict[str, Any], where: str) -> ExperimentConfig:
     return cfg
 
 
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of one numeric config field (every float must also be finite)."""
+
+    low: float | None = None
+    """Smallest allowed value (None = no lower bound)."""
+    high: float | None = None
+    """Largest allowed value (None = no upper bound)."""
+    low_open: bool = False
+    """``low`` itself is not allowed."""
+    high_open: bool = False
+    """``high`` itself is not allowed."""
+    words: str = ""
+    """The range in words for the error message (default: derived from the bounds)."""
+
+    def contains(self, value: float) -> bool:
+        """Whether ``value`` lies in the range."""
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return False
+        return self.high is None or (
+            value <= self.high and not (self.high_open and value == self.high)
+        )
+
+    def describe(self) -> str:
+        """The range in words, e.g. ``in [0, 1)`` or ``> 0``."""
+        if self.words:
+            return self.words
+        if self.low is not None and self.high is not None:
+            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            return f"in {left}{self.low:g}, {self.high:g}{right}"
+        if self.low == 0 and self.low_open:
+            return "positive"
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        if self.high is not None:
+            return f"{'<' if self.high_open else '<='} {self.high:g}"
+        return "a finite number"
+
+
+POSITIVE = Range(0, low_open=True)
+NON_NEGATIVE = Range(0)
+FRACTION = Range(0, 1, high_open=True)
+FIELD_RANGES: dict[str, Range] = {
+    "data.positive_rating": Range(),
+    "data.val_per_user": NON_NEGATIVE,
+    "data.test_per_user": NON_NEGATIVE,
+    "data.random_val_fraction": FRACTION,
+    "data.random_test_fraction": FRACTION,
+    "data.split_seed": NON_NEGATIVE,
+    "data.history_length": POSITIVE,
+    "data.cold_item_fraction": FRACTION,
+    "features.embedding_dim": POSITIVE,
+    "model.dense_arch_layers": POSITIVE,
+    "model.over_arch_layers": POSITIVE,
+    "model.tower_layers": POSITIVE,
+    "model.temperature": POSITIVE,
+    "sharding.memory_budget_mb": Range(0, words="0 (what the device reports) or positive"),
+    "optimizer.sparse_lr": POSITIVE,
+    "optimizer.dense_lr": POSITIVE,
+    "train.epochs": POSITIVE,
+    "train.batch_size": POSITIVE,
+    "train.eval_batch_size": POSITIVE,
+    "train.seed": NON_NEGATIVE,
+    "train.max_steps_per_epoch": Range(0, words="0 (the whole split) or positive"),
+    "train.log_every": POSITIVE,
+    "train.checkpoint_every_steps": Range(0, words="0 (epoch ends only) or positive"),
+    "train.keep_last_checkpoints": Range(0, words="0 (keep all) or positive"),
+    "semantic_ids.levels": POSITIVE,
+    "semantic_ids.codebook_size": Range(2),
+    "semantic_ids.epochs": POSITIVE,
+    "semantic_ids.prefix_max_rows": POSITIVE,
+}
+"""Range of every numeric field (a list of numbers: each element). Each float field is also
+checked to be finite, whether listed here or not; a numeric field missing from this table
+fails :func:`validate_config` (so a new field cannot skip validation)."""
+
+NON_EMPTY_STRINGS = ("name", "data.multi_value_separator", "train.output_dir")
+"""String fields that must not be empty (or only whitespace)."""
+
+PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+"""A run name or run id: one folder name, no path separators, no leading dot or dash."""
+
+
+def check_plain_name(value: str, what: str) -> None:
+    """Fail unless ``value`` is a single safe folder name (``what`` names it in the error).
+
+    Raises:
+        ConfigError: ``value`` is empty, contains a path separator, ``..`` or other characters
+            outside letters, digits, ``_``, ``.`` and ``-``, or starts with ``.`` or ``-``.
+    """
+    if not PLAIN_NAME.fullmatch(value) or ".." in value:
+        raise ConfigError(
+            f"{what} = {value!r} is not a plain folder name; expected letters, digits, "
+            f"'_', '.' and '-' only, not starting with '.' or '-' and without '..'"
+        )
+
+
+def _numeric_fields(obj: Any, prefix: str = "") -> typing.Iterator[tuple[str, Any, Any]]:
+    """(dotted key, value, type hint) of every field of ``obj`` and its sections."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from _numeric_fields(value, f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", value, hints[f.name]
+
+
+def _check_field(key: str, value: Any, hint: Any) -> None:
+    """Type, finiteness and range of one field (lists: of each element)."""
+    origin = typing.get_origin(hint) or hint
+    if origin is list:
+        (item_type,) = typing.get_args(hint)
+        if item_type not in (int, float):
+            return
+        for item in value:
+            _check_number(key, item, FIELD_RANGES.get(key), whole=value)
+        return
+    if hint in (int, float):
+        if key not in FIELD_RANGES:
+            raise AssertionError(f"numeric config field {key} has no entry in FIELD_RANGES")
+        _check_number(key, value, FIELD_RANGES[key])
+
+
+def _check_number(key: str, value: Any, allowed: Range | None, whole: Any = None) -> None:
+    shown = value if whole is None else whole
+    each = "every element of " if whole is not None else ""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{key} must be a number, got {shown!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key} must be a finite number, got {shown!r}")
+    if allowed is not None and not allowed.contains(value):
+        raise ConfigError(f"{each}{key} must be {allowed.describe()}, got {shown!r}")
+
+
 def validate_config(cfg: ExperimentConfig) -> None:
-    """Cross-field checks that fail fast with a message naming the bad key."""
+    """Every field's type and range (:data:`FIELD_RANGES`), then cross-field checks.
+
+    Raises:
+        ConfigError: naming the first bad key, its value and what was expected.
+    """
+    for key, value, hint in _numeric_fields(cfg):
+        _check_field(key, value, hint)
+        if key in NON_EMPTY_STRINGS and not str(value).strip():
+            raise ConfigError(f"{key} must not be empty, got {value!r}")
+    check_plain_name(cfg.name, "name")
     _check_choice("model.name", cfg.model.name, MODELS)
     _check_choice("sharding.default", cfg.sharding.default, SHARDING_TYPES)
     for table, kind in cfg.sharding.per_table.items():
@@ -271,25 +424,16 @@ def validate_config(cfg: ExperimentConfig) -> None:
     _check_choice("data.source", cfg.data.source, ("movielens-100k", "files"))
     _check_choice("data.split", cfg.data.split, ("temporal", "random"))
     _check_choice("semantic_ids.method", cfg.semantic_ids.method, ("rqvae", "rq_kmeans"))
-    for key, value in [
-        ("features.embedding_dim", cfg.features.embedding_dim),
-        ("train.epochs", cfg.train.epochs),
-        ("train.batch_size", cfg.train.batch_size),
-        ("train.eval_batch_size", cfg.train.eval_batch_size),
-        ("data.history_length", cfg.data.history_length),
-    ]:
-        if value <= 0:
-            raise ConfigError(f"{key} must be positive, got {value}")
-    if cfg.train.keep_last_checkpoints < 0:
+    d = cfg.data
+    if d.split == "random" and d.random_val_fraction + d.random_test_fraction >= 1:
         raise ConfigError(
-            f"train.keep_last_checkpoints must be 0 (keep all) or positive, "
-            f"got {cfg.train.keep_last_checkpoints}"
+            f"data.random_val_fraction + data.random_test_fraction must be < 1 (training needs "
+            f"the rest), got {d.random_val_fraction} + {d.random_test_fraction}"
         )
-    if cfg.train.checkpoint_every_steps < 0:
-        raise ConfigError(
-            f"train.checkpoint_every_steps must be 0 (epoch ends only) or positive, "
-            f"got {cfg.train.checkpoint_every_steps}"
-        )
+    if d.split == "random" and d.random_test_fraction == 0:
+        raise ConfigError("data.random_test_fraction must be > 0: the run is scored on test")
+    if d.split == "temporal" and d.test_per_user == 0:
+        raise ConfigError("data.test_per_user must be >= 1: the run is scored on test, got 0")
     if (
         cfg.model.dense_arch_layers
         and cfg.model.dense_arch_layers[-1] != cfg.features.embedding_dim
@@ -298,14 +442,17 @@ def validate_config(cfg: ExperimentConfig) -> None:
             f"model.dense_arch_layers must end with features.embedding_dim "
             f"({cfg.features.embedding_dim}), got {cfg.model.dense_arch_layers}"
         )
-    if not cfg.model.tower_layers or cfg.model.temperature <= 0:
-        raise ConfigError(
-            f"model.tower_layers must be non-empty and model.temperature positive, got "
-            f"{cfg.model.tower_layers} and {cfg.model.temperature}"
-        )
+    if not cfg.model.tower_layers:
+        raise ConfigError(f"model.tower_layers must be non-empty, got {cfg.model.tower_layers}")
     if not cfg.model.over_arch_layers or cfg.model.over_arch_layers[-1] != 1:
         raise ConfigError(
             f"model.over_arch_layers must end with 1, got {cfg.model.over_arch_layers}"
+        )
+    s = cfg.semantic_ids
+    if s.enabled and not s.table_path and not cfg.data.item_text_columns:
+        raise ConfigError(
+            "semantic_ids.enabled learns codes from item text, but data.item_text_columns is "
+            "empty: name the text columns or give semantic_ids.table_path"
         )
     if cfg.data.source == "files" and not (cfg.data.interactions_path and cfg.data.items_path):
         raise ConfigError(

@@ -229,6 +229,12 @@ def test_resume_with_a_changed_model_is_a_clear_error(
     args = [*tiny_overrides(synthetic_paths, tmp_path), "--run-id=a", "--train.epochs=1"]
     main([*args, "--train.max_steps_per_epoch=1"])
     wider = ["--features.embedding_dim=16", "--model.dense_arch_layers=[16, 16]"]
+    with pytest.raises(UserError, match=r"this run changes .*features.embedding_dim \(8 -> 16\)"):
+        main([*args, "--resume", *wider])
+    with pytest.raises(UserError, match="this run changes model.name \\('dlrm' -> 'two_tower'\\)"):
+        main([*args, "--resume", "--model", "two_tower"])
+    # without the run's config.json to compare with, the checkpoint load itself says why
+    (tmp_path / "tiny" / "a" / "config.json").unlink()
     with pytest.raises(UserError, match="step_00000001' cannot be loaded .*Size mismatch"):
         main([*args, "--resume", *wider])
     with pytest.raises(UserError, match="cannot be loaded .*Missing key .*tower"):

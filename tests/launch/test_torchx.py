@@ -41,9 +41,12 @@ def test_component_resource_arithmetic() -> None:
     command = " ".join(role.args)  # torchx wraps torchrun in `bash -c "..."`
     assert "--nnodes 3 --nproc_per_node 4" in command
     assert command.endswith(
-        "-m torchrec_recsys train --config configs/x.toml --model dlrm "
+        "-m torchrec_recsys train --config configs/x.toml "
         "--sharding.default=row_wise --train.epochs=1"
     )
+    # a flag the user gives is passed on; one they do not give never overrides the config
+    (role,) = train(config="configs/x.toml", model="two_tower").roles
+    assert " ".join(role.args).endswith("train --config configs/x.toml --model two_tower")
 
 
 @pytest.mark.parametrize(

@@ -9,10 +9,12 @@ from torchrec.optim.keyed import CombinedOptimizer
 
 from torchrec_recsys.config import ExperimentConfig
 from torchrec_recsys.data.dataset import ItemTokens, RecDataset, build_dataset, item_texts
+from torchrec_recsys.data.features import ITEM, USER
 from torchrec_recsys.data.movielens import load_movielens_100k
 from torchrec_recsys.data.readers import RawData, read_files
 from torchrec_recsys.distributed.env import DistContext
 from torchrec_recsys.distributed.sharding import shard_model
+from torchrec_recsys.errors import DataError, warn_user
 from torchrec_recsys.metrics.baselines import baseline_aucs, popularity_retrieval
 from torchrec_recsys.models.dlrm import build_dlrm
 from torchrec_recsys.models.tasks import RankingTask, RetrievalTask
@@ -54,6 +56,11 @@ def build_sid_table(cfg: ExperimentConfig, raw: RawData) -> SIDTable:
         return load_sid_table(s.table_path)
     items = raw.items
     texts = item_texts(items, cfg.data.item_text_columns)
+    if not any(t.strip() for t in texts):
+        raise DataError(
+            f"semantic IDs are learned from item text, but every item's text is empty "
+            f"(data.item_text_columns = {cfg.data.item_text_columns})"
+        )
     genres = list(items["genres"]) if "genres" in items.columns else None
     return cached_sid_table(list(items["item_id"]), texts, genres, cfg.semantic_ids)
 
@@ -122,3 +129,84 @@ def build_sharded(
         ctx,
         batch_size=cfg.train.batch_size,
     )
+
+
+def check_data(cfg: ExperimentConfig, data: RecDataset, world_size: int) -> None:
+    """Fail when a split the run needs is empty or training would run 0 steps.
+
+    Also fails when the ranker's training labels are all one class, and warns when the
+    test labels are (AUC is then undefined).
+
+    Raises:
+        DataError: saying how many examples each split got and why one is unusable.
+    """
+    d = cfg.data
+    _check_towers(cfg, data)
+    sizes = {name: len(table) for name, table in data.splits.items()}
+    counts = f"train={sizes['train']}, val={sizes['val']}, test={sizes['test']} examples"
+    held = d.val_per_user + d.test_per_user
+    most = int(data.users.train_items.lengths.max()) if len(data.user_ids) else 0
+    if d.split == "temporal":
+        why_empty = (
+            f"data.split = 'temporal' holds out the latest interactions only of users with "
+            f"more than data.val_per_user + data.test_per_user = {held} interactions, and the "
+            f"most any user has in training is {most}"
+        )
+    else:
+        why_empty = (
+            f"data.random_val_fraction = {d.random_val_fraction} and data.random_test_fraction "
+            f"= {d.random_test_fraction} drew none of the {sum(sizes.values())} examples"
+        )
+    if not sizes["train"]:
+        why = why_empty
+        cold = int(data.items.cold.sum())
+        if d.cold_item_fraction > 0:
+            why = (
+                f"data.cold_item_fraction = {d.cold_item_fraction} dropped the training "
+                f"interactions of {cold} of {len(data.items)} items"
+            )
+        raise DataError(f"the training split is empty ({counts}): {why}")
+    global_batch = cfg.train.batch_size * world_size
+    if sizes["train"] < global_batch:
+        raise DataError(
+            f"the training split has {sizes['train']} examples, fewer than one global batch of "
+            f"train.batch_size x processes = {cfg.train.batch_size} x {world_size} = "
+            f"{global_batch}, so the run would train 0 steps ({counts}); lower "
+            f"train.batch_size or use more data"
+        )
+    if not sizes["test"]:
+        raise DataError(f"the test split is empty ({counts}): {why_empty}")
+    wants_val = d.val_per_user > 0 if d.split == "temporal" else d.random_val_fraction > 0
+    if wants_val and not sizes["val"]:
+        raise DataError(f"the validation split is empty ({counts}): {why_empty}")
+    if cfg.model.name != "dlrm":
+        return
+    for split in ("train", "test"):
+        labels = data.splits[split].labels
+        if bool((labels == labels[0]).all()):
+            side = ">=" if float(labels[0]) == 1 else "<"
+            message = (
+                f"every {split} label is {int(labels[0])}: all {len(labels)} {split} ratings "
+                f"are {side} data.positive_rating = {d.positive_rating}"
+            )
+            if split == "train":
+                raise DataError(f"{message}; the ranker cannot learn from one class")
+            warn_user(f"{message}; test AUC is undefined (reported as 0.5)")
+
+
+def _check_towers(cfg: ExperimentConfig, data: RecDataset) -> None:
+    """The model needs sparse features: DLRM at least one, the two-tower one per tower."""
+    sources = {
+        USER: "features.use_user_id, features.use_history and data.user_categorical_columns",
+        ITEM: "features.use_item_id and data.item_categorical_columns",
+    }
+    towers = (USER, ITEM) if cfg.model.name == "two_tower" else (None,)
+    for tower in towers:
+        if data.spec.sparse_names(tower):
+            continue
+        where = sources[tower] if tower else " / ".join(sources.values())
+        side = f"the {tower} tower has" if tower else "there are"
+        raise DataError(
+            f"model.name = {cfg.model.name!r} needs sparse features, but {side} none: "
+            f"turn on some of {where}"
+        )

@@ -12,9 +12,15 @@ import torch.distributed as dist
 
 from torchrec_recsys.app.trained import load_trained, read_run_config
 from torchrec_recsys.distributed.env import init_distributed, shutdown_distributed
-from torchrec_recsys.errors import UserError
+from torchrec_recsys.errors import UserError, warn_user
 from torchrec_recsys.files import atomic_write_text
-from torchrec_recsys.retrieval.faiss_index import IndexSpec, build_index, load_index, save_index
+from torchrec_recsys.retrieval.faiss_index import (
+    IndexSpec,
+    LoadedIndex,
+    build_index,
+    load_index,
+    save_index,
+)
 from torchrec_recsys.retrieval.predict import item_embeddings
 from torchrec_recsys.retrieval.two_stage import (
     evaluate_two_stage,
@@ -40,8 +46,47 @@ def _two_stage_parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 
 def _check_two_stage(args: argparse.Namespace) -> None:
+    """Flag values first (cheap), then that both run folders hold the right model."""
+    if args.k < 1:
+        raise UserError(f"-k {args.k} is invalid; expected at least 1 item")
+    if args.candidates < 1:
+        raise UserError(f"--candidates {args.candidates} is invalid; expected at least 1")
+    if args.k > args.candidates:
+        raise UserError(
+            f"-k {args.k} exceeds --candidates {args.candidates}: k = {args.k} must not exceed "
+            f"the number of candidates ({args.candidates})"
+        )
     _require(args.retriever, "two_tower", "--retriever")
     _require(args.ranker, "dlrm", "--ranker")
+
+
+def _check_index_source(index: LoadedIndex, folder: Path, checkpoint: Path) -> None:
+    """Fail unless the index was exported from ``checkpoint`` (the retriever's newest).
+
+    An index from another run (or an older checkpoint of this one) holds item embeddings
+    that do not match the query tower, even when the dimension agrees.
+    """
+    source = index.metadata.get("checkpoint_path")
+    if source is None:
+        raise UserError(
+            f"index {str(folder)!r} does not record the checkpoint it was built from; "
+            f"re-export it with 'export --run-dir <retriever> --overwrite'"
+        )
+    if Path(source).resolve() != Path(checkpoint).resolve():
+        raise UserError(
+            f"index {str(folder)!r} was built from checkpoint {source!r}, but the retriever's "
+            f"newest checkpoint is {str(checkpoint)!r}; re-export the index from the retriever"
+        )
+
+
+def _check_history(history: list[str], catalogue: list[str]) -> None:
+    known = set(catalogue)
+    unknown = [h for h in history if h not in known]
+    if unknown:
+        raise UserError(
+            f"--history item {unknown[0]!r} is not in the retriever's catalogue of "
+            f"{len(catalogue)} items ({len(unknown)} unknown of {len(history)} given)"
+        )
 
 
 def export_main(argv: list[str]) -> None:
@@ -61,6 +106,9 @@ def export_main(argv: list[str]) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing index folder")
     args = parser.parse_args(argv)
     _require(args.run_dir, "two_tower", "--run-dir")
+    out = Path(args.out or Path(args.run_dir) / f"index_{args.kind}")
+    if out.exists() and not args.overwrite:
+        raise UserError(f"index folder {str(out)!r} already exists; pass --overwrite to replace it")
     owns_group = not dist.is_initialized()
     ctx = init_distributed()
     try:
@@ -81,7 +129,6 @@ def export_main(argv: list[str]) -> None:
         start = time.perf_counter()
         index = build_index(embeddings, spec)
         seconds = time.perf_counter() - start
-        out = Path(args.out or Path(args.run_dir) / f"index_{args.kind}")
         save_index(
             out,
             index,
@@ -124,17 +171,21 @@ def recommend_main(argv: list[str]) -> None:
         retriever = load_trained(args.retriever, ctx)
         ranker = load_trained(args.ranker, ctx)
         dim = retriever.cfg.model.tower_layers[-1]
-        index = load_index(
-            args.index or Path(args.retriever) / "index_flat",
-            expected_dim=dim,
-            expected_metric=METRIC,
-        )
+        folder = Path(args.index or Path(args.retriever) / "index_flat")
+        index = load_index(folder, expected_dim=dim, expected_metric=METRIC)
+        _check_index_source(index, folder, retriever.checkpoint)
         if args.candidates > index.ntotal:
             raise UserError(
                 f"--candidates {args.candidates} exceeds the {index.ntotal} indexed items"
             )
-        history = [h for h in args.history.split(",") if h]
+        history = [h.strip() for h in args.history.split(",") if h.strip()]
+        _check_history(history, retriever.data.items.item_ids)
         result = recommend(retriever, ranker, index, args.user, args.k, args.candidates, history)
+        if len(result.items) < args.k:
+            warn_user(
+                f"only {len(result.items)} of the {args.k} items asked for (-k): the other "
+                f"candidates were items the user already has; raise --candidates for more"
+            )
         print(format_recommendations(result))
     finally:
         shutdown_distributed()
@@ -151,6 +202,10 @@ def evaluate_pipeline_main(argv: list[str]) -> None:
     parser.add_argument("--out", help="write the metrics as JSON here too")
     args = parser.parse_args(argv)
     _check_two_stage(args)
+    if args.out and not Path(args.out).resolve().parent.is_dir():
+        raise UserError(f"--out {args.out!r}: its folder does not exist")
+    if args.out and Path(args.out).is_dir():
+        raise UserError(f"--out {args.out!r} is a folder; expected a file path for the JSON")
     ctx = init_distributed()
     try:
         retriever = load_trained(args.retriever, ctx)
@@ -160,6 +215,13 @@ def evaluate_pipeline_main(argv: list[str]) -> None:
             for section in ("data", "features", "semantic_ids")
         )  # then the encoded dataset is identical: build it once
         ranker = load_trained(args.ranker, ctx, data=retriever.data if same_data else None)
+        if args.candidates > len(retriever.data.items):
+            raise UserError(
+                f"--candidates {args.candidates} exceeds the {len(retriever.data.items)} "
+                f"catalogue items"
+            )
+        if not len(retriever.data.splits[args.split]):
+            raise UserError(f"--split {args.split}: the {args.split} split of the data is empty")
         metrics = evaluate_two_stage(retriever, ranker, args.split, args.candidates, args.k)
         text = json.dumps(metrics, indent=2)
         print(text)

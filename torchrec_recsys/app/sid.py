@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from torchrec_recsys.app.builders import build_raw_data
@@ -29,20 +28,19 @@ def build_main(argv: list[str]) -> None:
     parser.add_argument("--codebook-size", type=int, help="codes per level")
     parser.add_argument("--epochs", type=int, help="RQ-VAE epochs")
     args, overrides = parser.parse_known_args(argv)
+    flags = {
+        "method": args.method,
+        "levels": args.levels,
+        "codebook_size": args.codebook_size,
+        "epochs": args.epochs,
+    }  # given flags become overrides, so validate_config checks them like any setting
+    overrides += [f"--semantic_ids.{k}={v}" for k, v in flags.items() if v is not None]
     cfg = load_config(args.config, overrides)
     raw = build_raw_data(cfg)
     texts = item_texts(raw.items, cfg.data.item_text_columns)
     genres = list(raw.items["genres"]) if "genres" in raw.items.columns else None
     start = time.perf_counter()
-    defaults = cfg.semantic_ids
-    settings = replace(
-        defaults,
-        method=args.method or defaults.method,
-        levels=args.levels or defaults.levels,
-        codebook_size=args.codebook_size or defaults.codebook_size,
-        epochs=args.epochs or defaults.epochs,
-    )
-    result = learn_sid_table(list(raw.items["item_id"]), texts, genres, settings)
+    result = learn_sid_table(list(raw.items["item_id"]), texts, genres, cfg.semantic_ids)
     seconds = time.perf_counter() - start
     save_sid_table(args.out, result.table)
     paths = write_report(result.report, args.out)

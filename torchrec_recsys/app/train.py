@@ -16,10 +16,11 @@ import argparse
 import json
 import os
 import random
+import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +29,26 @@ import torch
 import torch.distributed as dist
 
 from torchrec_recsys.app import builders
+from torchrec_recsys.app.run_folder import (
+    HEARTBEAT_S,
+    STALE_AFTER_S,
+    RunLock,
+    check_resume_config,
+    existing_files,
+    new_run_dir,
+    newest_run_with_checkpoint,
+    write_run_metadata,
+)
 from torchrec_recsys.config import (
     MODELS,
     RUN_CONFIG_FILE,
     ExperimentConfig,
+    check_plain_name,
     config_to_dict,
     load_config,
 )
 from torchrec_recsys.distributed.env import DistContext, init_distributed, shutdown_distributed
-from torchrec_recsys.errors import UserError
+from torchrec_recsys.errors import DataWarning, UserError
 from torchrec_recsys.files import atomic_write_text
 from torchrec_recsys.training.checkpoint_io import latest_checkpoint, load_checkpoint
 from torchrec_recsys.training.state import TrainerState
@@ -109,47 +121,61 @@ def parse_config(argv: list[str] | None) -> tuple[ExperimentConfig, argparse.Nam
     return load_config(args.config, [*overrides, *flags]), args
 
 
-def _newest_run_with_checkpoint(root: Path) -> Path | None:
-    runs = sorted(p for p in root.glob("*") if latest_checkpoint(p) is not None)
-    return runs[-1] if runs else None
-
-
 def resolve_run_dir(
     cfg: ExperimentConfig, args: argparse.Namespace, ctx: DistContext
-) -> tuple[Path, Path | None]:
-    """The run directory and the checkpoint to resume from, agreed by all ranks.
+) -> tuple[Path, Path | None, RunLock | None]:
+    """The run directory, the checkpoint to resume from and (rank 0) the folder's lock.
 
-    Rank 0 decides (the file system is shared), then broadcasts: ranks never disagree about
-    whether this attempt resumes.
+    Rank 0 decides (the file system is shared), takes the run folder's lock, then
+    broadcasts: ranks never disagree about whether this attempt resumes.
 
     Raises:
-        UserError: ``--resume`` finds no checkpoint, or ``--run-id`` is not a plain name.
+        UserError: ``--resume`` finds no checkpoint, ``--run-id`` is not a plain name, a
+            fresh run would reuse a folder that holds files, or another job holds the lock.
     """
     choice: list[Any] = [None, None, None]  # run dir, checkpoint, error
+    lock: RunLock | None = None
     if ctx.is_main:
         root = Path(cfg.train.output_dir) / cfg.name
         run_dir: Path | None = None
-        if args.run_dir:
-            run_dir = Path(args.run_dir)
-        elif args.run_id:
-            if Path(args.run_id).name != args.run_id or args.run_id in (".", ".."):
-                choice[2] = f"--run-id {args.run_id!r} must be a plain folder name"
-            run_dir = root / args.run_id
-        elif cfg.train.resume or args.resume_if_any:
-            run_dir = _newest_run_with_checkpoint(root)
-        if cfg.train.resume and run_dir is None:
-            choice[2] = (
-                f"--resume found no run of {cfg.name!r} with a checkpoint under {str(root)!r}"
-            )
-        run_dir = run_dir or root / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-        checkpoint = latest_checkpoint(run_dir) if cfg.train.resume or args.resume_if_any else None
-        if cfg.train.resume and checkpoint is None and choice[2] is None:
-            choice[2] = f"--resume: run directory {str(run_dir)!r} has no complete checkpoint"
-        choice[:2] = [str(run_dir), str(checkpoint) if checkpoint else None]
+        resuming = cfg.train.resume or args.resume_if_any
+        try:
+            if args.run_dir:
+                run_dir = Path(args.run_dir)
+            elif args.run_id:
+                check_plain_name(args.run_id, "--run-id")
+                run_dir = root / args.run_id
+            elif resuming:
+                run_dir = newest_run_with_checkpoint(root)
+            if cfg.train.resume and run_dir is None:
+                raise UserError(
+                    f"--resume found no run of {cfg.name!r} with a checkpoint under {str(root)!r}"
+                )
+            run_dir = run_dir or new_run_dir(root)
+            checkpoint = latest_checkpoint(run_dir) if resuming else None
+            if cfg.train.resume and checkpoint is None:
+                raise UserError(
+                    f"--resume: run directory {str(run_dir)!r} has no complete checkpoint"
+                )
+            found = existing_files(run_dir)
+            if checkpoint is None and not args.resume_if_any and found:
+                raise UserError(
+                    f"run directory {str(run_dir)!r} already holds {', '.join(found[:4])}"
+                    f"{' ...' if len(found) > 4 else ''}; a fresh run needs an empty or new "
+                    f"folder: pass --resume to continue it, or another --run-id/--run-dir"
+                )
+            if run_dir.exists() and not run_dir.is_dir():
+                raise UserError(f"run directory {str(run_dir)!r} exists and is not a folder")
+            lock = RunLock(run_dir)
+            # a retried job (--resume-if-any) may start before the dead attempt's lock is stale
+            lock.acquire(wait_s=STALE_AFTER_S + HEARTBEAT_S if args.resume_if_any else 0.0)
+            choice[:2] = [str(run_dir), str(checkpoint) if checkpoint else None]
+        except UserError as e:
+            choice[2] = str(e)
     dist.broadcast_object_list(choice, src=0)
     if choice[2]:
         raise UserError(choice[2])
-    return Path(choice[0]), Path(choice[1]) if choice[1] else None
+    return Path(choice[0]), Path(choice[1]) if choice[1] else None, lock
 
 
 def fault_injection_hook(run_dir: Path, rank: int) -> Callable[[TrainerState], None] | None:
@@ -203,21 +229,28 @@ def run(
     """
     wall_start = time.perf_counter()
     seed_everything(cfg.train.seed)
-    data = builders.build_data(cfg)
-    if ctx.is_main:
-        data.save_metadata(run_dir)
-        atomic_write_text(run_dir / RUN_CONFIG_FILE, json.dumps(config_to_dict(cfg), indent=2))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DataWarning)
+        data = builders.build_data(cfg)
+        builders.check_data(cfg, data, ctx.world_size)
+    data_warnings = _report_warnings(caught, ctx.is_main)
+    if checkpoint is not None:
+        check_resume_config(run_dir, config_to_dict(cfg))
     model, optimizer = builders.build_sharded(cfg, data, ctx)
     state = TrainerState()
     if checkpoint is not None:
         state = load_checkpoint(checkpoint, model, optimizer, restore_rng=True)
-        if ctx.is_main:
-            print(
-                f"resumed from {checkpoint} at step {state.global_step} (epoch {state.epoch}, "
-                f"{state.samples_in_epoch} examples in; written by {state.world_size} "
-                f"process(es), now {ctx.world_size})",
-                flush=True,
-            )
+    if ctx.is_main:  # only now is the run known valid: nothing was written before
+        data.save_metadata(run_dir)
+        atomic_write_text(run_dir / RUN_CONFIG_FILE, json.dumps(config_to_dict(cfg), indent=2))
+        write_run_metadata(run_dir, cfg.name)
+    if checkpoint is not None and ctx.is_main:
+        print(
+            f"resumed from {checkpoint} at step {state.global_step} (epoch {state.epoch}, "
+            f"{state.samples_in_epoch} examples in; written by {state.world_size} "
+            f"process(es), now {ctx.world_size})",
+            flush=True,
+        )
     evaluator = builders.build_evaluator(cfg, data, ctx)
     trainer = Trainer(
         model,
@@ -250,6 +283,7 @@ def run(
             float(np.mean([r.samples_per_second for r in history])) if history else None
         ),
         "wall_time_seconds": time.perf_counter() - wall_start,
+        "warnings": data_warnings,
     }
     if ctx.is_main:
         path = run_dir / SUMMARY_FILE
@@ -259,14 +293,31 @@ def run(
     return summary
 
 
+def _report_warnings(caught: list[warnings.WarningMessage], show: bool) -> list[str]:
+    """Print each :class:`DataWarning` (rank 0) and return their texts for the summary;
+    other warnings go on to the usual handler."""
+    texts = []
+    for w in caught:
+        if issubclass(w.category, DataWarning):
+            texts.append(str(w.message))
+            if show:
+                print(f"warning: {w.message}", file=sys.stderr, flush=True)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    return texts
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Parse ``argv``, join/create the process group, train; returns the run summary."""
     cfg, args = parse_config(argv)
     owns_group = not dist.is_initialized()
     ctx = init_distributed()
+    lock: RunLock | None = None
     try:
-        run_dir, checkpoint = resolve_run_dir(cfg, args, ctx)
+        run_dir, checkpoint, lock = resolve_run_dir(cfg, args, ctx)
         return run(cfg, ctx, run_dir, checkpoint)
     finally:
+        if lock is not None:
+            lock.release()
         if owns_group:
             shutdown_distributed()

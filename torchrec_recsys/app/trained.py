@@ -41,12 +41,22 @@ def read_run_config(run_dir: Path) -> ExperimentConfig:
     path = Path(run_dir) / RUN_CONFIG_FILE
     if not path.is_file():
         raise UserError(f"{str(run_dir)!r} is not a run directory: {RUN_CONFIG_FILE} is missing")
-    return config_from_dict(json.loads(path.read_text()), where=str(path))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise UserError(f"run config {str(path)!r} is not readable JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"run config {str(path)!r} is not a JSON object of config sections")
+    return config_from_dict(data, where=str(path))
 
 
 def check_vocabularies(run_dir: Path, data: RecDataset) -> None:
     """Fail if the data was re-encoded differently from training (e.g. the files changed)."""
-    saved = load_vocabularies(Path(run_dir) / "vocab.json")
+    path = Path(run_dir) / "vocab.json"
+    try:
+        saved = load_vocabularies(path)
+    except (ValueError, OSError, KeyError, TypeError, AttributeError) as e:
+        raise DataError(f"vocabularies {str(path)!r} are missing or damaged ({e!r})") from None
     for name, vocab in data.vocabs.items():
         if name not in saved or saved[name].tokens != vocab.tokens:
             raise DataError(

@@ -37,7 +37,7 @@ from torchrec_recsys.data.splits import (
     temporal_order,
 )
 from torchrec_recsys.data.vocab import Vocabulary, save_vocabularies
-from torchrec_recsys.errors import DataError
+from torchrec_recsys.errors import DataError, warn_user
 from torchrec_recsys.files import atomic_write_text
 
 
@@ -213,6 +213,34 @@ def _tokens(values: pd.Series, separator: str) -> list[str]:
     return sorted({t for v in values.fillna("") for t in str(v).split(separator) if t})
 
 
+SEPARATOR_CANDIDATES = ("|", ",", ";", "/")
+"""Separators :func:`check_separator` looks for in a multi-valued column's cells."""
+
+
+def check_separator(values: pd.Series, separator: str, what: str) -> None:
+    """Warn when a categorical column looks multi-valued with another separator.
+
+    The sign: most non-empty cells contain another common separator, and splitting at it
+    gives at most half as many distinct tokens as splitting at ``separator`` does (the
+    column would otherwise become one token per *combination*, most of them rare).
+    """
+    cells = [str(v) for v in values.fillna("") if str(v)]
+    if len(cells) < 10:
+        return
+    have = len(_tokens(values, separator))
+    for other in SEPARATOR_CANDIDATES:
+        if other == separator or sum(other in c for c in cells) * 2 < len(cells):
+            continue
+        would = len(_tokens(values, other))
+        if would * 2 <= have:
+            warn_user(
+                f"{what}: split at data.multi_value_separator = {separator!r} it has {have} "
+                f"distinct tokens, split at {other!r} only {would}; its cells look like "
+                f"{cells[0]!r}: set data.multi_value_separator = {other!r} if they are lists"
+            )
+            return
+
+
 def _history_column(item_idx: np.ndarray, user_codes: np.ndarray, length: int) -> JaggedColumn:
     """For each row of a user/time-ordered frame: the user's previous ``length`` items.
 
@@ -254,6 +282,11 @@ def build_dataset(
         missing = sorted(set(data.user_categorical_columns) - set(user_cols))
         raise DataError(f"user column(s) {missing} are configured but not in the users table")
     if not len(raw.users):
+        if data.user_categorical_columns:
+            warn_user(
+                f"data.user_categorical_columns = {data.user_categorical_columns} but there is "
+                f"no users table (data.users_path is empty): training without user attributes"
+            )
         user_cols = []
 
     items = raw.items.reset_index(drop=True)
@@ -292,9 +325,14 @@ def build_dataset(
     )
     sep = data.multi_value_separator
     for col in data.item_categorical_columns:
+        check_separator(items[col], sep, f"item column {col!r}")
         vocabs[f"item_{col}"] = Vocabulary(f"item_{col}", _tokens(items[col], sep))
-    users = raw.users.set_index("user_id").reindex(user_ids) if user_cols else None
+    users = None
+    if user_cols:
+        _check_user_coverage(user_ids, raw.users["user_id"])
+        users = raw.users.set_index("user_id").reindex(user_ids)
     for col in user_cols:
+        check_separator(raw.users[col], sep, f"user column {col!r}")
         vocabs[f"user_{col}"] = Vocabulary(f"user_{col}", _tokens(users[col], sep))
 
     # Per-item and per-user columns, then per-example columns gathered through item/user rows.
@@ -382,6 +420,22 @@ def build_dataset(
         user_ids=user_ids,
         name=raw.name,
     )
+
+
+def _check_user_coverage(user_ids: list[str], known: pd.Series) -> None:
+    """Fail if no interaction user is in the users file; warn if some are missing."""
+    known_ids = set(known)
+    missing = [u for u in user_ids if u not in known_ids]
+    if len(missing) == len(user_ids):
+        raise DataError(
+            f"none of the {len(user_ids)} users of the interactions is in the users file "
+            f"(e.g. {user_ids[0]!r} vs. {str(known.iloc[0])!r}); the IDs must match"
+        )
+    if missing:
+        warn_user(
+            f"{len(missing)} of {len(user_ids)} users of the interactions are missing from "
+            f"the users file (e.g. {missing[0]!r}); they get no user attributes"
+        )
 
 
 def _append_last_item(

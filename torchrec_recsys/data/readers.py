@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 
-from torchrec_recsys.errors import DataError
+from torchrec_recsys.errors import DataError, warn_user
 
 INTERACTION_COLUMNS = ("user_id", "item_id", "rating", "timestamp")
 NUMERIC_INTERACTION_COLUMNS = ("rating", "timestamp")
@@ -60,12 +61,32 @@ def read_table(path: str | Path, required: tuple[str, ...] | list[str], what: st
             )
     except pd.errors.ParserError as e:
         raise DataError(f"{what} file {str(path)!r} has a malformed row: {e}".strip()) from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{what} file {str(path)!r} is empty; expected a header and rows") from None
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"{what} file {str(path)!r} is not UTF-8 text (byte {e.start}: {e.reason})"
+        ) from None
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(
+            f"{what} file {str(path)!r} is not a readable {suffix[1:]} file "
+            f"(truncated or corrupt?): {e}"
+        ) from None
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise DataError(
             f"{what} file {str(path)!r} lacks column(s) {', '.join(missing)}; "
             f"found {', '.join(map(str, frame.columns))}"
         )
+    if not len(frame):
+        raise DataError(f"{what} file {str(path)!r} has a header but no rows")
+    return frame
+
+
+def _strip_ids(frame: pd.DataFrame, key: str) -> pd.DataFrame:
+    """``frame`` with its ID column stripped of surrounding whitespace (as in interactions)."""
+    frame = frame.copy()
+    frame[key] = frame[key].astype("string").str.strip()
     return frame
 
 
@@ -100,6 +121,14 @@ def check_interactions(frame: pd.DataFrame, source: str) -> pd.DataFrame:
             f"{source}: {int(bad.sum())} malformed row(s) (empty ID or non-numeric/infinite "
             f"rating or timestamp); first at line {first + 2}: {row}"
         )
+    dup = out.duplicated()
+    if dup.any():
+        first = int(dup.to_numpy().nonzero()[0][0])
+        warn_user(
+            f"{source}: {int(dup.sum())} duplicate row(s) (same user, item, rating and "
+            f"timestamp), first at line {first + 2}: {frame.iloc[first].to_dict()}; "
+            f"they are kept and count as separate interactions"
+        )
     return out
 
 
@@ -115,14 +144,21 @@ def read_files(
         read_table(interactions_path, INTERACTION_COLUMNS, "interactions"), interactions_path
     )
     items = read_table(items_path, ["item_id", *item_columns], "items")
-    items = items[["item_id", *item_columns]].fillna("")
+    items = _strip_ids(items[["item_id", *item_columns]].fillna(""), "item_id")
     if users_path:
         users = read_table(users_path, ["user_id", *user_columns], "users")
-        users = users[["user_id", *user_columns]].fillna("")
+        users = _strip_ids(users[["user_id", *user_columns]].fillna(""), "user_id")
     else:
         users = pd.DataFrame({"user_id": pd.Series([], dtype="string")})
     for frame, what, path in [(items, "items", items_path), (users, "users", users_path)]:
         key = frame.columns[0]
+        empty = frame[key].isna() | (frame[key] == "")
+        if empty.any():
+            first = int(empty.to_numpy().nonzero()[0][0])
+            raise DataError(
+                f"{what} file {path!r}: {int(empty.sum())} row(s) with an empty {key}; "
+                f"first at line {first + 2}"
+            )
         dup = frame[key].duplicated()
         if dup.any():
             raise DataError(

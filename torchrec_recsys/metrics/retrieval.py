@@ -4,6 +4,10 @@ Each query has one held-out target item. Items the user interacted with in train
 excluded from the ranking (they would otherwise crowd the top), except the target itself.
 With one relevant item, NDCG@K = 1 / log2(rank + 2) when the target ranks in the top K
 (rank 0 = first), else 0; Recall@K = 1 when it does.
+
+A NaN score never counts: a target scored NaN is a miss (rank = the number of items), and
+other items scored NaN do not outrank the target. (Comparisons with NaN are false, so
+without this a model that outputs only NaN would rank every target first: Recall = 1.)
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ def target_ranks(
             scores[query_index, values] = float("-inf")
             scores[torch.arange(end - begin), tgt] = target_score[:, 0]  # never drop the target
         ranks[begin:end] = (scores > target_score).sum(dim=1)
+        ranks[begin:end][target_score[:, 0].isnan()] = items.shape[0]  # NaN target: a miss
     return ranks
 
 

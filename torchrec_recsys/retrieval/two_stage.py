@@ -20,6 +20,9 @@ from torchrec_recsys.metrics.retrieval import recall_ndcg
 from torchrec_recsys.retrieval.faiss_index import LoadedIndex, search
 from torchrec_recsys.retrieval.predict import TrainedTask, predict
 
+MISS = 10**9
+"""Rank given to a target that is not retrieved (or scored NaN): never within any cut-off."""
+
 
 @dataclass
 class Recommendation:
@@ -55,15 +58,17 @@ def recommend(
     history: list[str] | None = None,
 ) -> RecommendationList:
     """Top ``k`` items for ``user_id`` from ``candidates`` retrieved ones, ordered by the DLRM."""
+    if k < 1 or candidates < 1:
+        raise UserError(f"k = {k} and candidates = {candidates} must both be at least 1")
     if k > candidates:
         raise UserError(f"k = {k} must not exceed the number of candidates ({candidates})")
     r_data, k_data = retriever.data, ranker.data
     query_table, cold = user_query_table(r_data, user_id, history or [])
     query = predict(retriever.task, query_table, r_data, "query").numpy()  # [1, D]
-    seen: set[str] = set()
+    seen: set[str] = set(history or [])  # never recommend the given history back
     if not cold and user_id in r_data.user_ids:
         row = r_data.user_ids.index(user_id)
-        seen = {
+        seen |= {
             r_data.items.item_ids[i]
             for i in r_data.users.train_items.select(torch.tensor([row])).values.tolist()
         }
@@ -111,21 +116,26 @@ def evaluate_two_stage(
     queries = predict(retriever.task, queries_table, r_data, "query")  # [Q, D]
     items = predict(retriever.task, r_data.catalogue_table(), r_data, "item")  # [I, D]
     scores = queries @ items.T  # [Q, I]
+    targets = queries_table.item_rows[:, None]  # [Q, 1]
+    nan_target = scores.gather(1, targets)[:, 0].isnan()  # [Q]: a miss whatever the order
+    scores = scores.nan_to_num(nan=float("-inf"))
     lengths, values = r_data.users.train_items.gather(queries_table.user_rows)
     scores[torch.repeat_interleave(torch.arange(len(queries)), lengths), values] = float("-inf")
     top = torch.topk(scores, candidates, dim=1).indices  # [Q, C] catalogue rows, best first
-    targets = queries_table.item_rows[:, None]  # [Q, 1]
     retrieval_rank = _rank_in(top, targets)
+    retrieval_rank[nan_target] = MISS
     user_index = torch.arange(len(queries)).repeat_interleave(candidates)
     pairs = k_data.pair_table(k_data.splits[split], user_index, top.reshape(-1))
     probabilities = predict(ranker.task, pairs, k_data, "ranking").view(len(queries), candidates)
+    nan_rows = probabilities.isnan().any(1) | nan_target  # [Q]
     reranked = torch.gather(top, 1, torch.argsort(probabilities, dim=1, descending=True))
     rerank_rank = _rank_in(reranked, targets)
+    rerank_rank[nan_rows] = MISS
     return {
         "retrieval": recall_ndcg(retrieval_rank, (k,)),
         "retrieve_then_rank": recall_ndcg(rerank_rank, (k,)),
         "candidates_recall": {
-            f"recall@{candidates}": float((top == targets).any(1).float().mean())
+            f"recall@{candidates}": float(((top == targets).any(1) & ~nan_target).float().mean())
         },
     }
 
@@ -133,7 +143,7 @@ def evaluate_two_stage(
 def _rank_in(ordered: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Position of each target in its row of ``ordered`` [Q, C], or a large number if absent."""
     hit = ordered == targets  # [Q, C]
-    return torch.where(hit.any(1), hit.float().argmax(1), torch.full((len(hit),), 10**9))
+    return torch.where(hit.any(1), hit.float().argmax(1), torch.full((len(hit),), MISS))
 
 
 def format_recommendations(result: RecommendationList) -> str:

@@ -13,6 +13,7 @@ DLRM ranker and the two-tower retriever share it. What "evaluate" means is the
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -22,7 +23,6 @@ from typing import Protocol
 import torch
 from torch import nn
 from torch.optim import Optimizer
-from tqdm import tqdm
 
 from torchrec_recsys.config import TrainConfig
 from torchrec_recsys.data.dataset import RecDataset
@@ -30,6 +30,7 @@ from torchrec_recsys.data.loader import ShardInfo, num_train_steps, train_batche
 from torchrec_recsys.distributed.env import DistContext
 from torchrec_recsys.errors import UserError
 from torchrec_recsys.observability.profiler import maybe_enable_profiling
+from torchrec_recsys.observability.progress import Progress
 from torchrec_recsys.observability.tensorboard import ScalarLogger
 from torchrec_recsys.training.checkpoint_io import save_checkpoint
 from torchrec_recsys.training.state import TrainerState
@@ -148,12 +149,11 @@ class Trainer:
             epoch=state.epoch,
             start_sample=state.samples_in_epoch,
         )
-        bar = tqdm(
+        bar = Progress(
             total=state.step_in_epoch + steps,
             initial=state.step_in_epoch,
             desc=f"epoch {state.epoch + 1}/{opts.epochs}",
-            disable=not (opts.progress_bar and self.ctx.is_main),
-            dynamic_ncols=True,
+            enabled=opts.progress_bar and self.ctx.is_main,
         )
         self.model.train()
         start = time.perf_counter()
@@ -164,6 +164,13 @@ class Trainer:
             loss.backward()
             self.optimizer.step()
             loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                raise UserError(
+                    f"the training loss became {loss_value} at global step "
+                    f"{state.global_step + 1} (epoch {state.epoch + 1}): the model diverged; "
+                    f"lower optimizer.sparse_lr / optimizer.dense_lr (no checkpoint was written "
+                    f"after step {state.global_step})"
+                )
             state.count_batch(global_batch, loss_value)
             if profiler is not None:
                 profiler.step()
@@ -174,8 +181,7 @@ class Trainer:
                 self._save(state)  # (the last step of the epoch is saved at the epoch end)
             if self.on_step is not None:
                 self.on_step(state)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_value:.4f}")
+            bar.update(loss_value)
         bar.close()
         seconds = time.perf_counter() - start
         throughput = steps * global_batch / max(seconds, 1e-9)
