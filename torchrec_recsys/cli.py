@@ -14,7 +14,8 @@ import warnings
 from collections.abc import Callable
 
 from torchrec_recsys.data.synthetic import write_synthetic_dataset
-from torchrec_recsys.errors import UserError
+from torchrec_recsys.distributed.threads import THREADS_ENV, configure_threads
+from torchrec_recsys.errors import ConfigError, UserError
 
 
 def _synth(argv: list[str]) -> None:
@@ -76,10 +77,41 @@ def entry_point(name: str) -> Callable[[list[str]], object]:
 
 
 def usage() -> str:
-    lines = ["usage: python -m torchrec_recsys <subcommand> [options]", "", "subcommands:"]
+    lines = [
+        "usage: python -m torchrec_recsys [--threads N] <subcommand> [options]",
+        "",
+        "subcommands:",
+    ]
     lines += [f"  {name:<18} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
-    lines += ["", "Run '<subcommand> --help' for its options."]
+    lines += [
+        "",
+        "Run '<subcommand> --help' for its options.",
+        f"--threads N (or ${THREADS_ENV}, or $OMP_NUM_THREADS): CPU threads per process;",
+        "default: the cores available divided by the processes on this host.",
+    ]
     return "\n".join(lines)
+
+
+def pop_threads_option(argv: list[str]) -> tuple[str | None, list[str]]:
+    """``(value of --threads N / --threads=N, argv without it)``; it may appear anywhere.
+
+    Raises:
+        ConfigError: ``--threads`` without a value.
+    """
+    rest, value, i = [], None, 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--threads":
+            if i + 1 >= len(argv):
+                raise ConfigError("--threads needs a number of threads, e.g. --threads 1")
+            value, i = argv[i + 1], i + 2
+            continue
+        if arg.startswith("--threads="):
+            value = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+        i += 1
+    return value, rest
 
 
 def quiet_library_noise() -> None:
@@ -98,6 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0
+    try:
+        threads, argv = pop_threads_option(argv)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not argv:
+        print(usage())
+        return 0
     name, rest = argv[0], argv[1:]
     if name not in SUBCOMMANDS:
         print(
@@ -106,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     try:
+        configure_threads(threads)
         entry_point(name)(rest)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
