@@ -181,6 +181,10 @@ class SemanticIdConfig:
     """Codes per level."""
     epochs: int = 300
     """RQ-VAE training epochs."""
+    max_steps: int = 0
+    """RQ-VAE: stop after this many optimizer steps (0 = run all epochs); for big catalogues."""
+    max_seconds: float = 0.0
+    """RQ-VAE: stop fitting after this many seconds (0 = no time limit)."""
     encoder_dir: str = ""
     """Local Hugging Face folder of the text encoder; empty = the shipped all-MiniLM-L6-v2."""
     cache_dir: str = ".cache/semantic_ids"

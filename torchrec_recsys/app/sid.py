@@ -28,6 +28,8 @@ def build_main(argv: list[str]) -> None:
     parser.add_argument("--levels", type=int, help="code levels")
     parser.add_argument("--codebook-size", type=int, help="codes per level")
     parser.add_argument("--epochs", type=int, help="RQ-VAE epochs")
+    parser.add_argument("--max-steps", type=int, help="RQ-VAE: stop after this many steps")
+    parser.add_argument("--max-seconds", type=float, help="RQ-VAE: stop after this many seconds")
     args, overrides = parser.parse_known_args(argv)
     cfg = load_config(args.config, overrides)
     raw = build_raw_data(cfg)
@@ -41,6 +43,8 @@ def build_main(argv: list[str]) -> None:
         levels=args.levels or defaults.levels,
         codebook_size=args.codebook_size or defaults.codebook_size,
         epochs=args.epochs or defaults.epochs,
+        max_steps=args.max_steps if args.max_steps is not None else defaults.max_steps,
+        max_seconds=args.max_seconds if args.max_seconds is not None else defaults.max_seconds,
     )
     result = learn_sid_table(list(raw.items["item_id"]), texts, genres, settings)
     seconds = time.perf_counter() - start
