@@ -162,6 +162,9 @@ class TrainConfig:
     """Record torch.profiler traces (wait/warm-up/active schedule) under the run directory."""
     progress_bar: bool = True
     """Show a progress bar on rank 0."""
+    pipeline: str = "sparse_dist"
+    """Step engine: TorchRec's ``sparse_dist`` (TrainPipelineSparseDist), ``base``
+    (TrainPipelineBase) or ``none`` (a plain forward/backward/step loop)."""
 
 
 @dataclass
@@ -275,6 +278,7 @@ def validate_config(cfg: ExperimentConfig) -> None:
     _check_choice("data.source", cfg.data.source, ("movielens-100k", "files"))
     _check_choice("data.split", cfg.data.split, ("temporal", "random"))
     _check_choice("semantic_ids.method", cfg.semantic_ids.method, ("rqvae", "rq_kmeans"))
+    _check_choice("train.pipeline", cfg.train.pipeline, ("sparse_dist", "base", "none"))
     for key, value in [
         ("features.embedding_dim", cfg.features.embedding_dim),
         ("train.epochs", cfg.train.epochs),
