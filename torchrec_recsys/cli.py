@@ -36,6 +36,26 @@ def _synth(argv: list[str]) -> None:
     print(f"wrote {paths.interactions}, {paths.items}, {paths.users}")
 
 
+def _synth_criteo(argv: list[str]) -> None:
+    from torchrec_recsys.data.criteo import write_synthetic_criteo  # (numpy/pandas only)
+
+    parser = argparse.ArgumentParser(
+        prog="torchrec_recsys synth-criteo",
+        description="Write a synthetic click log in the Criteo TSV format (label, I1-I13, C1-C26).",
+    )
+    parser.add_argument("--out", default="data/criteo/synthetic.tsv", help="file to write")
+    parser.add_argument("--rows", type=int, default=200_000, help="number of examples")
+    parser.add_argument(
+        "--cardinality", type=int, default=100_000, help="distinct values per categorical column"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    args = parser.parse_args(argv)
+    if args.rows <= 0 or args.cardinality <= 0:
+        raise UserError(f"--rows ({args.rows}) and --cardinality must be positive")
+    path = write_synthetic_criteo(args.out, args.rows, args.seed, args.cardinality)
+    print(f"wrote {args.rows} Criteo-format lines to {path}")
+
+
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": (
         "torchrec_recsys.app.train:main",
@@ -44,6 +64,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "synth": (
         "torchrec_recsys.cli:_synth",
         "write a synthetic dataset in the bring-your-own file format",
+    ),
+    "synth-criteo": (
+        "torchrec_recsys.cli:_synth_criteo",
+        "write a synthetic click log in the Criteo TSV format",
     ),
     "sid": (
         "torchrec_recsys.app.sid:main",

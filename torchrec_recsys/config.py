@@ -30,11 +30,33 @@ RUN_CONFIG_FILE = "config.json"
 
 
 @dataclass
+class CriteoConfig:
+    """Criteo-format TSV input (``data.source = "criteo"``; see ``data/criteo.py``)."""
+
+    path: str = ""
+    """The TSV file: label, 13 integer and 26 categorical (hex) columns per line."""
+    hash_rows: int = 100_000
+    """Hashing scheme: rows of every categorical table (``value mod hash_rows``)."""
+    table_rows: list[int] = field(default_factory=list)
+    """Hashing scheme: rows per table, 26 numbers (overrides ``hash_rows``; empty = unused)."""
+    min_count: int = 0
+    """Frequency scheme when > 0: values seen at least this often in training get their own
+    row, the rest share row 0 (the tables are then as large as the kept values)."""
+    val_fraction: float = 0.05
+    """Share of the file's last rows (before the test rows) held out for validation."""
+    test_fraction: float = 0.05
+    """Share of the file's last rows held out for testing."""
+    chunk_rows: int = 65_536
+    """Lines parsed at a time."""
+
+
+@dataclass
 class DataConfig:
     """Where interactions and item/user attributes come from and how they are split."""
 
     source: str = "movielens-100k"
-    """``movielens-100k`` (read in place from the installed ``recbole`` package) or ``files``."""
+    """``movielens-100k`` (read in place from the installed ``recbole`` package), ``files``
+    or ``criteo`` (a Criteo-format TSV, see ``data.criteo``)."""
     interactions_path: str = ""
     """With ``source = "files"``: CSV/Parquet with user_id, item_id, rating, timestamp."""
     items_path: str = ""
@@ -70,6 +92,8 @@ class DataConfig:
     cold_item_fraction: float = 0.0
     """Share of items (drawn with ``split_seed``) whose training interactions are dropped, so
     that they are cold at test time (for the semantic-ID ablation)."""
+    criteo: CriteoConfig = field(default_factory=CriteoConfig)
+    """With ``source = "criteo"``: the file and how its IDs map to tables."""
 
 
 @dataclass
@@ -275,7 +299,7 @@ def validate_config(cfg: ExperimentConfig) -> None:
     _check_choice("optimizer.sparse", cfg.optimizer.sparse, SPARSE_OPTIMIZERS)
     _check_choice("optimizer.dense", cfg.optimizer.dense, DENSE_OPTIMIZERS)
     _check_choice("features.history_pooling", cfg.features.history_pooling, ("sum", "mean"))
-    _check_choice("data.source", cfg.data.source, ("movielens-100k", "files"))
+    _check_choice("data.source", cfg.data.source, ("movielens-100k", "files", "criteo"))
     _check_choice("data.split", cfg.data.split, ("temporal", "random"))
     _check_choice("semantic_ids.method", cfg.semantic_ids.method, ("rqvae", "rq_kmeans"))
     _check_choice("train.pipeline", cfg.train.pipeline, ("sparse_dist", "base", "none"))
@@ -315,9 +339,34 @@ def validate_config(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             f"model.over_arch_layers must end with 1, got {cfg.model.over_arch_layers}"
         )
+    _check_criteo(cfg)
     if cfg.data.source == "files" and not (cfg.data.interactions_path and cfg.data.items_path):
         raise ConfigError(
             'data.source = "files" needs data.interactions_path and data.items_path to be set'
+        )
+
+
+def _check_criteo(cfg: ExperimentConfig) -> None:
+    c = cfg.data.criteo
+    if cfg.data.source != "criteo":
+        return
+    if not c.path:
+        raise ConfigError('data.source = "criteo" needs data.criteo.path to be set')
+    if cfg.model.name != "dlrm":
+        raise ConfigError(f'data.source = "criteo" trains the dlrm, not {cfg.model.name!r}')
+    if c.table_rows and (len(c.table_rows) != 26 or min(c.table_rows) <= 0):
+        raise ConfigError(
+            f"data.criteo.table_rows must be 26 positive numbers (or empty), got {c.table_rows}"
+        )
+    if c.hash_rows <= 0 or c.min_count < 0 or c.chunk_rows <= 0:
+        raise ConfigError(
+            f"data.criteo.hash_rows ({c.hash_rows}) and chunk_rows ({c.chunk_rows}) must be "
+            f"positive and min_count ({c.min_count}) >= 0"
+        )
+    if not (0 <= c.val_fraction < 1 and 0 < c.test_fraction < 1):
+        raise ConfigError(
+            f"data.criteo.val_fraction ({c.val_fraction}) must be in [0, 1) and test_fraction "
+            f"({c.test_fraction}) in (0, 1)"
         )
 
 

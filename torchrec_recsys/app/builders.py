@@ -8,6 +8,7 @@ from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.optim.keyed import CombinedOptimizer
 
 from torchrec_recsys.config import ExperimentConfig
+from torchrec_recsys.data.criteo import build_criteo_dataset
 from torchrec_recsys.data.dataset import ItemTokens, RecDataset, build_dataset, item_texts
 from torchrec_recsys.data.movielens import load_movielens_100k
 from torchrec_recsys.data.readers import RawData, read_files
@@ -40,6 +41,8 @@ def build_raw_data(cfg: ExperimentConfig) -> RawData:
 
 
 def build_data(cfg: ExperimentConfig) -> RecDataset:
+    if cfg.data.source == "criteo":
+        return build_criteo_dataset(cfg.data.criteo, cfg.features.embedding_dim)
     raw = build_raw_data(cfg)
     tokens = ItemTokens(history=cfg.semantic_ids.history)
     if cfg.semantic_ids.enabled:
