@@ -130,6 +130,9 @@ class ModelConfig:
     """Two-tower softmax temperature (scores are cosines divided by this)."""
     exclude_train_items: bool = True
     """Two-tower evaluation: drop each user's training items from the ranking."""
+    compile: bool = False
+    """``torch.compile`` the dense blocks (DLRM MLPs + interaction, tower MLPs); the sharded
+    embedding tables stay eager. Needs a C++ compiler on CPU."""
 
 
 @dataclass

@@ -15,6 +15,7 @@ from torchrec_recsys.data.readers import RawData, read_files
 from torchrec_recsys.distributed.env import DistContext
 from torchrec_recsys.distributed.sharding import shard_model
 from torchrec_recsys.metrics.baselines import baseline_aucs, popularity_retrieval
+from torchrec_recsys.models.compile import compile_dense
 from torchrec_recsys.models.dlrm import build_dlrm
 from torchrec_recsys.models.tasks import RankingTask, RetrievalTask
 from torchrec_recsys.models.two_tower import TwoTower, item_log_q
@@ -79,19 +80,24 @@ def build_task(
     cfg: ExperimentConfig, data: RecDataset, dense_device: str = "cpu", sparse_device: str = "meta"
 ) -> nn.Module:
     """The task module (model + loss) with embedding tables on ``meta``, ready for DMP."""
+    task: nn.Module
     if cfg.model.name == "two_tower":
         model = TwoTower(data.spec, cfg.model.tower_layers, sparse_device, dense_device)
         log_q = item_log_q(data.items.train_counts).to(dense_device)
-        return RetrievalTask(model, log_q, cfg.model.temperature)
-    return RankingTask(
-        build_dlrm(
-            data.spec,
-            cfg.model.dense_arch_layers,
-            cfg.model.over_arch_layers,
-            sparse_device=sparse_device,
-            dense_device=dense_device,
+        task = RetrievalTask(model, log_q, cfg.model.temperature)
+    else:
+        task = RankingTask(
+            build_dlrm(
+                data.spec,
+                cfg.model.dense_arch_layers,
+                cfg.model.over_arch_layers,
+                sparse_device=sparse_device,
+                dense_device=dense_device,
+            )
         )
-    )
+    if cfg.model.compile:
+        compile_dense(task)
+    return task
 
 
 def build_evaluator(cfg: ExperimentConfig, data: RecDataset, ctx: DistContext) -> Evaluator:
