@@ -28,6 +28,8 @@ from torchx.specs import macros
 MODULE = "torchrec_recsys"
 RUN_ID_ENV = "TORCHREC_RECSYS_RUN_ID"
 """Default of ``train --run-id`` (kept in sync with torchrec_recsys/app/train.py)."""
+THREADS_ENV = "TORCHREC_RECSYS_THREADS"
+"""Threads per process (kept in sync with torchrec_recsys/distributed/threads.py)."""
 RESUME_IF_ANY_ENV = "TORCHREC_RECSYS_RESUME_IF_ANY"
 """``1`` = default ``train --resume-if-any`` (kept in sync with torchrec_recsys/app/train.py)."""
 
@@ -48,6 +50,7 @@ def train(
     max_retries: int = 0,
     cpus_per_proc: int = 1,
     gpus_per_proc: int = 0,
+    threads_per_proc: int = 0,
     mem_mb_per_proc: int = 4096,
     image: str = torchx.IMAGE,
     h: Optional[str] = None,
@@ -71,6 +74,8 @@ def train(
             directory from its newest checkpoint
         cpus_per_proc: CPU cores requested per training process
         gpus_per_proc: GPUs per training process (0 = CPU training with gloo)
+        threads_per_proc: CPU threads per training process (0 = torchrun's 1 per process,
+            see torchrec_recsys/distributed/threads.py)
         mem_mb_per_proc: host memory (MB) per training process
         image: container image (ignored by local_cwd)
         h: a registered named resource; overrides the cpu/gpu/memory arithmetic
@@ -79,6 +84,8 @@ def train(
     """
     nproc = _per_node(j)
     env = dict(env or {})
+    if threads_per_proc > 0:
+        env.setdefault(THREADS_ENV, str(threads_per_proc))
     if max_retries > 0:
         # torchrun shares its rendezvous TCP store with the workers by default, and restarted
         # workers then read the dead attempt's gloo addresses ("Gloo connectFullMesh failed ...

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from torchrec_recsys.data.synthetic import write_synthetic_dataset
-from torchrec_recsys.errors import DataWarning, UserError
+from torchrec_recsys.distributed.threads import THREADS_ENV, configure_threads
+from torchrec_recsys.errors import ConfigError, DataWarning, UserError
 
 
 def _synth(argv: list[str]) -> None:
@@ -47,6 +48,26 @@ def _synth(argv: list[str]) -> None:
     print(f"wrote {paths.interactions}, {paths.items}, {paths.users}")
 
 
+def _synth_criteo(argv: list[str]) -> None:
+    from torchrec_recsys.data.criteo import write_synthetic_criteo  # (numpy/pandas only)
+
+    parser = argparse.ArgumentParser(
+        prog="torchrec_recsys synth-criteo",
+        description="Write a synthetic click log in the Criteo TSV format (label, I1-I13, C1-C26).",
+    )
+    parser.add_argument("--out", default="data/criteo/synthetic.tsv", help="file to write")
+    parser.add_argument("--rows", type=int, default=200_000, help="number of examples")
+    parser.add_argument(
+        "--cardinality", type=int, default=100_000, help="distinct values per categorical column"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    args = parser.parse_args(argv)
+    if args.rows <= 0 or args.cardinality <= 0:
+        raise UserError(f"--rows ({args.rows}) and --cardinality must be positive")
+    path = write_synthetic_criteo(args.out, args.rows, args.seed, args.cardinality)
+    print(f"wrote {args.rows} Criteo-format lines to {path}")
+
+
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": (
         "torchrec_recsys.app.train:main",
@@ -55,6 +76,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "synth": (
         "torchrec_recsys.cli:_synth",
         "write a synthetic dataset in the bring-your-own file format",
+    ),
+    "synth-criteo": (
+        "torchrec_recsys.cli:_synth_criteo",
+        "write a synthetic click log in the Criteo TSV format",
     ),
     "sid": (
         "torchrec_recsys.app.sid:main",
@@ -88,10 +113,41 @@ def entry_point(name: str) -> Callable[[list[str]], object]:
 
 
 def usage() -> str:
-    lines = ["usage: python -m torchrec_recsys <subcommand> [options]", "", "subcommands:"]
+    lines = [
+        "usage: python -m torchrec_recsys [--threads N] <subcommand> [options]",
+        "",
+        "subcommands:",
+    ]
     lines += [f"  {name:<18} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
-    lines += ["", "Run '<subcommand> --help' for its options."]
+    lines += [
+        "",
+        "Run '<subcommand> --help' for its options.",
+        f"--threads N (or ${THREADS_ENV}, or $OMP_NUM_THREADS): CPU threads per process;",
+        "default: the cores available divided by the processes on this host.",
+    ]
     return "\n".join(lines)
+
+
+def pop_threads_option(argv: list[str]) -> tuple[str | None, list[str]]:
+    """``(value of --threads N / --threads=N, argv without it)``; it may appear anywhere.
+
+    Raises:
+        ConfigError: ``--threads`` without a value.
+    """
+    rest, value, i = [], None, 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--threads":
+            if i + 1 >= len(argv):
+                raise ConfigError("--threads needs a number of threads, e.g. --threads 1")
+            value, i = argv[i + 1], i + 2
+            continue
+        if arg.startswith("--threads="):
+            value = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+        i += 1
+    return value, rest
 
 
 def quiet_library_noise() -> None:
@@ -126,6 +182,14 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0
+    try:
+        threads, argv = pop_threads_option(argv)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not argv:
+        print(usage())
+        return 0
     name, rest = argv[0], argv[1:]
     if name not in SUBCOMMANDS:
         print(
@@ -134,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     try:
+        configure_threads(threads)
         entry_point(name)(rest)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

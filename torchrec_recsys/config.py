@@ -32,11 +32,33 @@ RUN_CONFIG_FILE = "config.json"
 
 
 @dataclass
+class CriteoConfig:
+    """Criteo-format TSV input (``data.source = "criteo"``; see ``data/criteo.py``)."""
+
+    path: str = ""
+    """The TSV file: label, 13 integer and 26 categorical (hex) columns per line."""
+    hash_rows: int = 100_000
+    """Hashing scheme: rows of every categorical table (``value mod hash_rows``)."""
+    table_rows: list[int] = field(default_factory=list)
+    """Hashing scheme: rows per table, 26 numbers (overrides ``hash_rows``; empty = unused)."""
+    min_count: int = 0
+    """Frequency scheme when > 0: values seen at least this often in training get their own
+    row, the rest share row 0 (the tables are then as large as the kept values)."""
+    val_fraction: float = 0.05
+    """Share of the file's last rows (before the test rows) held out for validation."""
+    test_fraction: float = 0.05
+    """Share of the file's last rows held out for testing."""
+    chunk_rows: int = 65_536
+    """Lines parsed at a time."""
+
+
+@dataclass
 class DataConfig:
     """Where interactions and item/user attributes come from and how they are split."""
 
     source: str = "movielens-100k"
-    """``movielens-100k`` (read in place from the installed ``recbole`` package) or ``files``."""
+    """``movielens-100k`` (read in place from the installed ``recbole`` package), ``files``
+    or ``criteo`` (a Criteo-format TSV, see ``data.criteo``)."""
     interactions_path: str = ""
     """With ``source = "files"``: CSV/Parquet with user_id, item_id, rating, timestamp."""
     items_path: str = ""
@@ -72,6 +94,8 @@ class DataConfig:
     cold_item_fraction: float = 0.0
     """Share of items (drawn with ``split_seed``) whose training interactions are dropped, so
     that they are cold at test time (for the semantic-ID ablation)."""
+    criteo: CriteoConfig = field(default_factory=CriteoConfig)
+    """With ``source = "criteo"``: the file and how its IDs map to tables."""
 
 
 @dataclass
@@ -108,6 +132,9 @@ class ModelConfig:
     """Two-tower softmax temperature (scores are cosines divided by this)."""
     exclude_train_items: bool = True
     """Two-tower evaluation: drop each user's training items from the ranking."""
+    compile: bool = False
+    """``torch.compile`` the dense blocks (DLRM MLPs + interaction, tower MLPs); the sharded
+    embedding tables stay eager. Needs a C++ compiler on CPU."""
 
 
 @dataclass
@@ -164,6 +191,9 @@ class TrainConfig:
     """Record torch.profiler traces (wait/warm-up/active schedule) under the run directory."""
     progress_bar: bool = True
     """Show a progress bar on rank 0."""
+    pipeline: str = "sparse_dist"
+    """Step engine: TorchRec's ``sparse_dist`` (TrainPipelineSparseDist), ``base``
+    (TrainPipelineBase) or ``none`` (a plain forward/backward/step loop)."""
 
 
 @dataclass
@@ -183,6 +213,10 @@ class SemanticIdConfig:
     """Codes per level."""
     epochs: int = 300
     """RQ-VAE training epochs."""
+    max_steps: int = 0
+    """RQ-VAE: stop after this many optimizer steps (0 = run all epochs); for big catalogues."""
+    max_seconds: float = 0.0
+    """RQ-VAE: stop fitting after this many seconds (0 = no time limit)."""
     encoder_dir: str = ""
     """Local Hugging Face folder of the text encoder; empty = the shipped all-MiniLM-L6-v2."""
     cache_dir: str = ".cache/semantic_ids"
@@ -339,6 +373,14 @@ FIELD_RANGES: dict[str, Range] = {
     "semantic_ids.codebook_size": Range(2),
     "semantic_ids.epochs": POSITIVE,
     "semantic_ids.prefix_max_rows": POSITIVE,
+    "semantic_ids.max_steps": Range(0, words="0 (all epochs) or positive"),
+    "semantic_ids.max_seconds": Range(0, words="0 (no time limit) or positive"),
+    "data.criteo.hash_rows": POSITIVE,
+    "data.criteo.table_rows": POSITIVE,
+    "data.criteo.min_count": NON_NEGATIVE,
+    "data.criteo.val_fraction": FRACTION,
+    "data.criteo.test_fraction": Range(0, 1, low_open=True, high_open=True),
+    "data.criteo.chunk_rows": POSITIVE,
 }
 """Range of every numeric field (a list of numbers: each element). Each float field is also
 checked to be finite, whether listed here or not; a numeric field missing from this table
@@ -421,9 +463,10 @@ def validate_config(cfg: ExperimentConfig) -> None:
     _check_choice("optimizer.sparse", cfg.optimizer.sparse, SPARSE_OPTIMIZERS)
     _check_choice("optimizer.dense", cfg.optimizer.dense, DENSE_OPTIMIZERS)
     _check_choice("features.history_pooling", cfg.features.history_pooling, ("sum", "mean"))
-    _check_choice("data.source", cfg.data.source, ("movielens-100k", "files"))
+    _check_choice("data.source", cfg.data.source, ("movielens-100k", "files", "criteo"))
     _check_choice("data.split", cfg.data.split, ("temporal", "random"))
     _check_choice("semantic_ids.method", cfg.semantic_ids.method, ("rqvae", "rq_kmeans"))
+    _check_choice("train.pipeline", cfg.train.pipeline, ("sparse_dist", "base", "none"))
     d = cfg.data
     if d.split == "random" and d.random_val_fraction + d.random_test_fraction >= 1:
         raise ConfigError(
@@ -454,9 +497,24 @@ def validate_config(cfg: ExperimentConfig) -> None:
             "semantic_ids.enabled learns codes from item text, but data.item_text_columns is "
             "empty: name the text columns or give semantic_ids.table_path"
         )
+    _check_criteo(cfg)
     if cfg.data.source == "files" and not (cfg.data.interactions_path and cfg.data.items_path):
         raise ConfigError(
             'data.source = "files" needs data.interactions_path and data.items_path to be set'
+        )
+
+
+def _check_criteo(cfg: ExperimentConfig) -> None:
+    c = cfg.data.criteo
+    if cfg.data.source != "criteo":
+        return
+    if not c.path:
+        raise ConfigError('data.source = "criteo" needs data.criteo.path to be set')
+    if cfg.model.name != "dlrm":
+        raise ConfigError(f'data.source = "criteo" trains the dlrm, not {cfg.model.name!r}')
+    if c.table_rows and len(c.table_rows) != 26:
+        raise ConfigError(
+            f"data.criteo.table_rows must be 26 numbers (or empty), got {len(c.table_rows)}"
         )
 
 

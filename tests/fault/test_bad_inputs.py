@@ -837,13 +837,15 @@ class _Pipe(io.StringIO):
 def test_progress_without_a_terminal_prints_about_ten_lines_per_epoch() -> None:
     stream = _Pipe()
     bar = Progress(total=1504, initial=0, desc="epoch 1/1", enabled=True, stream=stream)
+    bar.set_loss(0.5)
     for _ in range(1504):
-        bar.update(0.5)
+        bar.update()
     bar.close()
     lines = stream.getvalue().splitlines()
     assert 10 <= len(lines) <= 11 and lines[-1].startswith("epoch 1/1: step 1504/1504 (100%)")
+    assert "loss=0.5000" in lines[-1]
     quiet = _Pipe()
     bar = Progress(total=100, initial=0, desc="e", enabled=False, stream=quiet)
     for _ in range(100):
-        bar.update(0.5)
+        bar.update()
     assert quiet.getvalue() == ""

@@ -7,7 +7,12 @@ import math
 import torch
 
 from torchrec_recsys.data.jagged import JaggedColumn
-from torchrec_recsys.metrics.retrieval import recall_ndcg, target_ranks
+from torchrec_recsys.metrics.retrieval import (
+    chunked_top_k,
+    query_chunks,
+    recall_ndcg,
+    target_ranks,
+)
 
 
 def _brute_force_rank(q: torch.Tensor, items: torch.Tensor, target: int, excluded: set[int]) -> int:
@@ -24,7 +29,7 @@ def test_ranks_match_brute_force_with_exclusions() -> None:
     history[3].append(int(targets[3]))  # a target inside the exclusion list is still ranked
     exclude = JaggedColumn.from_lists(history)
     users = torch.arange(40) % 10
-    ranks = target_ranks(queries, items, targets, exclude, users, chunk=7)
+    ranks = target_ranks(queries, items, targets, exclude, users, chunk_elements=7 * 100)
     expected = [
         _brute_force_rank(
             queries[i], items, int(targets[i]), set(history[int(users[i])]) - {int(targets[i])}
@@ -41,3 +46,25 @@ def test_recall_and_ndcg_values() -> None:
     assert math.isclose(metrics["recall@1"], 1 / 3, rel_tol=1e-6)
     assert math.isclose(metrics["recall@10"], 2 / 3, rel_tol=1e-6)
     assert math.isclose(metrics["ndcg@10"], (1 + 1 / math.log2(5)) / 3)
+
+
+def test_chunks_bound_the_score_matrix() -> None:
+    chunks = list(query_chunks(10, 300, chunk_elements=1000))  # 3 queries x 300 items each
+    assert chunks == [(0, 3), (3, 6), (6, 9), (9, 10)]
+    assert list(query_chunks(2, 10**6, chunk_elements=10)) == [(0, 1), (1, 2)]  # at least 1
+
+
+def test_chunked_top_k_matches_dense_top_k_with_exclusions() -> None:
+    gen = torch.Generator().manual_seed(1)
+    queries, items = torch.randn(23, 8, generator=gen), torch.randn(50, 8, generator=gen)
+    history = [torch.randint(0, 50, (int(n),), generator=gen).tolist() for n in range(5)]
+    users = torch.arange(23) % 5
+    scores, rows = chunked_top_k(
+        queries, items, 6, JaggedColumn.from_lists(history), users, chunk_elements=4 * 50
+    )
+    dense = queries @ items.T  # [Q, I] reference
+    for q in range(23):
+        dense[q, history[int(users[q])]] = float("-inf")
+    expected_scores, expected_rows = torch.topk(dense, 6, dim=1)
+    assert torch.equal(rows, expected_rows)
+    torch.testing.assert_close(scores, expected_scores)  # (matmul blocking differs)

@@ -26,7 +26,8 @@ def genre_aligned(n: int = 60, seed: int = 0) -> tuple[np.ndarray, list[str]]:
 
 def brute_force_random_share(genres: list[str]) -> float:
     pairs = list(itertools.combinations(range(len(genres)), 2))
-    shared = [bool(set(genres[i].split("|")) & set(genres[j].split("|"))) for i, j in pairs]
+    sets = [set(g.split("|")) - {""} for g in genres]
+    shared = [bool(sets[i] & sets[j]) for i, j in pairs]
     return sum(shared) / len(pairs)
 
 
@@ -86,3 +87,14 @@ def test_mismatched_inputs_are_errors() -> None:
         coherence(codes, genres[:-1])
     with pytest.raises(DataError, match="expected values in"):
         build_report(codes, 3)
+
+
+def test_coherence_with_multi_genre_and_empty_items_matches_brute_force() -> None:
+    """The CSR overlap (no items x genres matrix) agrees with set intersection."""
+    rng = np.random.default_rng(3)
+    genres = [
+        "|".join(rng.choice(GENRES, size=int(rng.integers(0, 4)), replace=False)) for _ in range(40)
+    ]
+    codes = np.stack([rng.integers(0, 3, size=40), rng.integers(0, 3, size=40)], axis=1)
+    result = coherence(codes, genres)
+    assert result.random_share == pytest.approx(brute_force_random_share(genres))

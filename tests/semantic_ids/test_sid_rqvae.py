@@ -133,3 +133,17 @@ def test_fit_uses_its_thread_count_and_restores_the_process_setting() -> None:
     assert seen == [1] and torch.get_num_threads() == 2
     with pytest.raises(ConfigError, match="num_threads = 0"):
         RQVAEConfig(num_threads=0)
+
+
+def test_fit_stops_at_max_steps_mid_epoch() -> None:
+    """Big catalogues are fitted by steps: the last, partial epoch is recorded."""
+    x, _ = clustered_embeddings()  # batch 64 -> several steps per epoch
+    steps_per_epoch = -(-x.shape[0] // 64)
+    model = RQVAE(small_config(max_steps=steps_per_epoch + 1, show_progress=True)).fit(x)
+    assert len(model.history) == 2
+    assert model.encode(x).shape == (x.shape[0], 2)
+
+
+def test_negative_step_or_time_limit_is_rejected() -> None:
+    with pytest.raises(ConfigError, match="max_steps = -1"):
+        small_config(max_steps=-1)

@@ -8,6 +8,7 @@ from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.optim.keyed import CombinedOptimizer
 
 from torchrec_recsys.config import ExperimentConfig
+from torchrec_recsys.data.criteo import build_criteo_dataset
 from torchrec_recsys.data.dataset import ItemTokens, RecDataset, build_dataset, item_texts
 from torchrec_recsys.data.features import ITEM, USER
 from torchrec_recsys.data.movielens import load_movielens_100k
@@ -16,6 +17,7 @@ from torchrec_recsys.distributed.env import DistContext
 from torchrec_recsys.distributed.sharding import shard_model
 from torchrec_recsys.errors import DataError, warn_user
 from torchrec_recsys.metrics.baselines import baseline_aucs, popularity_retrieval
+from torchrec_recsys.models.compile import compile_dense
 from torchrec_recsys.models.dlrm import build_dlrm
 from torchrec_recsys.models.tasks import RankingTask, RetrievalTask
 from torchrec_recsys.models.two_tower import TwoTower, item_log_q
@@ -42,6 +44,8 @@ def build_raw_data(cfg: ExperimentConfig) -> RawData:
 
 
 def build_data(cfg: ExperimentConfig) -> RecDataset:
+    if cfg.data.source == "criteo":
+        return build_criteo_dataset(cfg.data.criteo, cfg.features.embedding_dim)
     raw = build_raw_data(cfg)
     tokens = ItemTokens(history=cfg.semantic_ids.history)
     if cfg.semantic_ids.enabled:
@@ -83,19 +87,24 @@ def build_task(
     cfg: ExperimentConfig, data: RecDataset, dense_device: str = "cpu", sparse_device: str = "meta"
 ) -> nn.Module:
     """The task module (model + loss) with embedding tables on ``meta``, ready for DMP."""
+    task: nn.Module
     if cfg.model.name == "two_tower":
         model = TwoTower(data.spec, cfg.model.tower_layers, sparse_device, dense_device)
         log_q = item_log_q(data.items.train_counts).to(dense_device)
-        return RetrievalTask(model, log_q, cfg.model.temperature)
-    return RankingTask(
-        build_dlrm(
-            data.spec,
-            cfg.model.dense_arch_layers,
-            cfg.model.over_arch_layers,
-            sparse_device=sparse_device,
-            dense_device=dense_device,
+        task = RetrievalTask(model, log_q, cfg.model.temperature)
+    else:
+        task = RankingTask(
+            build_dlrm(
+                data.spec,
+                cfg.model.dense_arch_layers,
+                cfg.model.over_arch_layers,
+                sparse_device=sparse_device,
+                dense_device=dense_device,
+            )
         )
-    )
+    if cfg.model.compile:
+        compile_dense(task)
+    return task
 
 
 def build_evaluator(cfg: ExperimentConfig, data: RecDataset, ctx: DistContext) -> Evaluator:

@@ -27,12 +27,16 @@ def build_main(argv: list[str]) -> None:
     parser.add_argument("--levels", type=int, help="code levels")
     parser.add_argument("--codebook-size", type=int, help="codes per level")
     parser.add_argument("--epochs", type=int, help="RQ-VAE epochs")
+    parser.add_argument("--max-steps", type=int, help="RQ-VAE: stop after this many steps")
+    parser.add_argument("--max-seconds", type=float, help="RQ-VAE: stop after this many seconds")
     args, overrides = parser.parse_known_args(argv)
     flags = {
         "method": args.method,
         "levels": args.levels,
         "codebook_size": args.codebook_size,
         "epochs": args.epochs,
+        "max_steps": args.max_steps,
+        "max_seconds": args.max_seconds,
     }  # given flags become overrides, so validate_config checks them like any setting
     overrides += [f"--semantic_ids.{k}={v}" for k, v in flags.items() if v is not None]
     cfg = load_config(args.config, overrides)

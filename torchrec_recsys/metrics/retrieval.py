@@ -16,6 +16,29 @@ import torch
 
 from torchrec_recsys.data.jagged import JaggedColumn
 
+CHUNK_ELEMENTS = 1 << 24
+"""Default score-matrix budget per chunk: 16M floats (64 MB), e.g. 110 queries x 150k items."""
+
+
+def query_chunks(num_queries: int, num_items: int, chunk_elements: int = CHUNK_ELEMENTS):  # noqa: ANN201
+    """``(begin, end)`` ranges of queries whose [end - begin, num_items] scores fit the budget."""
+    step = max(1, chunk_elements // max(num_items, 1))
+    for begin in range(0, num_queries, step):
+        yield begin, min(begin + step, num_queries)
+
+
+def _drop_excluded(
+    scores: torch.Tensor,
+    exclude: JaggedColumn | None,
+    exclude_rows: torch.Tensor | None,
+) -> None:
+    """Set the excluded (query, item) scores of one chunk to -inf, in place. scores [q, I]"""
+    if exclude is None or exclude_rows is None:
+        return
+    lengths, values = exclude.gather(exclude_rows)
+    query_index = torch.repeat_interleave(torch.arange(len(scores)), lengths)
+    scores[query_index, values] = float("-inf")
+
 
 def target_ranks(
     queries: torch.Tensor,
@@ -23,9 +46,11 @@ def target_ranks(
     targets: torch.Tensor,
     exclude: JaggedColumn | None = None,
     exclude_rows: torch.Tensor | None = None,
-    chunk: int = 1024,
+    chunk_elements: int = CHUNK_ELEMENTS,
 ) -> torch.Tensor:
     """0-based rank of each query's target among all items. int64 [Q].
+
+    Memory is bounded by one chunk of scores (``chunk_elements`` floats), never Q x I.
 
     Args:
         queries: [Q, D] query embeddings.
@@ -33,22 +58,44 @@ def target_ranks(
         targets: [Q] catalogue row of each query's target.
         exclude: per-user catalogue rows to drop from the ranking (e.g. training items).
         exclude_rows: [Q] which row of ``exclude`` applies to each query.
-        chunk: queries scored at once (bounds memory at chunk x I floats).
+        chunk_elements: score-matrix elements computed at once.
     """
     ranks = torch.empty(len(queries), dtype=torch.int64)
-    for begin in range(0, len(queries), chunk):
-        end = min(begin + chunk, len(queries))
+    for begin, end in query_chunks(len(queries), len(items), chunk_elements):
         scores = queries[begin:end] @ items.T  # [q, I]
         tgt = targets[begin:end]
         target_score = scores.gather(1, tgt[:, None])  # [q, 1]
         if exclude is not None and exclude_rows is not None:
-            lengths, values = exclude.gather(exclude_rows[begin:end])
-            query_index = torch.repeat_interleave(torch.arange(end - begin), lengths)
-            scores[query_index, values] = float("-inf")
+            _drop_excluded(scores, exclude, exclude_rows[begin:end])
             scores[torch.arange(end - begin), tgt] = target_score[:, 0]  # never drop the target
         ranks[begin:end] = (scores > target_score).sum(dim=1)
         ranks[begin:end][target_score[:, 0].isnan()] = items.shape[0]  # NaN target: a miss
     return ranks
+
+
+def chunked_top_k(
+    queries: torch.Tensor,
+    items: torch.Tensor,
+    k: int,
+    exclude: JaggedColumn | None = None,
+    exclude_rows: torch.Tensor | None = None,
+    chunk_elements: int = CHUNK_ELEMENTS,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact inner-product top ``k`` items per query: ``(scores [Q, k], rows [Q, k])``.
+
+    Scores one chunk of queries against the whole catalogue at a time, so peak memory is
+    ``chunk_elements`` floats plus the [Q, k] result, never Q x I. Excluded items and NaN
+    scores score -inf.
+    """
+    k = min(k, len(items))
+    top_scores = torch.empty(len(queries), k, dtype=queries.dtype)
+    top_rows = torch.empty(len(queries), k, dtype=torch.int64)
+    for begin, end in query_chunks(len(queries), len(items), chunk_elements):
+        scores = (queries[begin:end] @ items.T).nan_to_num(nan=float("-inf"))  # [q, I]
+        if exclude_rows is not None:
+            _drop_excluded(scores, exclude, exclude_rows[begin:end])
+        top_scores[begin:end], top_rows[begin:end] = torch.topk(scores, k, dim=1)  # [q, k]
+    return top_scores, top_rows
 
 
 def recall_ndcg(ranks: torch.Tensor, ks: tuple[int, ...] = (10, 50, 100)) -> dict[str, float]:

@@ -57,9 +57,10 @@ class RetrievalTask(nn.Module):
         logits = query @ item.T / self.temperature  # [B, B]
         logits = logits - self.item_log_q[batch.item_rows][None, :]  # log-Q correction
         same_item = batch.item_rows[:, None] == batch.item_rows[None, :]  # [B, B]
-        not_target = ~torch.eye(len(logits), dtype=torch.bool, device=logits.device)
+        batch_size = logits.shape[0]  # (not len(): FX-traceable for TorchRec's train pipeline)
+        not_target = ~torch.eye(batch_size, dtype=torch.bool, device=logits.device)
         logits = logits.masked_fill(same_item & not_target, float("-inf"))
-        targets = torch.arange(len(logits), device=logits.device)
+        targets = torch.arange(batch_size, device=logits.device)
         per_row = nn.functional.cross_entropy(logits, targets, reduction="none")  # [B]
         loss = (per_row * batch.weights).sum() / batch.weights.sum().clamp(min=1.0)
         positive_score = logits.diagonal().detach()  # [B]

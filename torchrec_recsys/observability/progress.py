@@ -15,7 +15,8 @@ from tqdm import tqdm
 
 
 class Progress:
-    """Progress of one epoch: ``update(loss)`` after every step, ``close()`` at the end."""
+    """Progress of one epoch: ``update()`` after every step, ``set_loss(loss)`` whenever the
+    loss is read back (the trainer reads it only at log steps), ``close()`` at the end."""
 
     def __init__(
         self,
@@ -43,13 +44,19 @@ class Progress:
         self.every_seconds = every_seconds
         self.start = self.last_time = time.monotonic()
         self.start_step = self.last_step = initial
+        self.loss = float("nan")
 
-    def update(self, loss: float) -> None:
-        """One more step done, with its loss."""
+    def set_loss(self, loss: float) -> None:
+        """The latest loss read back, shown from now on."""
+        self.loss = loss
+        if self.terminal:
+            self.bar.set_postfix(loss=f"{loss:.4f}")
+
+    def update(self) -> None:
+        """One more step done."""
         self.done += 1
         if self.terminal:
             self.bar.update(1)
-            self.bar.set_postfix(loss=f"{loss:.4f}")
             return
         if not self.lines:
             return
@@ -59,7 +66,7 @@ class Progress:
             rate = (self.done - self.start_step) / max(now - self.start, 1e-9)
             print(
                 f"{self.desc}: step {self.done}/{self.total} "
-                f"({100 * self.done / max(self.total, 1):.0f}%) loss={loss:.4f} "
+                f"({100 * self.done / max(self.total, 1):.0f}%) loss={self.loss:.4f} "
                 f"{rate:.1f} steps/s",
                 file=self.stream,
                 flush=True,

@@ -16,7 +16,12 @@ import torch
 
 from torchrec_recsys.data.dataset import ExampleTable, RecDataset
 from torchrec_recsys.errors import UserError
-from torchrec_recsys.metrics.retrieval import recall_ndcg
+from torchrec_recsys.metrics.retrieval import (
+    CHUNK_ELEMENTS,
+    chunked_top_k,
+    query_chunks,
+    recall_ndcg,
+)
 from torchrec_recsys.retrieval.faiss_index import LoadedIndex, search
 from torchrec_recsys.retrieval.predict import TrainedTask, predict
 
@@ -103,11 +108,14 @@ def evaluate_two_stage(
     split: str = "test",
     candidates: int = 100,
     k: int = 10,
+    chunk_elements: int = CHUNK_ELEMENTS,
 ) -> dict[str, dict[str, float]]:
     """Recall@k / NDCG@k of retrieval alone vs. retrieval re-ranked by the DLRM on ``split``.
 
     Retrieval is exact (all items scored) with each user's training items excluded; the DLRM
     re-orders the top ``candidates``; a target outside the candidates is a miss for both.
+    Users are processed in chunks of at most ``chunk_elements`` scores, so memory grows with
+    the catalogue, not with users x catalogue.
     """
     r_data, k_data = retriever.data, ranker.data
     queries_table = r_data.splits[split]
@@ -115,28 +123,35 @@ def evaluate_two_stage(
         raise UserError("the retriever and the ranker were trained on different splits of the data")
     queries = predict(retriever.task, queries_table, r_data, "query")  # [Q, D]
     items = predict(retriever.task, r_data.catalogue_table(), r_data, "item")  # [I, D]
-    scores = queries @ items.T  # [Q, I]
-    targets = queries_table.item_rows[:, None]  # [Q, 1]
-    nan_target = scores.gather(1, targets)[:, 0].isnan()  # [Q]: a miss whatever the order
-    scores = scores.nan_to_num(nan=float("-inf"))
-    lengths, values = r_data.users.train_items.gather(queries_table.user_rows)
-    scores[torch.repeat_interleave(torch.arange(len(queries)), lengths), values] = float("-inf")
-    top = torch.topk(scores, candidates, dim=1).indices  # [Q, C] catalogue rows, best first
-    retrieval_rank = _rank_in(top, targets)
-    retrieval_rank[nan_target] = MISS
-    user_index = torch.arange(len(queries)).repeat_interleave(candidates)
-    pairs = k_data.pair_table(k_data.splits[split], user_index, top.reshape(-1))
-    probabilities = predict(ranker.task, pairs, k_data, "ranking").view(len(queries), candidates)
-    nan_rows = probabilities.isnan().any(1) | nan_target  # [Q]
-    reranked = torch.gather(top, 1, torch.argsort(probabilities, dim=1, descending=True))
-    rerank_rank = _rank_in(reranked, targets)
-    rerank_rank[nan_rows] = MISS
+    retrieval_rank = torch.empty(len(queries), dtype=torch.int64)
+    rerank_rank = torch.empty(len(queries), dtype=torch.int64)
+    candidate_hit = torch.empty(len(queries), dtype=torch.bool)
+    # one chunk of users at a time: memory ~ chunk x I scores + chunk x C ranker pairs
+    for begin, end in query_chunks(len(queries), len(items), chunk_elements):
+        rows = torch.arange(begin, end)
+        _, top = chunked_top_k(  # [q, C] catalogue rows, best first (NaN scores sort last)
+            queries[begin:end],
+            items,
+            candidates,
+            r_data.users.train_items,
+            queries_table.user_rows[begin:end],
+            chunk_elements,
+        )
+        targets = queries_table.item_rows[begin:end, None]  # [q, 1]
+        target_scores = (queries[begin:end] * items[targets[:, 0]]).sum(1)  # [q]
+        nan_target = target_scores.isnan()  # a NaN score is a miss whatever the order
+        retrieval_rank[begin:end] = _rank_in(top, targets).masked_fill(nan_target, MISS)
+        candidate_hit[begin:end] = (top == targets).any(1) & ~nan_target
+        user_index = rows.repeat_interleave(top.shape[1])  # [q * C]
+        pairs = k_data.pair_table(k_data.splits[split], user_index, top.reshape(-1))
+        probabilities = predict(ranker.task, pairs, k_data, "ranking").view(len(rows), -1)
+        nan_rows = probabilities.isnan().any(1) | nan_target  # [q]
+        reranked = torch.gather(top, 1, torch.argsort(probabilities, dim=1, descending=True))
+        rerank_rank[begin:end] = _rank_in(reranked, targets).masked_fill(nan_rows, MISS)
     return {
         "retrieval": recall_ndcg(retrieval_rank, (k,)),
         "retrieve_then_rank": recall_ndcg(rerank_rank, (k,)),
-        "candidates_recall": {
-            f"recall@{candidates}": float(((top == targets).any(1) & ~nan_target).float().mean())
-        },
+        "candidates_recall": {f"recall@{candidates}": float(candidate_hit.float().mean())},
     }
 
 

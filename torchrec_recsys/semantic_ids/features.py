@@ -29,7 +29,15 @@ from torchrec_recsys.semantic_ids.rqvae import RQVAEConfig
 from torchrec_recsys.semantic_ids.store import SIDTable, load_sid_table, save_sid_table
 from torchrec_recsys.semantic_ids.tokens import sid_token_features
 
-LEARNING_FIELDS = ("method", "levels", "codebook_size", "epochs", "encoder_dir")
+LEARNING_FIELDS = (
+    "method",
+    "levels",
+    "codebook_size",
+    "epochs",
+    "max_steps",
+    "max_seconds",
+    "encoder_dir",
+)
 """The ``[semantic_ids]`` fields that change a learned table (its cache key)."""
 
 
@@ -48,7 +56,12 @@ def learn_sid_table(
     config: RQVAEConfig | RQKMeansConfig
     if settings.method == "rqvae":
         config = RQVAEConfig(
-            levels=settings.levels, codebook_size=settings.codebook_size, epochs=settings.epochs
+            levels=settings.levels,
+            codebook_size=settings.codebook_size,
+            epochs=settings.epochs,
+            max_steps=settings.max_steps,
+            max_seconds=settings.max_seconds,
+            show_progress=show_progress,
         )
     else:
         config = RQKMeansConfig(levels=settings.levels, codebook_size=settings.codebook_size)

@@ -96,17 +96,35 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def genre_matrix(genres: GenreInput, separator: str = "|") -> np.ndarray:
-    """Multi-hot genres [N, G] bool from ``"A|B"`` strings or lists of names (empty -> none)."""
-    sets: list[set[str]] = []
+@dataclass(frozen=True)
+class GenreSets:
+    """Each item's genre ids in CSR form (never a dense items x genres matrix).
+
+    ``indices[indptr[i]:indptr[i + 1]]`` are item i's sorted genre ids in ``[0, num_genres)``.
+    """
+
+    indptr: np.ndarray  # [N + 1] int64
+    indices: np.ndarray  # [nnz] int64
+    num_genres: int
+
+    def keys(self) -> np.ndarray:
+        """Sorted ``item * num_genres + genre`` of every (item, genre). [nnz] int64"""
+        rows = np.repeat(np.arange(len(self.indptr) - 1), np.diff(self.indptr))  # [nnz]
+        return rows * self.num_genres + self.indices
+
+
+def genre_sets(genres: GenreInput, separator: str = "|") -> GenreSets:
+    """Genre ids per item from ``"A|B"`` strings or lists of names (empty -> none)."""
+    vocab: dict[str, int] = {}
+    rows: list[list[int]] = []
     for entry in genres:
         names = entry.split(separator) if isinstance(entry, str) else list(entry)
-        sets.append({n.strip() for n in names if n and n.strip()})
-    vocab = {name: col for col, name in enumerate(sorted(set().union(*sets)))}
-    out = np.zeros((len(sets), max(len(vocab), 1)), dtype=bool)  # [N, G]
-    for row, names in enumerate(sets):
-        out[row, [vocab[n] for n in names]] = True
-    return out
+        ids = {vocab.setdefault(n.strip(), len(vocab)) for n in names if n and n.strip()}
+        rows.append(sorted(ids))
+    lengths = np.array([len(r) for r in rows], dtype=np.int64)  # [N]
+    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)  # [N + 1]
+    indices = np.fromiter((g for r in rows for g in r), dtype=np.int64, count=int(indptr[-1]))
+    return GenreSets(indptr, indices, max(len(vocab), 1))
 
 
 def _group_pairs(
@@ -150,11 +168,21 @@ def _random_pairs(
     return left, right + (right >= left), True
 
 
-def _share(genres: np.ndarray, left: np.ndarray, right: np.ndarray) -> float:
-    """Share of pairs whose multi-hot genre rows overlap (NaN for no pairs)."""
+def _share(genres: GenreSets, left: np.ndarray, right: np.ndarray) -> float:
+    """Share of pairs whose genre sets overlap (NaN for no pairs); memory ~ pairs x genres."""
     if left.size == 0:
         return float("nan")
-    return float((genres[left] & genres[right]).any(axis=1).mean())
+    lengths = genres.indptr[left + 1] - genres.indptr[left]  # [P]
+    pair = np.repeat(np.arange(left.size), lengths)  # [E] pair of each left-side genre
+    first = np.repeat(genres.indptr[left] - (np.cumsum(lengths) - lengths), lengths)  # [E]
+    left_genre = genres.indices[first + np.arange(pair.size)]  # [E]
+    wanted = right[pair] * genres.num_genres + left_genre  # [E] (right item, left's genre)
+    keys = genres.keys()  # [nnz] sorted
+    at = np.minimum(np.searchsorted(keys, wanted), max(keys.size - 1, 0))  # [E]
+    found = keys[at] == wanted if keys.size else np.zeros(pair.size, dtype=bool)
+    overlap = np.zeros(left.size, dtype=bool)  # [P]
+    overlap[pair[found]] = True
+    return float(overlap.mean())
 
 
 def coherence(
@@ -169,7 +197,7 @@ def coherence(
     codes = np.asarray(codes, dtype=np.int64)  # [N, L]
     if len(genres) != codes.shape[0]:
         raise DataError(f"got {len(genres)} genre entries for {codes.shape[0]} items")
-    matrix = genre_matrix(genres, separator)  # [N, G]
+    matrix = genre_sets(genres, separator)  # CSR, no [N, G] matrix
     rng = np.random.default_rng(seed)
     l1_left, l1_right, s1 = _group_pairs(codes[:, 0], max_pairs, rng)
     p2_share, p2_count, s2 = None, 0, False

@@ -8,12 +8,24 @@ The model is a DMP-wrapped task module whose forward returns
 ``(loss, (loss, logits, labels, weights))``; the loop knows nothing else about it, so the
 DLRM ranker and the two-tower retriever share it. What "evaluate" means is the
 ``Evaluator``'s business.
+
+The engine of a step is TorchRec's train pipeline (``train.pipeline``):
+
+    sparse_dist  TrainPipelineSparseDist: batch i+2 copied to the device and batch i+1's
+                 embedding input all-to-all started while batch i runs forward/backward
+                 (overlap needs CUDA streams; on CPU the stages run in turn)
+    base         TrainPipelineBase: copy of batch i+1 overlapped with batch i
+    none         the plain loop: forward, backward, step
+
+The pipelines read batches ahead, but the data position counts only trained batches, so a
+checkpoint's ``samples_in_epoch`` is exact. The loss stays on the device and is added to a
+float64 running sum there (same order of additions as a per-step ``float``): it is read back
+only at log steps, checkpoints and the end of the epoch.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -23,8 +35,14 @@ from typing import Protocol
 import torch
 from torch import nn
 from torch.optim import Optimizer
+from torchrec.distributed.train_pipeline import (
+    TrainPipeline,
+    TrainPipelineBase,
+    TrainPipelineSparseDist,
+)
 
 from torchrec_recsys.config import TrainConfig
+from torchrec_recsys.data.batch import Batch
 from torchrec_recsys.data.dataset import RecDataset
 from torchrec_recsys.data.loader import ShardInfo, num_train_steps, train_batches
 from torchrec_recsys.distributed.env import DistContext
@@ -78,6 +96,23 @@ def check_data_position(state: TrainerState, train_examples: int, seed: int) -> 
     state.shuffle_seed = seed
 
 
+PIPELINES = ("sparse_dist", "base", "none")
+"""Values of ``train.pipeline``."""
+
+
+def make_pipeline(
+    kind: str, model: nn.Module, optimizer: Optimizer, device: torch.device
+) -> TrainPipeline | None:
+    """TorchRec's train pipeline of ``kind`` over ``model`` (None for the plain loop)."""
+    if kind == "sparse_dist":
+        return TrainPipelineSparseDist(model, optimizer, device, execute_all_batches=True)
+    if kind == "base":
+        return TrainPipelineBase(model, optimizer, device)
+    if kind == "none":
+        return None
+    raise UserError(f"train.pipeline = {kind!r} is not one of {', '.join(PIPELINES)}")
+
+
 class Trainer:
     """Runs :meth:`fit`; rank 0 alone logs, shows progress and writes events."""
 
@@ -125,6 +160,15 @@ class Trainer:
                 self._train_epoch(state, profiler)
         return [EpochRecord(**record) for record in state.history]
 
+    def _plain_step(self, batch: Batch) -> torch.Tensor:
+        """Forward, backward and update of one batch without a pipeline; the detached loss."""
+        batch = batch.to(self.ctx.device)
+        loss, _ = self.model(batch)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
     def _save(self, state: TrainerState) -> None:
         save_checkpoint(
             self.run_dir,
@@ -156,32 +200,53 @@ class Trainer:
             enabled=opts.progress_bar and self.ctx.is_main,
         )
         self.model.train()
-        start = time.perf_counter()
-        for steps_run, batch in enumerate(itertools.islice(batches, steps), start=1):
-            batch = batch.to(self.ctx.device)
-            loss, _ = self.model(batch)
-            self.optimizer.zero_grad()
-            loss.backward()
-            self.optimizer.step()
-            loss_value = loss.item()
-            if not math.isfinite(loss_value):
+        pipeline = make_pipeline(opts.pipeline, self.model, self.optimizer, self.ctx.device)
+        batch_iter = itertools.islice(batches, steps)
+        # running loss sum of the epoch, float64 on the device: read back only when needed
+        loss_sum = torch.tensor(state.epoch_loss_sum, dtype=torch.float64, device=self.ctx.device)
+
+        bad_step = torch.tensor(-1, dtype=torch.int64, device=self.ctx.device)
+
+        def read_loss() -> None:
+            """Bring the epoch's loss to the host; fail if a step's loss was not finite."""
+            first_bad = int(bad_step)
+            if first_bad >= 0:
                 raise UserError(
-                    f"the training loss became {loss_value} at global step "
-                    f"{state.global_step + 1} (epoch {state.epoch + 1}): the model diverged; "
-                    f"lower optimizer.sparse_lr / optimizer.dense_lr (no checkpoint was written "
-                    f"after step {state.global_step})"
+                    f"the training loss became non-finite at global step {first_bad} (epoch "
+                    f"{state.epoch + 1}): the model diverged; lower optimizer.sparse_lr / "
+                    f"optimizer.dense_lr (no checkpoint was written after it)"
                 )
-            state.count_batch(global_batch, loss_value)
+            state.epoch_loss_sum = float(loss_sum)
+
+        start = time.perf_counter()
+        for steps_run in range(1, steps + 1):
+            if pipeline is not None:
+                loss = pipeline.progress(batch_iter)[0]  # (detached loss, scores, ...)
+            else:
+                loss = self._plain_step(next(batch_iter))
+            loss_sum += loss.detach().double()
+            # first step whose loss was not finite (-1: none), kept on the device: no sync
+            bad_step = torch.where(
+                (bad_step < 0) & ~torch.isfinite(loss.detach()), state.global_step + 1, bad_step
+            )
+            state.count_batch(global_batch, 0.0)
             if profiler is not None:
                 profiler.step()
             if state.global_step % opts.log_every == 0:
+                read_loss()
+                loss_value = float(loss)
                 self.logger.log(state.global_step, {"train/loss": loss_value})
+                bar.set_loss(loss_value)
             every = opts.checkpoint_every_steps
             if every and state.global_step % every == 0 and steps_run < steps:
+                read_loss()
                 self._save(state)  # (the last step of the epoch is saved at the epoch end)
             if self.on_step is not None:
                 self.on_step(state)
-            bar.update(loss_value)
+            bar.update()
+        read_loss()
+        if isinstance(pipeline, TrainPipelineSparseDist):
+            pipeline.detach()  # the model's own forward again, for evaluation and export
         bar.close()
         seconds = time.perf_counter() - start
         throughput = steps * global_batch / max(seconds, 1e-9)

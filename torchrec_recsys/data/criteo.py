@@ -1,0 +1,326 @@
+"""Criteo-format click logs (Kaggle Display Advertising / Terabyte), the DLRM benchmark shape.
+
+One example per line, 40 tab-separated columns, any of the feature fields may be empty::
+
+    label \\t I1 .. I13 \\t C1 .. C26
+    1     \\t 5 \\t \\t 3 ... \\t 68fd1e64 \\t \\t 0b153874 ...
+
+* label: 0 or 1 (click).
+* I1..I13: integer counts (may be negative or missing); like the reference DLRM they become
+  dense features ``log(1 + max(x, 0))``, missing = 0.
+* C1..C26: 32-bit categorical values as 8 hex digits (missing = empty); each maps to a row
+  of its own table ``t_cat_<i>``, by one of the reference DLRM's two schemes:
+
+      hashing    row = int(hex, 16) mod table_rows[i]        (one pass, fixed sizes)
+      frequency  row = 1 + rank among values seen >= min_count times in the training rows,
+                 0 for the rest (a first pass counts; the table is as large as needed)
+
+:func:`write_synthetic_criteo` writes files in exactly this format (the real ones cannot be
+downloaded here), with clicks that depend on a few features so a model can learn.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from torchrec_recsys.config import CriteoConfig
+from torchrec_recsys.data.dataset import ExampleTable, ItemCatalogue, RecDataset, UserTable
+from torchrec_recsys.data.features import USER, DenseFeature, FeatureSpec, SparseFeature
+from torchrec_recsys.data.jagged import JaggedColumn
+from torchrec_recsys.errors import DataError
+
+NUM_DENSE = 13
+NUM_SPARSE = 26
+NUM_COLUMNS = 1 + NUM_DENSE + NUM_SPARSE
+DENSE_NAMES = [f"int_{i}" for i in range(NUM_DENSE)]
+SPARSE_NAMES = [f"cat_{i}" for i in range(NUM_SPARSE)]
+
+
+@dataclass
+class CriteoChunk:
+    """Consecutive examples of a Criteo file, encoded."""
+
+    labels: torch.Tensor  # [N] float32
+    dense: torch.Tensor  # [N, 13] float32, log(1 + max(x, 0))
+    raw_sparse: np.ndarray  # [N, 26] int64, the 32-bit values (-1 = missing)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+_NIBBLE = np.full(256, -1, dtype=np.int64)
+_NIBBLE[np.frombuffer(b"0123456789", np.uint8)] = np.arange(10)
+_NIBBLE[np.frombuffer(b"abcdef", np.uint8)] = np.arange(10, 16)
+_NIBBLE[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16)
+
+
+def parse_hex(cells: np.ndarray) -> np.ndarray:
+    """Hex strings of up to 8 digits -> int64 (empty -> -1); vectorised. [N] -> [N]
+
+    Raises:
+        ValueError: a cell longer than 8 characters or with a non-hex character.
+    """
+    fixed = np.asarray(cells, dtype="S9")  # [N], NUL-padded
+    digits = fixed.view(np.uint8).reshape(len(fixed), 9)  # [N, 9]
+    width = (digits != 0).sum(axis=1)  # [N]
+    if (width > 8).any():
+        raise ValueError(f"categorical value {cells[int(np.argmax(width > 8))]!r} is not 8 hex")
+    nibbles = _NIBBLE[digits[:, :8]]  # [N, 8], -1 for NUL padding or a bad character
+    present = np.arange(8)[None, :] < width[:, None]  # [N, 8]
+    if (nibbles[present] < 0).any():
+        bad = int(np.nonzero(((nibbles < 0) & present).any(axis=1))[0][0])
+        raise ValueError(f"categorical value {cells[bad]!r} is not hexadecimal")
+    shifts = 4 * (width[:, None] - 1 - np.arange(8)[None, :])  # [N, 8]
+    value = np.where(present, nibbles << np.maximum(shifts, 0), 0).sum(axis=1)
+    return np.where(width == 0, -1, value)
+
+
+def _parse_lines(lines: Sequence[str], first_line: int, where: str) -> CriteoChunk:
+    """Parse ``lines`` (line numbers from ``first_line``, 1-based) into a chunk.
+
+    Raises:
+        DataError: a line without 40 columns, a label other than 0/1, or a non-number field.
+    """
+    tabs = np.fromiter((line.count("\t") for line in lines), dtype=np.int64, count=len(lines))
+    if (tabs != NUM_COLUMNS - 1).any():
+        bad = int(np.nonzero(tabs != NUM_COLUMNS - 1)[0][0])
+        raise DataError(
+            f"{where} line {first_line + bad} has {int(tabs[bad]) + 1} tab-separated columns; "
+            f"a Criteo line has {NUM_COLUMNS} (label, {NUM_DENSE} integer, {NUM_SPARSE} "
+            f"categorical)"
+        )
+    frame = pd.read_csv(
+        io.StringIO("".join(lines)),
+        sep="\t",
+        header=None,
+        names=list(range(NUM_COLUMNS)),
+        dtype=str,
+        keep_default_na=False,
+        na_filter=False,
+        engine="c",
+    )
+    table = frame.to_numpy()  # [N, 40] str
+    try:
+        labels = table[:, 0]
+        if not np.isin(labels, ("0", "1")).all():
+            bad = int(np.nonzero(~np.isin(labels, ("0", "1")))[0][0])
+            raise ValueError(f"label {labels[bad]!r} is not 0 or 1")
+        ints = table[:, 1 : 1 + NUM_DENSE]  # [N, 13]
+        dense = np.where(ints == "", "0", ints).astype(np.int64)
+        sparse = np.stack(
+            [parse_hex(table[:, 1 + NUM_DENSE + j]) for j in range(NUM_SPARSE)], axis=1
+        )  # [N, 26]
+    except ValueError as e:
+        raise DataError(f"{where} lines {first_line}..{first_line + len(lines) - 1}: {e}") from None
+    return CriteoChunk(
+        labels=torch.from_numpy(labels.astype(np.float32)),
+        dense=torch.from_numpy(np.log1p(np.maximum(dense, 0)).astype(np.float32)),
+        raw_sparse=sparse,
+    )
+
+
+def read_criteo(path: str | Path, chunk_rows: int = 65_536) -> Iterator[CriteoChunk]:
+    """Stream a Criteo TSV file in chunks of at most ``chunk_rows`` examples.
+
+    Raises:
+        DataError: the file is missing or a line is malformed (its number is named).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"Criteo file {str(path)!r} does not exist")
+    lines: list[str] = []
+    first = 1
+    with path.open() as f:
+        for number, line in enumerate(f, start=1):
+            if not lines:
+                first = number
+            lines.append(line)
+            if len(lines) == chunk_rows:
+                yield _parse_lines(lines, first, str(path))
+                lines = []
+    if lines:
+        yield _parse_lines(lines, first, str(path))
+
+
+def hash_rows(raw: np.ndarray, table_rows: Sequence[int]) -> np.ndarray:
+    """Hashing scheme: ``raw mod rows`` per column (missing -> 0). int64 [N, 26]"""
+    sizes = np.asarray(table_rows, dtype=np.int64)[None, :]  # [1, 26]
+    return np.where(raw < 0, 0, raw % sizes)
+
+
+@dataclass
+class FrequencyVocab:
+    """Frequency-threshold scheme: per column, sorted values kept (row = 1 + position)."""
+
+    kept: list[np.ndarray]  # 26 x [V_i] sorted int64
+
+    @classmethod
+    def fit(cls, chunks: Iterator[CriteoChunk], min_count: int) -> FrequencyVocab:
+        """Keep values seen at least ``min_count`` times (missing never counts)."""
+        counts: list[dict[int, int]] = [{} for _ in range(NUM_SPARSE)]
+        for chunk in chunks:
+            for j in range(NUM_SPARSE):
+                values, n = np.unique(chunk.raw_sparse[:, j], return_counts=True)
+                table = counts[j]
+                for v, c in zip(values.tolist(), n.tolist(), strict=True):
+                    if v >= 0:
+                        table[v] = table.get(v, 0) + c
+        kept = [
+            np.array(sorted(v for v, c in table.items() if c >= min_count), dtype=np.int64)
+            for table in counts
+        ]
+        return cls(kept)
+
+    def table_rows(self) -> list[int]:
+        """Rows per table: kept values + the shared row 0 for rare and missing ones."""
+        return [len(k) + 1 for k in self.kept]
+
+    def rows(self, raw: np.ndarray) -> np.ndarray:
+        """Rows of ``raw`` [N, 26] (0 = rare or missing). int64 [N, 26]"""
+        out = np.zeros_like(raw)
+        for j, kept in enumerate(self.kept):
+            if kept.size == 0:
+                continue
+            at = np.minimum(np.searchsorted(kept, raw[:, j]), kept.size - 1)  # [N]
+            out[:, j] = np.where(kept[at] == raw[:, j], at + 1, 0)
+        return out
+
+
+def criteo_spec(table_rows: Sequence[int], embedding_dim: int) -> FeatureSpec:
+    """13 dense features and 26 one-value sparse features, one table each."""
+    if len(table_rows) != NUM_SPARSE:
+        raise DataError(f"Criteo needs {NUM_SPARSE} table sizes, got {len(table_rows)}")
+    return FeatureSpec(
+        sparse=tuple(
+            SparseFeature(name, f"t_{name}", int(rows), embedding_dim, "sum", USER)
+            for name, rows in zip(SPARSE_NAMES, table_rows, strict=True)
+        ),
+        dense=tuple(DenseFeature(name, USER) for name in DENSE_NAMES),
+    )
+
+
+def one_hot_columns(rows: np.ndarray) -> dict[str, JaggedColumn]:
+    """One ID per example per feature: ``rows`` [N, 26] -> KJT key -> jagged column."""
+    n = rows.shape[0]
+    offsets = torch.arange(n + 1, dtype=torch.int64)  # [N + 1], every length 1
+    return {
+        name: JaggedColumn(offsets, torch.from_numpy(np.ascontiguousarray(rows[:, j])))
+        for j, name in enumerate(SPARSE_NAMES)
+    }
+
+
+def write_synthetic_criteo(
+    path: str | Path,
+    num_rows: int,
+    seed: int = 0,
+    cardinality: int = 100_000,
+    missing_rate: float = 0.05,
+) -> Path:
+    """Write ``num_rows`` Criteo-format lines whose clicks depend on I1, I2, C1 and C2.
+
+    Categorical values are Zipf-distributed over ``cardinality`` 32-bit values per column,
+    written as 8 hex digits; integer fields are Poisson counts (sometimes -1, as in the real
+    data); each feature field is empty with probability ``missing_rate``. Written in blocks
+    of 100k rows, so memory does not grow with ``num_rows``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    # per column: a random 32-bit value per popularity rank, and a click effect per rank
+    values = rng.integers(0, 2**32, size=(NUM_SPARSE, cardinality), dtype=np.int64)
+    hexes = np.char.mod("%08x", values)  # [26, cardinality] str
+    effect = rng.normal(0, 1.0, size=(2, cardinality))
+    with path.open("w") as f:
+        for begin in range(0, num_rows, 100_000):
+            n = min(100_000, num_rows - begin)
+            ints = rng.poisson(3.0, size=(n, NUM_DENSE)).astype(np.int64)  # [n, 13]
+            ints[rng.random((n, NUM_DENSE)) < 0.01] = -1
+            ranks = np.minimum(rng.zipf(1.2, size=(n, NUM_SPARSE)) - 1, cardinality - 1)
+            logit = (
+                -1.2
+                + 0.5 * (ints[:, 0] - 3)
+                - 0.4 * (ints[:, 1] - 3)
+                + effect[0, ranks[:, 0]]
+                + effect[1, ranks[:, 1]]
+            )  # [n]
+            labels = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int64)
+            cells = np.concatenate(
+                [ints.astype(str), hexes[np.arange(NUM_SPARSE)[None, :], ranks]], axis=1
+            ).astype(object)  # [n, 39]
+            cells[rng.random((n, NUM_DENSE + NUM_SPARSE)) < missing_rate] = ""
+            frame = pd.DataFrame(np.concatenate([labels.astype(str)[:, None], cells], axis=1))
+            frame.to_csv(f, sep="\t", header=False, index=False)
+    return path
+
+
+def build_criteo_dataset(settings: CriteoConfig, embedding_dim: int) -> RecDataset:
+    """Read a Criteo file into train / val / test tables (the last rows are val, then test,
+    as the reference DLRM holds out the last day); no users or items: one placeholder each.
+
+    Raises:
+        DataError: a malformed file or too few rows for the requested splits.
+    """
+    chunks = list(read_criteo(settings.path, settings.chunk_rows))
+    if not chunks:
+        raise DataError(f"Criteo file {settings.path!r} has no examples")
+    labels = torch.cat([c.labels for c in chunks])  # [N]
+    dense = torch.cat([c.dense for c in chunks])  # [N, 13]
+    raw = np.concatenate([c.raw_sparse for c in chunks])  # [N, 26]
+    n = len(labels)
+    n_test = int(n * settings.test_fraction)
+    n_val = int(n * settings.val_fraction)
+    n_train = n - n_val - n_test
+    if n_train <= 0:
+        raise DataError(
+            f"Criteo file {settings.path!r} has {n} examples: too few for val_fraction "
+            f"{settings.val_fraction} and test_fraction {settings.test_fraction}"
+        )
+    if settings.min_count > 0:
+        vocab = FrequencyVocab.fit(
+            iter([CriteoChunk(labels[:n_train], dense[:n_train], raw[:n_train])]),
+            settings.min_count,
+        )
+        table_rows, rows = vocab.table_rows(), vocab.rows(raw)
+    else:
+        table_rows = list(settings.table_rows) or [settings.hash_rows] * NUM_SPARSE
+        rows = hash_rows(raw, table_rows)
+    spec = criteo_spec(table_rows, embedding_dim)
+    bounds = {
+        "train": (0, n_train),
+        "val": (n_train, n_train + n_val),
+        "test": (n_train + n_val, n),
+    }
+    splits = {
+        name: ExampleTable(
+            sparse=one_hot_columns(rows[begin:end]),
+            dense=dense[begin:end],
+            labels=labels[begin:end],
+            user_rows=torch.zeros(end - begin, dtype=torch.int64),
+            item_rows=torch.zeros(end - begin, dtype=torch.int64),
+        )
+        for name, (begin, end) in bounds.items()
+    }
+    empty = JaggedColumn.from_lists([[]])
+    return RecDataset(
+        spec=spec,
+        vocabs={},
+        splits=splits,
+        items=ItemCatalogue(
+            item_ids=["-"],
+            texts=[""],
+            sparse={},
+            dense=torch.zeros(1, 0),
+            train_counts=torch.tensor([n_train]),
+            cold=torch.zeros(1, dtype=torch.bool),
+        ),
+        users=UserTable(sparse={}, dense=torch.zeros(1, 0), train_items=empty),
+        user_ids=["-"],
+        name=f"criteo:{Path(settings.path).name}",
+    )
