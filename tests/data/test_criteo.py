@@ -99,10 +99,12 @@ def test_dataset_splits_and_tables(criteo_file: Path) -> None:
 def test_config_checks(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="data.criteo.path"):
         load_config(None, ["--data.source=criteo"])
-    with pytest.raises(ConfigError, match="26 positive numbers"):
+    with pytest.raises(ConfigError, match="26 numbers"):
         load_config(
             None, ["--data.source=criteo", "--data.criteo.path=x", "--data.criteo.table_rows=[3]"]
         )
+    with pytest.raises(ConfigError, match="data.criteo.table_rows"):
+        load_config(None, ["--data.criteo.table_rows=[0]"])
     load_config("configs/criteo_synthetic_dlrm.toml")  # the shipped config parses
 
 

@@ -233,7 +233,7 @@ BAD: list[Bad] = [
         "diverging_lr",
         1,
         lambda e: e.train("--optimizer.sparse_lr=1e30", "--optimizer.dense_lr=1e30"),
-        "the training loss became nan at global step",
+        "the training loss became non-finite at global step",
         check=_diverged,
     ),
     # 2. degenerate data: a split the run needs is empty, or 0 training steps
