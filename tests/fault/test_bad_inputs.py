@@ -847,3 +847,11 @@ def test_progress_without_a_terminal_prints_about_ten_lines_per_epoch() -> None:
     for _ in range(100):
         bar.update(0.5)
     assert quiet.getvalue() == ""
+
+
+def test_byte_order_mark_is_not_part_of_the_first_column(env: Env) -> None:
+    from torchrec_recsys.data.readers import read_files
+
+    bom = env.write("inter.csv", b"\xef\xbb\xbf" + env.data.interactions.read_bytes())
+    raw = read_files(str(bom), str(env.data.items), "", ["title"], [])
+    assert raw.interactions["user_id"].iloc[0] == "u0"

@@ -54,7 +54,9 @@ def read_table(path: str | Path, required: tuple[str, ...] | list[str], what: st
             frame = pd.read_parquet(path).astype("string")
         elif suffix in (".csv", ".tsv", ".txt"):
             sep = "\t" if suffix == ".tsv" else ","
-            frame = pd.read_csv(path, sep=sep, dtype="string", keep_default_na=False)
+            frame = pd.read_csv(
+                path, sep=sep, dtype="string", keep_default_na=False, encoding="utf-8-sig"
+            )  # (utf-8-sig: a byte-order mark is not part of the first column name)
         else:
             raise DataError(
                 f"{what} file {str(path)!r} has suffix {suffix!r}; expected .csv, .tsv or .parquet"
