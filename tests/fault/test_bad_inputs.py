@@ -44,7 +44,7 @@ class Env:
 
     root: Path
     data: SyntheticPaths
-    finished: Path  # a complete 1-epoch DLRM run (copy it before touching it)
+    finished: Path  # a complete 2-epoch DLRM run (copy it before touching it)
 
     @property
     def out(self) -> Path:
@@ -351,6 +351,12 @@ BAD: list[Bad] = [
         "this run changes model.name ('dlrm' -> 'two_tower')",
     ),
     # beyond the list
+    Bad(
+        "resume_with_fewer_epochs_than_done",
+        0,
+        lambda e: e.train("--resume", "--run-dir", str(e.copy_finished()), "--train.epochs=1"),
+        "has finished 2 epochs, more than train.epochs = 1",
+    ),
     Bad("negative_seed", 0, lambda e: e.train("--train.seed=-1"), "train.seed must be >= 0"),
     Bad(
         "zero_eval_batch",
@@ -520,7 +526,7 @@ def _snapshot(root: Path) -> dict[str, str]:
 def finished_run(synthetic_paths: SyntheticPaths, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("finished")
     config = tiny_config_file(synthetic_paths, root)
-    argv = ["train", "--config", str(config), f"--train.output_dir={root}", "--train.epochs=1"]
+    argv = ["train", "--config", str(config), f"--train.output_dir={root}", "--train.epochs=2"]
     assert main([*argv, "--run-id=done"]) == 0
     return root / "tiny_synthetic" / "done"
 
@@ -673,7 +679,7 @@ def test_resume_picks_the_newest_run_by_recorded_time_not_by_name(env: Env) -> N
     (newer / RUN_META_FILE).write_text(json.dumps({"created_unix": 2.0}))
     (newer / "summary.json").unlink()
     untouched = _snapshot(named)
-    assert main(env.train("--resume", "--train.epochs=1")) == 0
+    assert main(env.train("--resume", "--train.epochs=2")) == 0
     assert (newer / "summary.json").exists()  # the newer one was resumed ...
     assert _snapshot(named) == untouched  # ... not the one whose name sorts last
 

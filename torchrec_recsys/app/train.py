@@ -240,6 +240,11 @@ def run(
     state = TrainerState()
     if checkpoint is not None:
         state = load_checkpoint(checkpoint, model, optimizer, restore_rng=True)
+        if state.epoch > cfg.train.epochs:
+            raise UserError(
+                f"checkpoint {str(checkpoint)!r} has finished {state.epoch} epochs, more than "
+                f"train.epochs = {cfg.train.epochs}: nothing to resume; raise train.epochs"
+            )
     if ctx.is_main:  # only now is the run known valid: nothing was written before
         data.save_metadata(run_dir)
         atomic_write_text(run_dir / RUN_CONFIG_FILE, json.dumps(config_to_dict(cfg), indent=2))
