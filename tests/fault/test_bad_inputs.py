@@ -706,6 +706,15 @@ def test_component_does_not_override_the_configs_model() -> None:
     assert "--model dlrm" in role.args[-1]
 
 
+@pytest.mark.parametrize("j", ["abc", "1x0", "0x2", "1x2x3"])
+def test_component_names_a_bad_j(j: str) -> None:
+    sys.path.insert(0, str(REPO_ROOT / "launch"))
+    from components import train
+
+    with pytest.raises(ValueError, match=f"-j '{j}' is invalid; expected"):
+        train(j=j)
+
+
 # --- serving-side checks -----------------------------------------------------------------
 
 
