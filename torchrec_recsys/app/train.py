@@ -229,11 +229,14 @@ def run(
     """
     wall_start = time.perf_counter()
     seed_everything(cfg.train.seed)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", DataWarning)
-        data = builders.build_data(cfg)
-        builders.check_data(cfg, data, ctx.world_size)
-    data_warnings = _report_warnings(caught, ctx.is_main)
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DataWarning)
+            data = builders.build_data(cfg)
+            builders.check_data(cfg, data, ctx.world_size)
+    finally:  # said even when the data is then refused
+        data_warnings = _report_warnings(caught, ctx.is_main)
     if checkpoint is not None:
         check_resume_config(run_dir, config_to_dict(cfg))
     model, optimizer = builders.build_sharded(cfg, data, ctx)
