@@ -43,7 +43,8 @@ def read_table(path: str | Path, required: tuple[str, ...] | list[str], what: st
         what: what the file holds (``"interactions"``), used in error messages.
 
     Raises:
-        DataError: the file is missing, unreadable, or lacks a required column.
+        DataError: the file is missing, empty or header-only, unreadable (not UTF-8 text, a
+            truncated or corrupt Parquet file, a malformed row), or lacks a required column.
     """
     path = Path(path)
     if not path.is_file():
