@@ -35,8 +35,16 @@ RESUME_IF_ANY_ENV = "TORCHREC_RECSYS_RESUME_IF_ANY"
 
 
 def _per_node(j: str) -> int:
-    """Processes per node from ``-j {nnodes}x{nproc_per_node}`` (or ``{nproc}``)."""
-    return int(j.split("x")[-1])
+    """Processes per node from ``-j {nnodes}x{nproc_per_node}`` (or ``{nproc}``; nnodes may be
+    a ``min:max`` range), after checking every number in ``j`` is a positive integer."""
+    parts = j.split("x")
+    numbers = [n for part in parts for n in part.split(":")]
+    if len(parts) > 2 or not all(n.isdigit() and int(n) > 0 for n in numbers):
+        raise ValueError(
+            f"-j {j!r} is invalid; expected {{nnodes}}x{{nproc_per_node}} with positive "
+            f"integers, e.g. 1x2 (or 2:4x8 for an elastic node range)"
+        )
+    return int(parts[-1])
 
 
 def train(

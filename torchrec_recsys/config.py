@@ -389,8 +389,9 @@ fails :func:`validate_config` (so a new field cannot skip validation)."""
 NON_EMPTY_STRINGS = ("name", "data.multi_value_separator", "train.output_dir")
 """String fields that must not be empty (or only whitespace)."""
 
-PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-"""A run name or run id: one folder name, no path separators, no leading dot or dash."""
+PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:@+=-]*")
+"""A run name or run id: one folder name, no path separators, no leading dot or dash
+(``:`` and ``@`` are allowed: schedulers' job ids use them, e.g. Kubernetes ``ns:name``)."""
 
 
 def check_plain_name(value: str, what: str) -> None:
@@ -402,8 +403,8 @@ def check_plain_name(value: str, what: str) -> None:
     """
     if not PLAIN_NAME.fullmatch(value) or ".." in value:
         raise ConfigError(
-            f"{what} = {value!r} is not a plain folder name; expected letters, digits, "
-            f"'_', '.' and '-' only, not starting with '.' or '-' and without '..'"
+            f"{what} = {value!r} is not a plain folder name; expected letters, digits and "
+            f"'_.-:@+=' only, not starting with '.' or '-' and without '..'"
         )
 
 

@@ -44,7 +44,7 @@ class Env:
 
     root: Path
     data: SyntheticPaths
-    finished: Path  # a complete 1-epoch DLRM run (copy it before touching it)
+    finished: Path  # a complete 2-epoch DLRM run (copy it before touching it)
 
     @property
     def out(self) -> Path:
@@ -351,6 +351,12 @@ BAD: list[Bad] = [
         "this run changes model.name ('dlrm' -> 'two_tower')",
     ),
     # beyond the list
+    Bad(
+        "resume_with_fewer_epochs_than_done",
+        0,
+        lambda e: e.train("--resume", "--run-dir", str(e.copy_finished()), "--train.epochs=1"),
+        "has finished 2 epochs, more than train.epochs = 1",
+    ),
     Bad("negative_seed", 0, lambda e: e.train("--train.seed=-1"), "train.seed must be >= 0"),
     Bad(
         "zero_eval_batch",
@@ -520,7 +526,7 @@ def _snapshot(root: Path) -> dict[str, str]:
 def finished_run(synthetic_paths: SyntheticPaths, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("finished")
     config = tiny_config_file(synthetic_paths, root)
-    argv = ["train", "--config", str(config), f"--train.output_dir={root}", "--train.epochs=1"]
+    argv = ["train", "--config", str(config), f"--train.output_dir={root}", "--train.epochs=2"]
     assert main([*argv, "--run-id=done"]) == 0
     return root / "tiny_synthetic" / "done"
 
@@ -673,7 +679,7 @@ def test_resume_picks_the_newest_run_by_recorded_time_not_by_name(env: Env) -> N
     (newer / RUN_META_FILE).write_text(json.dumps({"created_unix": 2.0}))
     (newer / "summary.json").unlink()
     untouched = _snapshot(named)
-    assert main(env.train("--resume", "--train.epochs=1")) == 0
+    assert main(env.train("--resume", "--train.epochs=2")) == 0
     assert (newer / "summary.json").exists()  # the newer one was resumed ...
     assert _snapshot(named) == untouched  # ... not the one whose name sorts last
 
@@ -698,6 +704,15 @@ def test_component_does_not_override_the_configs_model() -> None:
     assert "--model" not in role.args[-1]
     (role,) = train(config="configs/ml100k_two_tower.toml", model="dlrm").roles
     assert "--model dlrm" in role.args[-1]
+
+
+@pytest.mark.parametrize("j", ["abc", "1x0", "0x2", "1x2x3"])
+def test_component_names_a_bad_j(j: str) -> None:
+    sys.path.insert(0, str(REPO_ROOT / "launch"))
+    from components import train
+
+    with pytest.raises(ValueError, match=f"-j '{j}' is invalid; expected"):
+        train(j=j)
 
 
 # --- serving-side checks -----------------------------------------------------------------
@@ -849,3 +864,11 @@ def test_progress_without_a_terminal_prints_about_ten_lines_per_epoch() -> None:
     for _ in range(100):
         bar.update()
     assert quiet.getvalue() == ""
+
+
+def test_byte_order_mark_is_not_part_of_the_first_column(env: Env) -> None:
+    from torchrec_recsys.data.readers import read_files
+
+    bom = env.write("inter.csv", b"\xef\xbb\xbf" + env.data.interactions.read_bytes())
+    raw = read_files(str(bom), str(env.data.items), "", ["title"], [])
+    assert raw.interactions["user_id"].iloc[0] == "u0"

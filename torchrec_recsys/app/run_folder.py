@@ -86,14 +86,28 @@ def write_run_metadata(run_dir: Path, name: str) -> None:
         atomic_write_text(path, json.dumps(meta, indent=2))
 
 
+class LockHeld(UserError):
+    """The run folder's lock is held by a live-looking process."""
+
+    def __init__(self, message: str, other_host: bool) -> None:
+        super().__init__(message)
+        self.other_host = other_host
+        """Held from another host: it may be a dead attempt whose heartbeat has not aged yet."""
+
+
 def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host runs (a zombie, exited but not reaped, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True  # exists, owned by someone else
-    return True
+        pass  # exists, owned by someone else
+    try:  # Linux: state is the field after the parenthesised command name
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
 
 
 @dataclass
@@ -145,8 +159,8 @@ class RunLock:
             except FileExistsError:
                 try:
                     self._take_over_if_stale()
-                except UserError:
-                    if time.monotonic() >= deadline:
+                except LockHeld as held:
+                    if not held.other_host or time.monotonic() >= deadline:
                         raise
                     if not waited:
                         print(f"waiting up to {wait_s:.0f} s for the lock {self.path}", flush=True)
@@ -178,9 +192,10 @@ class RunLock:
             except OSError:
                 return
             if age < UNREADABLE_LOCK_GRACE_S:
-                raise UserError(
+                raise LockHeld(
                     f"run folder {str(self.run_dir)!r} is being locked by another process "
-                    f"right now ({str(self.path)!r}); try again"
+                    f"right now ({str(self.path)!r}); try again",
+                    other_host=False,
                 ) from None
             self.path.unlink(missing_ok=True)
             return
@@ -199,10 +214,11 @@ class RunLock:
             )
             self.path.unlink(missing_ok=True)
             return
-        raise UserError(
+        raise LockHeld(
             f"run folder {str(self.run_dir)!r} is in use by process {pid} on {host!r} (lock file "
             f"{str(self.path)!r}); wait for that job to end, use another --run-id, or delete "
-            f"the lock file if that process is gone"
+            f"the lock file if that process is gone",
+            other_host=host != here,
         )
 
     def release(self) -> None:

@@ -229,17 +229,25 @@ def run(
     """
     wall_start = time.perf_counter()
     seed_everything(cfg.train.seed)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", DataWarning)
-        data = builders.build_data(cfg)
-        builders.check_data(cfg, data, ctx.world_size)
-    data_warnings = _report_warnings(caught, ctx.is_main)
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DataWarning)
+            data = builders.build_data(cfg)
+            builders.check_data(cfg, data, ctx.world_size)
+    finally:  # said even when the data is then refused
+        data_warnings = _report_warnings(caught, ctx.is_main)
     if checkpoint is not None:
         check_resume_config(run_dir, config_to_dict(cfg))
     model, optimizer = builders.build_sharded(cfg, data, ctx)
     state = TrainerState()
     if checkpoint is not None:
         state = load_checkpoint(checkpoint, model, optimizer, restore_rng=True)
+        if state.epoch > cfg.train.epochs:
+            raise UserError(
+                f"checkpoint {str(checkpoint)!r} has finished {state.epoch} epochs, more than "
+                f"train.epochs = {cfg.train.epochs}: nothing to resume; raise train.epochs"
+            )
     if ctx.is_main:  # only now is the run known valid: nothing was written before
         data.save_metadata(run_dir)
         atomic_write_text(run_dir / RUN_CONFIG_FILE, json.dumps(config_to_dict(cfg), indent=2))

@@ -43,7 +43,8 @@ def read_table(path: str | Path, required: tuple[str, ...] | list[str], what: st
         what: what the file holds (``"interactions"``), used in error messages.
 
     Raises:
-        DataError: the file is missing, unreadable, or lacks a required column.
+        DataError: the file is missing, empty or header-only, unreadable (not UTF-8 text, a
+            truncated or corrupt Parquet file, a malformed row), or lacks a required column.
     """
     path = Path(path)
     if not path.is_file():
@@ -54,7 +55,9 @@ def read_table(path: str | Path, required: tuple[str, ...] | list[str], what: st
             frame = pd.read_parquet(path).astype("string")
         elif suffix in (".csv", ".tsv", ".txt"):
             sep = "\t" if suffix == ".tsv" else ","
-            frame = pd.read_csv(path, sep=sep, dtype="string", keep_default_na=False)
+            frame = pd.read_csv(
+                path, sep=sep, dtype="string", keep_default_na=False, encoding="utf-8-sig"
+            )  # (utf-8-sig: a byte-order mark is not part of the first column name)
         else:
             raise DataError(
                 f"{what} file {str(path)!r} has suffix {suffix!r}; expected .csv, .tsv or .parquet"
