@@ -48,6 +48,7 @@ from torchrec_recsys.config import (
     load_config,
 )
 from torchrec_recsys.distributed.env import DistContext, init_distributed, shutdown_distributed
+from torchrec_recsys.distributed.sharding import planner_hosts
 from torchrec_recsys.errors import DataWarning, UserError
 from torchrec_recsys.files import atomic_write_text
 from torchrec_recsys.training.checkpoint_io import latest_checkpoint, load_checkpoint
@@ -278,6 +279,7 @@ def run(
         "run_dir": str(run_dir),
         "config": config_to_dict(cfg),
         "world_size": ctx.world_size,
+        "planner_hosts": planner_hosts(ctx),
         "device": str(ctx.device),
         "backend": ctx.backend,
         "dataset": {"name": data.name, **{k: len(v) for k, v in data.splits.items()}},

@@ -50,6 +50,8 @@ class CriteoChunk:
     labels: torch.Tensor  # [N] float32
     dense: torch.Tensor  # [N, 13] float32, log(1 + max(x, 0))
     raw_sparse: np.ndarray  # [N, 26] int64, the 32-bit values (-1 = missing)
+    num_bytes: int = 0
+    """Bytes of the file the chunk was parsed from (for progress bars)."""
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -121,8 +123,9 @@ def _parse_lines(lines: Sequence[str], first_line: int, where: str) -> CriteoChu
         raise DataError(f"{where} lines {first_line}..{first_line + len(lines) - 1}: {e}") from None
     return CriteoChunk(
         labels=torch.from_numpy(labels.astype(np.float32)),
-        dense=torch.from_numpy(np.log1p(np.maximum(dense, 0)).astype(np.float32)),
+        dense=torch.from_numpy(encode_dense(dense)),
         raw_sparse=sparse,
+        num_bytes=sum(len(line) for line in lines),
     )
 
 
@@ -216,6 +219,51 @@ def one_hot_columns(rows: np.ndarray) -> dict[str, JaggedColumn]:
     }
 
 
+MISSING_INT = np.iinfo(np.int64).min
+"""Marks a missing integer field in :func:`synthetic_criteo_blocks`."""
+
+
+def synthetic_criteo_blocks(
+    num_rows: int,
+    seed: int = 0,
+    cardinality: int = 100_000,
+    missing_rate: float = 0.05,
+    block: int = 100_000,
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Blocks of synthetic examples: ``(labels [n], ints [n, 13], raw values [n, 26])``.
+
+    Missing integers are :data:`MISSING_INT`, missing categoricals -1. Clicks depend on
+    I1, I2, C1 and C2; categorical values are Zipf-distributed over ``cardinality`` random
+    32-bit values per column.
+    """
+    rng = np.random.default_rng(seed)
+    values = rng.integers(0, 2**32, size=(NUM_SPARSE, cardinality), dtype=np.int64)
+    effect = rng.normal(0, 1.0, size=(2, cardinality))
+    for begin in range(0, num_rows, block):
+        n = min(block, num_rows - begin)
+        ints = rng.poisson(3.0, size=(n, NUM_DENSE)).astype(np.int64)  # [n, 13]
+        ints[rng.random((n, NUM_DENSE)) < 0.01] = -1
+        ranks = np.minimum(rng.zipf(1.2, size=(n, NUM_SPARSE)) - 1, cardinality - 1)
+        logit = (
+            -1.2
+            + 0.5 * (ints[:, 0] - 3)
+            - 0.4 * (ints[:, 1] - 3)
+            + effect[0, ranks[:, 0]]
+            + effect[1, ranks[:, 1]]
+        )  # [n]
+        labels = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int64)
+        raw = values[np.arange(NUM_SPARSE)[None, :], ranks]  # [n, 26]
+        missing = rng.random((n, NUM_DENSE + NUM_SPARSE)) < missing_rate
+        ints[missing[:, :NUM_DENSE]] = MISSING_INT
+        raw[missing[:, NUM_DENSE:]] = -1
+        yield labels, ints, raw
+
+
+def encode_dense(ints: np.ndarray) -> np.ndarray:
+    """Integer fields -> dense features ``log(1 + max(x, 0))`` (missing -> 0). float32"""
+    return np.log1p(np.maximum(ints, 0)).astype(np.float32)
+
+
 def write_synthetic_criteo(
     path: str | Path,
     num_rows: int,
@@ -223,38 +271,21 @@ def write_synthetic_criteo(
     cardinality: int = 100_000,
     missing_rate: float = 0.05,
 ) -> Path:
-    """Write ``num_rows`` Criteo-format lines whose clicks depend on I1, I2, C1 and C2.
+    """Write ``num_rows`` Criteo-format lines from :func:`synthetic_criteo_blocks`.
 
-    Categorical values are Zipf-distributed over ``cardinality`` 32-bit values per column,
-    written as 8 hex digits; integer fields are Poisson counts (sometimes -1, as in the real
-    data); each feature field is empty with probability ``missing_rate``. Written in blocks
-    of 100k rows, so memory does not grow with ``num_rows``.
+    Categorical values are written as 8 hex digits; integer fields are Poisson counts
+    (sometimes -1, as in the real data); each feature field is empty with probability
+    ``missing_rate``. Written in blocks of 100k rows, so memory does not grow with
+    ``num_rows``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    # per column: a random 32-bit value per popularity rank, and a click effect per rank
-    values = rng.integers(0, 2**32, size=(NUM_SPARSE, cardinality), dtype=np.int64)
-    hexes = np.char.mod("%08x", values)  # [26, cardinality] str
-    effect = rng.normal(0, 1.0, size=(2, cardinality))
     with path.open("w") as f:
-        for begin in range(0, num_rows, 100_000):
-            n = min(100_000, num_rows - begin)
-            ints = rng.poisson(3.0, size=(n, NUM_DENSE)).astype(np.int64)  # [n, 13]
-            ints[rng.random((n, NUM_DENSE)) < 0.01] = -1
-            ranks = np.minimum(rng.zipf(1.2, size=(n, NUM_SPARSE)) - 1, cardinality - 1)
-            logit = (
-                -1.2
-                + 0.5 * (ints[:, 0] - 3)
-                - 0.4 * (ints[:, 1] - 3)
-                + effect[0, ranks[:, 0]]
-                + effect[1, ranks[:, 1]]
-            )  # [n]
-            labels = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int64)
+        for labels, ints, raw in synthetic_criteo_blocks(num_rows, seed, cardinality, missing_rate):
             cells = np.concatenate(
-                [ints.astype(str), hexes[np.arange(NUM_SPARSE)[None, :], ranks]], axis=1
+                [ints.astype(str), np.char.mod("%08x", np.maximum(raw, 0))], axis=1
             ).astype(object)  # [n, 39]
-            cells[rng.random((n, NUM_DENSE + NUM_SPARSE)) < missing_rate] = ""
+            cells[np.concatenate([ints == MISSING_INT, raw < 0], axis=1)] = ""
             frame = pd.DataFrame(np.concatenate([labels.astype(str)[:, None], cells], axis=1))
             frame.to_csv(f, sep="\t", header=False, index=False)
     return path

@@ -171,6 +171,12 @@ def _local_world_size(ctx: DistContext) -> int:
     return int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size))
 
 
+def planner_hosts(ctx: DistContext) -> int:
+    """Hosts the planner's topology sees: world size / processes per host (torchrun's
+    ``LOCAL_WORLD_SIZE``), e.g. 2 for a 2-node x 1-process job."""
+    return max(ctx.world_size // _local_world_size(ctx), 1)
+
+
 def fuse_sparse_optimizer(model: nn.Module, name: str, lr: float) -> None:
     """Attach the sparse optimizer to every embedding table (run inside backward)."""
     params = [
