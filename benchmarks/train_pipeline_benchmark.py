@@ -92,6 +92,18 @@ def time_engine(
     return windows
 
 
+def write(args: argparse.Namespace, rows: list[dict[str, object]]) -> None:
+    """Write the rows so far (after every row: a long run leaves its results behind)."""
+    result = {
+        "benchmark": "train_pipeline",
+        "command": " ".join(sys.argv),
+        "machine": bu.machine_info(threads=torch.get_num_threads()),
+        "rows": rows,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+
+
 def measure(args: argparse.Namespace, ctx: DistContext) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     cfg = load_config(None, ["--train.progress_bar=false"])
@@ -142,6 +154,7 @@ def measure(args: argparse.Namespace, ctx: DistContext) -> list[dict[str, object
                 }
                 rows.append(row)
                 if ctx.is_main:
+                    write(args, rows)
                     print(
                         f"procs={ctx.world_size} threads={threads} {engine:<11} "
                         f"compile={compiled!s:<5} {batches_kind:<8} "
@@ -162,16 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="JSON output (rank 0)")
     args = parser.parse_args(argv)
     ctx = init_distributed()
-    rows = measure(args, ctx)
-    if ctx.is_main:
-        result = {
-            "benchmark": "train_pipeline",
-            "command": " ".join(sys.argv),
-            "machine": bu.machine_info(threads=torch.get_num_threads()),
-            "rows": rows,
-        }
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2))
+    measure(args, ctx)
 
 
 if __name__ == "__main__":

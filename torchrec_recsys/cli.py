@@ -81,6 +81,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "torchrec_recsys.cli:_synth_criteo",
         "write a synthetic click log in the Criteo TSV format",
     ),
+    "preprocess": (
+        "torchrec_recsys.app.preprocess:main",
+        "turn a Criteo-format TSV into Parquet shards for streaming",
+    ),
     "sid": (
         "torchrec_recsys.app.sid:main",
         "sid build | sid report: learn semantic IDs from item text, report quality",

@@ -243,7 +243,10 @@ def synthetic_criteo_blocks(
         n = min(block, num_rows - begin)
         ints = rng.poisson(3.0, size=(n, NUM_DENSE)).astype(np.int64)  # [n, 13]
         ints[rng.random((n, NUM_DENSE)) < 0.01] = -1
-        ranks = np.minimum(rng.zipf(1.2, size=(n, NUM_SPARSE)) - 1, cardinality - 1)
+        # Zipf(1.2) ranks in [0, cardinality): inverse CDF of the continuous power law
+        u = rng.random((n, NUM_SPARSE))  # [n, 26]
+        x = ((cardinality ** (1 - 1.2) - 1) * u + 1) ** (1 / (1 - 1.2))  # in [1, cardinality]
+        ranks = np.minimum(x.astype(np.int64) - 1, cardinality - 1)
         logit = (
             -1.2
             + 0.5 * (ints[:, 0] - 3)
