@@ -201,6 +201,9 @@ def serve_main(argv: list[str]) -> None:
         "--drift-window-seconds", type=float, default=300.0, help="drift statistics window"
     )
     parser.add_argument("--psi-threshold", type=float, default=0.2, help="PSI drift flag")
+    parser.add_argument(
+        "--drift-min-requests", type=int, default=50, help="requests before drift is flagged"
+    )
     parser.add_argument("--torch-threads", type=int, default=1, help="intra-op threads")
     args = parser.parse_args(argv)
     if args.host not in LOOPBACK and not args.allow_remote:
@@ -221,6 +224,7 @@ def serve_main(argv: list[str]) -> None:
         log_dir=Path(args.log_dir) if args.log_dir else None,
         drift_window_seconds=args.drift_window_seconds,
         psi_threshold=args.psi_threshold,
+        drift_min_requests=args.drift_min_requests,
     )
     serve(config, args.host, args.port, torch_threads=args.torch_threads)
 

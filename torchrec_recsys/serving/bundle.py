@@ -12,7 +12,8 @@
                              training items to exclude), item features, as jagged tensors
       ranker/                the DLRM, same files
       index/                 FAISS index + id map (retrieval.faiss_index.save_index)
-      training_stats.json    bucketed training distributions of the query features (drift)
+      training_stats.json    bucketed distributions of the query features over the training
+                             traffic (each training example's user, as served), for drift
 
 Models are stored as state dicts and rebuilt from the FeatureSpec with the package's own
 builders (``models/``): TorchRec's EmbeddingBagCollection and KeyedJaggedTensor do not
@@ -303,7 +304,10 @@ def write_bundle(
     start = time.perf_counter()
     index = build_index(embeddings, index_spec)  # [I, D] item-tower embeddings
     build_seconds = time.perf_counter() - start
-    stats = training_statistics(retriever.data.splits["train"], retriever.data.spec)
+    # the reference traffic: each training example's user, with the features the service
+    # builds for that user (as of training end), so unshifted live traffic matches it
+    data = retriever.data
+    stats = training_statistics(data.user_table(data.splits["train"].user_rows), data.spec)
     with atomic_directory(out) as staging:
         for role, trained, arch in (
             ("retriever", retriever, retriever_arch),

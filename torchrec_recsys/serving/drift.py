@@ -4,7 +4,8 @@ Every query-side feature is reduced to a handful of buckets, so a population sta
 index (PSI) over a few hundred requests measures shift rather than sampling noise::
 
     sparse feature (IDs, table rows 0..R-1)     dense feature (float)
-      bucket 0      = OOV / unseen (row 0)        buckets = training deciles (edges kept)
+      bucket 0      = unseen: OOV (row 0), or     buckets = training deciles (edges kept)
+                      no value (a cold user's id)
       buckets 1..B  = known IDs grouped by
                       training frequency into
                       B groups of equal mass
@@ -12,6 +13,12 @@ index (PSI) over a few hundred requests measures shift rather than sampling nois
     PSI = sum_b (live_b - train_b) * ln(live_b / train_b)      shares floored at 1e-4
 
 Rule of thumb: PSI < 0.1 stable, 0.1-0.2 moderate, > 0.2 significant (the default flag).
+The reference is the *training traffic as the service would see it*: one query per training
+example, built from that user's features as of training end (what the bundle serves). Live
+traffic with the training mix of users, attributes and histories therefore scores PSI ~ 0;
+new users, a different user mix, histories of rare or unknown items score high. (Staleness of
+the snapshot itself, e.g. histories that moved on since a training example, is not measured.)
+
 The unseen share (values that hit row 0) is reported beside it and flagged on its own when it
 rises above training by more than ``unseen_threshold``.
 """
@@ -67,15 +74,18 @@ def training_statistics(
     """
     sparse: dict[str, Any] = {}
     for feature in spec.sparse_features(USER):
-        values = table.sparse[feature.name].values.numpy()  # [nnz]
+        column = table.sparse[feature.name]
+        values = column.values.numpy()  # [nnz]
+        empty = int((column.lengths == 0).sum())  # rows without a value count as unseen
         counts = np.bincount(values, minlength=feature.num_embeddings)  # [R]
         bucket_of = _frequency_buckets(counts, buckets)
         per_bucket = np.bincount(bucket_of[values], minlength=int(bucket_of.max()) + 1)
+        per_bucket[0] += empty
         total = max(int(per_bucket.sum()), 1)
         sparse[feature.name] = {
             "bucket_of": bucket_of.tolist(),
             "shares": (per_bucket / total).tolist(),
-            "unseen_share": float((values == OOV_INDEX).mean()) if len(values) else 0.0,
+            "unseen_share": float(per_bucket[0] / total),
         }
     dense: dict[str, Any] = {}
     for column in spec.dense_indices(USER):
@@ -149,8 +159,10 @@ class DriftAccumulator:
                 bucket_of = self._bucket_of[name]
                 ok = values[(values >= 0) & (values < len(bucket_of))]
                 np.add.at(window["sparse"][name], bucket_of[ok], 1)
-                window["unseen"][name] += int((ok == OOV_INDEX).sum())
-                window["values"][name] += len(ok)
+                empty = int(len(values) == 0)  # no value at all (e.g. a cold user's id)
+                window["sparse"][name][0] += empty
+                window["unseen"][name] += int((ok == OOV_INDEX).sum()) + empty
+                window["values"][name] += len(ok) + empty
             for name, value in dense.items():
                 window["dense"][name][int(np.searchsorted(self._edges[name], value))] += 1
 

@@ -29,7 +29,6 @@ from typing import Any
 import anyio
 import torch
 from fastapi import BackgroundTasks, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -37,9 +36,10 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
 )
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from torchrec_recsys.errors import UserError
 from torchrec_recsys.retrieval.two_stage import recommend, user_query_table
@@ -333,6 +333,7 @@ def _error(status: int, message: str) -> JSONResponse:
 
 def create_app(config: ServiceConfig) -> FastAPI:
     """The FastAPI application for ``config`` (the registry watcher starts with it)."""
+    disable_created_metrics()
     metrics = _Metrics()
     store = ModelStore(config, metrics)
     log_dir = Path(config.log_dir or Path(config.registry) / "logs")
@@ -354,25 +355,35 @@ def create_app(config: ServiceConfig) -> FastAPI:
     app.state.store = store
     app.state.metrics = metrics
 
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        endpoint = request.url.path
-        if any(e.get("type") == "json_invalid" for e in errors):
+    def _parse(raw: bytes) -> RecommendRequest | JSONResponse:
+        """The request body, or the 400/422 answer that names what is wrong with it."""
+        endpoint = "/recommend"
+        try:
+            payload = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             metrics.requests.labels(endpoint, "400").inc()
             metrics.errors.labels("malformed_json").inc()
             return _error(
                 400,
-                "request body is not valid JSON; expected an object like "
+                f"request body is not valid JSON ({exc}); expected an object like "
                 '{"user_id": "42", "k": 10}',
             )
-        parts = []
-        for e in errors:
-            where = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
-            parts.append(f"field {where!r}: {e.get('msg')}")
-        metrics.requests.labels(endpoint, "422").inc()
-        metrics.errors.labels("invalid_request").inc()
-        return _error(422, "; ".join(parts))
+        if not isinstance(payload, dict):
+            metrics.requests.labels(endpoint, "422").inc()
+            metrics.errors.labels("invalid_request").inc()
+            return _error(
+                422, f"request body is a JSON {type(payload).__name__}; expected a JSON object"
+            )
+        try:
+            return RecommendRequest.model_validate(payload)
+        except ValidationError as exc:
+            parts = []
+            for e in exc.errors():
+                where = ".".join(str(p) for p in e.get("loc", ())) or "body"
+                parts.append(f"field {where!r}: {e.get('msg')}")
+            metrics.requests.labels(endpoint, "422").inc()
+            metrics.errors.labels("invalid_request").inc()
+            return _error(422, "; ".join(parts))
 
     def _shadow(
         routing: Routing[LoadedVersion],
@@ -438,9 +449,12 @@ def create_app(config: ServiceConfig) -> FastAPI:
                 state["shadow_inflight"] -= 1
 
     @app.post("/recommend")
-    async def recommend_endpoint(body: RecommendRequest, background: BackgroundTasks) -> Any:
+    async def recommend_endpoint(request: Request, background: BackgroundTasks) -> Any:
         endpoint = "/recommend"
         start = time.perf_counter()
+        body = _parse(await request.body())
+        if isinstance(body, JSONResponse):
+            return body
         if not 1 <= body.k <= config.max_k:
             metrics.requests.labels(endpoint, "422").inc()
             metrics.errors.labels("k_out_of_range").inc()
@@ -569,7 +583,11 @@ def serve(
     import uvicorn
 
     torch.set_num_threads(torch_threads)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
     uvicorn.run(
         create_app(config), host=host, port=port, log_level="warning", timeout_keep_alive=30
     )
