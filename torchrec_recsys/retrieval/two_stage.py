@@ -34,6 +34,7 @@ class RecommendationList:
     user_id: str
     cold_start: bool
     items: list[Recommendation]
+    query: ExampleTable | None = None  # the retriever's one-row query features (for monitoring)
 
 
 def user_query_table(
@@ -90,7 +91,7 @@ def recommend(
         )
         for i in order
     ]
-    return RecommendationList(user_id=user_id, cold_start=cold, items=items)
+    return RecommendationList(user_id=user_id, cold_start=cold, items=items, query=query_table)
 
 
 def evaluate_two_stage(

@@ -42,7 +42,7 @@ from prometheus_client import (
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from torchrec_recsys.errors import UserError
-from torchrec_recsys.retrieval.two_stage import recommend, user_query_table
+from torchrec_recsys.retrieval.two_stage import recommend
 from torchrec_recsys.serving.bundle import ServingBundle, load_bundle
 from torchrec_recsys.serving.drift import (
     DEFAULT_MIN_REQUESTS,
@@ -224,7 +224,9 @@ class ModelStore:
         except Exception as exc:  # noqa: BLE001 - any load failure keeps the old version live
             self._fail(state.generation, f"{type(exc).__name__}: {exc}")
             return
-        keep = {routing.live_name, routing.canary_name, routing.shadow_name}
+        # the rollback target stays loaded (it was live), so a rollback switches at once
+        rollback = state.history[-1] if state.history else None
+        keep = {routing.live_name, routing.canary_name, routing.shadow_name, rollback}
         self._loaded = {n: v for n, v in self._loaded.items() if n in keep}
         for name in (routing.live_name, routing.canary_name, routing.shadow_name):
             if name is not None:
@@ -306,9 +308,8 @@ def _answer(version: LoadedVersion, body: RecommendRequest, observe: bool) -> di
         version.candidates,
         history,
     )
-    if observe:
-        query, _ = user_query_table(bundle.retriever.data, body.user_id, history)
-        version.drift.observe(query)
+    if observe and result.query is not None:
+        version.drift.observe(result.query)
     return {
         "user_id": body.user_id,
         "version": version.name,
