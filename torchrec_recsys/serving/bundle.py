@@ -16,10 +16,13 @@
                              traffic (each training example's user, as served), for drift
 
 Models are stored as state dicts and rebuilt from the FeatureSpec with the package's own
-builders (``models/``): TorchRec's EmbeddingBagCollection and KeyedJaggedTensor do not
-script or trace as a whole on CPU, while a state-dict reload runs exactly the trained code.
-With ``quantization="int8"`` the embedding tables are converted with TorchRec's
-``quantize_inference_model`` (int8 rows + per-row scale/bias) before saving.
+builders (``models/``), so the service runs exactly the trained code. One format serves both
+precisions: on this pin set (torch 2.13, torchrec 1.8) ``torch.jit.script`` + save + load of
+the fp32 two-tower and DLRM works (identical outputs), but the int8 models do not script
+(TorchRec's quantized EmbeddingBagCollection fails with "getattr's second argument must be a
+string literal" / "Can't redefine method: __device_getter"). With ``quantization="int8"``
+the embedding tables are converted with TorchRec's ``quantize_inference_model`` (int8 rows +
+per-row scale/bias) before saving; the FAISS index always holds fp32 item-tower embeddings.
 
 The server reads only this folder, never the raw training files.
 """
