@@ -105,6 +105,22 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "torchrec_recsys.app.retrieval_commands:evaluate_pipeline_main",
         "Recall/NDCG of retrieval vs retrieve-then-rank",
     ),
+    "export-bundle": (
+        "torchrec_recsys.app.serving_commands:export_bundle_main",
+        "write a self-contained serving bundle (models, index, features, stats)",
+    ),
+    "registry": (
+        "torchrec_recsys.app.serving_commands:registry_main",
+        "registry add | promote | rollback | list | canary | shadow: serving versions",
+    ),
+    "serve": (
+        "torchrec_recsys.app.serving_commands:serve_main",
+        "serve the registry's live version over HTTP (loopback by default)",
+    ),
+    "drift": (
+        "torchrec_recsys.app.serving_commands:drift_main",
+        "compare live request features with the training statistics (PSI), plot",
+    ),
 }
 """Subcommand -> ("module:function" taking argv, help). A subcommand's module is imported
 only when it runs, so ``--help`` and ``synth`` do not pay for importing torchrec."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +81,11 @@ class ItemCatalogue:
     def __len__(self) -> int:
         return len(self.item_ids)
 
+    @cached_property
+    def row_of(self) -> dict[str, int]:
+        """Raw item id -> catalogue row (built once; the catalogue is not mutated)."""
+        return {item: i for i, item in enumerate(self.item_ids)}
+
 
 @dataclass
 class UserTable:
@@ -101,6 +107,11 @@ class RecDataset:
     users: UserTable
     user_ids: list[str]
     name: str
+
+    @cached_property
+    def user_row_of(self) -> dict[str, int]:
+        """Raw user id -> row of ``user_ids`` (built once; the users are not mutated)."""
+        return {user: i for i, user in enumerate(self.user_ids)}
 
     def catalogue_table(self) -> ExampleTable:
         """Every catalogue item as one example (user-side keys empty), to embed items."""

@@ -32,7 +32,8 @@ def predict(
     """Query embeddings [N, D], item embeddings [N, D] or ranker probabilities [N] of every
     row of ``table`` (``output`` = ``query``, ``item`` or ``ranking``), with a plain task."""
     out = []
-    for batch in eval_batches(table, data.spec, 4096, ShardInfo()):
+    batch_size = max(1, min(4096, len(table)))  # a small request is not padded to 4096 rows
+    for batch in eval_batches(table, data.spec, batch_size, ShardInfo()):
         if output == "ranking":
             out.append(torch.sigmoid(task.model(batch.dense_features, batch.sparse_features)[:, 0]))
         else:

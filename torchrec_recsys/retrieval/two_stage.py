@@ -42,15 +42,17 @@ class RecommendationList:
     user_id: str
     cold_start: bool
     items: list[Recommendation]
+    query: ExampleTable | None = None  # the retriever's one-row query features (for monitoring)
 
 
 def user_query_table(
     data: RecDataset, user_id: str, history: list[str]
 ) -> tuple[ExampleTable, bool]:
     """The user's current features, or a cold-start row for an unknown user."""
-    if user_id in data.user_ids and not history:
-        return data.user_table(torch.tensor([data.user_ids.index(user_id)])), False
-    return data.cold_user_table(history), user_id not in data.user_ids
+    row = data.user_row_of.get(user_id)
+    if row is not None and not history:
+        return data.user_table(torch.tensor([row])), False
+    return data.cold_user_table(history), row is None
 
 
 def recommend(
@@ -71,15 +73,15 @@ def recommend(
     query_table, cold = user_query_table(r_data, user_id, history or [])
     query = predict(retriever.task, query_table, r_data, "query").numpy()  # [1, D]
     seen: set[str] = set(history or [])  # never recommend the given history back
-    if not cold and user_id in r_data.user_ids:
-        row = r_data.user_ids.index(user_id)
+    if not cold and user_id in r_data.user_row_of:
+        row = r_data.user_row_of[user_id]
         seen |= {
             r_data.items.item_ids[i]
             for i in r_data.users.train_items.select(torch.tensor([row])).values.tolist()
         }
     scores, ids = search(index, query, candidates, exclude=[seen])
     candidate_ids = ids[0]
-    rank_row = {item: i for i, item in enumerate(k_data.items.item_ids)}
+    rank_row = k_data.items.row_of
     missing = [c for c in candidate_ids if c not in rank_row]
     if missing:
         raise UserError(f"retrieved item id {missing[0]!r} is not in the ranker's catalogue")
@@ -99,7 +101,7 @@ def recommend(
         )
         for i in order
     ]
-    return RecommendationList(user_id=user_id, cold_start=cold, items=items)
+    return RecommendationList(user_id=user_id, cold_start=cold, items=items, query=query_table)
 
 
 def evaluate_two_stage(

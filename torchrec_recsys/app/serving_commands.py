@@ -1,0 +1,255 @@
+"""Entry points: ``export-bundle``, ``registry``, ``serve`` and ``drift``.
+
+export-bundle --retriever RUN --ranker RUN --out BUNDLE [--quantize int8] [--kind ivf]
+registry --root DIR add BUNDLE | promote VERSION | rollback | list | canary | shadow
+serve --registry DIR [--host 127.0.0.1 --port 8080]
+drift --url http://127.0.0.1:8080 [--plot drift.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import torch.distributed as dist
+
+from torchrec_recsys.app.retrieval_commands import _check_two_stage, _two_stage_parser
+from torchrec_recsys.app.trained import TrainedModel, load_trained, read_run_config
+from torchrec_recsys.distributed.env import init_distributed, shutdown_distributed
+from torchrec_recsys.errors import UserError
+from torchrec_recsys.files import atomic_write_text
+from torchrec_recsys.retrieval.faiss_index import IndexSpec
+from torchrec_recsys.serving.bundle import METRIC, Architecture, write_bundle
+from torchrec_recsys.serving.drift import format_report, plot_report
+from torchrec_recsys.serving.registry import Registry
+from torchrec_recsys.serving.service import ServiceConfig, serve
+
+
+def architecture(trained: TrainedModel, quantization: str) -> Architecture:
+    """How the serving side rebuilds ``trained``'s model (from its run config)."""
+    m = trained.cfg.model
+    return Architecture(
+        kind=m.name,
+        layers=tuple(m.tower_layers),
+        dense_arch_layers=tuple(m.dense_arch_layers),
+        over_arch_layers=tuple(m.over_arch_layers),
+        quantization=quantization,
+    )
+
+
+def export_bundle_main(argv: list[str]) -> None:
+    parser = _two_stage_parser(
+        "torchrec_recsys export-bundle",
+        "Write a self-contained serving bundle from a two-tower run and a DLRM run.",
+    )
+    parser.add_argument("--out", required=True, help="bundle folder to create")
+    parser.add_argument(
+        "--quantize", choices=("fp32", "int8"), default="fp32", help="embedding table precision"
+    )
+    parser.add_argument(
+        "--kind", choices=("flat", "ivf", "hnsw"), default="flat", help="FAISS index type"
+    )
+    parser.add_argument("--nlist", type=int, default=256, help="IVF lists")
+    parser.add_argument("--nprobe", type=int, default=16, help="IVF lists probed per query")
+    parser.add_argument("--hnsw-m", type=int, default=32, help="HNSW neighbours per node")
+    parser.add_argument("--ef-search", type=int, default=128, help="HNSW search breadth")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+    args = parser.parse_args(argv)
+    _check_two_stage(args)
+    owns_group = not dist.is_initialized()
+    ctx = init_distributed()
+    try:
+        retriever = load_trained(args.retriever, ctx)
+        ranker_cfg = read_run_config(Path(args.ranker))
+        same_data = all(
+            getattr(ranker_cfg, s) == getattr(retriever.cfg, s)
+            for s in ("data", "features", "semantic_ids")
+        )  # then the encoded dataset is identical: build it once
+        ranker = load_trained(args.ranker, ctx, data=retriever.data if same_data else None)
+        if not ctx.is_main:
+            return
+        spec = IndexSpec(
+            kind=args.kind,
+            metric=METRIC,
+            ivf_nlist=args.nlist,
+            ivf_nprobe=args.nprobe,
+            hnsw_m=args.hnsw_m,
+            hnsw_ef_search=args.ef_search,
+        )
+        source = {
+            role: {
+                "run_dir": str(Path(run).resolve()),
+                "checkpoint": str(t.checkpoint),
+                "global_step": t.state.global_step,
+            }
+            for role, run, t in (
+                ("retriever", args.retriever, retriever),
+                ("ranker", args.ranker, ranker),
+            )
+        }
+        out = write_bundle(
+            args.out,
+            retriever,
+            architecture(retriever, args.quantize),
+            ranker,
+            architecture(ranker, args.quantize),
+            spec,
+            source=source,
+            overwrite=args.overwrite,
+        )
+        print(
+            f"wrote bundle {out} ({len(retriever.data.items)} items, {args.kind} index, "
+            f"{args.quantize})"
+        )
+    finally:
+        if owns_group:
+            shutdown_distributed()
+
+
+def _print_state(registry: Registry) -> None:
+    state = registry.state()
+    canary = (
+        f"{state.canary['version']} ({state.canary['share']:.0%} of users)"
+        if state.canary
+        else "none"
+    )
+    print(
+        f"live: {state.live or 'none'}  canary: {canary}  shadow: {state.shadow or 'none'}  "
+        f"rollback to: {state.history[-1] if state.history else 'none'}  "
+        f"(generation {state.generation})"
+    )
+
+
+def registry_main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(
+        prog="torchrec_recsys registry",
+        description="Manage serving versions: add a bundle, promote, roll back, canary, shadow.",
+    )
+    parser.add_argument("--root", required=True, help="registry folder")
+    sub = parser.add_subparsers(dest="action", required=True)
+    add = sub.add_parser("add", help="verify a bundle and add it as a new version")
+    add.add_argument("bundle", help="bundle folder (export-bundle --out)")
+    add.add_argument("--name", help="version name (default v<N+1>)")
+    promote = sub.add_parser("promote", help="make a version live")
+    promote.add_argument("version")
+    sub.add_parser("rollback", help="make the previously live version live again")
+    sub.add_parser("list", help="versions and their roles")
+    canary = sub.add_parser("canary", help="send a share of users to a version")
+    canary.add_argument("version", nargs="?", help="version (omit with --off)")
+    canary.add_argument("--share", type=float, default=0.1, help="share of users, (0, 1]")
+    canary.add_argument("--off", action="store_true", help="stop the canary")
+    shadow = sub.add_parser("shadow", help="mirror every request to a version")
+    shadow.add_argument("version", nargs="?", help="version (omit with --off)")
+    shadow.add_argument("--off", action="store_true", help="stop shadowing")
+    args = parser.parse_args(argv)
+    registry = Registry(args.root)
+    if args.action == "add":
+        name = registry.add(args.bundle, args.name)
+        print(f"added {args.bundle} as version {name}")
+    elif args.action == "promote":
+        registry.promote(args.version)
+        print(f"promoted {args.version}")
+    elif args.action == "rollback":
+        state = registry.rollback()
+        print(f"rolled back to {state.live}")
+    elif args.action in ("canary", "shadow"):
+        if args.off == (args.version is not None):
+            raise UserError(f"registry {args.action}: give a VERSION or --off (one of them)")
+        if args.action == "canary":
+            registry.set_canary(None if args.off else args.version, args.share)
+        else:
+            registry.set_shadow(None if args.off else args.version)
+    if args.action == "list":
+        rows = registry.describe()
+        if not rows:
+            print(f"registry {args.root} holds no versions")
+        for row in rows:
+            print(
+                f"{row['version']:<8} {row['items']:>7} items  {row['index']:<5} "
+                f"{row['quantization']:<5} {', '.join(row['roles'])}"
+            )
+    _print_state(registry)
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def serve_main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(
+        prog="torchrec_recsys serve",
+        description="Serve the registry's live version over HTTP: POST /recommend, "
+        "GET /healthz, GET /metrics, GET /drift.",
+    )
+    parser.add_argument("--registry", required=True, help="registry folder")
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (loopback default)")
+    parser.add_argument("--port", type=int, default=8080, help="TCP port")
+    parser.add_argument(
+        "--allow-remote", action="store_true", help="allow binding a non-loopback address"
+    )
+    parser.add_argument("--max-k", type=int, default=100, help="largest k a request may ask")
+    parser.add_argument("--candidates", type=int, default=100, help="items retrieved to rank")
+    parser.add_argument(
+        "--max-concurrency", type=int, default=8, help="requests in flight before 503"
+    )
+    parser.add_argument("--poll-seconds", type=float, default=0.5, help="registry poll period")
+    parser.add_argument("--log-dir", help="impression/shadow logs (default <registry>/logs)")
+    parser.add_argument(
+        "--drift-window-seconds", type=float, default=300.0, help="drift statistics window"
+    )
+    parser.add_argument("--psi-threshold", type=float, default=0.2, help="PSI drift flag")
+    parser.add_argument(
+        "--drift-min-requests", type=int, default=50, help="requests before drift is flagged"
+    )
+    parser.add_argument("--torch-threads", type=int, default=1, help="intra-op threads")
+    args = parser.parse_args(argv)
+    if args.host not in LOOPBACK and not args.allow_remote:
+        raise UserError(
+            f"--host {args.host!r} is not a loopback address; pass --allow-remote to expose "
+            "the service beyond this machine"
+        )
+    if not Path(args.registry).is_dir():
+        raise UserError(f"registry folder {args.registry!r} does not exist")
+    if not 1 <= args.max_k <= args.candidates:
+        raise UserError(f"--max-k {args.max_k} must be in 1..--candidates ({args.candidates})")
+    config = ServiceConfig(
+        registry=Path(args.registry),
+        max_k=args.max_k,
+        candidates=args.candidates,
+        max_concurrency=args.max_concurrency,
+        poll_seconds=args.poll_seconds,
+        log_dir=Path(args.log_dir) if args.log_dir else None,
+        drift_window_seconds=args.drift_window_seconds,
+        psi_threshold=args.psi_threshold,
+        drift_min_requests=args.drift_min_requests,
+    )
+    serve(config, args.host, args.port, torch_threads=args.torch_threads)
+
+
+def drift_main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(
+        prog="torchrec_recsys drift",
+        description="Drift of live request features vs. the live bundle's training statistics.",
+    )
+    parser.add_argument("--url", default="http://127.0.0.1:8080", help="service base URL")
+    parser.add_argument("--plot", help="write a PNG of the worst features here")
+    parser.add_argument("--json", help="write the report as JSON here")
+    args = parser.parse_args(argv)
+    try:
+        with urllib.request.urlopen(f"{args.url.rstrip('/')}/drift", timeout=10) as response:
+            report = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        raise UserError(f"{args.url}/drift answered {exc.code}: {exc.read().decode()}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise UserError(f"cannot reach the service at {args.url!r} ({exc})") from None
+    print(f"version {report['version']}")
+    print(format_report(report))
+    if args.json:
+        atomic_write_text(args.json, json.dumps(report, indent=1))
+    if args.plot:
+        print(f"wrote {plot_report(report, args.plot)}")
+    if report["flagged"]:
+        print(f"drift flagged: {', '.join(report['flagged'])}", file=sys.stderr)
