@@ -37,7 +37,7 @@ def _require(run_dir: str, model: str, flag: str) -> None:
         raise UserError(f"{flag} {run_dir!r} trained a {name!r} model; expected {model!r}")
 
 
-def _two_stage_parser(prog: str, description: str) -> argparse.ArgumentParser:
+def two_stage_parser(prog: str, description: str) -> argparse.ArgumentParser:
     """A parser with the --retriever and --ranker run directories both commands take."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--retriever", required=True, help="two-tower run directory")
@@ -56,6 +56,11 @@ def _check_two_stage(args: argparse.Namespace) -> None:
             f"-k {args.k} exceeds --candidates {args.candidates}: k = {args.k} must not exceed "
             f"the number of candidates ({args.candidates})"
         )
+    check_two_stage_runs(args)
+
+
+def check_two_stage_runs(args: argparse.Namespace) -> None:
+    """Fail unless ``--retriever`` holds a two-tower run and ``--ranker`` a DLRM run."""
     _require(args.retriever, "two_tower", "--retriever")
     _require(args.ranker, "dlrm", "--ranker")
 
@@ -149,7 +154,7 @@ def export_main(argv: list[str]) -> None:
 
 
 def recommend_main(argv: list[str]) -> None:
-    parser = _two_stage_parser(
+    parser = two_stage_parser(
         "torchrec_recsys recommend",
         "Retrieve candidates with the two-tower + FAISS index, re-rank with the DLRM.",
     )
@@ -192,7 +197,7 @@ def recommend_main(argv: list[str]) -> None:
 
 
 def evaluate_pipeline_main(argv: list[str]) -> None:
-    parser = _two_stage_parser(
+    parser = two_stage_parser(
         "torchrec_recsys evaluate-pipeline",
         "Recall/NDCG@k of retrieval alone vs. retrieval re-ranked by the DLRM.",
     )

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from torchrec_recsys.app.retrieval_commands import _check_two_stage, _two_stage_parser
+from torchrec_recsys.app.retrieval_commands import check_two_stage_runs, two_stage_parser
 from torchrec_recsys.app.trained import TrainedModel, load_trained, read_run_config
 from torchrec_recsys.distributed.env import init_distributed, shutdown_distributed
 from torchrec_recsys.errors import UserError
@@ -42,7 +42,7 @@ def architecture(trained: TrainedModel, quantization: str) -> Architecture:
 
 
 def export_bundle_main(argv: list[str]) -> None:
-    parser = _two_stage_parser(
+    parser = two_stage_parser(
         "torchrec_recsys export-bundle",
         "Write a self-contained serving bundle from a two-tower run and a DLRM run.",
     )
@@ -59,7 +59,7 @@ def export_bundle_main(argv: list[str]) -> None:
     parser.add_argument("--ef-search", type=int, default=128, help="HNSW search breadth")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing folder")
     args = parser.parse_args(argv)
-    _check_two_stage(args)
+    check_two_stage_runs(args)
     owns_group = not dist.is_initialized()
     ctx = init_distributed()
     try:
