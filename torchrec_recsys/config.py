@@ -24,7 +24,9 @@ from torchrec_recsys.errors import ConfigError
 SHARDING_TYPES = ("table_wise", "column_wise", "table_column_wise", "row_wise", "data_parallel")
 SPARSE_OPTIMIZERS = ("sgd", "adagrad", "rowwise_adagrad")
 DENSE_OPTIMIZERS = ("sgd", "adagrad", "adam")
-MODELS = ("dlrm", "two_tower")
+MODELS = ("dlrm", "two_tower", "sasrec", "generative")
+SEQUENCE_MODELS = ("sasrec", "generative")
+"""Models that read item sequences (``data/sequences.py``) through an EmbeddingCollection."""
 RUN_CONFIG_FILE = "config.json"
 """Name of the resolved config that every run directory holds."""
 
@@ -95,7 +97,9 @@ class ModelConfig:
     """Which model to train and the sizes of its dense layers."""
 
     name: str = "dlrm"
-    """``dlrm`` (ranker) or ``two_tower`` (retriever)."""
+    """``dlrm`` (ranker), ``two_tower`` (retriever), ``sasrec`` (ID-based sequential
+    retriever) or ``generative`` (semantic-ID generative retriever); the last two read the
+    ``[sequence]`` section."""
     dense_arch_layers: list[int] = field(default_factory=lambda: [64, 32])
     """DLRM bottom MLP over dense features; the last size must equal features.embedding_dim."""
     over_arch_layers: list[int] = field(default_factory=lambda: [64, 32, 1])
@@ -198,6 +202,36 @@ class SemanticIdConfig:
 
 
 @dataclass
+class SequenceConfig:
+    """The sequence models (``model.name`` = ``sasrec`` or ``generative``).
+
+    Their history is ``data.history_length`` items; the token embedding dimension is
+    ``features.embedding_dim`` (= the transformer width); the generative model's semantic IDs
+    come from ``[semantic_ids]`` (``table_path`` or learned), with ``semantic_ids.levels``
+    quantizer levels + the collision level.
+    """
+
+    max_history: int = 50
+    """The model's context in items; ``data.history_length`` may not exceed it."""
+    layers: int = 2
+    """Transformer layers (the generative model: this many encoder AND decoder layers)."""
+    heads: int = 4
+    """Attention heads; must divide ``features.embedding_dim``."""
+    ff_dim: int = 256
+    """Feed-forward width of each transformer layer."""
+    dropout: float = 0.1
+    """Dropout inside the transformer."""
+    beam_width: int = 20
+    """Generative model: beams of the constrained beam search = length of its ranked list."""
+    top_k: int = 10
+    """The K of Recall@K / coverage that must fit in the beam (``beam_width >= top_k``)."""
+    user_token: bool = True
+    """Generative model: prepend a hashed user-ID token to the history (as TIGER does)."""
+    user_buckets: int = 2000
+    """Hash buckets of the user token."""
+
+
+@dataclass
 class ExperimentConfig:
     """One experiment: every section above plus its name (the run directory's name)."""
 
@@ -210,6 +244,7 @@ class ExperimentConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     semantic_ids: SemanticIdConfig = field(default_factory=SemanticIdConfig)
+    sequence: SequenceConfig = field(default_factory=SequenceConfig)
 
     def run_dir(self) -> Path:
         """Folder holding this run's checkpoints, TensorBoard events and summary."""
@@ -291,7 +326,8 @@ def validate_config(cfg: ExperimentConfig) -> None:
             f"got {cfg.train.checkpoint_every_steps}"
         )
     if (
-        cfg.model.dense_arch_layers
+        cfg.model.name == "dlrm"
+        and cfg.model.dense_arch_layers
         and cfg.model.dense_arch_layers[-1] != cfg.features.embedding_dim
     ):
         raise ConfigError(
@@ -307,9 +343,48 @@ def validate_config(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             f"model.over_arch_layers must end with 1, got {cfg.model.over_arch_layers}"
         )
+    if cfg.model.name in SEQUENCE_MODELS:
+        _validate_sequence(cfg)
     if cfg.data.source == "files" and not (cfg.data.interactions_path and cfg.data.items_path):
         raise ConfigError(
             'data.source = "files" needs data.interactions_path and data.items_path to be set'
+        )
+
+
+def _validate_sequence(cfg: ExperimentConfig) -> None:
+    q = cfg.sequence
+    for key, value in [
+        ("sequence.max_history", q.max_history),
+        ("sequence.layers", q.layers),
+        ("sequence.heads", q.heads),
+        ("sequence.ff_dim", q.ff_dim),
+        ("sequence.beam_width", q.beam_width),
+        ("sequence.top_k", q.top_k),
+        ("sequence.user_buckets", q.user_buckets),
+    ]:
+        if value <= 0:
+            raise ConfigError(f"{key} must be positive, got {value}")
+    if cfg.data.history_length > q.max_history:
+        raise ConfigError(
+            f"data.history_length = {cfg.data.history_length} is longer than the model's "
+            f"context sequence.max_history = {q.max_history}"
+        )
+    if q.beam_width < q.top_k:
+        raise ConfigError(
+            f"sequence.beam_width = {q.beam_width} is smaller than K = sequence.top_k = "
+            f"{q.top_k}: the beam cannot fill a top-{q.top_k} list"
+        )
+    if cfg.features.embedding_dim % q.heads:
+        raise ConfigError(
+            f"sequence.heads = {q.heads} must divide features.embedding_dim = "
+            f"{cfg.features.embedding_dim}"
+        )
+    if not 0 <= q.dropout < 1:
+        raise ConfigError(f"sequence.dropout must be in [0, 1), got {q.dropout}")
+    if cfg.data.split != "temporal":
+        raise ConfigError(
+            f'model.name = {cfg.model.name!r} needs data.split = "temporal" (sequences are '
+            f"read in time order), got {cfg.data.split!r}"
         )
 
 

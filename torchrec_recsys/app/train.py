@@ -207,7 +207,8 @@ def run(
     if ctx.is_main:
         data.save_metadata(run_dir)
         atomic_write_text(run_dir / RUN_CONFIG_FILE, json.dumps(config_to_dict(cfg), indent=2))
-    model, optimizer = builders.build_sharded(cfg, data, ctx)
+    sequences = builders.build_sequence_inputs(cfg, data)
+    model, optimizer = builders.build_sharded(cfg, data, ctx, sequences)
     state = TrainerState()
     if checkpoint is not None:
         state = load_checkpoint(checkpoint, model, optimizer, restore_rng=True)
@@ -218,7 +219,7 @@ def run(
                 f"process(es), now {ctx.world_size})",
                 flush=True,
             )
-    evaluator = builders.build_evaluator(cfg, data, ctx)
+    evaluator = builders.build_evaluator(cfg, data, ctx, sequences)
     trainer = Trainer(
         model,
         optimizer,
@@ -228,6 +229,7 @@ def run(
         cfg.train,
         evaluator,
         on_step=fault_injection_hook(run_dir, ctx.rank),
+        source=sequences.source if sequences is not None else None,
     )
     history = trainer.fit(state)
     test = evaluator(model, "test")
