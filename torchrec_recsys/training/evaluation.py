@@ -83,7 +83,8 @@ def embed_table(
 
 
 class RetrievalEvaluator:
-    """Callable ``(model, split) -> {"recall@K", "ndcg@K"}`` for a two-tower task module.
+    """Callable ``(model, split) -> {"recall@K", "ndcg@K", "mrr", "coverage@10", ...}`` for a
+    two-tower task module (the list metrics of :class:`SequenceEvaluator`, for comparison).
 
     Queries are the split's examples (user features as of that interaction); the corpus is
     every catalogue item; each user's training items are excluded from the ranking.
@@ -126,7 +127,11 @@ class RetrievalEvaluator:
         table = self.data.splits[split]
         exclude = self.data.users.train_items if self.exclude_train_items else None
         ranks = target_ranks(queries, items, table.item_rows, exclude, table.user_rows)
-        return recall_ndcg(ranks, self.ks)
+        mask = exclusion_mask(exclude, table.user_rows, table.item_rows, len(items))  # [Q, I]
+        top = (queries @ items.T).masked_fill(mask, float("-inf")).topk(10, dim=1).indices
+        cold = self.data.items.cold[table.item_rows]
+        lists = ranked_list_metrics(ranks, top, len(items), len(items), cold, recall_ks=(5, 20))
+        return {**recall_ndcg(ranks, self.ks), **lists}
 
 
 def gather_in_order(
