@@ -2,7 +2,8 @@
 
     KJT history_sid (each history item as its L' SID tokens) [+ user_token]
       -> EmbeddingCollection (unpooled, sharded by DMP)          [B, T * L', D]
-      -> sum of each item's L' token embeddings, user token first [B, 1 + T, D]
+      -> sum of each item's L' token embeddings + recency embedding,
+         user token first                                        [B, 1 + T, D]
       -> T5 encoder (``transformers``; relative position bias)   [B, 1 + T, D]
       -> T5 decoder, teacher-forced on the target's SID tokens   [B, L', V]   (training)
       -> constrained beam search over a PrefixTrie               [B, W] items (inference)
@@ -124,6 +125,9 @@ class GenerativeRetriever(nn.Module):
         self.beam_width = beam_width
         features = [history_feature] + ([user_feature] if user_feature is not None else [])
         self.ec = build_ec(features, sparse_device)
+        # T5's cross-attention carries no position: tell every history item its recency
+        self.recency = nn.Embedding(max_history, d, device=dense_device)
+        nn.init.normal_(self.recency.weight, std=0.02)
         config = T5Config(
             vocab_size=1 + sum(sizes),
             d_model=d,
@@ -154,7 +158,10 @@ class GenerativeRetriever(nn.Module):
         x = nn.functional.pad(x, (0, 0, 0, items * self.levels - x.shape[1]))
         x = x.view(b, items, self.levels, d).sum(dim=2)  # [B, T, D]: one position per item
         steps = torch.arange(items, device=x.device)
-        mask = steps[None, :] < (lengths // self.levels)[:, None]  # [B, T]
+        num_items = lengths // self.levels  # [B]
+        mask = steps[None, :] < num_items[:, None]  # [B, T]
+        recency = (num_items[:, None] - 1 - steps[None, :]).clamp(min=0)  # [B, T], 0 = newest
+        x = x + self.recency(recency)  # [B, T, D]
         if self.user_key is not None:
             u, _ = padded_sequence(out, self.user_key, 1)  # [B, 1, D]
             x = torch.cat([u, x], dim=1)  # [B, 1 + T, D]
