@@ -41,7 +41,7 @@ def train(
     *overrides: str,
     config: str = "configs/ml100k_dlrm.toml",
     j: str = "1x2",
-    model: str = "dlrm",
+    model: str = "",
     sharding: str = "",
     profile: bool = False,
     resume: bool = False,
@@ -60,7 +60,8 @@ def train(
         overrides: extra ``--section.key=value`` config overrides
         config: TOML experiment file, relative to the working directory
         j: ``{nnodes}x{nproc_per_node}``, e.g. 1x2 (one host, two processes)
-        model: ``dlrm`` (ranker) or ``two_tower`` (retriever)
+        model: ``dlrm``, ``two_tower``, ``sasrec`` or ``generative``; empty = the config's
+            ``model.name``
         sharding: default sharding type for every table (table_wise, column_wise,
             table_column_wise, row_wise, data_parallel); empty = the config's
         profile: record torch.profiler traces into the run directory
@@ -83,7 +84,9 @@ def train(
         # workers then read the dead attempt's gloo addresses ("Gloo connectFullMesh failed ...
         # Connection refused"; pytorch/pytorch#135712): give every attempt its own store.
         env.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
-    args = ["train", "--config", config, "--model", model]
+    args = ["train", "--config", config]
+    if model:
+        args += ["--model", model]
     if sharding:
         args.append(f"--sharding.default={sharding}")
     if profile:

@@ -41,7 +41,7 @@ def test_component_resource_arithmetic() -> None:
     command = " ".join(role.args)  # torchx wraps torchrun in `bash -c "..."`
     assert "--nnodes 3 --nproc_per_node 4" in command
     assert command.endswith(
-        "-m torchrec_recsys train --config configs/x.toml --model dlrm "
+        "-m torchrec_recsys train --config configs/x.toml "
         "--sharding.default=row_wise --train.epochs=1"
     )
 
