@@ -71,7 +71,7 @@ def train(
         overrides: extra ``--section.key=value`` config overrides
         config: TOML experiment file, relative to the working directory
         j: ``{nnodes}x{nproc_per_node}``, e.g. 1x2 (one host, two processes)
-        model: ``dlrm`` (ranker) or ``two_tower`` (retriever); empty = the config's
+        model: ``dlrm``, ``two_tower``, ``sasrec`` or ``generative``; empty = the config's
             ``model.name`` (a flag the user did not give never overrides the config)
         sharding: default sharding type for every table (table_wise, column_wise,
             table_column_wise, row_wise, data_parallel); empty = the config's

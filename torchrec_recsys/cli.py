@@ -93,13 +93,17 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "torchrec_recsys.experiments.sid_ablation:main",
         "semantic-ID ablation table: ID / SID / ID+SID / random codes",
     ),
+    "generative-ablation": (
+        "torchrec_recsys.experiments.generative_ablation:main",
+        "generative retriever ablation: SID vs random codes, levels, codebooks, method, user token",
+    ),
     "export": (
         "torchrec_recsys.app.retrieval_commands:export_main",
         "embed every item with a trained two-tower and save a FAISS index",
     ),
     "recommend": (
         "torchrec_recsys.app.retrieval_commands:recommend_main",
-        "retrieve with two-tower + FAISS, re-rank with the DLRM, print",
+        "retrieve with two-tower + FAISS, re-rank with the DLRM (or generate), print",
     ),
     "evaluate-pipeline": (
         "torchrec_recsys.app.retrieval_commands:evaluate_pipeline_main",

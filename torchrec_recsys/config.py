@@ -26,7 +26,9 @@ from torchrec_recsys.errors import ConfigError
 SHARDING_TYPES = ("table_wise", "column_wise", "table_column_wise", "row_wise", "data_parallel")
 SPARSE_OPTIMIZERS = ("sgd", "adagrad", "rowwise_adagrad")
 DENSE_OPTIMIZERS = ("sgd", "adagrad", "adam")
-MODELS = ("dlrm", "two_tower")
+MODELS = ("dlrm", "two_tower", "sasrec", "generative")
+SEQUENCE_MODELS = ("sasrec", "generative")
+"""Models that read item sequences (``data/sequences.py``) through an EmbeddingCollection."""
 RUN_CONFIG_FILE = "config.json"
 """Name of the resolved config that every run directory holds."""
 
@@ -121,7 +123,9 @@ class ModelConfig:
     """Which model to train and the sizes of its dense layers."""
 
     name: str = "dlrm"
-    """``dlrm`` (ranker) or ``two_tower`` (retriever)."""
+    """``dlrm`` (ranker), ``two_tower`` (retriever), ``sasrec`` (ID-based sequential
+    retriever) or ``generative`` (semantic-ID generative retriever); the last two read the
+    ``[sequence]`` section."""
     dense_arch_layers: list[int] = field(default_factory=lambda: [64, 32])
     """DLRM bottom MLP over dense features; the last size must equal features.embedding_dim."""
     over_arch_layers: list[int] = field(default_factory=lambda: [64, 32, 1])
@@ -234,6 +238,36 @@ class SemanticIdConfig:
 
 
 @dataclass
+class SequenceConfig:
+    """The sequence models (``model.name`` = ``sasrec`` or ``generative``).
+
+    Their history is ``data.history_length`` items; the token embedding dimension is
+    ``features.embedding_dim`` (= the transformer width); the generative model's semantic IDs
+    come from ``[semantic_ids]`` (``table_path`` or learned), with ``semantic_ids.levels``
+    quantizer levels + the collision level.
+    """
+
+    max_history: int = 50
+    """The model's context in items; ``data.history_length`` may not exceed it."""
+    layers: int = 2
+    """Transformer layers (the generative model: this many encoder AND decoder layers)."""
+    heads: int = 4
+    """Attention heads; must divide ``features.embedding_dim``."""
+    ff_dim: int = 256
+    """Feed-forward width of each transformer layer."""
+    dropout: float = 0.1
+    """Dropout inside the transformer."""
+    beam_width: int = 20
+    """Generative model: beams of the constrained beam search = length of its ranked list."""
+    top_k: int = 10
+    """The K of Recall@K / coverage that must fit in the beam (``beam_width >= top_k``)."""
+    user_token: bool = True
+    """Generative model: prepend a hashed user-ID token to the history (as TIGER does)."""
+    user_buckets: int = 2000
+    """Hash buckets of the user token."""
+
+
+@dataclass
 class ExperimentConfig:
     """One experiment: every section above plus its name (the run directory's name)."""
 
@@ -246,6 +280,7 @@ class ExperimentConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     semantic_ids: SemanticIdConfig = field(default_factory=SemanticIdConfig)
+    sequence: SequenceConfig = field(default_factory=SequenceConfig)
 
     def run_dir(self) -> Path:
         """Folder holding this run's checkpoints, TensorBoard events and summary."""
@@ -381,6 +416,14 @@ FIELD_RANGES: dict[str, Range] = {
     "data.criteo.val_fraction": FRACTION,
     "data.criteo.test_fraction": Range(0, 1, low_open=True, high_open=True),
     "data.criteo.chunk_rows": POSITIVE,
+    "sequence.max_history": POSITIVE,
+    "sequence.layers": POSITIVE,
+    "sequence.heads": POSITIVE,
+    "sequence.ff_dim": POSITIVE,
+    "sequence.dropout": FRACTION,
+    "sequence.beam_width": POSITIVE,
+    "sequence.top_k": POSITIVE,
+    "sequence.user_buckets": POSITIVE,
 }
 """Range of every numeric field (a list of numbers: each element). Each float field is also
 checked to be finite, whether listed here or not; a numeric field missing from this table
@@ -479,7 +522,8 @@ def validate_config(cfg: ExperimentConfig) -> None:
     if d.split == "temporal" and d.test_per_user == 0:
         raise ConfigError("data.test_per_user must be >= 1: the run is scored on test, got 0")
     if (
-        cfg.model.dense_arch_layers
+        cfg.model.name == "dlrm"
+        and cfg.model.dense_arch_layers
         and cfg.model.dense_arch_layers[-1] != cfg.features.embedding_dim
     ):
         raise ConfigError(
@@ -499,6 +543,8 @@ def validate_config(cfg: ExperimentConfig) -> None:
             "empty: name the text columns or give semantic_ids.table_path"
         )
     _check_criteo(cfg)
+    if cfg.model.name in SEQUENCE_MODELS:
+        _validate_sequence(cfg)
     if cfg.data.source == "files" and not (cfg.data.interactions_path and cfg.data.items_path):
         raise ConfigError(
             'data.source = "files" needs data.interactions_path and data.items_path to be set'
@@ -516,6 +562,30 @@ def _check_criteo(cfg: ExperimentConfig) -> None:
     if c.table_rows and len(c.table_rows) != 26:
         raise ConfigError(
             f"data.criteo.table_rows must be 26 numbers (or empty), got {len(c.table_rows)}"
+        )
+
+
+def _validate_sequence(cfg: ExperimentConfig) -> None:
+    q = cfg.sequence
+    if cfg.data.history_length > q.max_history:
+        raise ConfigError(
+            f"data.history_length = {cfg.data.history_length} is longer than the model's "
+            f"context sequence.max_history = {q.max_history}"
+        )
+    if q.beam_width < q.top_k:
+        raise ConfigError(
+            f"sequence.beam_width = {q.beam_width} is smaller than K = sequence.top_k = "
+            f"{q.top_k}: the beam cannot fill a top-{q.top_k} list"
+        )
+    if cfg.features.embedding_dim % q.heads:
+        raise ConfigError(
+            f"sequence.heads = {q.heads} must divide features.embedding_dim = "
+            f"{cfg.features.embedding_dim}"
+        )
+    if cfg.data.split != "temporal":
+        raise ConfigError(
+            f'model.name = {cfg.model.name!r} needs data.split = "temporal" (sequences are '
+            f"read in time order), got {cfg.data.split!r}"
         )
 
 

@@ -2,31 +2,51 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
+import torch
 from torch import nn
 from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.optim.keyed import CombinedOptimizer
 
-from torchrec_recsys.config import ExperimentConfig
+from torchrec_recsys.config import SEQUENCE_MODELS, ExperimentConfig
 from torchrec_recsys.data.criteo import build_criteo_dataset
 from torchrec_recsys.data.dataset import ItemTokens, RecDataset, build_dataset, item_texts
-from torchrec_recsys.data.features import ITEM, USER
+from torchrec_recsys.data.features import ITEM, USER, SparseFeature
 from torchrec_recsys.data.movielens import load_movielens_100k
 from torchrec_recsys.data.readers import RawData, read_files
+from torchrec_recsys.data.sequences import SequenceFeatures, SequenceSource, build_sequences
 from torchrec_recsys.distributed.env import DistContext
 from torchrec_recsys.distributed.sharding import shard_model
 from torchrec_recsys.errors import DataError, warn_user
-from torchrec_recsys.metrics.baselines import baseline_aucs, popularity_retrieval
+from torchrec_recsys.metrics.baselines import (
+    baseline_aucs,
+    popularity_ranked_list,
+    popularity_retrieval,
+)
 from torchrec_recsys.models.compile import compile_dense
 from torchrec_recsys.models.dlrm import build_dlrm
-from torchrec_recsys.models.tasks import RankingTask, RetrievalTask
+from torchrec_recsys.models.generative import GenerativeRetriever
+from torchrec_recsys.models.sasrec import SASRec
+from torchrec_recsys.models.tasks import GenerativeTask, NextItemTask, RankingTask, RetrievalTask
 from torchrec_recsys.models.two_tower import TwoTower, item_log_q
 from torchrec_recsys.semantic_ids.features import (
     cached_sid_table,
     sid_item_features,
 )
 from torchrec_recsys.semantic_ids.store import SIDTable, load_sid_table
-from torchrec_recsys.training.evaluation import RankingEvaluator, RetrievalEvaluator
+from torchrec_recsys.semantic_ids.tokenizer import (
+    SIDTokenizer,
+    build_tokenizer,
+    random_tokenizer,
+    user_tokens,
+)
+from torchrec_recsys.training.evaluation import (
+    RankingEvaluator,
+    RetrievalEvaluator,
+    SequenceEvaluator,
+)
 from torchrec_recsys.training.trainer import Evaluator
 
 
@@ -83,11 +103,108 @@ def build_sid_features(cfg: ExperimentConfig, raw: RawData) -> dict[str, tuple[n
     )
 
 
+@dataclass
+class SequenceInputs:
+    """What the sequence models read besides the RecDataset: sequence examples + tokens."""
+
+    source: SequenceSource
+    tokenizer: SIDTokenizer | None = None
+    """The generative model's item -> SID-token spelling (None for SASRec)."""
+    tables: list[str] = field(default_factory=list)
+    """EmbeddingCollection table names (for the sharding constraints)."""
+
+
+def build_sequence_tokenizer(cfg: ExperimentConfig, data: RecDataset) -> SIDTokenizer:
+    """The configured SID table (``semantic_ids.table_path`` or learned, cached) as tokens of
+    the catalogue, optionally replaced by random codes of the same shape (control)."""
+    table = build_sid_table(cfg, build_raw_data(cfg))
+    tokenizer = build_tokenizer(table, data.items.item_ids, levels=cfg.semantic_ids.levels)
+    if cfg.semantic_ids.random_codes:
+        tokenizer = random_tokenizer(tokenizer, seed=cfg.train.seed)
+    return tokenizer
+
+
+def build_sequence_inputs(cfg: ExperimentConfig, data: RecDataset) -> SequenceInputs | None:
+    """Sequence examples and token features for ``sasrec`` / ``generative`` (else None)."""
+    if cfg.model.name not in SEQUENCE_MODELS:
+        return None
+    splits = build_sequences(data, cfg.data.history_length)
+    dim = cfg.features.embedding_dim
+    tokenizer = None
+    if cfg.model.name == "sasrec":
+        item_ids = data.vocabs["item_id"]
+        item_tokens = torch.from_numpy(item_ids.encode(data.items.item_ids))[:, None]  # [I, 1]
+        item = SparseFeature("history_items", "t_item_id", item_ids.size, dim, "none", USER)
+        features = SequenceFeatures(item, item_tokens)
+    else:
+        tokenizer = build_sequence_tokenizer(cfg, data)
+        item = SparseFeature("history_sid", "t_sid_token", tokenizer.vocab_size, dim, "none", USER)
+        features = SequenceFeatures(item, tokenizer.item_tokens())  # [I, L']
+        if cfg.sequence.user_token:
+            buckets = cfg.sequence.user_buckets
+            features.user_feature = SparseFeature(
+                "user_token", "t_user_token", buckets + 1, dim, "none", USER
+            )
+            features.user_tokens = user_tokens(data.user_ids, buckets)  # [U]
+    tables = list(dict.fromkeys(f.table for f in features.features()))
+    return SequenceInputs(SequenceSource(splits, features), tokenizer, tables)
+
+
+def build_sequence_model(
+    cfg: ExperimentConfig,
+    data: RecDataset,
+    sequences: SequenceInputs,
+    dense_device: str = "cpu",
+    sparse_device: str = "meta",
+) -> SASRec | GenerativeRetriever:
+    q = cfg.sequence
+    features = sequences.source.features
+    if cfg.model.name == "sasrec":
+        return SASRec(
+            features.item_feature,
+            len(data.items),
+            q.max_history,
+            q.layers,
+            q.heads,
+            q.ff_dim,
+            q.dropout,
+            sparse_device,
+            dense_device,
+        )
+    assert sequences.tokenizer is not None
+    return GenerativeRetriever(
+        features.item_feature,
+        features.user_feature,
+        features.item_tokens,
+        sequences.tokenizer.sizes,
+        q.max_history,
+        q.layers,
+        q.heads,
+        q.ff_dim,
+        q.dropout,
+        q.beam_width,
+        sparse_device,
+        dense_device,
+    )
+
+
 def build_task(
-    cfg: ExperimentConfig, data: RecDataset, dense_device: str = "cpu", sparse_device: str = "meta"
+    cfg: ExperimentConfig,
+    data: RecDataset,
+    dense_device: str = "cpu",
+    sparse_device: str = "meta",
+    sequences: SequenceInputs | None = None,
 ) -> nn.Module:
     """The task module (model + loss) with embedding tables on ``meta``, ready for DMP."""
     task: nn.Module
+    if cfg.model.name in SEQUENCE_MODELS:
+        if sequences is None:
+            sequences = build_sequence_inputs(cfg, data)
+        assert sequences is not None
+        model = build_sequence_model(cfg, data, sequences, dense_device, sparse_device)
+        if isinstance(model, SASRec):
+            return NextItemTask(model)
+        return GenerativeTask(model)
     if cfg.model.name == "two_tower":
         model = TwoTower(data.spec, cfg.model.tower_layers, sparse_device, dense_device)
         log_q = item_log_q(data.items.train_counts).to(dense_device)
@@ -107,7 +224,21 @@ def build_task(
     return task
 
 
-def build_evaluator(cfg: ExperimentConfig, data: RecDataset, ctx: DistContext) -> Evaluator:
+def build_evaluator(
+    cfg: ExperimentConfig,
+    data: RecDataset,
+    ctx: DistContext,
+    sequences: SequenceInputs | None = None,
+) -> Evaluator:
+    if sequences is not None:
+        return SequenceEvaluator(
+            sequences.source,
+            data,
+            ctx,
+            cfg.train.eval_batch_size,
+            depth=cfg.sequence.beam_width if cfg.model.name == "generative" else None,
+            exclude_train_items=cfg.model.exclude_train_items,
+        )
     if cfg.model.name == "two_tower":
         return RetrievalEvaluator(
             data, ctx, cfg.train.eval_batch_size, exclude_train_items=cfg.model.exclude_train_items
@@ -117,6 +248,12 @@ def build_evaluator(cfg: ExperimentConfig, data: RecDataset, ctx: DistContext) -
 
 def baselines(cfg: ExperimentConfig, data: RecDataset) -> dict[str, dict[str, float] | float]:
     """Non-learned baselines on the test split, in the model's own metrics."""
+    if cfg.model.name in SEQUENCE_MODELS:
+        return {
+            "popularity": popularity_ranked_list(
+                data, "test", exclude_train_items=cfg.model.exclude_train_items
+            )
+        }
     if cfg.model.name == "two_tower":
         return {
             "popularity": popularity_retrieval(
@@ -127,12 +264,15 @@ def baselines(cfg: ExperimentConfig, data: RecDataset) -> dict[str, dict[str, fl
 
 
 def build_sharded(
-    cfg: ExperimentConfig, data: RecDataset, ctx: DistContext
+    cfg: ExperimentConfig,
+    data: RecDataset,
+    ctx: DistContext,
+    sequences: SequenceInputs | None = None,
 ) -> tuple[DistributedModelParallel, CombinedOptimizer]:
     """The one build-plan-shard sequence: task on ``meta`` -> planner -> DMP + optimizers."""
     return shard_model(
-        build_task(cfg, data, dense_device=str(ctx.device)),
-        data.spec.table_names(),
+        build_task(cfg, data, dense_device=str(ctx.device), sequences=sequences),
+        sequences.tables if sequences is not None else data.spec.table_names(),
         cfg.sharding,
         cfg.optimizer,
         ctx,

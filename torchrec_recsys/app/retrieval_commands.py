@@ -8,9 +8,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 import torch.distributed as dist
 
-from torchrec_recsys.app.trained import load_trained, read_run_config
+from torchrec_recsys.app.trained import TrainedModel, load_trained, read_run_config
+from torchrec_recsys.data.batch import build_sequence_kjt
+from torchrec_recsys.data.jagged import JaggedColumn
 from torchrec_recsys.distributed.env import init_distributed, shutdown_distributed
 from torchrec_recsys.errors import UserError, warn_user
 from torchrec_recsys.files import atomic_write_text
@@ -37,11 +40,17 @@ def _require(run_dir: str, model: str, flag: str) -> None:
         raise UserError(f"{flag} {run_dir!r} trained a {name!r} model; expected {model!r}")
 
 
-def two_stage_parser(prog: str, description: str) -> argparse.ArgumentParser:
+def two_stage_parser(
+    prog: str, description: str, ranker_required: bool = True
+) -> argparse.ArgumentParser:
     """A parser with the --retriever and --ranker run directories both commands take."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--retriever", required=True, help="two-tower run directory")
-    parser.add_argument("--ranker", required=True, help="DLRM run directory")
+    parser.add_argument(
+        "--retriever", required=True, help="two-tower (or, alone, generative) run directory"
+    )
+    parser.add_argument(
+        "--ranker", required=ranker_required, help="DLRM run directory (not with a generative)"
+    )
     return parser
 
 
@@ -156,7 +165,9 @@ def export_main(argv: list[str]) -> None:
 def recommend_main(argv: list[str]) -> None:
     parser = two_stage_parser(
         "torchrec_recsys recommend",
-        "Retrieve candidates with the two-tower + FAISS index, re-rank with the DLRM.",
+        "Retrieve candidates with the two-tower + FAISS index, re-rank with the DLRM; or, "
+        "with a generative --retriever alone, generate items by constrained beam search.",
+        ranker_required=False,
     )
     parser.add_argument("--index", help="index folder (default: <retriever>/index_flat)")
     parser.add_argument(
@@ -169,7 +180,13 @@ def recommend_main(argv: list[str]) -> None:
     parser.add_argument(
         "--candidates", type=int, default=100, help="items retrieved before re-ranking"
     )
+    parser.add_argument("--beam", type=int, help="generative: beam width (default: the run's)")
     args = parser.parse_args(argv)
+    if read_run_config(Path(args.retriever)).model.name == "generative":
+        _recommend_generative(args)
+        return
+    if not args.ranker:
+        raise UserError("--ranker is required with a two-tower --retriever")
     _check_two_stage(args)
     ctx = init_distributed()
     try:
@@ -194,6 +211,76 @@ def recommend_main(argv: list[str]) -> None:
         print(format_recommendations(result))
     finally:
         shutdown_distributed()
+
+
+def _recommend_generative(args: argparse.Namespace) -> None:
+    """Print the items a generative run decodes for a user, with titles and beam scores."""
+    if args.ranker:
+        raise UserError("--ranker is not used with a generative --retriever; leave it out")
+    ctx = init_distributed()
+    try:
+        trained = load_trained(args.retriever, ctx)
+        if not ctx.is_main:
+            return
+        beam = args.beam or trained.cfg.sequence.beam_width
+        if beam < args.k:
+            raise UserError(f"--beam {beam} is smaller than -k {args.k}: the beam cannot fill it")
+        history = [h for h in args.history.split(",") if h]
+        result = generate_for_user(trained, args.user, history, args.k, beam)
+        print(result)
+    finally:
+        shutdown_distributed()
+
+
+def generate_for_user(
+    trained: TrainedModel, user: str, history_ids: list[str], k: int, beam: int
+) -> str:
+    """The ``k`` best generated items for ``user`` (history: ``history_ids`` or, if empty, the
+    user's last ``data.history_length`` items), the user's training items excluded."""
+    data, sequences = trained.data, trained.sequences
+    assert sequences is not None and trained.task is not None
+    item_row = {iid: r for r, iid in enumerate(data.items.item_ids)}
+    unknown = [h for h in history_ids if h not in item_row]
+    if unknown:
+        raise UserError(f"--history item {unknown[0]!r} is not in the catalogue")
+    user_row = {u: r for r, u in enumerate(data.user_ids)}.get(user)
+    exclude = torch.zeros(1, len(data.items), dtype=torch.bool)
+    if history_ids:
+        rows = [item_row[h] for h in history_ids]
+    elif user_row is None:
+        raise UserError(f"--user {user!r} is unknown: give its --history")
+    else:
+        test = sequences.source.splits["test"]
+        at = torch.nonzero(test.user_rows == user_row).flatten()
+        rows = test.history.select(at).values.tolist() + test.targets[at].tolist()
+    rows = rows[-trained.cfg.data.history_length :]
+    if user_row is not None:
+        exclude[0, data.users.train_items.select(torch.tensor([user_row])).values] = True
+    features = sequences.source.features
+    users = torch.tensor([user_row if user_row is not None else 0])
+    kjt = build_sequence_kjt(
+        JaggedColumn.from_lists([rows]),
+        users,
+        torch.zeros(1, dtype=torch.int64),
+        features.item_feature,
+        features.item_tokens,
+        features.user_feature,
+        features.user_tokens,
+    )
+    items, scores, tokens = trained.task.model.generate(kjt, exclude, beam)
+    lines = [f"user {user}: {len(rows)} history items, beam {beam}, top {k} generated"]
+    for rank in range(k):
+        item = int(items[0, rank])
+        if item < 0:
+            break
+        sid = "-".join(str(int(t)) for t in tokens[0, rank])
+        title = data.items.texts[item]
+        score = float(scores[0, rank])
+        lines.append(
+            f"{rank + 1:3d}. {data.items.item_ids[item]:>6} {title[:50]:<50} "
+            f"log p = {score:8.3f}  tokens {sid}"
+        )
+    return "\n".join(lines)
 
 
 def evaluate_pipeline_main(argv: list[str]) -> None:

@@ -236,11 +236,12 @@ def run(
             warnings.simplefilter("always", DataWarning)
             data = builders.build_data(cfg)
             builders.check_data(cfg, data, ctx.world_size)
+            sequences = builders.build_sequence_inputs(cfg, data)
     finally:  # said even when the data is then refused
         data_warnings = _report_warnings(caught, ctx.is_main)
     if checkpoint is not None:
         check_resume_config(run_dir, config_to_dict(cfg))
-    model, optimizer = builders.build_sharded(cfg, data, ctx)
+    model, optimizer = builders.build_sharded(cfg, data, ctx, sequences)
     state = TrainerState()
     if checkpoint is not None:
         state = load_checkpoint(checkpoint, model, optimizer, restore_rng=True)
@@ -260,7 +261,7 @@ def run(
             f"process(es), now {ctx.world_size})",
             flush=True,
         )
-    evaluator = builders.build_evaluator(cfg, data, ctx)
+    evaluator = builders.build_evaluator(cfg, data, ctx, sequences)
     trainer = Trainer(
         model,
         optimizer,
@@ -270,6 +271,7 @@ def run(
         cfg.train,
         evaluator,
         on_step=fault_injection_hook(run_dir, ctx.rank),
+        source=sequences.source if sequences is not None else None,
     )
     history = trainer.fit(state)
     test = evaluator(model, "test")

@@ -34,6 +34,8 @@ class TrainedModel:
     task: nn.Module | None  # None on ranks other than 0
     checkpoint: Path
     state: TrainerState
+    sequences: builders.SequenceInputs | None = None
+    """Sequence examples and token spelling of a ``sasrec`` / ``generative`` run."""
 
 
 def read_run_config(run_dir: Path) -> ExperimentConfig:
@@ -77,13 +79,18 @@ def load_trained(
     checkpoint = latest_checkpoint(run_dir)
     if checkpoint is None:
         raise UserError(f"run directory {str(run_dir)!r} has no complete checkpoint")
-    sharded, optimizer = builders.build_sharded(cfg, data, ctx)
+    sequences = builders.build_sequence_inputs(cfg, data)
+    sharded, optimizer = builders.build_sharded(cfg, data, ctx, sequences)
     state = load_checkpoint(checkpoint, sharded, optimizer)
     full = gather_full_state(sharded)
     task = None
     if ctx.is_main:
-        task = builders.build_task(cfg, data, dense_device="cpu", sparse_device="cpu")
+        task = builders.build_task(
+            cfg, data, dense_device="cpu", sparse_device="cpu", sequences=sequences
+        )
         prefix = "_dmp_wrapped_module."
         task.load_state_dict({k.removeprefix(prefix): v for k, v in full.items()})
         task.eval()
-    return TrainedModel(cfg=cfg, data=data, task=task, checkpoint=checkpoint, state=state)
+    return TrainedModel(
+        cfg=cfg, data=data, task=task, checkpoint=checkpoint, state=state, sequences=sequences
+    )

@@ -125,3 +125,80 @@ def build_kjt(
         values=torch.cat(values),  # [sum of all lengths]
         lengths=torch.cat(lengths).to(torch.int32),  # [len(keys) * B], key-major
     )
+
+
+@dataclass
+class SequenceBatch(Pipelineable):
+    """One step's input for the sequence models (SASRec, generative retriever).
+
+    ``sparse_features`` holds the history as a jagged sequence of tokens per example (one
+    token per item for SASRec, the item's semantic-ID tuple for the generative model) and,
+    optionally, a one-token user key; an ``EmbeddingCollection`` embeds it unpooled.
+    """
+
+    sparse_features: KeyedJaggedTensor  # keys = the sequence features' names
+    targets: torch.Tensor  # [B] int64 catalogue row of the next item
+    weights: torch.Tensor  # [B] float32, 0 for padding rows
+    user_rows: torch.Tensor  # [B] int64, index into RecDataset.user_ids
+
+    def to(self, device: torch.device, non_blocking: bool = False) -> SequenceBatch:
+        return SequenceBatch(
+            sparse_features=self.sparse_features.to(device=device, non_blocking=non_blocking),
+            targets=self.targets.to(device=device, non_blocking=non_blocking),
+            weights=self.weights.to(device=device, non_blocking=non_blocking),
+            user_rows=self.user_rows.to(device=device, non_blocking=non_blocking),
+        )
+
+    def record_stream(self, stream: torch.Stream) -> None:
+        for t in (self.targets, self.weights, self.user_rows):
+            t.record_stream(stream)
+        self.sparse_features.record_stream(stream)
+
+    def pin_memory(self) -> SequenceBatch:
+        return SequenceBatch(
+            sparse_features=self.sparse_features.pin_memory(),
+            targets=self.targets.pin_memory(),
+            weights=self.weights.pin_memory(),
+            user_rows=self.user_rows.pin_memory(),
+        )
+
+
+def build_sequence_kjt(
+    history: JaggedColumn,
+    user_rows: torch.Tensor,
+    rows: torch.Tensor,
+    item_feature: SparseFeature,
+    item_tokens: torch.Tensor,
+    user_feature: SparseFeature | None = None,
+    user_tokens: torch.Tensor | None = None,
+) -> KeyedJaggedTensor:
+    """KJT of a batch of item sequences, each item spelled as ``T`` tokens.
+
+    History rows ``rows`` [B] of ``history`` (catalogue rows per example), items mapped through
+    ``item_tokens`` [I, T] and flattened in order; with ``user_feature``, one more key holding
+    ``user_tokens[user_rows[rows]]``. For 2 examples with histories [a, b] and [c], T = 2
+    (item a = tokens a1 a2) and a user key::
+
+        history_tokens  [a1, a2, b1, b2]   [c1, c2]
+        user_token      [u0]               [u1]
+
+        lengths = [4, 2,   1, 1]                  # key-major: len(keys) x B
+        values  = [a1, a2, b1, b2, c1, c2, u0, u1]
+    """
+    item_lengths, items = history.gather(rows)  # [B], [nnz] catalogue rows
+    tokens_per_item = item_tokens.shape[1]
+    values = [item_tokens[items].reshape(-1)]  # [nnz * T]
+    lengths = [item_lengths * tokens_per_item]  # [B]
+    check_ids(item_feature, values[0])
+    keys = [item_feature.name]
+    if user_feature is not None and user_tokens is not None:
+        user_values = user_tokens[user_rows[rows]]  # [B]
+        check_ids(user_feature, user_values)
+        keys.append(user_feature.name)
+        values.append(user_values)
+        lengths.append(torch.ones_like(item_lengths))
+    return KeyedJaggedTensor.from_lengths_sync(
+        keys=keys,
+        values=torch.cat(values),
+        lengths=torch.cat(lengths).to(torch.int32),  # [len(keys) * B], key-major
+    )

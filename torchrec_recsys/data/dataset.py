@@ -252,7 +252,7 @@ def check_separator(values: pd.Series, separator: str, what: str) -> None:
             return
 
 
-def _history_column(item_idx: np.ndarray, user_codes: np.ndarray, length: int) -> JaggedColumn:
+def history_column(item_idx: np.ndarray, user_codes: np.ndarray, length: int) -> JaggedColumn:
     """For each row of a user/time-ordered frame: the user's previous ``length`` items.
 
     Row r of user u at position p gets items of rows [max(first_row(u), r - length), r).
@@ -366,7 +366,7 @@ def build_dataset(
     # History as catalogue rows, then mapped to each history feature's tokens.
     # feature -> token per catalogue row [I]
     history_tokens = _history_token_maps(item_id_idx, features, tokens)
-    history_rows = _history_column(item_rows.numpy(), user_rows.numpy(), data.history_length)
+    history_rows = history_column(item_rows.numpy(), user_rows.numpy(), data.history_length)
     example_columns = {k: c.select(user_rows) for k, c in user_columns.items()}
     for name, token_map in history_tokens.items():
         example_columns[name] = _map_values(history_rows, token_map)

@@ -66,6 +66,51 @@ def num_eval_steps(num_examples: int, batch_size: int, shard: ShardInfo) -> int:
     return (num_examples + global_batch - 1) // global_batch
 
 
+def train_rows(
+    num_examples: int,
+    batch_size: int,
+    shard: ShardInfo,
+    seed: int,
+    epoch: int,
+    start_sample: int = 0,
+) -> Iterator[torch.Tensor]:
+    """This rank's example rows (int64 [batch_size]) of each training step, shuffled.
+
+    Global step ``k`` covers positions ``[start_sample + k * G, start_sample + (k + 1) * G)``
+    of the epoch's order (``G = batch_size x world_size``); this rank takes its ``batch_size``
+    slice. ``start_sample`` is where a resumed epoch stopped (``TrainerState.samples_in_epoch``),
+    so a mid-epoch resume continues exactly at the next unseen example. The one shuffling
+    mechanism for every example kind (tables and sequences).
+
+    Raises:
+        DataError: ``start_sample`` lies outside ``[0, num_examples]``.
+    """
+    if not 0 <= start_sample <= num_examples:
+        raise DataError(
+            f"training position {start_sample} is outside the training split of "
+            f"{num_examples} examples"
+        )
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(num_examples, generator=generator)  # same on every rank
+    global_batch = batch_size * shard.world_size
+    for step in range(num_train_steps(num_examples, batch_size, shard, start_sample)):
+        begin = start_sample + step * global_batch + shard.rank * batch_size
+        yield order[begin : begin + batch_size]
+
+
+def eval_rows(
+    num_examples: int, batch_size: int, shard: ShardInfo
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(rows [B], weights [B]) of each evaluation step: every example once, in order, the last
+    global batch padded with weight-0 copies of row 0."""
+    global_batch = batch_size * shard.world_size
+    for step in range(num_eval_steps(num_examples, batch_size, shard)):
+        begin = step * global_batch + shard.rank * batch_size
+        rows = torch.arange(begin, begin + batch_size)  # [B]
+        real = rows < num_examples
+        yield torch.where(real, rows, 0), real.float()
+
+
 def train_batches(
     table: ExampleTable,
     spec: FeatureSpec,
@@ -75,38 +120,31 @@ def train_batches(
     epoch: int,
     start_sample: int = 0,
 ) -> Iterator[Batch]:
-    """Shuffled training batches for this rank, from sample ``start_sample`` of the epoch.
-
-    Global step ``k`` covers positions ``[start_sample + k * G, start_sample + (k + 1) * G)``
-    of the epoch's order (``G = batch_size x world_size``); this rank takes its ``batch_size``
-    slice. ``start_sample`` is where a resumed epoch stopped (``TrainerState.samples_in_epoch``),
-    so a mid-epoch resume continues exactly at the next unseen example.
-
-    Raises:
-        DataError: ``start_sample`` lies outside ``[0, len(table)]``.
-    """
-    if not 0 <= start_sample <= len(table):
-        raise DataError(
-            f"training position {start_sample} is outside the training split of "
-            f"{len(table)} examples"
-        )
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    order = torch.randperm(len(table), generator=generator)  # same on every rank
-    global_batch = batch_size * shard.world_size
+    """Shuffled training batches of ``table`` for this rank (order: :func:`train_rows`)."""
     ones = torch.ones(batch_size)
-    for step in range(num_train_steps(len(table), batch_size, shard, start_sample)):
-        begin = start_sample + step * global_batch + shard.rank * batch_size
-        yield make_batch(table, spec, order[begin : begin + batch_size], ones)
+    for rows in train_rows(len(table), batch_size, shard, seed, epoch, start_sample):
+        yield make_batch(table, spec, rows, ones)
+
+
+class TableSource:
+    """The training examples of an :class:`ExampleTable` as the trainer's batch source."""
+
+    def __init__(self, table: ExampleTable, spec: FeatureSpec) -> None:
+        self.table = table
+        self.spec = spec
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def train_batches(
+        self, batch_size: int, shard: ShardInfo, seed: int, epoch: int, start_sample: int = 0
+    ) -> Iterator[Batch]:
+        return train_batches(self.table, self.spec, batch_size, shard, seed, epoch, start_sample)
 
 
 def eval_batches(
     table: ExampleTable, spec: FeatureSpec, batch_size: int, shard: ShardInfo
 ) -> Iterator[Batch]:
     """Every example once, in order, padded with weight-0 copies of row 0 to full batches."""
-    n = len(table)
-    global_batch = batch_size * shard.world_size
-    for step in range(num_eval_steps(n, batch_size, shard)):
-        begin = step * global_batch + shard.rank * batch_size
-        rows = torch.arange(begin, begin + batch_size)  # [B]
-        real = rows < n
-        yield make_batch(table, spec, torch.where(real, rows, 0), real.float())
+    for rows, weights in eval_rows(len(table), batch_size, shard):
+        yield make_batch(table, spec, rows, weights)

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 import torch
 import torch.distributed as dist
 from torch import nn
+from torchrec.distributed.embedding import EmbeddingCollectionSharder
 from torchrec.distributed.embedding_types import EmbeddingComputeKernel
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 from torchrec.distributed.model_parallel import DistributedModelParallel
@@ -29,7 +30,7 @@ from torchrec.distributed.planner.types import (
     TrainerConfig,
 )
 from torchrec.distributed.types import ModuleSharder, ShardingPlan, ShardingType
-from torchrec.modules.embedding_modules import EmbeddingBagCollection
+from torchrec.modules.embedding_modules import EmbeddingBagCollection, EmbeddingCollection
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 from torchrec.optim.optimizers import in_backward_optimizer_filter
@@ -49,23 +50,32 @@ OPTIMIZER_CLASSES: dict[str, type[torch.optim.Optimizer]] = {
 ``config.SPARSE_OPTIMIZERS`` / ``config.DENSE_OPTIMIZERS``, checked by ``validate_config``."""
 
 
-class AnyDeviceEBCSharder(EmbeddingBagCollectionSharder):
-    """The stock EBC sharder, but offering row-wise family shardings on CPU too.
+class AnyDeviceShardingTypes:
+    """Mixin for a stock TorchRec sharder: offer every sharding type on CPU too.
 
-    The stock sharder withholds row_wise/table_row_wise/grid_shard on CPU because gloo once
+    The stock sharders withhold row_wise/table_row_wise/grid_shard on CPU because gloo once
     lacked reduce-scatter (TorchRec issue #1252); with current gloo they run and match the
-    unsharded model (see tests/distributed/test_sharded_models.py).
+    unsharded model (see tests/distributed/test_sharded_models.py and
+    tests/distributed/test_sharded_ec.py).
     """
 
     def sharding_types(self, compute_device_type: str) -> list[str]:
         if compute_device_type == "cpu":
             return [t.value for t in ShardingType]
-        return super().sharding_types(compute_device_type)
+        return super().sharding_types(compute_device_type)  # type: ignore[misc]
+
+
+class AnyDeviceEBCSharder(AnyDeviceShardingTypes, EmbeddingBagCollectionSharder):
+    """EmbeddingBagCollection (pooled) sharder, all sharding types on CPU."""
+
+
+class AnyDeviceECSharder(AnyDeviceShardingTypes, EmbeddingCollectionSharder):
+    """EmbeddingCollection (unpooled, sequence) sharder, all sharding types on CPU."""
 
 
 def sharders() -> list[ModuleSharder[nn.Module]]:
-    """The sharders every plan and DistributedModelParallel wrap use: one for EBCs."""
-    return [AnyDeviceEBCSharder()]
+    """The sharders every plan and DistributedModelParallel wrap use: EBCs and ECs."""
+    return [AnyDeviceEBCSharder(), AnyDeviceECSharder()]
 
 
 def sharding_constraints(
@@ -182,7 +192,7 @@ def fuse_sparse_optimizer(model: nn.Module, name: str, lr: float) -> None:
     params = [
         p
         for module in model.modules()
-        if isinstance(module, EmbeddingBagCollection)
+        if isinstance(module, EmbeddingBagCollection | EmbeddingCollection)
         for p in module.parameters()
     ]
     kwargs = {"lr": lr}
@@ -201,7 +211,7 @@ def shard_model(
 ) -> tuple[DistributedModelParallel, CombinedOptimizer]:
     """Plan, wrap in DMP and build the combined (fused sparse + dense) optimizer.
 
-    ``model`` must hold its EmbeddingBagCollections on ``meta``.
+    ``model`` must hold its EmbeddingBagCollections / EmbeddingCollections on ``meta``.
     """
     fuse_sparse_optimizer(model, optim.sparse, optim.sparse_lr)
     plan = plan_sharding(model, tables, sharding, ctx, batch_size)

@@ -11,7 +11,12 @@ import torch
 
 from torchrec_recsys.data.dataset import RecDataset
 from torchrec_recsys.metrics.ranking import auc
-from torchrec_recsys.metrics.retrieval import recall_ndcg, target_ranks
+from torchrec_recsys.metrics.retrieval import (
+    exclusion_mask,
+    ranked_list_metrics,
+    recall_ndcg,
+    target_ranks,
+)
 
 
 def baseline_aucs(data: RecDataset, split: str = "test") -> dict[str, float]:
@@ -40,3 +45,21 @@ def popularity_retrieval(
     exclude = data.users.train_items if exclude_train_items else None
     ranks = target_ranks(queries, counts[:, None], target.item_rows, exclude, target.user_rows)
     return recall_ndcg(ranks, ks)
+
+
+def popularity_ranked_list(
+    data: RecDataset, split: str = "test", exclude_train_items: bool = True
+) -> dict[str, float]:
+    """:func:`ranked_list_metrics` (Recall, NDCG, MRR, coverage, cold recall) of recommending
+    the most-interacted training items, the user's own training items excluded."""
+    target = data.splits[split]
+    num_items = len(data.items)
+    exclude = data.users.train_items if exclude_train_items else None
+    mask = exclusion_mask(exclude, target.user_rows, target.item_rows, num_items)  # [Q, I]
+    scores = data.items.train_counts.double()[None, :].expand(len(target), -1)  # [Q, I]
+    top = scores.masked_fill(mask, float("-inf")).topk(10, dim=1).indices  # [Q, 10]
+    queries = torch.ones(len(target), 1, dtype=torch.double)
+    counts = data.items.train_counts.double()[:, None]  # [I, 1]
+    ranks = target_ranks(queries, counts, target.item_rows, exclude, target.user_rows)
+    cold = data.items.cold[target.item_rows]
+    return ranked_list_metrics(ranks, top, num_items, num_items, cold)

@@ -106,3 +106,66 @@ def recall_ndcg(ranks: torch.Tensor, ks: tuple[int, ...] = (10, 50, 100)) -> dic
         out[f"recall@{k}"] = float(hit.float().mean())
         out[f"ndcg@{k}"] = float((hit / torch.log2(ranks.double() + 2)).mean())
     return out
+
+
+def list_ranks(lists: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """0-based position of each target in its ranked list [Q, W]; ``W`` when absent. [Q]"""
+    hit = lists == targets[:, None]  # [Q, W]
+    width = lists.shape[1]
+    first = torch.where(hit, torch.arange(width, device=lists.device)[None, :], width)
+    return first.min(dim=1).values
+
+
+def ranked_list_metrics(
+    ranks: torch.Tensor,
+    top: torch.Tensor,
+    depth: int,
+    num_items: int,
+    cold: torch.Tensor,
+    recall_ks: tuple[int, ...] = (5, 10, 20, 100),
+    ndcg_ks: tuple[int, ...] = (5, 10, 20),
+    coverage_k: int = 10,
+) -> dict[str, float]:
+    """Recall@K, NDCG@K, MRR, top-K catalogue coverage and cold-target Recall@K.
+
+    Args:
+        ranks: [Q] 0-based target rank; ``>= depth`` means not in the list.
+        top: [Q, >= coverage_k] each query's best items (-1 = empty slot).
+        depth: how far the ranked lists reach (the beam width of a generative model, the
+            catalogue size of a full ranking); Recall@K with K > depth is left out, and MRR
+            counts 0 for targets beyond it.
+        num_items: catalogue size (coverage denominator).
+        cold: [Q] bool, target item held out of training (``cold_item_fraction``).
+    """
+    found = ranks < depth
+    out = {}
+    for k in recall_ks:
+        if k <= depth:
+            out[f"recall@{k}"] = float((found & (ranks < k)).float().mean())
+    for k in ndcg_ks:
+        if k <= depth:
+            hit = found & (ranks < k)
+            out[f"ndcg@{k}"] = float((hit / torch.log2(ranks.double() + 2)).mean())
+    out["mrr"] = float((found / (ranks.double() + 1)).mean())
+    listed = top[:, :coverage_k]
+    out[f"coverage@{coverage_k}"] = len(torch.unique(listed[listed >= 0])) / num_items
+    out["cold_targets"] = float(cold.sum())
+    if bool(cold.any()):
+        out[f"cold_recall@{coverage_k}"] = float((ranks[cold] < coverage_k).float().mean())
+    else:
+        out[f"cold_recall@{coverage_k}"] = 0.0
+    return out
+
+
+def exclusion_mask(
+    exclude: JaggedColumn | None, user_rows: torch.Tensor, targets: torch.Tensor, num_items: int
+) -> torch.Tensor:
+    """[Q, I] bool: items each query may not be recommended (its user's rows of ``exclude``,
+    e.g. training items), never its own target, the same rule as :func:`target_ranks`."""
+    mask = torch.zeros(len(user_rows), num_items, dtype=torch.bool)
+    if exclude is not None:
+        lengths, values = exclude.gather(user_rows.cpu())
+        query_index = torch.repeat_interleave(torch.arange(len(user_rows)), lengths)
+        mask[query_index, values] = True
+    mask[torch.arange(len(user_rows)), targets.cpu()] = False
+    return mask.to(user_rows.device)

@@ -1,7 +1,8 @@
 """Loss wrappers around the models, in TorchRec's ``*Train`` convention.
 
 Every task's ``forward(batch)`` returns ``(loss, (loss.detach(), scores, labels, weights))``
-(:data:`TaskOutput`), so one training loop drives the ranker and the retriever alike.
+(:data:`TaskOutput`), so one training loop drives the ranker, the retrievers and the sequence
+models alike.
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from torchrec_recsys.data.batch import Batch
+from torchrec_recsys.data.batch import Batch, SequenceBatch
+from torchrec_recsys.models.generative import GenerativeRetriever
+from torchrec_recsys.models.sasrec import SASRec
 from torchrec_recsys.models.two_tower import TwoTower
 
 # (loss, (detached loss, logits [B], labels [B], weights [B]))
@@ -65,3 +68,44 @@ class RetrievalTask(nn.Module):
         loss = (per_row * batch.weights).sum() / batch.weights.sum().clamp(min=1.0)
         positive_score = logits.diagonal().detach()  # [B]
         return loss, (loss.detach(), positive_score, batch.labels.detach(), batch.weights)
+
+
+def _weighted_mean(per_example: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    return (per_example * weights).sum() / weights.sum().clamp(min=1.0)
+
+
+class NextItemTask(nn.Module):
+    """Full-softmax cross-entropy of the next item over every catalogue item (SASRec)."""
+
+    def __init__(self, model: SASRec) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: SequenceBatch) -> TaskOutput:
+        scores = self.model(batch.sparse_features)  # [B, I]
+        per_example = nn.functional.cross_entropy(scores, batch.targets, reduction="none")  # [B]
+        loss = _weighted_mean(per_example, batch.weights)
+        target_score = scores.gather(1, batch.targets[:, None])[:, 0].detach()  # [B]
+        return loss, (loss.detach(), target_score, torch.ones_like(batch.weights), batch.weights)
+
+
+class GenerativeTask(nn.Module):
+    """Cross-entropy of the next item's SID tokens, teacher-forced (TIGER's objective).
+
+    The per-example loss is the mean over the L' tokens; the reported score is the target
+    tuple's sequence log-probability.
+    """
+
+    def __init__(self, model: GenerativeRetriever) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: SequenceBatch) -> TaskOutput:
+        logits = self.model(batch.sparse_features, batch.targets)  # [B, L', V]
+        labels = self.model.item_tokens[batch.targets]  # [B, L']
+        token_loss = nn.functional.cross_entropy(
+            logits.flatten(0, 1), labels.flatten(), reduction="none"
+        ).view_as(labels)  # [B, L']
+        loss = _weighted_mean(token_loss.mean(dim=1), batch.weights)
+        log_prob = -token_loss.sum(dim=1).detach()  # [B]
+        return loss, (loss.detach(), log_prob, torch.ones_like(batch.weights), batch.weights)

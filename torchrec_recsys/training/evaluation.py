@@ -1,5 +1,6 @@
-"""Evaluation of a split, identical on every rank: ranking (loss, AUC, NE) and retrieval
-(Recall@K, NDCG@K over the whole catalogue)."""
+"""Evaluation of a split, identical on every rank: ranking (loss, AUC, NE), retrieval
+(Recall@K, NDCG@K over the whole catalogue) and sequence models' ranked lists (Recall, NDCG,
+MRR, coverage, cold-item recall, invalid generations)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,16 @@ from torch import nn
 from torchrec_recsys.data.dataset import ExampleTable, RecDataset
 from torchrec_recsys.data.features import FeatureSpec
 from torchrec_recsys.data.loader import ShardInfo, eval_batches
+from torchrec_recsys.data.sequences import SequenceSource
 from torchrec_recsys.distributed.env import DistContext
 from torchrec_recsys.metrics.ranking import RankingMetrics
-from torchrec_recsys.metrics.retrieval import recall_ndcg, target_ranks
+from torchrec_recsys.metrics.retrieval import (
+    exclusion_mask,
+    list_ranks,
+    ranked_list_metrics,
+    recall_ndcg,
+    target_ranks,
+)
 
 
 class RankingEvaluator:
@@ -75,7 +83,8 @@ def embed_table(
 
 
 class RetrievalEvaluator:
-    """Callable ``(model, split) -> {"recall@K", "ndcg@K"}`` for a two-tower task module.
+    """Callable ``(model, split) -> {"recall@K", "ndcg@K", "mrr", "coverage@10", ...}`` for a
+    two-tower task module (the list metrics of :class:`SequenceEvaluator`, for comparison).
 
     Queries are the split's examples (user features as of that interaction); the corpus is
     every catalogue item; each user's training items are excluded from the ranking.
@@ -118,4 +127,96 @@ class RetrievalEvaluator:
         table = self.data.splits[split]
         exclude = self.data.users.train_items if self.exclude_train_items else None
         ranks = target_ranks(queries, items, table.item_rows, exclude, table.user_rows)
-        return recall_ndcg(ranks, self.ks)
+        mask = exclusion_mask(exclude, table.user_rows, table.item_rows, len(items))  # [Q, I]
+        top = (queries @ items.T).masked_fill(mask, float("-inf")).topk(10, dim=1).indices
+        cold = self.data.items.cold[table.item_rows]
+        lists = ranked_list_metrics(ranks, top, len(items), len(items), cold, recall_ks=(5, 20))
+        return {**recall_ndcg(ranks, self.ks), **lists}
+
+
+def gather_in_order(
+    mine: torch.Tensor, steps: int, batch_size: int, ctx: DistContext
+) -> torch.Tensor:
+    """All ranks' per-step shards [steps * B, ...] back in global example order, on every rank.
+
+    Rank r held rows ``[r * B, (r + 1) * B)`` of every global batch (``data.loader.eval_rows``).
+    Collective. Returns [steps * B * world, ...] (the caller trims the padding).
+    """
+    gathered = [torch.empty_like(mine) for _ in range(ctx.world_size)]
+    dist.all_gather(gathered, mine.contiguous())
+    tail = mine.shape[1:]
+    ordered = torch.stack(gathered).view(ctx.world_size, steps, batch_size, *tail)
+    return ordered.transpose(0, 1).reshape(-1, *tail)
+
+
+class SequenceEvaluator:
+    """Callable ``(model, split) -> metrics`` for the sequence models (SASRec, generative).
+
+    Every rank ranks its shard of the split's examples with the model's ``rank_items`` (the
+    generative model: constrained beam search of width ``depth``; SASRec: every item), with
+    each user's training items excluded exactly as the two-tower evaluation does; then ranks
+    are gathered and scored with ``metrics.retrieval.ranked_list_metrics``. For a generative
+    model it also counts generated tuples that name no item (``invalid_rate``), checked
+    against the item table, not the trie.
+    """
+
+    def __init__(
+        self,
+        source: SequenceSource,
+        data: RecDataset,
+        ctx: DistContext,
+        batch_size: int,
+        depth: int | None = None,
+        exclude_train_items: bool = True,
+    ) -> None:
+        self.source = source
+        self.data = data
+        self.ctx = ctx
+        self.batch_size = batch_size
+        self.num_items = len(data.items)
+        self.depth = depth or self.num_items
+        self.exclude = data.users.train_items if exclude_train_items else None
+
+    @torch.no_grad()
+    def __call__(self, model: nn.Module, split: str) -> dict[str, float]:
+        ranker = unwrap(model).model
+        was_training = model.training
+        model.eval()
+        shard = ShardInfo(self.ctx.rank, self.ctx.world_size)
+        ranks, tops, invalid = [], [], []
+        for batch in self.source.eval_batches(split, self.batch_size, shard):
+            batch = batch.to(self.ctx.device)
+            mask = exclusion_mask(self.exclude, batch.user_rows, batch.targets, self.num_items)
+            if hasattr(ranker, "generate"):
+                items, scores, tokens = ranker.generate(batch.sparse_features, mask, self.depth)
+                invalid.append(_invalid_tuples(tokens, scores, ranker.item_tokens))
+            else:
+                items, scores = ranker.rank_items(batch.sparse_features, mask, self.depth)
+            ranks.append(list_ranks(items, batch.targets))  # [B]
+            tops.append(items[:, :10])  # [B, 10]
+        model.train(was_training)
+        n = len(self.source.splits[split])
+        steps = len(ranks)
+        all_ranks = gather_in_order(torch.cat(ranks), steps, self.batch_size, self.ctx)[:n]
+        all_tops = gather_in_order(torch.cat(tops), steps, self.batch_size, self.ctx)[:n]
+        targets = self.source.splits[split].targets
+        cold = self.data.items.cold[targets]
+        out = ranked_list_metrics(all_ranks.cpu(), all_tops.cpu(), self.depth, self.num_items, cold)
+        if invalid:
+            counts = torch.stack(invalid).sum(dim=0).double()  # [2] = invalid, generated
+            dist.all_reduce(counts)
+            out["invalid_rate"] = float(counts[0] / counts[1].clamp(min=1))
+        return out
+
+
+def _invalid_tuples(
+    tokens: torch.Tensor, scores: torch.Tensor, item_tokens: torch.Tensor
+) -> torch.Tensor:
+    """[invalid, generated] counts: finite-score beams whose token tuple is no item's."""
+    base = int(item_tokens.max()) + 1
+    weights = base ** torch.arange(tokens.shape[-1] - 1, -1, -1, device=tokens.device)  # [L']
+    keys = (tokens * weights).sum(-1)  # [B, W]
+    valid_keys = (item_tokens * weights).sum(-1)  # [I]
+    generated = torch.isfinite(scores)
+    bad = generated & ~torch.isin(keys, valid_keys)
+    return torch.stack([bad.sum(), generated.sum()])

@@ -6,8 +6,9 @@ epoch's shuffled order (``samples_in_epoch``), whatever the world size now is.
 
 The model is a DMP-wrapped task module whose forward returns
 ``(loss, (loss, logits, labels, weights))``; the loop knows nothing else about it, so the
-DLRM ranker and the two-tower retriever share it. What "evaluate" means is the
-``Evaluator``'s business.
+DLRM ranker, the two-tower retriever and the sequence models share it. Where the training
+batches come from is the :class:`TrainSource`'s business (default: the dataset's training
+table); what "evaluate" means is the ``Evaluator``'s.
 
 The engine of a step is TorchRec's train pipeline (``train.pipeline``):
 
@@ -27,10 +28,10 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -44,7 +45,7 @@ from torchrec.distributed.train_pipeline import (
 from torchrec_recsys.config import TrainConfig
 from torchrec_recsys.data.batch import Batch
 from torchrec_recsys.data.dataset import RecDataset
-from torchrec_recsys.data.loader import ShardInfo, num_train_steps, train_batches
+from torchrec_recsys.data.loader import ShardInfo, TableSource, num_train_steps
 from torchrec_recsys.distributed.env import DistContext
 from torchrec_recsys.errors import UserError
 from torchrec_recsys.observability.profiler import maybe_enable_profiling
@@ -58,6 +59,18 @@ class Evaluator(Protocol):
     """Scores a split with the current model; every rank calls it, all get the same dict."""
 
     def __call__(self, model: nn.Module, split: str) -> dict[str, float]: ...
+
+
+class TrainSource(Protocol):
+    """Training examples in a seeded, resumable order (see ``data.loader.train_rows``)."""
+
+    def __len__(self) -> int: ...
+
+    def train_batches(
+        self, batch_size: int, shard: ShardInfo, seed: int, epoch: int, start_sample: int = 0
+    ) -> Iterator[Any]:
+        """This rank's batches (each with ``.to(device)``) from sample ``start_sample``."""
+        ...
 
 
 @dataclass
@@ -126,6 +139,7 @@ class Trainer:
         options: TrainConfig,
         evaluate: Evaluator,
         on_step: Callable[[TrainerState], None] | None = None,
+        source: TrainSource | None = None,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
@@ -135,13 +149,16 @@ class Trainer:
         self.options = options
         self.evaluate = evaluate
         self.on_step = on_step
+        self.source: TrainSource = (
+            source if source is not None else TableSource(data.splits["train"], data.spec)
+        )
         self.shard = ShardInfo(ctx.rank, ctx.world_size)
         self.logger = ScalarLogger(run_dir / "tensorboard", enabled=ctx.is_main)
 
     def steps_left(self, state: TrainerState) -> int:
         """Global steps still to run in ``state.epoch`` from its data position."""
         steps = num_train_steps(
-            len(self.data.splits["train"]),
+            len(self.source),
             self.options.batch_size,
             self.shard,
             start_sample=state.samples_in_epoch,
@@ -152,7 +169,7 @@ class Trainer:
 
     def fit(self, state: TrainerState) -> list[EpochRecord]:
         """Train from ``state`` to the configured number of epochs; all epochs' records."""
-        check_data_position(state, len(self.data.splits["train"]), self.options.seed)
+        check_data_position(state, len(self.source), self.options.seed)
         with maybe_enable_profiling(
             self.options.profile, self.run_dir / "profile", self.ctx.rank
         ) as profiler:
@@ -184,9 +201,7 @@ class Trainer:
         opts = self.options
         steps = self.steps_left(state)
         global_batch = opts.batch_size * self.ctx.world_size
-        batches = train_batches(
-            self.data.splits["train"],
-            self.data.spec,
+        batches = self.source.train_batches(
             opts.batch_size,
             self.shard,
             seed=opts.seed,

@@ -1,0 +1,77 @@
+"""Markdown table of train-command summaries: mean +/- spread over seeds, per model.
+
+Reads ``<runs>/<model>_s<seed>/summary.json`` (as written by ``python -m torchrec_recsys
+train ... --run-dir <runs>/<model>_s<seed>``) and the popularity baseline stored in the
+sequence models' summaries (it does not depend on the seed), and prints one row per model:
+Recall@10, NDCG@10, MRR, coverage@10, cold-item Recall@10 and training-loop seconds (the sum
+of the epochs' ``seconds``: training steps only, no evaluation or data building).
+
+    python benchmarks/sequence_results_table.py --runs runs/readme \
+        --out benchmarks/results/sequence_results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+from torchrec_recsys.files import atomic_write_text
+
+METRICS = ("recall@10", "ndcg@10", "mrr", "coverage@10", "cold_recall@10")
+MODELS = {
+    "generative": "generative retriever (T5 + SIDs)",
+    "sasrec": "SASRec",
+    "two_tower": "two-tower",
+}
+
+
+def cell(values: list[float], digits: int = 4) -> str:
+    if not values:
+        return "n/a"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", default="runs/readme")
+    parser.add_argument("--out", default="benchmarks/results/sequence_results.json")
+    args = parser.parse_args(argv)
+    rows, raw = [], {}
+    popularity = None
+    for model, label in MODELS.items():
+        summaries = [
+            json.loads(p.read_text())
+            for p in sorted(Path(args.runs).glob(f"{model}_s*/summary.json"))
+        ]
+        raw[model] = [
+            {
+                "seed": s["config"]["train"]["seed"],
+                "test": s["test"],
+                "wall": s["wall_time_seconds"],
+            }
+            for s in summaries
+        ]
+        if summaries and model != "two_tower":
+            popularity = summaries[0]["baselines_test"]["popularity"]
+        cells = [cell([s["test"].get(m, float("nan")) for s in summaries]) for m in METRICS]
+        train_s = [sum(e["seconds"] for e in s["epochs"]) for s in summaries]
+        seeds = ",".join(str(r["seed"]) for r in raw[model])
+        rows.append([label, seeds or "-", *cells, cell(train_s, 0)])
+    if popularity is not None:
+        rows.append(["popularity", "-", *[cell([popularity[m]]) for m in METRICS], "0"])
+        raw["popularity"] = popularity
+    header = ["model", "seeds", "Recall@10", "NDCG@10", "MRR", "coverage@10", "cold Recall@10"]
+    header.append("train s")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    print("\n".join(lines))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out, json.dumps(raw, indent=2))
+
+
+if __name__ == "__main__":
+    main()
