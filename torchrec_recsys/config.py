@@ -28,6 +28,7 @@ SPARSE_OPTIMIZERS = ("sgd", "adagrad", "rowwise_adagrad")
 DENSE_OPTIMIZERS = ("sgd", "adagrad", "adam")
 MODELS = ("dlrm", "two_tower", "sasrec", "generative")
 SEQUENCE_MODELS = ("sasrec", "generative")
+PIPELINES = ("auto", "sparse_dist", "base", "none")
 """Models that read item sequences (``data/sequences.py``) through an EmbeddingCollection."""
 RUN_CONFIG_FILE = "config.json"
 """Name of the resolved config that every run directory holds."""
@@ -195,9 +196,11 @@ class TrainConfig:
     """Record torch.profiler traces (wait/warm-up/active schedule) under the run directory."""
     progress_bar: bool = True
     """Show a progress bar on rank 0."""
-    pipeline: str = "sparse_dist"
+    pipeline: str = "auto"
     """Step engine: TorchRec's ``sparse_dist`` (TrainPipelineSparseDist), ``base``
-    (TrainPipelineBase) or ``none`` (a plain forward/backward/step loop)."""
+    (TrainPipelineBase), ``none`` (a plain forward/backward/step loop) or ``auto``:
+    ``sparse_dist`` for the DLRM and the two-tower, ``base`` for the sequence models (their
+    transformer forwards cannot be FX-traced, which ``sparse_dist`` needs)."""
 
 
 @dataclass
@@ -510,7 +513,12 @@ def validate_config(cfg: ExperimentConfig) -> None:
     _check_choice("data.source", cfg.data.source, ("movielens-100k", "files", "criteo"))
     _check_choice("data.split", cfg.data.split, ("temporal", "random"))
     _check_choice("semantic_ids.method", cfg.semantic_ids.method, ("rqvae", "rq_kmeans"))
-    _check_choice("train.pipeline", cfg.train.pipeline, ("sparse_dist", "base", "none"))
+    _check_choice("train.pipeline", cfg.train.pipeline, PIPELINES)
+    if cfg.model.name in SEQUENCE_MODELS and cfg.train.pipeline == "sparse_dist":
+        raise ConfigError(
+            f'train.pipeline = "sparse_dist" needs an FX-traceable model, and {cfg.model.name!r} '
+            f'is not (its transformer branches on tensor values); use "auto" or "base"'
+        )
     d = cfg.data
     if d.split == "random" and d.random_val_fraction + d.random_test_fraction >= 1:
         raise ConfigError(
@@ -654,3 +662,10 @@ def _coerce(key: str, value: Any, hint: Any, where: str) -> Any:
             f"{key} in {where} must be of type {getattr(hint, '__name__', hint)}, got {value!r}"
         )
     return value
+
+
+def resolve_pipeline(cfg: ExperimentConfig) -> str:
+    """The train pipeline ``train.pipeline`` means for this model (``auto`` resolved)."""
+    if cfg.train.pipeline != "auto":
+        return cfg.train.pipeline
+    return "base" if cfg.model.name in SEQUENCE_MODELS else "sparse_dist"

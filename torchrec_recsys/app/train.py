@@ -13,6 +13,7 @@ makes one rank die right after that global step, once per run directory.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -46,6 +47,7 @@ from torchrec_recsys.config import (
     check_plain_name,
     config_to_dict,
     load_config,
+    resolve_pipeline,
 )
 from torchrec_recsys.distributed.env import DistContext, init_distributed, shutdown_distributed
 from torchrec_recsys.distributed.sharding import planner_hosts
@@ -268,7 +270,7 @@ def run(
         data,
         ctx,
         run_dir,
-        cfg.train,
+        dataclasses.replace(cfg.train, pipeline=resolve_pipeline(cfg)),
         evaluator,
         on_step=fault_injection_hook(run_dir, ctx.rank),
         source=sequences.source if sequences is not None else None,

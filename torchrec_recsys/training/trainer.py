@@ -109,10 +109,6 @@ def check_data_position(state: TrainerState, train_examples: int, seed: int) -> 
     state.shuffle_seed = seed
 
 
-PIPELINES = ("sparse_dist", "base", "none")
-"""Values of ``train.pipeline``."""
-
-
 def make_pipeline(
     kind: str, model: nn.Module, optimizer: Optimizer, device: torch.device
 ) -> TrainPipeline | None:
@@ -123,7 +119,10 @@ def make_pipeline(
         return TrainPipelineBase(model, optimizer, device)
     if kind == "none":
         return None
-    raise UserError(f"train.pipeline = {kind!r} is not one of {', '.join(PIPELINES)}")
+    raise UserError(
+        f"train.pipeline = {kind!r} is not an engine; expected sparse_dist, base or none "
+        f"('auto' is resolved by config.resolve_pipeline before training)"
+    )
 
 
 class Trainer:
