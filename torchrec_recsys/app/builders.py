@@ -8,6 +8,7 @@ from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.optim.keyed import CombinedOptimizer
 
 from torchrec_recsys.config import ExperimentConfig
+from torchrec_recsys.data.book_crossing import load_book_crossing
 from torchrec_recsys.data.dataset import ItemTokens, RecDataset, build_dataset, item_texts
 from torchrec_recsys.data.movielens import load_movielens_100k
 from torchrec_recsys.data.readers import RawData, read_files
@@ -30,6 +31,8 @@ def build_raw_data(cfg: ExperimentConfig) -> RawData:
     d = cfg.data
     if d.source == "movielens-100k":
         return load_movielens_100k()
+    if d.source == "book-crossing":
+        return load_book_crossing()
     return read_files(
         d.interactions_path,
         d.items_path,

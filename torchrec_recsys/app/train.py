@@ -205,6 +205,9 @@ def run(
     seed_everything(cfg.train.seed)
     data = builders.build_data(cfg)
     if ctx.is_main:
+        if data.read_report:
+            counts = ", ".join(f"{k}={v:,}" for k, v in data.read_report.items())
+            print(f"data {data.name}: {counts}", flush=True)
         data.save_metadata(run_dir)
         atomic_write_text(run_dir / RUN_CONFIG_FILE, json.dumps(config_to_dict(cfg), indent=2))
     model, optimizer = builders.build_sharded(cfg, data, ctx)
@@ -239,7 +242,11 @@ def run(
         "world_size": ctx.world_size,
         "device": str(ctx.device),
         "backend": ctx.backend,
-        "dataset": {"name": data.name, **{k: len(v) for k, v in data.splits.items()}},
+        "dataset": {
+            "name": data.name,
+            **{k: len(v) for k, v in data.splits.items()},
+            "read_report": data.read_report,
+        },
         "feature_spec": data.spec.to_dict(),
         "plan": str(model.plan) if hasattr(model, "plan") else None,
         "final_state": {k: v for k, v in asdict(state).items() if k != "history"},

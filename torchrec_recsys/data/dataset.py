@@ -101,6 +101,8 @@ class RecDataset:
     users: UserTable
     user_ids: list[str]
     name: str
+    read_report: dict[str, int] = field(default_factory=dict)
+    """The reader's counts of skipped/filtered rows by reason (``RawData.report``)."""
 
     def catalogue_table(self) -> ExampleTable:
         """Every catalogue item as one example (user-side keys empty), to embed items."""
@@ -381,6 +383,7 @@ def build_dataset(
         users=user_table,
         user_ids=user_ids,
         name=raw.name,
+        read_report=dict(raw.report),
     )
 
 
