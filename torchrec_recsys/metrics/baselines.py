@@ -11,7 +11,12 @@ import torch
 
 from torchrec_recsys.data.dataset import RecDataset
 from torchrec_recsys.metrics.ranking import auc
-from torchrec_recsys.metrics.retrieval import recall_ndcg, target_ranks
+from torchrec_recsys.metrics.retrieval import (
+    catalogue_coverage,
+    rank_metrics,
+    target_ranks,
+    top_items,
+)
 
 
 def baseline_aucs(data: RecDataset, split: str = "test") -> dict[str, float]:
@@ -33,10 +38,13 @@ def popularity_retrieval(
     ks: tuple[int, ...] = (10, 50, 100),
     exclude_train_items: bool = True,
 ) -> dict[str, float]:
-    """Recall/NDCG@K of recommending the most-interacted training items (minus the user's own)."""
+    """Retrieval metrics (:func:`rank_metrics`, coverage at the smallest K) of recommending the
+    most-interacted training items (minus the user's own)."""
     counts = data.items.train_counts.double()  # [I]
     target = data.splits[split]
     queries = torch.ones(len(target), 1, dtype=torch.double)  # every user gets the same scores
     exclude = data.users.train_items if exclude_train_items else None
     ranks = target_ranks(queries, counts[:, None], target.item_rows, exclude, target.user_rows)
-    return recall_ndcg(ranks, ks)
+    k = min(ks)
+    top, _ = top_items(queries, counts[:, None], k, exclude, target.user_rows)  # [N, k]
+    return {**rank_metrics(ranks, ks), f"coverage@{k}": catalogue_coverage(top, len(counts), k)}

@@ -12,7 +12,12 @@ from torchrec_recsys.data.features import FeatureSpec
 from torchrec_recsys.data.loader import ShardInfo, eval_batches
 from torchrec_recsys.distributed.env import DistContext
 from torchrec_recsys.metrics.ranking import RankingMetrics
-from torchrec_recsys.metrics.retrieval import recall_ndcg, target_ranks
+from torchrec_recsys.metrics.retrieval import (
+    catalogue_coverage,
+    rank_metrics,
+    target_ranks,
+    top_items,
+)
 
 
 class RankingEvaluator:
@@ -75,7 +80,8 @@ def embed_table(
 
 
 class RetrievalEvaluator:
-    """Callable ``(model, split) -> {"recall@K", "ndcg@K"}`` for a two-tower task module.
+    """Callable ``(model, split) -> {"recall@K", "ndcg@K", "hr@K", "map@K", "mrr",
+    "coverage@K"}`` (coverage at the smallest K) for a two-tower task module.
 
     Queries are the split's examples (user features as of that interaction); the corpus is
     every catalogue item; each user's training items are excluded from the ranking.
@@ -118,4 +124,9 @@ class RetrievalEvaluator:
         table = self.data.splits[split]
         exclude = self.data.users.train_items if self.exclude_train_items else None
         ranks = target_ranks(queries, items, table.item_rows, exclude, table.user_rows)
-        return recall_ndcg(ranks, self.ks)
+        k = min(self.ks)
+        top, _ = top_items(queries, items, k, exclude, table.user_rows)  # [N, k]
+        return {
+            **rank_metrics(ranks, self.ks),
+            f"coverage@{k}": catalogue_coverage(top, len(items), k),
+        }
