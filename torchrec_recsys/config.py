@@ -165,6 +165,12 @@ class TrainConfig:
     """Record torch.profiler traces (wait/warm-up/active schedule) under the run directory."""
     progress_bar: bool = True
     """Show a progress bar on rank 0."""
+    select_metric: str = "auto"
+    """Validation metric whose best epoch is kept (``<run dir>/best/``) and tested: ``auto``
+    (``auc`` for the DLRM, ``recall@10`` for the two-tower), any validation metric name
+    (``loss``/``ne`` are minimised, others maximised), or ``last`` (test the last epoch)."""
+    patience: int = 0
+    """Stop after this many epochs without a better ``select_metric`` (0 = never stop early)."""
 
 
 @dataclass
@@ -217,6 +223,14 @@ class ExperimentConfig:
     def run_dir(self) -> Path:
         """Folder holding this run's checkpoints, TensorBoard events and summary."""
         return Path(self.train.output_dir) / self.name
+
+
+def selection_metric(cfg: ExperimentConfig) -> str:
+    """The validation metric that selects the best epoch ("" = none: test the last epoch)."""
+    metric = cfg.train.select_metric
+    if metric == "auto":
+        return "recall@10" if cfg.model.name == "two_tower" else "auc"
+    return "" if metric == "last" else metric
 
 
 def load_config(
@@ -283,6 +297,10 @@ def validate_config(cfg: ExperimentConfig) -> None:
     ]:
         if value <= 0:
             raise ConfigError(f"{key} must be positive, got {value}")
+    if cfg.train.patience < 0:
+        raise ConfigError(f"train.patience must be 0 (off) or positive, got {cfg.train.patience}")
+    if cfg.train.patience and cfg.train.select_metric == "last":
+        raise ConfigError('train.patience needs a train.select_metric other than "last"')
     if cfg.train.keep_last_checkpoints < 0:
         raise ConfigError(
             f"train.keep_last_checkpoints must be 0 (keep all) or positive, "

@@ -107,7 +107,8 @@ def test_two_tower_trains_and_reports_retrieval_metrics(synthetic_paths, tmp_pat
         ]
     )
     test = summary["test"]
-    assert set(test) == {f"{m}@{k}" for m in ("recall", "ndcg") for k in (10, 50, 100)}
+    at_k = {f"{m}@{k}" for m in ("recall", "ndcg", "hr", "map") for k in (10, 50, 100)}
+    assert set(test) == at_k | {"mrr", "coverage@10"}
     assert test["recall@10"] <= test["recall@50"] <= test["recall@100"]
     assert summary["epochs"][-1]["train_loss"] < summary["epochs"][0]["train_loss"]
     assert "popularity" in summary["baselines_test"]

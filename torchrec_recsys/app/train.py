@@ -34,11 +34,13 @@ from torchrec_recsys.config import (
     ExperimentConfig,
     config_to_dict,
     load_config,
+    selection_metric,
 )
 from torchrec_recsys.distributed.env import DistContext, init_distributed, shutdown_distributed
 from torchrec_recsys.errors import UserError
 from torchrec_recsys.files import atomic_write_text
 from torchrec_recsys.training.checkpoint_io import latest_checkpoint, load_checkpoint
+from torchrec_recsys.training.selection import best_checkpoint, read_selection
 from torchrec_recsys.training.state import TrainerState
 from torchrec_recsys.training.trainer import Trainer
 
@@ -231,8 +233,13 @@ def run(
         cfg.train,
         evaluator,
         on_step=fault_injection_hook(run_dir, ctx.rank),
+        select_metric=selection_metric(cfg),
+        patience=cfg.train.patience,
     )
     history = trainer.fit(state)
+    selection = read_selection(run_dir) if selection_metric(cfg) else None
+    if selection is not None and selection["epoch"] != history[-1].epoch:
+        load_checkpoint(best_checkpoint(run_dir), model, optimizer)  # test the selected epoch
     test = evaluator(model, "test")
     trainer.logger.log(state.global_step, {f"test/{k}": v for k, v in test.items()})
     trainer.logger.close()
@@ -251,6 +258,7 @@ def run(
         "plan": str(model.plan) if hasattr(model, "plan") else None,
         "final_state": {k: v for k, v in asdict(state).items() if k != "history"},
         "epochs": [asdict(r) for r in history],
+        "selected_epoch": selection,
         "test": test,
         "baselines_test": builders.baselines(cfg, data),
         "train_samples_per_second": (
@@ -262,7 +270,12 @@ def run(
         path = run_dir / SUMMARY_FILE
         atomic_write_text(path, json.dumps(summary, indent=2))
         metrics = " ".join(f"{k}={v:.4f}" for k, v in test.items())
-        print(f"test {metrics}; summary: {path}", flush=True)
+        at = (
+            f" at epoch {selection['epoch'] + 1} (best val {selection['metric']})"
+            if selection
+            else " at the last epoch"
+        )
+        print(f"test{at} {metrics}; summary: {path}", flush=True)
     return summary
 
 
