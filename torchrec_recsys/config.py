@@ -25,6 +25,7 @@ SHARDING_TYPES = ("table_wise", "column_wise", "table_column_wise", "row_wise", 
 SPARSE_OPTIMIZERS = ("sgd", "adagrad", "rowwise_adagrad")
 DENSE_OPTIMIZERS = ("sgd", "adagrad", "adam")
 MODELS = ("dlrm", "two_tower")
+INTERACTIONS = ("dot", "dcn")
 DATA_SOURCES = ("movielens-100k", "book-crossing", "files")
 RUN_CONFIG_FILE = "config.json"
 """Name of the resolved config that every run directory holds."""
@@ -103,6 +104,13 @@ class ModelConfig:
     """DLRM bottom MLP over dense features; the last size must equal features.embedding_dim."""
     over_arch_layers: list[int] = field(default_factory=lambda: [64, 32, 1])
     """DLRM top MLP over the pairwise interactions; the last size must be 1."""
+    interaction: str = "dot"
+    """DLRM feature interaction: ``dot`` (pairwise dot products, TorchRec ``DLRM``) or ``dcn``
+    (DCN-v2 low-rank cross layers, TorchRec ``DLRM_DCN``)."""
+    dcn_num_layers: int = 3
+    """With ``interaction = "dcn"``: number of cross layers."""
+    dcn_low_rank_dim: int = 64
+    """With ``interaction = "dcn"``: rank of each cross layer's weight factorisation."""
     tower_layers: list[int] = field(default_factory=lambda: [64, 32])
     """Two-tower MLP sizes of each tower; the last is the retrieval embedding dimension."""
     temperature: float = 0.05
@@ -279,6 +287,7 @@ def config_from_dict(data: dict[str, Any], where: str) -> ExperimentConfig:
 def validate_config(cfg: ExperimentConfig) -> None:
     """Cross-field checks that fail fast with a message naming the bad key."""
     _check_choice("model.name", cfg.model.name, MODELS)
+    _check_choice("model.interaction", cfg.model.interaction, INTERACTIONS)
     _check_choice("sharding.default", cfg.sharding.default, SHARDING_TYPES)
     for table, kind in cfg.sharding.per_table.items():
         _check_choice(f"sharding.per_table.{table}", kind, SHARDING_TYPES)
@@ -294,6 +303,8 @@ def validate_config(cfg: ExperimentConfig) -> None:
         ("train.batch_size", cfg.train.batch_size),
         ("train.eval_batch_size", cfg.train.eval_batch_size),
         ("data.history_length", cfg.data.history_length),
+        ("model.dcn_num_layers", cfg.model.dcn_num_layers),
+        ("model.dcn_low_rank_dim", cfg.model.dcn_low_rank_dim),
     ]:
         if value <= 0:
             raise ConfigError(f"{key} must be positive, got {value}")

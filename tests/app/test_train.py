@@ -44,12 +44,15 @@ def test_train_writes_summary_and_resume_continues_steps(synthetic_paths, tmp_pa
 
 
 @pytest.mark.slow
-def test_training_learns_beyond_chance(synthetic_paths, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("interaction", ["dot", "dcn"])
+def test_training_learns_beyond_chance(synthetic_paths, tmp_path: Path, interaction: str) -> None:  # type: ignore[no-untyped-def]
     summary = main(
         [
             *tiny_overrides(synthetic_paths, tmp_path),
             "--train.epochs=6",
             "--optimizer.dense_lr=0.01",
+            f"--model.interaction={interaction}",
+            "--model.dcn_low_rank_dim=8",
         ]
     )
     assert summary["epochs"][-1]["train_loss"] < summary["epochs"][0]["train_loss"]

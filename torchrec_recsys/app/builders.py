@@ -90,6 +90,9 @@ def build_task(
             cfg.model.over_arch_layers,
             sparse_device=sparse_device,
             dense_device=dense_device,
+            interaction=cfg.model.interaction,
+            dcn_num_layers=cfg.model.dcn_num_layers,
+            dcn_low_rank_dim=cfg.model.dcn_low_rank_dim,
         )
     )
 
