@@ -215,6 +215,28 @@ class SemanticIdConfig:
 
 
 @dataclass
+class BaselineConfig:
+    """Learned baselines fitted beside a DLRM run on its split and features (its summary's
+    ``baselines_test``): logistic regression and LightGBM (see ``models/tabular.py``)."""
+
+    logistic_regression: bool = True
+    """Fit a logistic regression on every feature (one weight per token, pooled bags)."""
+    lightgbm: bool = True
+    """Fit a LightGBM binary classifier (gradient-boosted trees)."""
+    lightgbm_features: list[str] = field(default_factory=list)
+    """Features LightGBM reads (empty = every feature with a tabular form; a large bag such
+    as ``user_history`` has none and is an error when named)."""
+    lightgbm_rounds: int = 500
+    """Most boosting rounds (early-stopped on validation log-loss after 30 without gain)."""
+    lightgbm_num_leaves: int = 31
+    """Leaves per tree."""
+    lightgbm_learning_rate: float = 0.05
+    """Shrinkage per round."""
+    logistic_epochs: int = 5
+    """Passes of minibatch Adam for the logistic regression."""
+
+
+@dataclass
 class ExperimentConfig:
     """One experiment: every section above plus its name (the run directory's name)."""
 
@@ -227,6 +249,7 @@ class ExperimentConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     semantic_ids: SemanticIdConfig = field(default_factory=SemanticIdConfig)
+    baselines: BaselineConfig = field(default_factory=BaselineConfig)
 
     def run_dir(self) -> Path:
         """Folder holding this run's checkpoints, TensorBoard events and summary."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from torch import nn
 from torchrec.distributed.model_parallel import DistributedModelParallel
@@ -23,6 +25,7 @@ from torchrec_recsys.semantic_ids.features import (
     sid_item_features,
 )
 from torchrec_recsys.semantic_ids.store import SIDTable, load_sid_table
+from torchrec_recsys.training.baselines import LearnedBaselineOptions, learned_baselines
 from torchrec_recsys.training.evaluation import RankingEvaluator, RetrievalEvaluator
 from torchrec_recsys.training.trainer import Evaluator
 
@@ -105,15 +108,32 @@ def build_evaluator(cfg: ExperimentConfig, data: RecDataset, ctx: DistContext) -
     return RankingEvaluator(data, ctx, cfg.train.eval_batch_size)
 
 
-def baselines(cfg: ExperimentConfig, data: RecDataset) -> dict[str, dict[str, float] | float]:
-    """Non-learned baselines on the test split, in the model's own metrics."""
+def baselines(
+    cfg: ExperimentConfig, data: RecDataset, learned: bool = True
+) -> dict[str, dict[str, float] | float]:
+    """Baselines on the test split, in the model's own metrics: non-learned ones, and for the
+    DLRM with ``learned`` also logistic regression and LightGBM (``[baselines]`` section)."""
     if cfg.model.name == "two_tower":
         return {
             "popularity": popularity_retrieval(
                 data, "test", exclude_train_items=cfg.model.exclude_train_items
             )
         }
-    return dict(baseline_aucs(data, "test"))
+    out: dict[str, Any] = dict(baseline_aucs(data, "test"))
+    if learned:
+        b = cfg.baselines
+        options = LearnedBaselineOptions(
+            logistic_regression=b.logistic_regression,
+            lightgbm=b.lightgbm,
+            lightgbm_features=list(b.lightgbm_features),
+            lightgbm_rounds=b.lightgbm_rounds,
+            lightgbm_num_leaves=b.lightgbm_num_leaves,
+            lightgbm_learning_rate=b.lightgbm_learning_rate,
+            logistic_epochs=b.logistic_epochs,
+            seed=cfg.train.seed,
+        )
+        out.update(learned_baselines(data, options, "test"))
+    return out
 
 
 def build_sharded(

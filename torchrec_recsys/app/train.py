@@ -260,7 +260,7 @@ def run(
         "epochs": [asdict(r) for r in history],
         "selected_epoch": selection,
         "test": test,
-        "baselines_test": builders.baselines(cfg, data),
+        "baselines_test": builders.baselines(cfg, data, learned=ctx.is_main),
         "train_samples_per_second": (
             float(np.mean([r.samples_per_second for r in history])) if history else None
         ),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from torchrec_recsys.data.dataset import RecDataset
-from torchrec_recsys.metrics.ranking import auc
+from torchrec_recsys.metrics.ranking import auc, normalized_entropy
 from torchrec_recsys.metrics.retrieval import (
     catalogue_coverage,
     rank_metrics,
@@ -20,7 +20,8 @@ from torchrec_recsys.metrics.retrieval import (
 
 
 def baseline_aucs(data: RecDataset, split: str = "test") -> dict[str, float]:
-    """AUC of each baseline on ``split``."""
+    """AUC of each baseline on ``split`` (and the NE of the positive rate, a probability;
+    popularity counts are not probabilities, so they have no NE)."""
     train, target = data.splits["train"], data.splits[split]
     num_items = len(data.items)
     counts = torch.bincount(train.item_rows, minlength=num_items).double()  # [I]
@@ -29,6 +30,7 @@ def baseline_aucs(data: RecDataset, split: str = "test") -> dict[str, float]:
     return {
         "popularity": auc(counts[target.item_rows], target.labels),
         "item_positive_rate": auc(rate[target.item_rows], target.labels),
+        "item_positive_rate_ne": normalized_entropy(rate[target.item_rows], target.labels),
     }
 
 
