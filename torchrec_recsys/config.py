@@ -26,6 +26,7 @@ SPARSE_OPTIMIZERS = ("sgd", "adagrad", "rowwise_adagrad")
 DENSE_OPTIMIZERS = ("sgd", "adagrad", "adam")
 MODELS = ("dlrm", "two_tower")
 INTERACTIONS = ("dot", "dcn")
+OBJECTIVES = ("rating", "pipeline")
 DATA_SOURCES = ("movielens-100k", "book-crossing", "files")
 RUN_CONFIG_FILE = "config.json"
 """Name of the resolved config that every run directory holds."""
@@ -111,6 +112,22 @@ class ModelConfig:
     """With ``interaction = "dcn"``: number of cross layers."""
     dcn_low_rank_dim: int = 64
     """With ``interaction = "dcn"``: rank of each cross layer's weight factorisation."""
+    objective: str = "rating"
+    """DLRM label: ``rating`` (1 when rating >= data.positive_rating, on every interaction) or
+    ``pipeline`` (1 for the interaction's own item, 0 for negatives drawn from the retriever
+    ``retriever_run``'s top ``candidates`` and from popularity; the retrieval score and rank
+    become two extra dense features). See ``retrieval/candidates.py``."""
+    retriever_run: str = ""
+    """With ``objective = "pipeline"``: the two-tower run directory whose candidates the
+    ranker learns to re-order (same [data] section, so the same split and vocabularies)."""
+    candidates: int = 100
+    """With ``objective = "pipeline"``: retriever top-K the hard negatives come from (and the
+    cap of the rank feature); use the same K in ``evaluate-pipeline --candidates``."""
+    hard_negatives: int = 10
+    """With ``objective = "pipeline"``: negatives per positive drawn from the top K."""
+    random_negatives: int = 5
+    """With ``objective = "pipeline"``: negatives per positive drawn with probability
+    proportional to training popularity ** 0.75 (never the positive or a training item)."""
     tower_layers: list[int] = field(default_factory=lambda: [64, 32])
     """Two-tower MLP sizes of each tower; the last is the retrieval embedding dimension."""
     temperature: float = 0.05
@@ -311,6 +328,8 @@ def validate_config(cfg: ExperimentConfig) -> None:
     """Cross-field checks that fail fast with a message naming the bad key."""
     _check_choice("model.name", cfg.model.name, MODELS)
     _check_choice("model.interaction", cfg.model.interaction, INTERACTIONS)
+    _check_choice("model.objective", cfg.model.objective, OBJECTIVES)
+    _check_pipeline(cfg.model)
     _check_choice("sharding.default", cfg.sharding.default, SHARDING_TYPES)
     for table, kind in cfg.sharding.per_table.items():
         _check_choice(f"sharding.per_table.{table}", kind, SHARDING_TYPES)
@@ -365,6 +384,30 @@ def validate_config(cfg: ExperimentConfig) -> None:
     if cfg.data.source == "files" and not (cfg.data.interactions_path and cfg.data.items_path):
         raise ConfigError(
             'data.source = "files" needs data.interactions_path and data.items_path to be set'
+        )
+
+
+def _check_pipeline(model: ModelConfig) -> None:
+    """The pipeline objective's keys: a DLRM, a retriever run, sane negative counts."""
+    if model.objective != "pipeline":
+        return
+    if model.name != "dlrm":
+        raise ConfigError(
+            f'model.objective = "pipeline" trains a DLRM ranker; model.name is {model.name!r}'
+        )
+    if not model.retriever_run:
+        raise ConfigError(
+            'model.objective = "pipeline" needs model.retriever_run: the two-tower run '
+            "directory whose candidates the ranker re-orders (train it first)"
+        )
+    if model.hard_negatives < 0 or model.random_negatives < 0:
+        raise ConfigError("model.hard_negatives and model.random_negatives must be >= 0")
+    if model.hard_negatives + model.random_negatives == 0:
+        raise ConfigError('model.objective = "pipeline" needs at least one negative per positive')
+    if model.hard_negatives >= model.candidates:
+        raise ConfigError(
+            f"model.hard_negatives ({model.hard_negatives}) must be below model.candidates "
+            f"({model.candidates})"
         )
 
 

@@ -46,11 +46,18 @@ def build_raw_data(cfg: ExperimentConfig) -> RawData:
 
 
 def build_data(cfg: ExperimentConfig) -> RecDataset:
+    """The encoded dataset; for the pipeline objective, (query, item) pairs from the
+    retriever's candidates (``app/pipeline.py``)."""
     raw = build_raw_data(cfg)
     tokens = ItemTokens(history=cfg.semantic_ids.history)
     if cfg.semantic_ids.enabled:
         tokens.features = build_sid_features(cfg, raw)
-    return build_dataset(raw, cfg.data, cfg.features, tokens)
+    data = build_dataset(raw, cfg.data, cfg.features, tokens)
+    if cfg.model.name == "dlrm" and cfg.model.objective == "pipeline":
+        from torchrec_recsys.app.pipeline import build_pipeline_data  # loads the retriever
+
+        return build_pipeline_data(cfg, data)
+    return data
 
 
 def build_sid_table(cfg: ExperimentConfig, raw: RawData) -> SIDTable:
