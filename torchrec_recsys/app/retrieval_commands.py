@@ -215,7 +215,7 @@ def evaluate_pipeline_main(argv: list[str]) -> None:
                         f"{ranker_cfg.model.retriever_run!r}, not of --retriever {args.retriever!r}"
                     )
                 ranker = load_trained(run, ctx)
-                check_same_data(retriever.data, ranker.data, f"--ranker {run!r}")
+                check_same_data(retriever.data, ranker.data, f"--ranker {run!r}", splits=False)
                 scorers[name] = pipeline_scorer(ranker)
                 pairs_ranker = pairs_ranker or ranker
             else:
