@@ -52,6 +52,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "torchrec_recsys.experiments.sid_ablation:main",
         "semantic-ID ablation table: ID / SID / ID+SID / random codes",
     ),
+    "ranking-report": (
+        "torchrec_recsys.experiments.ranking_report:main",
+        "ranking + pipeline tables over seeds: baselines, DLRM, DCN-v2, pipeline ranker",
+    ),
     "export": (
         "torchrec_recsys.app.retrieval_commands:export_main",
         "embed every item with a trained two-tower and save a FAISS index",
@@ -62,7 +66,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     ),
     "evaluate-pipeline": (
         "torchrec_recsys.app.retrieval_commands:evaluate_pipeline_main",
-        "Recall/NDCG of retrieval vs retrieve-then-rank",
+        "Recall/NDCG/MRR/coverage of retrieval vs retrieve-then-rank per ranker",
     ),
 }
 """Subcommand -> ("module:function" taking argv, help). A subcommand's module is imported
