@@ -125,6 +125,15 @@ class ModelConfig:
     cap of the rank feature); use the same K in ``evaluate-pipeline --candidates``."""
     hard_negatives: int = 10
     """With ``objective = "pipeline"``: negatives per positive drawn from the top K."""
+    pipeline_train_split: str = "train"
+    """With ``objective = "pipeline"``: the queries the ranker learns from. ``train``: every
+    training interaction (the retriever trained on them too, so their retrieval scores are
+    optimistic); ``val``: the validation interactions, which the retriever never saw (like
+    serving: the period after the retriever's data), split by query into the ranker's own
+    train and validation parts (``pipeline_val_fraction``)."""
+    pipeline_val_fraction: float = 0.2
+    """With ``pipeline_train_split = "val"``: share of validation queries kept for the
+    ranker's own validation (best epoch, early stopping)."""
     random_negatives: int = 5
     """With ``objective = "pipeline"``: negatives per positive drawn with probability
     proportional to training popularity ** 0.75 (never the positive or a training item)."""
@@ -404,6 +413,11 @@ def _check_pipeline(model: ModelConfig) -> None:
         raise ConfigError("model.hard_negatives and model.random_negatives must be >= 0")
     if model.hard_negatives + model.random_negatives == 0:
         raise ConfigError('model.objective = "pipeline" needs at least one negative per positive')
+    _check_choice("model.pipeline_train_split", model.pipeline_train_split, ("train", "val"))
+    if not 0 < model.pipeline_val_fraction < 1:
+        raise ConfigError(
+            f"model.pipeline_val_fraction must be in (0, 1), got {model.pipeline_val_fraction}"
+        )
     if model.hard_negatives >= model.candidates:
         raise ConfigError(
             f"model.hard_negatives ({model.hard_negatives}) must be below model.candidates "

@@ -2,6 +2,8 @@
 
     retriever run (two-tower, same [data] section) -> query + item embeddings per split
       -> retriever top-K per query (user's training items dropped)      retrieval/candidates.py
+      (queries: every training interaction, or with pipeline_train_split = "val" the
+       validation interactions the retriever never saw, split into ranker train / val)
       -> per query: the target (label 1) + hard negatives from the top K
          + popularity-sampled negatives (label 0)
       -> DLRM pair features (RecDataset.pair_table) + [retrieval score, rank / K]
@@ -136,8 +138,17 @@ def _all_pairs(
     m = cfg.model
     generator = torch.Generator().manual_seed(cfg.train.seed)
     weights = base.items.train_counts.double() ** POPULARITY_EXPONENT  # [I]
+    sources = dict(base.splits)
+    if m.pipeline_train_split == "val":
+        # the ranker learns from queries the retriever never saw: validation, split by query
+        # (a fixed draw, independent of train.seed, so every seed sees the same parts)
+        val = base.splits["val"]
+        order = torch.randperm(len(val), generator=torch.Generator().manual_seed(0))
+        held = int(round(len(val) * m.pipeline_val_fraction))
+        sources["train"] = _select(val, order[held:].sort().values)
+        sources["val"] = _select(val, order[:held].sort().values)
     out = {}
-    for name, table in base.splits.items():
+    for name, table in sources.items():
         if not len(table):
             out[name] = _pairs(
                 base, table, torch.zeros(0, 1, dtype=torch.int64), torch.zeros(0, 1, 2)
@@ -160,6 +171,16 @@ def _all_pairs(
         features = torch.cat([positive[:, None, :], negative], dim=1)  # [N, 1 + h + r, 2]
         out[name] = _pairs(base, table, pair_items, features)
     return out
+
+
+def _select(table: ExampleTable, rows: torch.Tensor) -> ExampleTable:
+    return ExampleTable(
+        sparse={k: c.select(rows) for k, c in table.sparse.items()},
+        dense=table.dense[rows],
+        labels=table.labels[rows],
+        user_rows=table.user_rows[rows],
+        item_rows=table.item_rows[rows],
+    )
 
 
 def _pairs(
