@@ -97,6 +97,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "torchrec_recsys.experiments.generative_ablation:main",
         "generative retriever ablation: SID vs random codes, levels, codebooks, method, user token",
     ),
+    "ranking-report": (
+        "torchrec_recsys.experiments.ranking_report:main",
+        "ranking + pipeline tables over seeds: baselines, DLRM, DCN-v2, pipeline ranker",
+    ),
     "export": (
         "torchrec_recsys.app.retrieval_commands:export_main",
         "embed every item with a trained two-tower and save a FAISS index",
@@ -107,7 +111,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     ),
     "evaluate-pipeline": (
         "torchrec_recsys.app.retrieval_commands:evaluate_pipeline_main",
-        "Recall/NDCG of retrieval vs retrieve-then-rank",
+        "Recall/NDCG/MRR/coverage of retrieval vs retrieve-then-rank per ranker",
     ),
     "export-bundle": (
         "torchrec_recsys.app.serving_commands:export_bundle_main",

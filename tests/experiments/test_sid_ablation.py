@@ -51,3 +51,12 @@ def test_ablation_writes_markdown_and_json(synthetic_paths, tmp_path: Path) -> N
     assert "item_sid_l1" in names and "item_id" not in names
     spec = json.loads(next(runs.glob("sid_ablation_id_only_dlrm/*/feature_spec.json")).read_text())
     assert not any("sid" in f["name"] for f in spec["sparse"])
+
+
+def test_seeds_are_averaged_with_their_spread() -> None:
+    from torchrec_recsys.experiments.sid_ablation import mean_over_seeds
+
+    runs = [{"all": {"n": 10, "auc": 0.6}}, {"all": {"n": 10, "auc": 0.8}}]
+    cell = mean_over_seeds(runs)["all"]
+    assert cell["n"] == 10 and cell["seeds"] == 2
+    assert cell["auc"] == pytest.approx(0.7) and cell["auc_std"] == pytest.approx(0.1414, abs=1e-4)

@@ -1,15 +1,18 @@
-"""Recall@K / NDCG@K against a brute-force reference, with training-item exclusion."""
+"""Retrieval metrics (Recall, NDCG, HR, MAP, MRR, coverage) against brute-force references."""
 
 from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from torchrec_recsys.data.jagged import JaggedColumn
 from torchrec_recsys.metrics.retrieval import (
+    catalogue_coverage,
     chunked_top_k,
     query_chunks,
+    rank_metrics,
     recall_ndcg,
     target_ranks,
 )
@@ -68,3 +71,29 @@ def test_chunked_top_k_matches_dense_top_k_with_exclusions() -> None:
     expected_scores, expected_rows = torch.topk(dense, 6, dim=1)
     assert torch.equal(rows, expected_rows)
     torch.testing.assert_close(scores, expected_scores)  # (matmul blocking differs)
+
+
+def test_hr_map_mrr_against_hand_computed_values() -> None:
+    ranks = torch.tensor([0, 3, 20, 10**9])  # the last target is outside a truncated list
+    m = rank_metrics(ranks, ks=(1, 10))
+    assert m["hr@1"] == m["recall@1"] == 0.25
+    assert m["hr@10"] == m["recall@10"] == 0.5
+    assert m["map@1"] == pytest.approx(1.0 / 4)
+    assert m["map@10"] == pytest.approx((1 + 1 / 4) / 4)
+    assert m["mrr"] == pytest.approx((1 + 1 / 4 + 1 / 21 + 1 / (10**9 + 1)) / 4)
+
+
+def test_chunked_top_items_and_coverage_match_brute_force() -> None:
+    gen = torch.Generator().manual_seed(0)
+    queries, items = torch.randn(7, 4, generator=gen), torch.randn(12, 4, generator=gen)
+    exclude = JaggedColumn.from_lists([[0, 5], [], [11]])
+    user_rows = torch.tensor([0, 1, 2, 0, 1, 2, 0])
+    scores, rows = chunked_top_k(queries, items, 3, exclude, user_rows, chunk_elements=2 * 12)
+    for q in range(7):
+        s = queries[q] @ items.T
+        s[exclude.select(user_rows[q : q + 1]).values] = float("-inf")
+        expected = torch.argsort(s, descending=True)[:3]
+        assert rows[q].tolist() == expected.tolist()
+        assert torch.allclose(scores[q], s[expected])
+    assert catalogue_coverage(rows, 12, 3) == len(set(rows.flatten().tolist())) / 12
+    assert catalogue_coverage(rows, 12, 1) == len(set(rows[:, 0].tolist())) / 12

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -11,6 +12,7 @@ from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.optim.keyed import CombinedOptimizer
 
 from torchrec_recsys.config import SEQUENCE_MODELS, ExperimentConfig
+from torchrec_recsys.data.book_crossing import load_book_crossing
 from torchrec_recsys.data.criteo import build_criteo_dataset
 from torchrec_recsys.data.dataset import ItemTokens, RecDataset, build_dataset, item_texts
 from torchrec_recsys.data.features import ITEM, USER, SparseFeature
@@ -42,6 +44,7 @@ from torchrec_recsys.semantic_ids.tokenizer import (
     random_tokenizer,
     user_tokens,
 )
+from torchrec_recsys.training.baselines import learned_baselines
 from torchrec_recsys.training.evaluation import (
     RankingEvaluator,
     RetrievalEvaluator,
@@ -54,6 +57,8 @@ def build_raw_data(cfg: ExperimentConfig) -> RawData:
     d = cfg.data
     if d.source == "movielens-100k":
         return load_movielens_100k()
+    if d.source == "book-crossing":
+        return load_book_crossing()
     return read_files(
         d.interactions_path,
         d.items_path,
@@ -64,6 +69,8 @@ def build_raw_data(cfg: ExperimentConfig) -> RawData:
 
 
 def build_data(cfg: ExperimentConfig) -> RecDataset:
+    """The encoded dataset of ``cfg`` (the pipeline objective's (query, item) pairs are
+    built on top of it by ``app.pipeline.build_run_data``)."""
     if cfg.data.source == "criteo":
         return build_criteo_dataset(cfg.data.criteo, cfg.features.embedding_dim)
     raw = build_raw_data(cfg)
@@ -217,6 +224,9 @@ def build_task(
                 cfg.model.over_arch_layers,
                 sparse_device=sparse_device,
                 dense_device=dense_device,
+                interaction=cfg.model.interaction,
+                dcn_num_layers=cfg.model.dcn_num_layers,
+                dcn_low_rank_dim=cfg.model.dcn_low_rank_dim,
             )
         )
     if cfg.model.compile:
@@ -246,8 +256,11 @@ def build_evaluator(
     return RankingEvaluator(data, ctx, cfg.train.eval_batch_size)
 
 
-def baselines(cfg: ExperimentConfig, data: RecDataset) -> dict[str, dict[str, float] | float]:
-    """Non-learned baselines on the test split, in the model's own metrics."""
+def baselines(
+    cfg: ExperimentConfig, data: RecDataset, learned: bool = True
+) -> dict[str, dict[str, float] | float]:
+    """Baselines on the test split, in the model's own metrics: non-learned ones, and for the
+    DLRM with ``learned`` also logistic regression and LightGBM (``[baselines]`` section)."""
     if cfg.model.name in SEQUENCE_MODELS:
         return {
             "popularity": popularity_ranked_list(
@@ -260,7 +273,10 @@ def baselines(cfg: ExperimentConfig, data: RecDataset) -> dict[str, dict[str, fl
                 data, "test", exclude_train_items=cfg.model.exclude_train_items
             )
         }
-    return dict(baseline_aucs(data, "test"))
+    out: dict[str, Any] = dict(baseline_aucs(data, "test"))
+    if learned:
+        out.update(learned_baselines(data, cfg.baselines, cfg.train.seed, "test"))
+    return out
 
 
 def build_sharded(

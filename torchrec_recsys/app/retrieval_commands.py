@@ -11,12 +11,23 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from torchrec_recsys.app.pipeline import check_same_data, load_ranker
 from torchrec_recsys.app.trained import TrainedModel, load_trained, read_run_config
+from torchrec_recsys.config import ExperimentConfig
 from torchrec_recsys.data.batch import build_sequence_kjt
+from torchrec_recsys.data.dataset import ExampleTable, RecDataset
 from torchrec_recsys.data.jagged import JaggedColumn
 from torchrec_recsys.distributed.env import init_distributed, shutdown_distributed
 from torchrec_recsys.errors import UserError, warn_user
 from torchrec_recsys.files import atomic_write_text
+from torchrec_recsys.models.tabular import (
+    fit_lightgbm,
+    fit_logistic_regression,
+    lightgbm_probabilities,
+    logistic_probabilities,
+    tabular_layout,
+    tabular_matrix,
+)
 from torchrec_recsys.retrieval.faiss_index import (
     IndexSpec,
     LoadedIndex,
@@ -26,8 +37,11 @@ from torchrec_recsys.retrieval.faiss_index import (
 )
 from torchrec_recsys.retrieval.predict import item_embeddings
 from torchrec_recsys.retrieval.two_stage import (
+    PairScorer,
     evaluate_two_stage,
     format_recommendations,
+    pipeline_scorer,
+    rating_scorer,
     recommend,
 )
 
@@ -56,6 +70,12 @@ def two_stage_parser(
 
 def _check_two_stage(args: argparse.Namespace) -> None:
     """Flag values first (cheap), then that both run folders hold the right model."""
+    _check_flags(args)
+    check_two_stage_runs(args)
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    """``-k`` and ``--candidates``: at least 1, and k within the candidates."""
     if args.k < 1:
         raise UserError(f"-k {args.k} is invalid; expected at least 1 item")
     if args.candidates < 1:
@@ -65,7 +85,6 @@ def _check_two_stage(args: argparse.Namespace) -> None:
             f"-k {args.k} exceeds --candidates {args.candidates}: k = {args.k} must not exceed "
             f"the number of candidates ({args.candidates})"
         )
-    check_two_stage_runs(args)
 
 
 def check_two_stage_runs(args: argparse.Namespace) -> None:
@@ -191,7 +210,7 @@ def recommend_main(argv: list[str]) -> None:
     ctx = init_distributed()
     try:
         retriever = load_trained(args.retriever, ctx)
-        ranker = load_trained(args.ranker, ctx)
+        ranker = load_ranker(args.ranker, ctx)
         dim = retriever.cfg.model.tower_layers[-1]
         folder = Path(args.index or Path(args.retriever) / "index_flat")
         index = load_index(folder, expected_dim=dim, expected_metric=METRIC)
@@ -202,7 +221,16 @@ def recommend_main(argv: list[str]) -> None:
             )
         history = [h.strip() for h in args.history.split(",") if h.strip()]
         _check_history(history, retriever.data.items.item_ids)
-        result = recommend(retriever, ranker, index, args.user, args.k, args.candidates, history)
+        result = recommend(
+            retriever,
+            ranker,
+            index,
+            args.user,
+            args.k,
+            args.candidates,
+            history,
+            rank_cap=ranker.cfg.model.candidates,
+        )
         if len(result.items) < args.k:
             warn_user(
                 f"only {len(result.items)} of the {args.k} items asked for (-k): the other "
@@ -283,30 +311,72 @@ def generate_for_user(
     return "\n".join(lines)
 
 
+def ranker_name(cfg: ExperimentConfig) -> str:
+    """A ranker run's row label: ``DLRM``/``DCN-v2`` and its objective."""
+    model = "DCN-v2" if cfg.model.interaction == "dcn" else "DLRM"
+    return f"{model} ({cfg.model.objective})"
+
+
 def evaluate_pipeline_main(argv: list[str]) -> None:
-    parser = two_stage_parser(
-        "torchrec_recsys evaluate-pipeline",
-        "Recall/NDCG@k of retrieval alone vs. retrieval re-ranked by the DLRM.",
+    parser = argparse.ArgumentParser(
+        prog="torchrec_recsys evaluate-pipeline",
+        description="Recall/NDCG/HR/MAP@k, MRR and coverage of retrieval alone vs. retrieval "
+        "re-ranked by each --ranker (and by logistic regression and LightGBM fitted on the "
+        "first pipeline-objective ranker's training pairs).",
+    )
+    parser.add_argument("--retriever", required=True, help="two-tower run directory")
+    parser.add_argument(
+        "--ranker",
+        action="append",
+        required=True,
+        help="DLRM run directory (repeat for several; rating or pipeline objective)",
     )
     parser.add_argument("--split", choices=("val", "test"), default="test", help="split to score")
     parser.add_argument("--candidates", type=int, default=100, help="items retrieved per query")
     parser.add_argument("-k", type=int, default=10, help="cut-off of the final list")
+    parser.add_argument(
+        "--no-tabular",
+        action="store_true",
+        help="skip the logistic-regression and LightGBM second stages",
+    )
     parser.add_argument("--out", help="write the metrics as JSON here too")
     args = parser.parse_args(argv)
-    _check_two_stage(args)
+    _check_flags(args)
     if args.out and not Path(args.out).resolve().parent.is_dir():
         raise UserError(f"--out {args.out!r}: its folder does not exist")
     if args.out and Path(args.out).is_dir():
         raise UserError(f"--out {args.out!r} is a folder; expected a file path for the JSON")
+    _require(args.retriever, "two_tower", "--retriever")
+    for run in args.ranker:
+        _require(run, "dlrm", "--ranker")
     ctx = init_distributed()
     try:
         retriever = load_trained(args.retriever, ctx)
-        ranker_cfg = read_run_config(Path(args.ranker))
-        same_data = all(
-            getattr(ranker_cfg, section) == getattr(retriever.cfg, section)
-            for section in ("data", "features", "semantic_ids")
-        )  # then the encoded dataset is identical: build it once
-        ranker = load_trained(args.ranker, ctx, data=retriever.data if same_data else None)
+        scorers: dict[str, PairScorer] = {}
+        pairs_ranker = None
+        for run in args.ranker:
+            ranker_cfg = read_run_config(Path(run))
+            name = ranker_name(ranker_cfg)
+            if name in scorers:
+                name = f"{name} [{run}]"
+            if ranker_cfg.model.objective == "pipeline":
+                if Path(ranker_cfg.model.retriever_run).resolve() != Path(args.retriever).resolve():
+                    raise UserError(
+                        f"--ranker {run!r} learned to re-rank the candidates of "
+                        f"{ranker_cfg.model.retriever_run!r}, not of --retriever {args.retriever!r}"
+                    )
+                ranker = load_ranker(run, ctx)
+                check_same_data(retriever.data, ranker.data, f"--ranker {run!r}", splits=False)
+                scorers[name] = pipeline_scorer(ranker)
+                pairs_ranker = pairs_ranker or ranker
+            else:
+                same_data = all(
+                    getattr(ranker_cfg, section) == getattr(retriever.cfg, section)
+                    for section in ("data", "features", "semantic_ids")
+                )  # then the encoded dataset is identical: build it once
+                ranker = load_trained(run, ctx, data=retriever.data if same_data else None)
+                check_same_data(retriever.data, ranker.data, f"--ranker {run!r}")
+                scorers[name] = rating_scorer(ranker)
         if args.candidates > len(retriever.data.items):
             raise UserError(
                 f"--candidates {args.candidates} exceeds the {len(retriever.data.items)} "
@@ -314,10 +384,63 @@ def evaluate_pipeline_main(argv: list[str]) -> None:
             )
         if not len(retriever.data.splits[args.split]):
             raise UserError(f"--split {args.split}: the {args.split} split of the data is empty")
-        metrics = evaluate_two_stage(retriever, ranker, args.split, args.candidates, args.k)
+        if not ctx.is_main:
+            return
+        if pairs_ranker is not None and not args.no_tabular:
+            scorers.update(tabular_scorers(pairs_ranker.data, pairs_ranker.cfg.train.seed))
+        metrics = evaluate_two_stage(
+            retriever, None, args.split, args.candidates, args.k, scorers=scorers
+        )
         text = json.dumps(metrics, indent=2)
         print(text)
+        print(pipeline_table(metrics, args.k))
         if args.out:
             atomic_write_text(args.out, text)
     finally:
         shutdown_distributed()
+
+
+def tabular_scorers(pairs: RecDataset, seed: int) -> dict[str, PairScorer]:
+    """Logistic regression and LightGBM fitted on a pipeline ranker's training pairs (its
+    features + retrieval score and rank), as second-stage scorers."""
+    train, val = pairs.splits["train"], pairs.splits["val"]
+    # many pairs per query: two passes converge
+    logistic = fit_logistic_regression(train, pairs.spec, epochs=2, seed=seed)
+    layout = tabular_layout(train, pairs.spec)
+    booster = fit_lightgbm(
+        tabular_matrix(train, pairs.spec, layout),
+        train.labels.numpy(),
+        tabular_matrix(val, pairs.spec, layout) if len(val) else None,
+        val.labels.numpy() if len(val) else None,
+        layout,
+        seed=seed,
+    )
+
+    def features(
+        queries: ExampleTable, index: torch.Tensor, items: torch.Tensor, retrieval: torch.Tensor
+    ) -> ExampleTable:
+        table = pairs.pair_table(queries, index, items)
+        table.dense = torch.cat([table.dense, retrieval], dim=1)  # [M, dense + 2]
+        return table
+
+    def lr(q: ExampleTable, i: torch.Tensor, it: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        return logistic_probabilities(logistic, features(q, i, it, r))
+
+    def gbdt(q: ExampleTable, i: torch.Tensor, it: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        return lightgbm_probabilities(
+            booster, tabular_matrix(features(q, i, it, r), pairs.spec, layout)
+        )
+
+    return {"logistic regression (pipeline)": lr, "LightGBM (pipeline)": gbdt}
+
+
+def pipeline_table(metrics: dict[str, dict[str, float]], k: int) -> str:
+    """A markdown table: one row per method."""
+    columns = [f"recall@{k}", f"ndcg@{k}", "mrr", f"coverage@{k}"]
+    lines = ["| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name, values in metrics.items():
+        if name == "candidates_recall":
+            continue
+        label = "retrieval alone" if name == "retrieval" else f"+ {name}"
+        lines.append(f"| {label} | " + " | ".join(f"{values[c]:.4f}" for c in columns) + " |")
+    return "\n".join(lines)

@@ -65,6 +65,11 @@ def export_bundle_main(argv: list[str]) -> None:
     try:
         retriever = load_trained(args.retriever, ctx)
         ranker_cfg = read_run_config(Path(args.ranker))
+        if ranker_cfg.model.objective != "rating":
+            raise UserError(
+                f"--ranker {args.ranker!r} was trained with model.objective = "
+                f"{ranker_cfg.model.objective!r}; export-bundle serves rating-objective rankers"
+            )
         same_data = all(
             getattr(ranker_cfg, s) == getattr(retriever.cfg, s)
             for s in ("data", "features", "semantic_ids")

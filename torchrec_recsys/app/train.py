@@ -30,6 +30,7 @@ import torch
 import torch.distributed as dist
 
 from torchrec_recsys.app import builders
+from torchrec_recsys.app.pipeline import build_run_data
 from torchrec_recsys.app.run_folder import (
     HEARTBEAT_S,
     STALE_AFTER_S,
@@ -48,12 +49,14 @@ from torchrec_recsys.config import (
     config_to_dict,
     load_config,
     resolve_pipeline,
+    selection_metric,
 )
 from torchrec_recsys.distributed.env import DistContext, init_distributed, shutdown_distributed
 from torchrec_recsys.distributed.sharding import planner_hosts
 from torchrec_recsys.errors import DataWarning, UserError
 from torchrec_recsys.files import atomic_write_text
 from torchrec_recsys.training.checkpoint_io import latest_checkpoint, load_checkpoint
+from torchrec_recsys.training.selection import best_checkpoint, read_selection
 from torchrec_recsys.training.state import TrainerState
 from torchrec_recsys.training.trainer import Trainer
 
@@ -236,11 +239,14 @@ def run(
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", DataWarning)
-            data = builders.build_data(cfg)
+            data = build_run_data(cfg)
             builders.check_data(cfg, data, ctx.world_size)
             sequences = builders.build_sequence_inputs(cfg, data)
     finally:  # said even when the data is then refused
         data_warnings = _report_warnings(caught, ctx.is_main)
+    if ctx.is_main and data.read_report:
+        counts = ", ".join(f"{k}={v:,}" for k, v in data.read_report.items())
+        print(f"data {data.name}: {counts}", flush=True)
     if checkpoint is not None:
         check_resume_config(run_dir, config_to_dict(cfg))
     model, optimizer = builders.build_sharded(cfg, data, ctx, sequences)
@@ -274,8 +280,13 @@ def run(
         evaluator,
         on_step=fault_injection_hook(run_dir, ctx.rank),
         source=sequences.source if sequences is not None else None,
+        select_metric=selection_metric(cfg),
+        patience=cfg.train.patience,
     )
     history = trainer.fit(state)
+    selection = read_selection(run_dir) if selection_metric(cfg) else None
+    if selection is not None and selection["epoch"] != history[-1].epoch:
+        load_checkpoint(best_checkpoint(run_dir), model, optimizer)  # test the selected epoch
     test = evaluator(model, "test")
     trainer.logger.log(state.global_step, {f"test/{k}": v for k, v in test.items()})
     trainer.logger.close()
@@ -286,13 +297,18 @@ def run(
         "planner_hosts": planner_hosts(ctx),
         "device": str(ctx.device),
         "backend": ctx.backend,
-        "dataset": {"name": data.name, **{k: len(v) for k, v in data.splits.items()}},
+        "dataset": {
+            "name": data.name,
+            **{k: len(v) for k, v in data.splits.items()},
+            "read_report": data.read_report,
+        },
         "feature_spec": data.spec.to_dict(),
         "plan": str(model.plan) if hasattr(model, "plan") else None,
         "final_state": {k: v for k, v in asdict(state).items() if k != "history"},
         "epochs": [asdict(r) for r in history],
+        "selected_epoch": selection,
         "test": test,
-        "baselines_test": builders.baselines(cfg, data),
+        "baselines_test": builders.baselines(cfg, data, learned=ctx.is_main),
         "train_samples_per_second": (
             float(np.mean([r.samples_per_second for r in history])) if history else None
         ),
@@ -303,7 +319,12 @@ def run(
         path = run_dir / SUMMARY_FILE
         atomic_write_text(path, json.dumps(summary, indent=2))
         metrics = " ".join(f"{k}={v:.4f}" for k, v in test.items())
-        print(f"test {metrics}; summary: {path}", flush=True)
+        at = (
+            f" at epoch {selection['epoch'] + 1} (best val {selection['metric']})"
+            if selection
+            else " at the last epoch"
+        )
+        print(f"test{at} {metrics}; summary: {path}", flush=True)
     return summary
 
 

@@ -22,6 +22,7 @@ from torchrec_recsys.distributed.env import DistContext
 from torchrec_recsys.distributed.state import gather_full_state
 from torchrec_recsys.errors import DataError, UserError
 from torchrec_recsys.training.checkpoint_io import latest_checkpoint, load_checkpoint
+from torchrec_recsys.training.selection import best_checkpoint
 from torchrec_recsys.training.state import TrainerState
 
 
@@ -70,13 +71,19 @@ def check_vocabularies(run_dir: Path, data: RecDataset) -> None:
 def load_trained(
     run_dir: str | Path, ctx: DistContext, data: RecDataset | None = None
 ) -> TrainedModel:
-    """Rebuild, load and unshard the newest checkpoint of ``run_dir`` (collective call)."""
+    """Rebuild, load and unshard the run's selected (best-epoch) checkpoint, else its newest
+    (collective call)."""
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
     if data is None:
+        if cfg.model.objective == "pipeline":
+            raise UserError(
+                f"{str(run_dir)!r} is a pipeline-objective ranker: load it with "
+                f"app.pipeline.load_ranker, which rebuilds its (query, candidate) pairs"
+            )
         data = builders.build_data(cfg)
     check_vocabularies(run_dir, data)
-    checkpoint = latest_checkpoint(run_dir)
+    checkpoint = best_checkpoint(run_dir) or latest_checkpoint(run_dir)  # the selected epoch
     if checkpoint is None:
         raise UserError(f"run directory {str(run_dir)!r} has no complete checkpoint")
     sequences = builders.build_sequence_inputs(cfg, data)

@@ -107,6 +107,8 @@ class RecDataset:
     users: UserTable
     user_ids: list[str]
     name: str
+    read_report: dict[str, int] = field(default_factory=dict)
+    """The reader's counts of skipped/filtered rows by reason (``RawData.report``)."""
 
     @cached_property
     def user_row_of(self) -> dict[str, int]:
@@ -430,6 +432,7 @@ def build_dataset(
         users=user_table,
         user_ids=user_ids,
         name=raw.name,
+        read_report=dict(raw.report),
     )
 
 

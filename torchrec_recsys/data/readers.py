@@ -12,7 +12,7 @@ Nothing is dropped silently: a malformed row is an error naming how many and the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -32,6 +32,8 @@ class RawData:
     items: pd.DataFrame
     users: pd.DataFrame
     name: str
+    report: dict[str, int] = field(default_factory=dict)
+    """What a reader skipped or filtered, by reason (row counts); empty when nothing was."""
 
 
 def read_table(path: str | Path, required: tuple[str, ...] | list[str], what: str) -> pd.DataFrame:

@@ -1,18 +1,21 @@
 """Semantic-ID ablation: do SID features help items with little or no training data?
 
-On one split and seed (with a share of items held out of training entirely), train the DLRM
-and the two-tower with four item representations and score the test split per bucket:
+On one split (with a share of items held out of training entirely) and one or more seeds
+(``--seeds``: ``train.seed``, i.e. weights and shuffling; the split stays fixed), train the
+DLRM and the two-tower with four item representations and score the test split per bucket:
 
     variants: ID only | SID only | ID + SID | ID + random codes (same shape as the SIDs)
     buckets:  all test items | cold (held out of training) | long tail (1..N training rows)
 
-and write a markdown table (plus JSON) with DLRM AUC and two-tower Recall@K per cell.
+and write a markdown table (plus JSON) with DLRM AUC and two-tower Recall@K per cell: the
+mean over seeds, and with several seeds "± sample std"; each bucket's size n is in the header.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +87,26 @@ def score_run(
     return out
 
 
+def mean_over_seeds(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Per bucket: n, the mean of each metric over seeds, ``<metric>_std`` and ``seeds``."""
+    out: dict[str, dict[str, float]] = {}
+    for bucket, first in runs[0].items():
+        cell: dict[str, float] = {"n": first["n"], "seeds": len(runs)}
+        for metric in first:
+            if metric == "n":
+                continue
+            values = [r[bucket][metric] for r in runs]
+            cell[metric] = statistics.fmean(values)
+            cell[f"{metric}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        out[bucket] = cell
+    return out
+
+
+def _fmt(cell: dict[str, float], metric: str) -> str:
+    text = f"{cell[metric]:.4f}"
+    return text + (f" ± {cell[f'{metric}_std']:.4f}" if cell.get("seeds", 1) > 1 else "")
+
+
 def markdown_table(
     results: dict[str, dict[str, dict[str, dict[str, float]]]], ks: tuple[int, ...]
 ) -> str:
@@ -91,12 +114,13 @@ def markdown_table(
     buckets = ("all", "cold", "long tail")
     first = next(iter(results.values()))
     counts = {b: first["dlrm"][b]["n"] for b in buckets}
+    tt_counts = {b: first["two_tower"][b]["n"] for b in buckets}
     header = ["variant"] + [f"DLRM AUC ({b}, n={counts[b]})" for b in buckets]
-    header += [f"two-tower R@{k} ({b})" for b in buckets for k in ks]
+    header += [f"two-tower R@{k} ({b}, n={tt_counts[b]})" for b in buckets for k in ks]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for variant, per_model in results.items():
-        cells = [f"{per_model['dlrm'][b]['auc']:.4f}" for b in buckets]
-        cells += [f"{per_model['two_tower'][b][f'recall@{k}']:.4f}" for b in buckets for k in ks]
+        cells = [_fmt(per_model["dlrm"][b], "auc") for b in buckets]
+        cells += [_fmt(per_model["two_tower"][b], f"recall@{k}") for b in buckets for k in ks]
         lines.append("| " + " | ".join([variant, *cells]) + " |")
     return "\n".join(lines)
 
@@ -122,6 +146,9 @@ def main(argv: list[str]) -> None:
         help="most training interactions of a long-tail item",
     )
     parser.add_argument("--ks", type=int, nargs="+", default=[10, 100], help="Recall@k cut-offs")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0], help="train.seed values (mean ± std)"
+    )
     args, overrides = parser.parse_known_args(argv)
     base = [
         *(["--config", args.config] if args.config else []),
@@ -135,16 +162,21 @@ def main(argv: list[str]) -> None:
         results[variant] = {}
         for model in MODELS:
             slug = variant.lower().replace(" + ", "_").replace(" ", "_")
-            argv_run = [
-                *base,
-                *flags,
-                f"--model.name={model}",
-                f"--name=sid_ablation_{slug}_{model}",
-            ]
-            summary = train_main(argv_run)
-            results[variant][model] = score_run(
-                Path(summary["run_dir"]), model, args.long_tail_max, tuple(args.ks)
-            )
+            per_seed = []
+            for seed in args.seeds:
+                suffix = f"_s{seed}" if len(args.seeds) > 1 else ""
+                argv_run = [
+                    *base,
+                    *flags,
+                    f"--model.name={model}",
+                    f"--train.seed={seed}",
+                    f"--name=sid_ablation_{slug}_{model}{suffix}",
+                ]
+                summary = train_main(argv_run)
+                per_seed.append(
+                    score_run(Path(summary["run_dir"]), model, args.long_tail_max, tuple(args.ks))
+                )
+            results[variant][model] = mean_over_seeds(per_seed)
             print(f"{variant} / {model}: {json.dumps(results[variant][model])}", flush=True)
     table = markdown_table(results, tuple(args.ks))
     out = Path(args.out)

@@ -10,17 +10,20 @@ from __future__ import annotations
 import torch
 
 from torchrec_recsys.data.dataset import RecDataset
-from torchrec_recsys.metrics.ranking import auc
+from torchrec_recsys.metrics.ranking import auc, normalized_entropy
 from torchrec_recsys.metrics.retrieval import (
+    catalogue_coverage,
+    chunked_top_k,
     exclusion_mask,
+    rank_metrics,
     ranked_list_metrics,
-    recall_ndcg,
     target_ranks,
 )
 
 
 def baseline_aucs(data: RecDataset, split: str = "test") -> dict[str, float]:
-    """AUC of each baseline on ``split``."""
+    """AUC of each baseline on ``split`` (and the NE of the positive rate, a probability;
+    popularity counts are not probabilities, so they have no NE)."""
     train, target = data.splits["train"], data.splits[split]
     num_items = len(data.items)
     counts = torch.bincount(train.item_rows, minlength=num_items).double()  # [I]
@@ -29,6 +32,7 @@ def baseline_aucs(data: RecDataset, split: str = "test") -> dict[str, float]:
     return {
         "popularity": auc(counts[target.item_rows], target.labels),
         "item_positive_rate": auc(rate[target.item_rows], target.labels),
+        "item_positive_rate_ne": normalized_entropy(rate[target.item_rows], target.labels),
     }
 
 
@@ -38,13 +42,16 @@ def popularity_retrieval(
     ks: tuple[int, ...] = (10, 50, 100),
     exclude_train_items: bool = True,
 ) -> dict[str, float]:
-    """Recall/NDCG@K of recommending the most-interacted training items (minus the user's own)."""
+    """Retrieval metrics (:func:`rank_metrics`, coverage at the smallest K) of recommending the
+    most-interacted training items (minus the user's own)."""
     counts = data.items.train_counts.double()  # [I]
     target = data.splits[split]
     queries = torch.ones(len(target), 1, dtype=torch.double)  # every user gets the same scores
     exclude = data.users.train_items if exclude_train_items else None
     ranks = target_ranks(queries, counts[:, None], target.item_rows, exclude, target.user_rows)
-    return recall_ndcg(ranks, ks)
+    k = min(ks)
+    _, top = chunked_top_k(queries, counts[:, None], k, exclude, target.user_rows)  # [N, k]
+    return {**rank_metrics(ranks, ks), f"coverage@{k}": catalogue_coverage(top, len(counts), k)}
 
 
 def popularity_ranked_list(

@@ -67,3 +67,17 @@ def auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
             [torch.ones_like(labels, dtype=torch.double)[None]],
         )
     )
+
+
+def normalized_entropy(probabilities: torch.Tensor, labels: torch.Tensor) -> float:
+    """Log-loss of ``probabilities`` [N] divided by the entropy of the label base rate.
+
+    Same definition as ``torchrec.metrics.ne`` (1.0 = no better than always predicting the
+    base rate; lower is better).
+    """
+    p = probabilities.double().clamp(1e-12, 1 - 1e-12)
+    y = labels.double()
+    log_loss = -(y * p.log() + (1 - y) * (1 - p).log()).mean()
+    base = y.mean().clamp(1e-12, 1 - 1e-12)
+    entropy = -(base * base.log() + (1 - base) * (1 - base).log())
+    return float(log_loss / entropy)

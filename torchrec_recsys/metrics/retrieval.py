@@ -1,4 +1,4 @@
-"""Offline retrieval metrics over the full item corpus: Recall@K and NDCG@K.
+"""Offline retrieval metrics over the full item corpus: Recall, NDCG, HR, MAP@K, MRR, coverage.
 
 Each query has one held-out target item. Items the user interacted with in training are
 excluded from the ranking (they would otherwise crowd the top), except the target itself.
@@ -27,7 +27,7 @@ def query_chunks(num_queries: int, num_items: int, chunk_elements: int = CHUNK_E
         yield begin, min(begin + step, num_queries)
 
 
-def _drop_excluded(
+def drop_excluded(
     scores: torch.Tensor,
     exclude: JaggedColumn | None,
     exclude_rows: torch.Tensor | None,
@@ -66,7 +66,7 @@ def target_ranks(
         tgt = targets[begin:end]
         target_score = scores.gather(1, tgt[:, None])  # [q, 1]
         if exclude is not None and exclude_rows is not None:
-            _drop_excluded(scores, exclude, exclude_rows[begin:end])
+            drop_excluded(scores, exclude, exclude_rows[begin:end])
             scores[torch.arange(end - begin), tgt] = target_score[:, 0]  # never drop the target
         ranks[begin:end] = (scores > target_score).sum(dim=1)
         ranks[begin:end][target_score[:, 0].isnan()] = items.shape[0]  # NaN target: a miss
@@ -93,7 +93,7 @@ def chunked_top_k(
     for begin, end in query_chunks(len(queries), len(items), chunk_elements):
         scores = (queries[begin:end] @ items.T).nan_to_num(nan=float("-inf"))  # [q, I]
         if exclude_rows is not None:
-            _drop_excluded(scores, exclude, exclude_rows[begin:end])
+            drop_excluded(scores, exclude, exclude_rows[begin:end])
         top_scores[begin:end], top_rows[begin:end] = torch.topk(scores, k, dim=1)  # [q, k]
     return top_scores, top_rows
 
@@ -106,6 +106,37 @@ def recall_ndcg(ranks: torch.Tensor, ks: tuple[int, ...] = (10, 50, 100)) -> dic
         out[f"recall@{k}"] = float(hit.float().mean())
         out[f"ndcg@{k}"] = float((hit / torch.log2(ranks.double() + 2)).mean())
     return out
+
+
+def rank_metrics(ranks: torch.Tensor, ks: tuple[int, ...] = (10, 50, 100)) -> dict[str, float]:
+    """Recall, NDCG, HR, MAP at each K and MRR, from each query's 0-based target rank [Q].
+
+    With one relevant item per query (the held-out target):
+
+    * ``hr@K`` (hit rate) = share of queries whose target is in the top K (equal to Recall@K
+      here; both names are reported because papers use both);
+    * ``map@K`` = mean over queries of AP@K = 1 / (rank + 1) if rank < K else 0;
+    * ``mrr`` = mean of 1 / (rank + 1) over the full ranking (a target outside a truncated
+      list, rank >= 10**9 by convention, contributes ~0).
+    """
+    out = recall_ndcg(ranks, ks)
+    reciprocal = 1.0 / (ranks.double() + 1)  # [Q]
+    for k in ks:
+        hit = ranks < k
+        out[f"hr@{k}"] = float(hit.double().mean())
+        out[f"map@{k}"] = float((reciprocal * hit).mean())
+    out["mrr"] = float(reciprocal.mean())
+    return out
+
+
+def catalogue_coverage(top: torch.Tensor, num_items: int, k: int) -> float:
+    """Share of the ``num_items`` catalogue that appears in at least one query's top ``k``.
+
+    Args:
+        top: [Q, >=k] catalogue rows of each query's list, best first (-1 = empty slot).
+    """
+    listed = top[:, :k]
+    return float(torch.unique(listed[listed >= 0]).numel() / max(num_items, 1))
 
 
 def list_ranks(lists: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -147,8 +178,7 @@ def ranked_list_metrics(
             hit = found & (ranks < k)
             out[f"ndcg@{k}"] = float((hit / torch.log2(ranks.double() + 2)).mean())
     out["mrr"] = float((found / (ranks.double() + 1)).mean())
-    listed = top[:, :coverage_k]
-    out[f"coverage@{coverage_k}"] = len(torch.unique(listed[listed >= 0])) / num_items
+    out[f"coverage@{coverage_k}"] = catalogue_coverage(top, num_items, coverage_k)
     out["cold_targets"] = float(cold.sum())
     if bool(cold.any()):
         out[f"cold_recall@{coverage_k}"] = float((ranks[cold] < coverage_k).float().mean())

@@ -10,23 +10,29 @@ optionally a history given by the caller), and the result says so.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from torchrec_recsys.data.dataset import ExampleTable, RecDataset
+from torchrec_recsys.data.jagged import JaggedColumn
 from torchrec_recsys.errors import UserError
 from torchrec_recsys.metrics.retrieval import (
     CHUNK_ELEMENTS,
-    chunked_top_k,
+    catalogue_coverage,
     query_chunks,
-    recall_ndcg,
+    rank_metrics,
+)
+from torchrec_recsys.retrieval.candidates import (
+    MISS_RANK,
+    RANK_FEATURE_NAMES,
+    rerank_positions,
+    retrieval_features,
+    retrieve_candidates,
 )
 from torchrec_recsys.retrieval.faiss_index import LoadedIndex, search
 from torchrec_recsys.retrieval.predict import TrainedTask, predict
-
-MISS = 10**9
-"""Rank given to a target that is not retrieved (or scored NaN): never within any cut-off."""
 
 
 @dataclass
@@ -34,7 +40,8 @@ class Recommendation:
     item_id: str
     title: str
     retrieval_score: float
-    ranking_score: float  # DLRM probability that the user rates the item >= the positive rating
+    ranking_score: float  # DLRM probability (of a rating >= the positive rating, or for a
+    # pipeline ranker of being the user's next item among the candidates)
 
 
 @dataclass
@@ -63,8 +70,11 @@ def recommend(
     k: int = 10,
     candidates: int = 100,
     history: list[str] | None = None,
+    rank_cap: int = 100,
 ) -> RecommendationList:
-    """Top ``k`` items for ``user_id`` from ``candidates`` retrieved ones, ordered by the DLRM."""
+    """Top ``k`` items for ``user_id`` from ``candidates`` retrieved ones, ordered by the DLRM
+    (a pipeline-objective DLRM also reads the retrieval score and rank, capped at
+    ``rank_cap``: its training's ``model.candidates``)."""
     if k < 1 or candidates < 1:
         raise UserError(f"k = {k} and candidates = {candidates} must both be at least 1")
     if k > candidates:
@@ -90,6 +100,11 @@ def recommend(
     pairs = k_data.pair_table(
         ranker_user, torch.zeros(len(item_rows), dtype=torch.int64), item_rows
     )
+    if has_pairs(k_data):  # a pipeline ranker also reads the retrieval score and rank
+        features = retrieval_features(
+            torch.tensor(scores[0], dtype=torch.float32), torch.arange(len(item_rows)), rank_cap
+        )
+        pairs.dense = torch.cat([pairs.dense, features], dim=1)  # [C, dense + 2]
     probabilities = predict(ranker.task, pairs, k_data, "ranking")  # [C]
     order = torch.argsort(probabilities, descending=True)[:k].tolist()
     items = [
@@ -104,63 +119,153 @@ def recommend(
     return RecommendationList(user_id=user_id, cold_start=cold, items=items, query=query_table)
 
 
-def evaluate_two_stage(
-    retriever: TrainedTask,
-    ranker: TrainedTask,
-    split: str = "test",
+PairScorer = Callable[[ExampleTable, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""``(query table, query index [M], item rows [M], retrieval features [M, 2]) -> scores [M]``:
+a second-stage ranker's score of each (query, candidate item) pair (higher = better)."""
+
+
+def rating_scorer(ranker: TrainedTask) -> PairScorer:
+    """A DLRM (or any ranking task) scoring pairs with the ranker's own features only."""
+
+    def score(
+        queries: ExampleTable, index: torch.Tensor, items: torch.Tensor, _: torch.Tensor
+    ) -> torch.Tensor:
+        pairs = ranker.data.pair_table(queries, index, items)
+        return predict(ranker.task, pairs, ranker.data, "ranking")
+
+    return score
+
+
+def pipeline_scorer(ranker: TrainedTask) -> PairScorer:
+    """A pipeline-objective DLRM: its features plus the retrieval score and rank."""
+
+    def score(
+        queries: ExampleTable, index: torch.Tensor, items: torch.Tensor, retrieval: torch.Tensor
+    ) -> torch.Tensor:
+        pairs = ranker.data.pair_table(queries, index, items)
+        pairs.dense = torch.cat([pairs.dense, retrieval], dim=1)  # [M, dense + 2]
+        return predict(ranker.task, pairs, ranker.data, "ranking")
+
+    return score
+
+
+def two_stage_metrics(
+    queries: torch.Tensor,
+    items: torch.Tensor,
+    query_table: ExampleTable,
+    exclude: JaggedColumn | None,
+    scorers: dict[str, PairScorer],
     candidates: int = 100,
     k: int = 10,
     chunk_elements: int = CHUNK_ELEMENTS,
 ) -> dict[str, dict[str, float]]:
-    """Recall@k / NDCG@k of retrieval alone vs. retrieval re-ranked by the DLRM on ``split``.
+    """Retrieval alone and retrieval re-ranked by each scorer, on the queries of a split.
 
-    Retrieval is exact (all items scored) with each user's training items excluded; the DLRM
-    re-orders the top ``candidates``; a target outside the candidates is a miss for both.
-    Users are processed in chunks of at most ``chunk_elements`` scores, so memory grows with
-    the catalogue, not with users x catalogue.
+    Retrieval is exact (all items scored, the user's training items dropped); each scorer
+    re-orders the top ``candidates``; a target outside the candidates is a miss for all.
+    Per method: Recall, NDCG, HR, MAP at ``k``, MRR over the candidate list (a target
+    outside it counts 0) and catalogue coverage of the final top ``k`` lists.
+
+    Args:
+        queries: [Q, D] query embeddings of ``query_table``'s rows; items: [I, D].
+        exclude: per-user catalogue rows dropped from retrieval (``query_table.user_rows``).
     """
-    r_data, k_data = retriever.data, ranker.data
+    positions: dict[str, list[torch.Tensor]] = {"retrieval": [], **{n: [] for n in scorers}}
+    lists: dict[str, list[torch.Tensor]] = {name: [] for name in positions}
+    candidate_hits = []
+    # one chunk of queries at a time: memory ~ chunk x I scores + chunk x C ranker pairs
+    for begin, end in query_chunks(len(queries), len(items), chunk_elements):
+        rows = torch.arange(begin, end)
+        table = _select(query_table, rows)
+        found = retrieve_candidates(
+            queries[rows],
+            items,
+            table.item_rows,
+            candidates,
+            exclude,
+            table.user_rows,
+            chunk_elements,
+        )
+        n = len(rows)
+        index = torch.arange(n).repeat_interleave(candidates)  # [n * C]
+        ranks = torch.arange(candidates).repeat(n)  # [n * C] retrieval position of each pair
+        features = retrieval_features(found.top_scores.reshape(-1), ranks, candidates)
+        base_position = None
+        for name, scorer in scorers.items():
+            scores = scorer(table, index, found.top.reshape(-1), features).view(n, candidates)
+            base_position, position, reranked = rerank_positions(
+                found.top, scores.double(), table.item_rows
+            )
+            nan_rows = scores.isnan().any(1) | found.target_scores.isnan()  # [n]: a miss
+            positions[name].append(position.masked_fill(nan_rows, MISS_RANK))
+            lists[name].append(reranked[:, :k])
+        if base_position is None:
+            base_position, _, _ = rerank_positions(
+                found.top, -torch.arange(candidates).double().expand(n, -1), table.item_rows
+            )
+        positions["retrieval"].append(
+            base_position.masked_fill(found.target_scores.isnan(), MISS_RANK)
+        )
+        lists["retrieval"].append(found.top[:, :k])
+        candidate_hits.append((found.top == table.item_rows[:, None]).any(1))
+    out: dict[str, dict[str, float]] = {}
+    for name in positions:
+        ranked = rank_metrics(torch.cat(positions[name]), (k,))
+        out[name] = {
+            **{m: ranked[m] for m in (f"recall@{k}", f"ndcg@{k}", f"hr@{k}", f"map@{k}", "mrr")},
+            f"coverage@{k}": catalogue_coverage(torch.cat(lists[name]), len(items), k),
+        }
+    out["candidates_recall"] = {
+        f"recall@{candidates}": float(torch.cat(candidate_hits).float().mean())
+    }
+    return out
+
+
+def _select(table: ExampleTable, rows: torch.Tensor) -> ExampleTable:
+    return ExampleTable(
+        sparse={k: c.select(rows) for k, c in table.sparse.items()},
+        dense=table.dense[rows],
+        labels=table.labels[rows],
+        user_rows=table.user_rows[rows],
+        item_rows=table.item_rows[rows],
+    )
+
+
+def evaluate_two_stage(
+    retriever: TrainedTask,
+    ranker: TrainedTask | None = None,
+    split: str = "test",
+    candidates: int = 100,
+    k: int = 10,
+    scorers: dict[str, PairScorer] | None = None,
+) -> dict[str, dict[str, float]]:
+    """:func:`two_stage_metrics` of ``split`` with the retriever's embeddings.
+
+    ``scorers`` (name -> :data:`PairScorer`) are the second stages; with only ``ranker``
+    given, it is scored as a rating DLRM under the name ``retrieve_then_rank``.
+    """
+    r_data = retriever.data
     queries_table = r_data.splits[split]
-    if not torch.equal(queries_table.item_rows, k_data.splits[split].item_rows):
+    if scorers is None:
+        if ranker is None:
+            raise UserError("evaluate_two_stage needs a ranker or scorers")
+        scorers = {"retrieve_then_rank": rating_scorer(ranker)}
+    if (
+        ranker is not None
+        and not torch.equal(queries_table.item_rows, ranker.data.splits[split].item_rows)
+        and not has_pairs(ranker.data)
+    ):
         raise UserError("the retriever and the ranker were trained on different splits of the data")
     queries = predict(retriever.task, queries_table, r_data, "query")  # [Q, D]
     items = predict(retriever.task, r_data.catalogue_table(), r_data, "item")  # [I, D]
-    retrieval_rank = torch.empty(len(queries), dtype=torch.int64)
-    rerank_rank = torch.empty(len(queries), dtype=torch.int64)
-    candidate_hit = torch.empty(len(queries), dtype=torch.bool)
-    # one chunk of users at a time: memory ~ chunk x I scores + chunk x C ranker pairs
-    for begin, end in query_chunks(len(queries), len(items), chunk_elements):
-        rows = torch.arange(begin, end)
-        _, top = chunked_top_k(  # [q, C] catalogue rows, best first (NaN scores sort last)
-            queries[begin:end],
-            items,
-            candidates,
-            r_data.users.train_items,
-            queries_table.user_rows[begin:end],
-            chunk_elements,
-        )
-        targets = queries_table.item_rows[begin:end, None]  # [q, 1]
-        target_scores = (queries[begin:end] * items[targets[:, 0]]).sum(1)  # [q]
-        nan_target = target_scores.isnan()  # a NaN score is a miss whatever the order
-        retrieval_rank[begin:end] = _rank_in(top, targets).masked_fill(nan_target, MISS)
-        candidate_hit[begin:end] = (top == targets).any(1) & ~nan_target
-        user_index = rows.repeat_interleave(top.shape[1])  # [q * C]
-        pairs = k_data.pair_table(k_data.splits[split], user_index, top.reshape(-1))
-        probabilities = predict(ranker.task, pairs, k_data, "ranking").view(len(rows), -1)
-        nan_rows = probabilities.isnan().any(1) | nan_target  # [q]
-        reranked = torch.gather(top, 1, torch.argsort(probabilities, dim=1, descending=True))
-        rerank_rank[begin:end] = _rank_in(reranked, targets).masked_fill(nan_rows, MISS)
-    return {
-        "retrieval": recall_ndcg(retrieval_rank, (k,)),
-        "retrieve_then_rank": recall_ndcg(rerank_rank, (k,)),
-        "candidates_recall": {f"recall@{candidates}": float(candidate_hit.float().mean())},
-    }
+    return two_stage_metrics(
+        queries, items, queries_table, r_data.users.train_items, scorers, candidates, k
+    )
 
 
-def _rank_in(ordered: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Position of each target in its row of ``ordered`` [Q, C], or a large number if absent."""
-    hit = ordered == targets  # [Q, C]
-    return torch.where(hit.any(1), hit.float().argmax(1), torch.full((len(hit),), MISS))
+def has_pairs(data: RecDataset) -> bool:
+    """Whether ``data`` holds pipeline pairs (its spec has the retrieval features)."""
+    return RANK_FEATURE_NAMES[0] in data.spec.dense_names()
 
 
 def format_recommendations(result: RecommendationList) -> str:

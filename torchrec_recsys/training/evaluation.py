@@ -15,10 +15,11 @@ from torchrec_recsys.data.sequences import SequenceSource
 from torchrec_recsys.distributed.env import DistContext
 from torchrec_recsys.metrics.ranking import RankingMetrics
 from torchrec_recsys.metrics.retrieval import (
+    chunked_top_k,
     exclusion_mask,
     list_ranks,
+    rank_metrics,
     ranked_list_metrics,
-    recall_ndcg,
     target_ranks,
 )
 
@@ -83,8 +84,9 @@ def embed_table(
 
 
 class RetrievalEvaluator:
-    """Callable ``(model, split) -> {"recall@K", "ndcg@K", "mrr", "coverage@10", ...}`` for a
-    two-tower task module (the list metrics of :class:`SequenceEvaluator`, for comparison).
+    """Callable ``(model, split) -> {"recall@K", "ndcg@K", "hr@K", "map@K", "mrr",
+    "coverage@10", "cold_recall@10", ...}`` for a two-tower task module (the list metrics of
+    :class:`SequenceEvaluator` too, for comparison).
 
     Queries are the split's examples (user features as of that interaction); the corpus is
     every catalogue item; each user's training items are excluded from the ranking.
@@ -127,11 +129,10 @@ class RetrievalEvaluator:
         table = self.data.splits[split]
         exclude = self.data.users.train_items if self.exclude_train_items else None
         ranks = target_ranks(queries, items, table.item_rows, exclude, table.user_rows)
-        mask = exclusion_mask(exclude, table.user_rows, table.item_rows, len(items))  # [Q, I]
-        top = (queries @ items.T).masked_fill(mask, float("-inf")).topk(10, dim=1).indices
+        _, top = chunked_top_k(queries, items, 10, exclude, table.user_rows)  # [N, 10]
         cold = self.data.items.cold[table.item_rows]
         lists = ranked_list_metrics(ranks, top, len(items), len(items), cold, recall_ks=(5, 20))
-        return {**recall_ndcg(ranks, self.ks), **lists}
+        return {**rank_metrics(ranks, self.ks), **lists}
 
 
 def gather_in_order(

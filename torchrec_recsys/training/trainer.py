@@ -52,6 +52,7 @@ from torchrec_recsys.observability.profiler import maybe_enable_profiling
 from torchrec_recsys.observability.progress import Progress
 from torchrec_recsys.observability.tensorboard import ScalarLogger
 from torchrec_recsys.training.checkpoint_io import save_checkpoint
+from torchrec_recsys.training.selection import keep_if_best, should_stop
 from torchrec_recsys.training.state import TrainerState
 
 
@@ -139,7 +140,12 @@ class Trainer:
         evaluate: Evaluator,
         on_step: Callable[[TrainerState], None] | None = None,
         source: TrainSource | None = None,
+        select_metric: str = "",
+        patience: int = 0,
     ) -> None:
+        """``select_metric`` (validation metric name, "" = none) picks the epoch kept in
+        ``<run dir>/best/``; ``patience`` > 0 stops after that many epochs without a better
+        one (see ``training/selection.py``)."""
         self.model = model
         self.optimizer = optimizer
         self.data = data
@@ -151,6 +157,8 @@ class Trainer:
         self.source: TrainSource = (
             source if source is not None else TableSource(data.splits["train"], data.spec)
         )
+        self.select_metric = select_metric
+        self.patience = patience
         self.shard = ShardInfo(ctx.rank, ctx.world_size)
         self.logger = ScalarLogger(run_dir / "tensorboard", enabled=ctx.is_main)
 
@@ -172,7 +180,7 @@ class Trainer:
         with maybe_enable_profiling(
             self.options.profile, self.run_dir / "profile", self.ctx.rank
         ) as profiler:
-            while state.epoch < self.options.epochs:
+            while state.epoch < self.options.epochs and not self._stop(state):
                 self._train_epoch(state, profiler)
         return [EpochRecord(**record) for record in state.history]
 
@@ -185,8 +193,21 @@ class Trainer:
         self.optimizer.step()
         return loss.detach()
 
-    def _save(self, state: TrainerState) -> None:
-        save_checkpoint(
+    def _stop(self, state: TrainerState) -> bool:
+        """Early stopping: no better ``select_metric`` in the last ``patience`` epochs."""
+        if not (self.select_metric and state.history):
+            return False
+        stop = should_stop(state.history, self.select_metric, self.patience)
+        if stop and self.ctx.is_main:
+            print(
+                f"early stop after epoch {state.epoch}: no better val {self.select_metric} "
+                f"in {self.patience} epoch(s)",
+                flush=True,
+            )
+        return stop
+
+    def _save(self, state: TrainerState) -> Path:
+        return save_checkpoint(
             self.run_dir,
             self.model,
             self.optimizer,
@@ -289,5 +310,7 @@ class Trainer:
                 flush=True,
             )
         state.finish_epoch(asdict(record))
-        self._save(state)
+        checkpoint = self._save(state)
+        if self.select_metric and val:
+            keep_if_best(self.run_dir, checkpoint, state.history, self.select_metric)
         return record

@@ -1,0 +1,178 @@
+"""Ranking and pipeline report over seeds: the README's two tables, measured in one command.
+
+Per seed (``train.seed``; the temporal split is the same for every seed)::
+
+    two-tower retriever ------------------------------------------+
+    DLRM (rating label) + popularity / LR / LightGBM baselines     |  evaluate-pipeline:
+    DCN-v2 (rating label)                                          +-> retrieval alone vs
+    DLRM (pipeline objective, the retriever's candidates) --------+    + each second stage
+
+Tables (mean +/- sample standard deviation over seeds, with n = seeds):
+
+* ranking (rating label, test split): AUC and NE of popularity, item positive rate,
+  logistic regression, LightGBM, DLRM, DCN-v2;
+* pipeline (test split): Recall@10, NDCG@10, MRR, coverage@10 of retrieval alone and
+  re-ranked by the rating DLRM, the pipeline DLRM, and LR / LightGBM on the pipeline pairs.
+
+A run whose ``summary.json`` exists is reused, so an interrupted report resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from torchrec_recsys.app.retrieval_commands import evaluate_pipeline_main
+from torchrec_recsys.app.train import SUMMARY_FILE
+from torchrec_recsys.app.train import main as train_main
+from torchrec_recsys.files import atomic_write_text
+
+RANKING_ROWS = (
+    ("popularity", "baseline", "popularity", None),
+    ("item positive rate", "baseline", "item_positive_rate", "item_positive_rate_ne"),
+    ("logistic regression", "baseline", "logistic_regression", None),
+    ("LightGBM", "baseline", "lightgbm", None),
+    ("DLRM", "dlrm", None, None),
+    ("DCN-v2", "dcn", None, None),
+)
+PIPELINE_COLUMNS = ("recall@10", "ndcg@10", "mrr", "coverage@10")
+
+
+def _train(argv: list[str], run_dir: Path) -> dict[str, Any]:
+    summary = run_dir / SUMMARY_FILE
+    if summary.is_file():
+        return json.loads(summary.read_text())
+    return train_main([*argv, "--run-dir", str(run_dir)])
+
+
+def _cell(values: list[float]) -> str:
+    if not values:
+        return "n/a"
+    mean = statistics.fmean(values)
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{mean:.4f} ± {spread:.4f}"
+
+
+def ranking_table(per_seed: list[dict[str, dict[str, Any]]]) -> str:
+    """Rows = methods; AUC and NE on the test split, mean ± std over seeds."""
+    lines = ["| ranker (rating label) | test AUC | test NE |", "|---|---|---|"]
+    for label, source, key, ne_key in RANKING_ROWS:
+        aucs, nes = [], []
+        for runs in per_seed:
+            if source == "baseline":
+                value = runs["dlrm"]["baselines_test"].get(key)
+                if isinstance(value, dict):
+                    aucs.append(value["auc"])
+                    nes.append(value["ne"])
+                elif value is not None:
+                    aucs.append(value)
+                    if ne_key:
+                        nes.append(runs["dlrm"]["baselines_test"][ne_key])
+            else:
+                aucs.append(runs[source]["test"]["auc"])
+                nes.append(runs[source]["test"]["ne"])
+        lines.append(f"| {label} | {_cell(aucs)} | {_cell(nes)} |")
+    return "\n".join(lines)
+
+
+def pipeline_table(per_seed: list[dict[str, dict[str, float]]]) -> str:
+    """Rows = retrieval alone and each second stage; mean ± std over seeds."""
+    header = "| method | " + " | ".join(PIPELINE_COLUMNS) + " |"
+    lines = [header, "|---" * (len(PIPELINE_COLUMNS) + 1) + "|"]
+    for name in per_seed[0]:
+        if name == "candidates_recall":
+            continue
+        label = "retrieval alone" if name == "retrieval" else f"+ {name}"
+        cells = [_cell([m[name][c] for m in per_seed]) for c in PIPELINE_COLUMNS]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(
+        prog="torchrec_recsys ranking-report",
+        description="Train retriever, DLRM, DCN-v2 and the pipeline DLRM per seed, evaluate the "
+        "pipeline, and write the ranking and pipeline tables (mean ± std over seeds). Extra "
+        "--section.key=value flags go to every training run.",
+    )
+    parser.add_argument("--retriever-config", required=True, help="two-tower TOML")
+    parser.add_argument("--ranker-config", required=True, help="DLRM TOML (rating label)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="train.seed values")
+    parser.add_argument("--runs-dir", default="runs/ranking_report", help="where runs are written")
+    parser.add_argument("--out", default="reports/ranking_report.md", help="markdown tables")
+    parser.add_argument("--candidates", type=int, default=100, help="retrieved per query")
+    parser.add_argument(
+        "--pipeline-flag",
+        action="append",
+        default=[],
+        help="extra --section.key=value for the pipeline DLRM only (repeatable)",
+    )
+    args, overrides = parser.parse_known_args(argv)
+    root = Path(args.runs_dir)
+    common = ["--train.progress_bar=false", *overrides]
+    no_learned = ["--baselines.logistic_regression=false", "--baselines.lightgbm=false"]
+    ranking_runs, pipeline_runs = [], []
+    for seed in args.seeds:
+        s = [*common, f"--train.seed={seed}"]
+        tt = _train(["--config", args.retriever_config, *s], root / f"two_tower_s{seed}")
+        dlrm = _train(["--config", args.ranker_config, *s], root / f"dlrm_s{seed}")
+        dcn = _train(
+            ["--config", args.ranker_config, *s, "--model.interaction=dcn", *no_learned],
+            root / f"dcn_s{seed}",
+        )
+        pipe = _train(
+            [
+                "--config",
+                args.ranker_config,
+                *s,
+                "--model.objective=pipeline",
+                f"--model.retriever_run={tt['run_dir']}",
+                f"--model.candidates={args.candidates}",
+                *no_learned,
+                *args.pipeline_flag,
+            ],
+            root / f"pipeline_s{seed}",
+        )
+        ranking_runs.append({"dlrm": dlrm, "dcn": dcn})
+        out = root / f"evaluate_pipeline_s{seed}.json"
+        if not out.is_file():
+            evaluate_pipeline_main(
+                [
+                    "--retriever",
+                    tt["run_dir"],
+                    "--ranker",
+                    dlrm["run_dir"],
+                    "--ranker",
+                    pipe["run_dir"],
+                    "--candidates",
+                    str(args.candidates),
+                    "--out",
+                    str(out),
+                ]
+            )
+        pipeline_runs.append(json.loads(out.read_text()))
+        selected = {
+            n: r["selected_epoch"]
+            for n, r in (("dlrm", dlrm), ("dcn", dcn), ("pipeline", pipe), ("two_tower", tt))
+        }
+        print(f"seed {seed}: selected epochs {json.dumps(selected)}", flush=True)
+    seeds = ", ".join(map(str, args.seeds))
+    text = (
+        f"Seeds {seeds} (mean ± sample std over {len(args.seeds)} seeds).\n\n"
+        + ranking_table(ranking_runs)
+        + "\n\n"
+        + pipeline_table(pipeline_runs)
+        + "\n"
+    )
+    out_path = Path(args.out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_path, text)
+    atomic_write_text(
+        out_path.with_suffix(".json"),
+        json.dumps({"ranking": ranking_runs, "pipeline": pipeline_runs}, indent=2, default=str),
+    )
+    print(text)
+    print(f"wrote {out_path}")
