@@ -313,6 +313,7 @@ class SequenceConfig:
     """Hash buckets of the user token."""
 
 
+@dataclass
 class BaselineConfig:
     """Learned baselines fitted beside a DLRM run on its split and features (its summary's
     ``baselines_test``): logistic regression and LightGBM (see ``models/tabular.py``)."""
