@@ -200,6 +200,9 @@ def serve_main(argv: list[str]) -> None:
     parser.add_argument(
         "--max-concurrency", type=int, default=8, help="requests in flight before 503"
     )
+    parser.add_argument(
+        "--workers", type=int, default=2, help="requests computed at once (about the cores)"
+    )
     parser.add_argument("--poll-seconds", type=float, default=0.5, help="registry poll period")
     parser.add_argument("--log-dir", help="impression/shadow logs (default <registry>/logs)")
     parser.add_argument(
@@ -225,6 +228,7 @@ def serve_main(argv: list[str]) -> None:
         max_k=args.max_k,
         candidates=args.candidates,
         max_concurrency=args.max_concurrency,
+        workers=args.workers,
         poll_seconds=args.poll_seconds,
         log_dir=Path(args.log_dir) if args.log_dir else None,
         drift_window_seconds=args.drift_window_seconds,

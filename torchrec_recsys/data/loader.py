@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from torchrec_recsys.data.batch import Batch, build_kjt, check_dense
+from torchrec_recsys.data.batch import Batch, build_kjt, build_kjt_whole, check_dense
 from torchrec_recsys.data.dataset import ExampleTable
 from torchrec_recsys.data.features import FeatureSpec
 from torchrec_recsys.errors import DataError
@@ -50,6 +50,24 @@ def make_batch(
         weights=weights,  # [B]
         user_rows=table.user_rows[rows],
         item_rows=table.item_rows[rows],
+    )
+
+
+def whole_batch(table: ExampleTable, spec: FeatureSpec) -> Batch:
+    """Every row of ``table`` as one :class:`Batch` (weights 1), without gathering rows.
+
+    Raises:
+        DataError: a dense value is NaN or infinite, or an ID is out of range.
+    """
+    check_dense(spec.dense_names(), table.dense)
+    n = len(table)
+    return Batch(
+        dense_features=table.dense,  # [B, num_dense]
+        sparse_features=build_kjt_whole(table.sparse, spec.sparse),
+        labels=table.labels,  # [B]
+        weights=torch.ones(n),  # [B]
+        user_rows=table.user_rows,
+        item_rows=table.item_rows,
     )
 
 

@@ -6,13 +6,15 @@ eval mode) and ``data`` (the dataset it was trained on): :class:`TrainedTask`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol
 
 import torch
 from torch import nn
 
+from torchrec_recsys.data.batch import Batch
 from torchrec_recsys.data.dataset import ExampleTable, RecDataset
-from torchrec_recsys.data.loader import ShardInfo, eval_batches
+from torchrec_recsys.data.loader import ShardInfo, eval_batches, whole_batch
 
 
 class TrainedTask(Protocol):
@@ -32,8 +34,11 @@ def predict(
     """Query embeddings [N, D], item embeddings [N, D] or ranker probabilities [N] of every
     row of ``table`` (``output`` = ``query``, ``item`` or ``ranking``), with a plain task."""
     out = []
-    batch_size = max(1, min(4096, len(table)))  # a small request is not padded to 4096 rows
-    for batch in eval_batches(table, data.spec, batch_size, ShardInfo()):
+    if 0 < len(table) <= 4096:  # one batch: the table itself, no row gather, no padding
+        batches: Iterable[Batch] = [whole_batch(table, data.spec)]
+    else:
+        batches = eval_batches(table, data.spec, 4096, ShardInfo())
+    for batch in batches:
         if output == "ranking":
             out.append(torch.sigmoid(task.model(batch.dense_features, batch.sparse_features)[:, 0]))
         else:

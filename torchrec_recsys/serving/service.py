@@ -1,7 +1,8 @@
 """The HTTP service: retrieve-then-rank for the registry's live version (FastAPI + uvicorn).
 
     POST /recommend {user_id, k, history?}
-        -> bounded admission (503 at once when ``max_concurrency`` requests are in flight)
+        -> bounded admission (503 at once when ``max_concurrency`` requests are in flight),
+           then one of ``workers`` threads (more threads than cores only thrash)
         -> routing (live, or canary by user hash), a version held for the whole request
         -> retrieval.two_stage.recommend in a worker thread
         -> response; impression log row; drift counts; shadow copy after the response
@@ -87,7 +88,9 @@ class ServiceConfig:
     candidates: int = 100
     """Items retrieved before ranking (capped at the index size)."""
     max_concurrency: int = 8
-    """Requests in flight at once; one more is answered 503 immediately."""
+    """Requests admitted at once (running or waiting for a worker); one more gets 503 at once."""
+    workers: int = 2
+    """Requests computed at the same time (worker threads); about the number of cores."""
     poll_seconds: float = 0.5
     """How often the registry state is checked."""
     log_dir: Path | None = None
@@ -339,6 +342,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
     store = ModelStore(config, metrics)
     log_dir = Path(config.log_dir or Path(config.registry) / "logs")
     state: dict[str, Any] = {"inflight": 0, "shadow_inflight": 0}
+    workers = anyio.CapacityLimiter(config.workers)  # admitted requests wait here, bounded
     shadow_lock = threading.Lock()
     shadow_log_lock = threading.Lock()
 
@@ -483,7 +487,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         state["inflight"] += 1
         metrics.inflight.set(state["inflight"])
         try:
-            answer = await anyio.to_thread.run_sync(_answer, version, body, True)
+            answer = await anyio.to_thread.run_sync(_answer, version, body, True, limiter=workers)
         except UserError as exc:
             metrics.requests.labels(endpoint, "422").inc()
             metrics.errors.labels("bad_request").inc()
