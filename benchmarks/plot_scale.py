@@ -180,8 +180,18 @@ def main() -> None:
         if len(rows) > 1:
             xs = [r["interactions"] for r in rows]
             build = _slope(xs, [r["build_seconds"] for r in rows])
-            rss = _slope(xs, [r["process_peak_rss_mib"] for r in rows])
-            out.append(f"Growth exponents: build time ~ N^{build:.2f}, peak RSS ~ N^{rss:.2f}")
+            rss = _slope(xs, [r["build_peak_rss_growth_mib"] for r in rows])
+            out.append(
+                f"Growth exponents: build time ~ N^{build:.2f}, build peak RSS growth ~ N^{rss:.2f}"
+            )
+            fig, ax = plt.subplots(figsize=(6, 4))
+            ax.loglog(xs, [r["build_peak_rss_growth_mib"] for r in rows], marker="o")
+            ax.set_xlabel("interactions (in-memory build_dataset)")
+            ax.set_ylabel("peak RSS growth of the build (MiB)")
+            ax.set_title("In-memory data path: memory ~ interactions")
+            fig.tight_layout()
+            fig.savefig(RESULTS / "scale_interactions.png", dpi=120)
+            plt.close(fig)
             out.append("")
     if data := _load("streaming.json"):
         out += ["## Streaming", "", f"`{data['command']}`", "", *streaming_lines(data), ""]
