@@ -240,7 +240,7 @@ class TrainConfig:
     transformer forwards cannot be FX-traced, which ``sparse_dist`` needs)."""
     select_metric: str = "auto"
     """Validation metric whose best epoch is kept (``<run dir>/best/``) and tested: ``auto``
-    (``auc`` for the DLRM, ``recall@10`` for the two-tower), any validation metric name
+    (``auc`` for the DLRM, ``recall@10`` for the retrievers), any validation metric name
     (``loss``/``ne`` are minimised, others maximised), or ``last`` (test the last epoch)."""
     patience: int = 0
     """Stop after this many epochs without a better ``select_metric`` (0 = never stop early)."""
@@ -360,7 +360,7 @@ def selection_metric(cfg: ExperimentConfig) -> str:
     """The validation metric that selects the best epoch ("" = none: test the last epoch)."""
     metric = cfg.train.select_metric
     if metric == "auto":
-        return "recall@10" if cfg.model.name == "two_tower" else "auc"
+        return "auc" if cfg.model.name == "dlrm" else "recall@10"
     return "" if metric == "last" else metric
 
 

@@ -328,7 +328,7 @@ BAD: list[Bad] = [
         "fresh_run_into_finished_run",
         4,
         lambda e: e.train("--run-dir", str(e.copy_finished())),
-        "already holds checkpoints, config.json",
+        "already holds best, checkpoints, config.json",
     ),
     Bad("same_run_id_as_a_live_job", 4, _locked_by_live_process, "is in use by process"),
     Bad(

@@ -110,7 +110,9 @@ def test_two_stage_metrics_match_brute_force() -> None:
         return bias[item_rows] - retrieval[:, 1]  # an item prior plus the retrieval order
 
     c, k = 12, 5
-    got = two_stage_metrics(queries, items, table, train_items, {"prior": scorer}, c, k, chunk=7)
+    got = two_stage_metrics(
+        queries, items, table, train_items, {"prior": scorer}, c, k, chunk_elements=7 * NUM_ITEMS
+    )
     ref_positions = {"retrieval": [], "prior": []}
     lists = {"retrieval": set(), "prior": set()}
     for q in range(30):
