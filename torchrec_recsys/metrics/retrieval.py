@@ -117,3 +117,23 @@ def exclusion_mask(
         mask[query_index, values] = True
     mask[torch.arange(len(user_rows)), targets.cpu()] = False
     return mask.to(user_rows.device)
+
+
+def top_k_items(
+    queries: torch.Tensor,
+    items: torch.Tensor,
+    k: int,
+    targets: torch.Tensor,
+    exclude: JaggedColumn | None = None,
+    exclude_rows: torch.Tensor | None = None,
+    chunk: int = 1024,
+) -> torch.Tensor:
+    """[Q, k] best items by inner product, excluded as in :func:`exclusion_mask` (chunked)."""
+    out = []
+    for begin in range(0, len(queries), chunk):
+        end = min(begin + chunk, len(queries))
+        rows = exclude_rows[begin:end] if exclude_rows is not None else targets[begin:end]
+        mask = exclusion_mask(exclude, rows, targets[begin:end], len(items))  # [q, I]
+        scores = (queries[begin:end] @ items.T).masked_fill(mask, float("-inf"))  # [q, I]
+        out.append(scores.topk(min(k, len(items)), dim=1).indices)
+    return torch.cat(out)

@@ -20,6 +20,7 @@ from torchrec_recsys.metrics.retrieval import (
     ranked_list_metrics,
     recall_ndcg,
     target_ranks,
+    top_k_items,
 )
 
 
@@ -127,8 +128,7 @@ class RetrievalEvaluator:
         table = self.data.splits[split]
         exclude = self.data.users.train_items if self.exclude_train_items else None
         ranks = target_ranks(queries, items, table.item_rows, exclude, table.user_rows)
-        mask = exclusion_mask(exclude, table.user_rows, table.item_rows, len(items))  # [Q, I]
-        top = (queries @ items.T).masked_fill(mask, float("-inf")).topk(10, dim=1).indices
+        top = top_k_items(queries, items, 10, table.item_rows, exclude, table.user_rows)
         cold = self.data.items.cold[table.item_rows]
         lists = ranked_list_metrics(ranks, top, len(items), len(items), cold, recall_ks=(5, 20))
         return {**recall_ndcg(ranks, self.ks), **lists}
