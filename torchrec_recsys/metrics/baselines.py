@@ -12,10 +12,10 @@ import torch
 from torchrec_recsys.data.dataset import RecDataset
 from torchrec_recsys.metrics.ranking import auc
 from torchrec_recsys.metrics.retrieval import (
-    exclusion_mask,
     ranked_list_metrics,
     recall_ndcg,
     target_ranks,
+    top_k_items,
 )
 
 
@@ -55,11 +55,9 @@ def popularity_ranked_list(
     target = data.splits[split]
     num_items = len(data.items)
     exclude = data.users.train_items if exclude_train_items else None
-    mask = exclusion_mask(exclude, target.user_rows, target.item_rows, num_items)  # [Q, I]
-    scores = data.items.train_counts.double()[None, :].expand(len(target), -1)  # [Q, I]
-    top = scores.masked_fill(mask, float("-inf")).topk(10, dim=1).indices  # [Q, 10]
-    queries = torch.ones(len(target), 1, dtype=torch.double)
+    queries = torch.ones(len(target), 1, dtype=torch.double)  # every user: the same scores
     counts = data.items.train_counts.double()[:, None]  # [I, 1]
+    top = top_k_items(queries, counts, 10, target.item_rows, exclude, target.user_rows)
     ranks = target_ranks(queries, counts, target.item_rows, exclude, target.user_rows)
     cold = data.items.cold[target.item_rows]
     return ranked_list_metrics(ranks, top, num_items, num_items, cold)
