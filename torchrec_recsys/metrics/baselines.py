@@ -14,7 +14,6 @@ from torchrec_recsys.metrics.ranking import auc, normalized_entropy
 from torchrec_recsys.metrics.retrieval import (
     catalogue_coverage,
     chunked_top_k,
-    exclusion_mask,
     rank_metrics,
     ranked_list_metrics,
     target_ranks,
@@ -62,11 +61,9 @@ def popularity_ranked_list(
     target = data.splits[split]
     num_items = len(data.items)
     exclude = data.users.train_items if exclude_train_items else None
-    mask = exclusion_mask(exclude, target.user_rows, target.item_rows, num_items)  # [Q, I]
-    scores = data.items.train_counts.double()[None, :].expand(len(target), -1)  # [Q, I]
-    top = scores.masked_fill(mask, float("-inf")).topk(10, dim=1).indices  # [Q, 10]
-    queries = torch.ones(len(target), 1, dtype=torch.double)
+    queries = torch.ones(len(target), 1, dtype=torch.double)  # every user: the same scores
     counts = data.items.train_counts.double()[:, None]  # [I, 1]
+    _, top = chunked_top_k(queries, counts, 10, exclude, target.user_rows)  # [N, 10]
     ranks = target_ranks(queries, counts, target.item_rows, exclude, target.user_rows)
     cold = data.items.cold[target.item_rows]
     return ranked_list_metrics(ranks, top, num_items, num_items, cold)
