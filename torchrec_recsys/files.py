@@ -7,6 +7,7 @@ The one implementation of the mechanism; every writer in the package goes throug
     with atomic_directory(folder) as staging:                   # a whole folder
         (staging / "index.faiss").write_bytes(...)
     publish_directory(staged, folder)                           # a folder staged by others
+    publish_file(staged_file, path)                             # a file a library streamed
 
 Files and folders are staged next to their target (same file system, so the final
 ``os.replace`` is atomic), fsynced, and renamed into place; on any error the staged copy is
@@ -55,6 +56,14 @@ def atomic_file(
     except BaseException:
         Path(staged).unlink(missing_ok=True)
         raise
+
+
+def publish_file(staged: Path, target: Path) -> None:
+    """Move the complete file ``staged`` (written next to ``target``) onto ``target``
+    atomically, for writers that stream into a file of their own (e.g. a Parquet writer)."""
+    fsync_path(staged)
+    os.replace(staged, target)
+    fsync_path(target.parent)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

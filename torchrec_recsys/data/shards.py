@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -50,7 +49,7 @@ from torchrec_recsys.data.dataset import ExampleTable
 from torchrec_recsys.data.features import FeatureSpec
 from torchrec_recsys.data.loader import make_batch
 from torchrec_recsys.errors import DataError
-from torchrec_recsys.files import atomic_write_text
+from torchrec_recsys.files import atomic_write_text, publish_file
 
 MANIFEST = "manifest.json"
 FORMAT = "torchrec_recsys-criteo-shards-v1"
@@ -85,7 +84,7 @@ def write_shards(
         if writer is not None:
             writer.close()
             name = f"part-{len(shards):05d}.parquet"
-            os.replace(out / f"{name}.tmp", out / name)
+            publish_file(out / f"{name}.tmp", out / name)
             shards.append({"file": name, "rows": in_shard})
             writer = None
 
