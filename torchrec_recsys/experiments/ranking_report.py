@@ -52,8 +52,9 @@ def _cell(values: list[float]) -> str:
     if not values:
         return "n/a"
     mean = statistics.fmean(values)
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{mean:.4f} ± {spread:.4f}"
+    if len(values) == 1:
+        return f"{mean:.4f}"  # one seed: no spread to report
+    return f"{mean:.4f} ± {statistics.stdev(values):.4f}"
 
 
 def ranking_table(per_seed: list[dict[str, dict[str, Any]]]) -> str:
