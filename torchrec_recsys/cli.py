@@ -146,7 +146,7 @@ def usage() -> str:
         "",
         "subcommands:",
     ]
-    lines += [f"  {name:<18} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
+    lines += [f"  {name:<20} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
     lines += [
         "",
         "Run '<subcommand> --help' for its options.",
