@@ -146,8 +146,8 @@ def _all_pairs(
         val = base.splits["val"]
         order = torch.randperm(len(val), generator=torch.Generator().manual_seed(0))
         held = int(round(len(val) * m.pipeline_val_fraction))
-        sources["train"] = _select(val, order[held:].sort().values)
-        sources["val"] = _select(val, order[:held].sort().values)
+        sources["train"] = val.select(order[held:].sort().values)
+        sources["val"] = val.select(order[:held].sort().values)
     out = {}
     for name, table in sources.items():
         if not len(table):
@@ -172,16 +172,6 @@ def _all_pairs(
         features = torch.cat([positive[:, None, :], negative], dim=1)  # [N, 1 + h + r, 2]
         out[name] = _pairs(base, table, pair_items, features)
     return out
-
-
-def _select(table: ExampleTable, rows: torch.Tensor) -> ExampleTable:
-    return ExampleTable(
-        sparse={k: c.select(rows) for k, c in table.sparse.items()},
-        dense=table.dense[rows],
-        labels=table.labels[rows],
-        user_rows=table.user_rows[rows],
-        item_rows=table.item_rows[rows],
-    )
 
 
 def _pairs(

@@ -66,6 +66,16 @@ class ExampleTable:
     def __len__(self) -> int:
         return self.labels.numel()
 
+    def select(self, rows: torch.Tensor) -> ExampleTable:
+        """The examples at ``rows`` [M], in that order."""
+        return ExampleTable(
+            sparse={k: c.select(rows) for k, c in self.sparse.items()},
+            dense=self.dense[rows],
+            labels=self.labels[rows],
+            user_rows=self.user_rows[rows],
+            item_rows=self.item_rows[rows],
+        )
+
 
 @dataclass
 class ItemCatalogue:

@@ -176,7 +176,7 @@ def two_stage_metrics(
     # one chunk of queries at a time: memory ~ chunk x I scores + chunk x C ranker pairs
     for begin, end in query_chunks(len(queries), len(items), chunk_elements):
         rows = torch.arange(begin, end)
-        table = _select(query_table, rows)
+        table = query_table.select(rows)
         found = retrieve_candidates(
             queries[rows],
             items,
@@ -219,16 +219,6 @@ def two_stage_metrics(
         f"recall@{candidates}": float(torch.cat(candidate_hits).float().mean())
     }
     return out
-
-
-def _select(table: ExampleTable, rows: torch.Tensor) -> ExampleTable:
-    return ExampleTable(
-        sparse={k: c.select(rows) for k, c in table.sparse.items()},
-        dense=table.dense[rows],
-        labels=table.labels[rows],
-        user_rows=table.user_rows[rows],
-        item_rows=table.item_rows[rows],
-    )
 
 
 def evaluate_two_stage(
