@@ -29,13 +29,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_utils import load_average, percentile  # noqa: E402
+from bench_utils import load_average  # noqa: E402
 
 from torchrec_recsys.app.trained import load_trained  # noqa: E402
 from torchrec_recsys.data.sequences import make_sequence_batch  # noqa: E402
 from torchrec_recsys.distributed.env import init_distributed, shutdown_distributed  # noqa: E402
 from torchrec_recsys.files import atomic_write_text  # noqa: E402
 from torchrec_recsys.metrics.retrieval import exclusion_mask  # noqa: E402
+from torchrec_recsys.observability.timing import percentile  # noqa: E402
 from torchrec_recsys.retrieval.faiss_index import IndexSpec, build_index  # noqa: E402
 from torchrec_recsys.retrieval.predict import item_embeddings, predict  # noqa: E402
 

@@ -22,8 +22,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_utils import load_average, machine_info, percentile  # noqa: E402
+from bench_utils import load_average, machine_info  # noqa: E402
 
+from torchrec_recsys.observability.timing import percentile  # noqa: E402
 from torchrec_recsys.retrieval.two_stage import recommend  # noqa: E402
 from torchrec_recsys.serving.bundle import load_bundle  # noqa: E402
 

@@ -39,13 +39,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_utils import (  # noqa: E402
     CpuWindow,
-    free_loopback_port,
     load_average,
     machine_info,
     other_cpu_share,
-    percentile,
 )
 
+from torchrec_recsys.distributed.env import free_loopback_port  # noqa: E402
+from torchrec_recsys.observability.timing import percentile  # noqa: E402
 from torchrec_recsys.serving.registry import Registry  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
