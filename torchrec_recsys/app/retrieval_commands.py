@@ -407,14 +407,7 @@ def tabular_scorers(pairs: RecDataset, seed: int) -> dict[str, PairScorer]:
     # many pairs per query: two passes converge
     logistic = fit_logistic_regression(train, pairs.spec, epochs=2, seed=seed)
     layout = tabular_layout(train, pairs.spec)
-    booster = fit_lightgbm(
-        tabular_matrix(train, pairs.spec, layout),
-        train.labels.numpy(),
-        tabular_matrix(val, pairs.spec, layout) if len(val) else None,
-        val.labels.numpy() if len(val) else None,
-        layout,
-        seed=seed,
-    )
+    booster = fit_lightgbm(train, val, pairs.spec, layout, seed=seed)
 
     def features(
         queries: ExampleTable, index: torch.Tensor, items: torch.Tensor, retrieval: torch.Tensor

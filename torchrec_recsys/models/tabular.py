@@ -110,18 +110,22 @@ def tabular_matrix(table: ExampleTable, spec: FeatureSpec, layout: TabularLayout
 
 
 def fit_lightgbm(
-    train_x: np.ndarray,
-    train_y: np.ndarray,
-    val_x: np.ndarray | None,
-    val_y: np.ndarray | None,
+    train: ExampleTable,
+    val: ExampleTable | None,
+    spec: FeatureSpec,
     layout: TabularLayout,
     rounds: int = 500,
     num_leaves: int = 31,
     learning_rate: float = 0.05,
     seed: int = 0,
 ) -> object:
-    """A LightGBM booster (binary log-loss), early-stopped on the validation split if given."""
+    """A LightGBM booster (binary log-loss) on ``train``'s ``layout`` columns, early-stopped on
+    ``val`` when it has rows."""
     import lightgbm as lgb  # optional heavy import, only where a baseline is trained
+
+    train_x, train_y = tabular_matrix(train, spec, layout), train.labels.numpy()
+    val_x = tabular_matrix(val, spec, layout) if val is not None and len(val) else None
+    val_y = val.labels.numpy() if val_x is not None and val is not None else None
 
     names = layout.column_names()
     first_cat = len(layout.dense)

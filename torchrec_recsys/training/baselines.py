@@ -49,10 +49,9 @@ def learned_baselines(
         start = time.perf_counter()
         layout = tabular_layout(train, data.spec, options.lightgbm_features)
         booster = fit_lightgbm(
-            tabular_matrix(train, data.spec, layout),
-            train.labels.numpy(),
-            tabular_matrix(val, data.spec, layout) if len(val) else None,
-            val.labels.numpy() if len(val) else None,
+            train,
+            val,
+            data.spec,
             layout,
             rounds=options.lightgbm_rounds,
             num_leaves=options.lightgbm_num_leaves,
