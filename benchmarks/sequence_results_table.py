@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from pathlib import Path
 
 from torchrec_recsys.files import atomic_write_text
+from torchrec_recsys.metrics.spread import mean_spread
 
 METRICS = ("recall@10", "ndcg@10", "mrr", "coverage@10", "cold_recall@10")
 MODELS = {
@@ -25,14 +25,6 @@ MODELS = {
     "sasrec": "SASRec",
     "two_tower": "two-tower",
 }
-
-
-def cell(values: list[float], digits: int = 4) -> str:
-    if not values:
-        return "n/a"
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -57,12 +49,12 @@ def main(argv: list[str] | None = None) -> None:
         ]
         if summaries and model != "two_tower":
             popularity = summaries[0]["baselines_test"]["popularity"]
-        cells = [cell([s["test"].get(m, float("nan")) for s in summaries]) for m in METRICS]
+        cells = [mean_spread([s["test"].get(m, float("nan")) for s in summaries]) for m in METRICS]
         train_s = [sum(e["seconds"] for e in s["epochs"]) for s in summaries]
         seeds = ",".join(str(r["seed"]) for r in raw[model])
-        rows.append([label, seeds or "-", *cells, cell(train_s, 0)])
+        rows.append([label, seeds or "-", *cells, mean_spread(train_s, 0)])
     if popularity is not None:
-        rows.append(["popularity", "-", *[cell([popularity[m]]) for m in METRICS], "0"])
+        rows.append(["popularity", "-", *[mean_spread([popularity[m]]) for m in METRICS], "0"])
         raw["popularity"] = popularity
     header = ["model", "seeds", "Recall@10", "NDCG@10", "MRR", "coverage@10", "cold Recall@10"]
     header.append("train s")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from torchrec_recsys.experiments.generative_ablation import METRICS, markdown_table, mean_spread
+from torchrec_recsys.experiments.generative_ablation import METRICS, markdown_table
+from torchrec_recsys.metrics.spread import mean_spread
 
 
 def test_mean_spread_over_seeds() -> None:

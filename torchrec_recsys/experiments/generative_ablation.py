@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-from pathlib import Path
 from typing import Any
 
 from torchrec_recsys.app.train import main as train_main
-from torchrec_recsys.files import atomic_write_text
+from torchrec_recsys.experiments.outputs import write_report
+from torchrec_recsys.metrics.spread import mean_spread
 
 VARIANTS: dict[str, list[str]] = {
     "SID (RQ-VAE, 3 x 64, user token)": [],
@@ -35,13 +34,6 @@ VARIANTS: dict[str, list[str]] = {
     "no user token": ["--sequence.user_token=false"],
 }
 METRICS = ("recall@10", "ndcg@10", "mrr", "coverage@10", "cold_recall@10", "invalid_rate")
-
-
-def mean_spread(values: list[float], digits: int = 4) -> str:
-    """``mean +/- sample standard deviation`` (just the value for one seed)."""
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def markdown_table(results: dict[str, list[dict[str, Any]]]) -> str:
@@ -91,9 +83,4 @@ def main(argv: list[str]) -> None:
             results[variant].append({"seed": seed, **keep})
             print(f"{variant} seed {seed}: {json.dumps(summary['test'])}", flush=True)
     table = markdown_table(results)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, table + "\n")
-    atomic_write_text(out.with_suffix(".json"), json.dumps(results, indent=2))
-    print(table)
-    print(f"wrote {out} and {out.with_suffix('.json')}")
+    write_report(args.out, table, results)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from torchrec_recsys.app.retrieval_commands import evaluate_pipeline_main
 from torchrec_recsys.app.train import SUMMARY_FILE
 from torchrec_recsys.app.train import main as train_main
 from torchrec_recsys.files import atomic_write_text
+from torchrec_recsys.metrics.spread import mean_spread
 
 RANKING_ROWS = (
     ("popularity", "baseline", "popularity", None),
@@ -46,15 +46,6 @@ def _train(argv: list[str], run_dir: Path) -> dict[str, Any]:
     if summary.is_file():
         return json.loads(summary.read_text())
     return train_main([*argv, "--run-dir", str(run_dir)])
-
-
-def _cell(values: list[float]) -> str:
-    if not values:
-        return "n/a"
-    mean = statistics.fmean(values)
-    if len(values) == 1:
-        return f"{mean:.4f}"  # one seed: no spread to report
-    return f"{mean:.4f} ± {statistics.stdev(values):.4f}"
 
 
 def ranking_table(per_seed: list[dict[str, dict[str, Any]]]) -> str:
@@ -75,7 +66,7 @@ def ranking_table(per_seed: list[dict[str, dict[str, Any]]]) -> str:
             else:
                 aucs.append(runs[source]["test"]["auc"])
                 nes.append(runs[source]["test"]["ne"])
-        lines.append(f"| {label} | {_cell(aucs)} | {_cell(nes)} |")
+        lines.append(f"| {label} | {mean_spread(aucs)} | {mean_spread(nes)} |")
     return "\n".join(lines)
 
 
@@ -87,7 +78,7 @@ def pipeline_table(per_seed: list[dict[str, dict[str, float]]]) -> str:
         if name == "candidates_recall":
             continue
         label = "retrieval alone" if name == "retrieval" else f"+ {name}"
-        cells = [_cell([m[name][c] for m in per_seed]) for c in PIPELINE_COLUMNS]
+        cells = [mean_spread([m[name][c] for m in per_seed]) for c in PIPELINE_COLUMNS]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -24,7 +24,7 @@ import torch
 from torchrec_recsys.app.train import main as train_main
 from torchrec_recsys.app.trained import load_trained
 from torchrec_recsys.distributed.env import init_distributed, shutdown_distributed
-from torchrec_recsys.files import atomic_write_text
+from torchrec_recsys.experiments.outputs import write_report
 from torchrec_recsys.metrics.ranking import auc
 from torchrec_recsys.metrics.retrieval import recall_ndcg, target_ranks
 from torchrec_recsys.retrieval.predict import predict
@@ -179,9 +179,4 @@ def main(argv: list[str]) -> None:
             results[variant][model] = mean_over_seeds(per_seed)
             print(f"{variant} / {model}: {json.dumps(results[variant][model])}", flush=True)
     table = markdown_table(results, tuple(args.ks))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, table + "\n")
-    atomic_write_text(out.with_suffix(".json"), json.dumps(results, indent=2))
-    print(table)
-    print(f"wrote {out} and {out.with_suffix('.json')}")
+    write_report(args.out, table, results)
