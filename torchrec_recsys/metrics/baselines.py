@@ -13,10 +13,9 @@ from torchrec_recsys.data.dataset import RecDataset
 from torchrec_recsys.metrics.ranking import auc, normalized_entropy
 from torchrec_recsys.metrics.retrieval import (
     catalogue_coverage,
-    chunked_top_k,
     rank_metrics,
     ranked_list_metrics,
-    target_ranks,
+    ranks_and_top_k,
 )
 
 
@@ -47,9 +46,10 @@ def popularity_retrieval(
     target = data.splits[split]
     queries = torch.ones(len(target), 1, dtype=torch.double)  # every user gets the same scores
     exclude = data.users.train_items if exclude_train_items else None
-    ranks = target_ranks(queries, counts[:, None], target.item_rows, exclude, target.user_rows)
     k = min(ks)
-    _, top = chunked_top_k(queries, counts[:, None], k, exclude, target.user_rows)  # [N, k]
+    ranks, _, top, _ = ranks_and_top_k(  # [N], [N, k]
+        queries, counts[:, None], target.item_rows, k, exclude, target.user_rows
+    )
     return {**rank_metrics(ranks, ks), f"coverage@{k}": catalogue_coverage(top, len(counts), k)}
 
 
@@ -63,7 +63,8 @@ def popularity_ranked_list(
     exclude = data.users.train_items if exclude_train_items else None
     queries = torch.ones(len(target), 1, dtype=torch.double)  # every user: the same scores
     counts = data.items.train_counts.double()[:, None]  # [I, 1]
-    _, top = chunked_top_k(queries, counts, 10, exclude, target.user_rows)  # [N, 10]
-    ranks = target_ranks(queries, counts, target.item_rows, exclude, target.user_rows)
+    ranks, _, top, _ = ranks_and_top_k(  # [N], [N, 10]
+        queries, counts, target.item_rows, 10, exclude, target.user_rows
+    )
     cold = data.items.cold[target.item_rows]
     return ranked_list_metrics(ranks, top, num_items, num_items, cold)

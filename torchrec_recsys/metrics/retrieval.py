@@ -40,6 +40,54 @@ def drop_excluded(
     scores[query_index, values] = float("-inf")
 
 
+def ranks_and_top_k(
+    queries: torch.Tensor,
+    items: torch.Tensor,
+    targets: torch.Tensor | None,
+    k: int,
+    exclude: JaggedColumn | None = None,
+    exclude_rows: torch.Tensor | None = None,
+    chunk_elements: int = CHUNK_ELEMENTS,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One chunked scoring pass: ``(target ranks [Q], top scores [Q, k], top rows [Q, k],
+    target scores [Q])``.
+
+    A target's rank counts the items scoring above it, excluded items and NaN scores left out
+    (the target itself is never dropped from that count); a target scored NaN gets rank
+    ``len(items)``, a miss. The top ``k`` lists hold no excluded item and no NaN score.
+    Memory is bounded by one chunk of scores (``chunk_elements`` floats), never Q x I.
+
+    Args:
+        queries: [Q, D] query embeddings.
+        items: [I, D] item embeddings (row = catalogue row).
+        targets: [Q] catalogue row of each query's target (None = lists only; the ranks and
+            target scores come back empty).
+        k: list length (capped at the catalogue size; 0 = ranks only).
+        exclude: per-user catalogue rows to drop from the ranking (e.g. training items).
+        exclude_rows: [Q] which row of ``exclude`` applies to each query.
+        chunk_elements: score-matrix elements computed at once.
+    """
+    k = min(k, len(items))
+    n = len(queries) if targets is not None else 0
+    ranks = torch.empty(n, dtype=torch.int64)
+    target_scores = torch.empty(n, dtype=queries.dtype)
+    top_scores = torch.empty(len(queries), k, dtype=queries.dtype)
+    top_rows = torch.empty(len(queries), k, dtype=torch.int64)
+    for begin, end in query_chunks(len(queries), len(items), chunk_elements):
+        scores = queries[begin:end] @ items.T  # [q, I]
+        own = None if targets is None else scores.gather(1, targets[begin:end, None])  # [q, 1]
+        scores = scores.nan_to_num(nan=float("-inf"))  # a NaN score never outranks anything
+        if exclude_rows is not None:
+            drop_excluded(scores, exclude, exclude_rows[begin:end])
+        if own is not None:
+            missed = own[:, 0].isnan()  # a NaN target: a miss
+            ranks[begin:end] = (scores > own).sum(dim=1).masked_fill(missed, len(items))
+            target_scores[begin:end] = own[:, 0]
+        if k:
+            top_scores[begin:end], top_rows[begin:end] = torch.topk(scores, k, dim=1)  # [q, k]
+    return ranks, top_scores, top_rows, target_scores
+
+
 def target_ranks(
     queries: torch.Tensor,
     items: torch.Tensor,
@@ -48,29 +96,9 @@ def target_ranks(
     exclude_rows: torch.Tensor | None = None,
     chunk_elements: int = CHUNK_ELEMENTS,
 ) -> torch.Tensor:
-    """0-based rank of each query's target among all items. int64 [Q].
-
-    Memory is bounded by one chunk of scores (``chunk_elements`` floats), never Q x I.
-
-    Args:
-        queries: [Q, D] query embeddings.
-        items: [I, D] item embeddings (row = catalogue row).
-        targets: [Q] catalogue row of each query's target.
-        exclude: per-user catalogue rows to drop from the ranking (e.g. training items).
-        exclude_rows: [Q] which row of ``exclude`` applies to each query.
-        chunk_elements: score-matrix elements computed at once.
-    """
-    ranks = torch.empty(len(queries), dtype=torch.int64)
-    for begin, end in query_chunks(len(queries), len(items), chunk_elements):
-        scores = queries[begin:end] @ items.T  # [q, I]
-        tgt = targets[begin:end]
-        target_score = scores.gather(1, tgt[:, None])  # [q, 1]
-        if exclude is not None and exclude_rows is not None:
-            drop_excluded(scores, exclude, exclude_rows[begin:end])
-            scores[torch.arange(end - begin), tgt] = target_score[:, 0]  # never drop the target
-        ranks[begin:end] = (scores > target_score).sum(dim=1)
-        ranks[begin:end][target_score[:, 0].isnan()] = items.shape[0]  # NaN target: a miss
-    return ranks
+    """0-based rank of each query's target among all items. int64 [Q]
+    (:func:`ranks_and_top_k` without the lists)."""
+    return ranks_and_top_k(queries, items, targets, 0, exclude, exclude_rows, chunk_elements)[0]
 
 
 def chunked_top_k(
@@ -81,21 +109,12 @@ def chunked_top_k(
     exclude_rows: torch.Tensor | None = None,
     chunk_elements: int = CHUNK_ELEMENTS,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact inner-product top ``k`` items per query: ``(scores [Q, k], rows [Q, k])``.
-
-    Scores one chunk of queries against the whole catalogue at a time, so peak memory is
-    ``chunk_elements`` floats plus the [Q, k] result, never Q x I. Excluded items and NaN
-    scores score -inf.
-    """
-    k = min(k, len(items))
-    top_scores = torch.empty(len(queries), k, dtype=queries.dtype)
-    top_rows = torch.empty(len(queries), k, dtype=torch.int64)
-    for begin, end in query_chunks(len(queries), len(items), chunk_elements):
-        scores = (queries[begin:end] @ items.T).nan_to_num(nan=float("-inf"))  # [q, I]
-        if exclude_rows is not None:
-            drop_excluded(scores, exclude, exclude_rows[begin:end])
-        top_scores[begin:end], top_rows[begin:end] = torch.topk(scores, k, dim=1)  # [q, k]
-    return top_scores, top_rows
+    """Exact inner-product top ``k`` items per query: ``(scores [Q, k], rows [Q, k])``
+    (:func:`ranks_and_top_k` without targets)."""
+    _, scores, rows, _ = ranks_and_top_k(
+        queries, items, None, k, exclude, exclude_rows, chunk_elements
+    )
+    return scores, rows
 
 
 def recall_ndcg(ranks: torch.Tensor, ks: tuple[int, ...] = (10, 50, 100)) -> dict[str, float]:

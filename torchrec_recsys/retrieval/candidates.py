@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from torchrec_recsys.data.jagged import JaggedColumn
-from torchrec_recsys.metrics.retrieval import CHUNK_ELEMENTS, drop_excluded, query_chunks
+from torchrec_recsys.metrics.retrieval import CHUNK_ELEMENTS, ranks_and_top_k
 
 RANK_FEATURE_NAMES = ("retrieval_score", "retrieval_rank")
 MISS_RANK = 10**9
@@ -57,25 +57,12 @@ def retrieve_candidates(
             dropped from ``top`` when it is an excluded item (a training example's target).
         chunk_elements: score-matrix elements computed at once (memory ~ this, not N x I).
 
-    A target scored NaN gets rank ``MISS_RANK`` (a miss); other NaN scores never enter ``top``.
+    A target scored NaN gets rank ``len(items)`` (a miss); NaN scores never enter ``top``.
     """
-    n = len(queries)
-    top = torch.empty(n, k, dtype=torch.int64)
-    top_scores = torch.empty(n, k, dtype=queries.dtype)
-    target_scores = torch.empty(n, dtype=queries.dtype)
-    target_ranks = torch.empty(n, dtype=torch.int64)
-    for begin, end in query_chunks(n, len(items), chunk_elements):
-        scores = queries[begin:end] @ items.T  # [q, I]
-        own = scores.gather(1, targets[begin:end, None])  # [q, 1]
-        scores = scores.nan_to_num(nan=float("-inf"))  # a NaN score never outranks anything
-        if exclude_rows is not None:
-            drop_excluded(scores, exclude, exclude_rows[begin:end])
-        best = torch.topk(scores, k, dim=1)
-        top[begin:end], top_scores[begin:end] = best.indices, best.values
-        target_scores[begin:end] = own[:, 0]
-        ranks = (scores > own).sum(dim=1)
-        target_ranks[begin:end] = ranks.masked_fill(own[:, 0].isnan(), MISS_RANK)  # NaN: a miss
-    return Candidates(top, top_scores, target_scores, target_ranks)
+    ranks, top_scores, top, target_scores = ranks_and_top_k(
+        queries, items, targets, k, exclude, exclude_rows, chunk_elements
+    )
+    return Candidates(top, top_scores, target_scores, ranks)
 
 
 def sample_negatives(

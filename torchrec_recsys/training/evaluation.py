@@ -15,12 +15,11 @@ from torchrec_recsys.data.sequences import SequenceSource
 from torchrec_recsys.distributed.env import DistContext
 from torchrec_recsys.metrics.ranking import RankingMetrics
 from torchrec_recsys.metrics.retrieval import (
-    chunked_top_k,
     exclusion_mask,
     list_ranks,
     rank_metrics,
     ranked_list_metrics,
-    target_ranks,
+    ranks_and_top_k,
 )
 
 
@@ -128,8 +127,9 @@ class RetrievalEvaluator:
         queries, items = self.embeddings(model, split)
         table = self.data.splits[split]
         exclude = self.data.users.train_items if self.exclude_train_items else None
-        ranks = target_ranks(queries, items, table.item_rows, exclude, table.user_rows)
-        _, top = chunked_top_k(queries, items, 10, exclude, table.user_rows)  # [N, 10]
+        ranks, _, top, _ = ranks_and_top_k(  # [N], top 10 rows [N, 10]: one scoring pass
+            queries, items, table.item_rows, 10, exclude, table.user_rows
+        )
         cold = self.data.items.cold[table.item_rows]
         lists = ranked_list_metrics(ranks, top, len(items), len(items), cold, recall_ks=(5, 20))
         return {**rank_metrics(ranks, self.ks), **lists}
