@@ -46,10 +46,12 @@ def gather_full_state(model: nn.Module) -> dict[str, torch.Tensor]:
     rank0 = dist.get_rank() == 0
     for name, tensor in model.state_dict().items():
         if isinstance(tensor, ShardedTensor):
-            full = torch.empty(tensor.size(), dtype=tensor.dtype) if rank0 else None
+            # gathered on the shards' device (NCCL gathers CUDA tensors only), kept on CPU
+            device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+            full = torch.empty(tensor.size(), dtype=tensor.dtype, device=device) if rank0 else None
             tensor.gather(dst=0, out=full)
             if rank0:
-                out[name] = full
+                out[name] = full.cpu()
         elif rank0:
             out[name] = tensor.detach().cpu().clone()
     return out

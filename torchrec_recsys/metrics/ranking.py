@@ -20,7 +20,10 @@ class RankingMetrics:
     Weight-0 rows (padding) do not count. Every rank must call ``compute`` (it syncs).
     """
 
-    def __init__(self, world_size: int, rank: int, batch_size: int) -> None:
+    def __init__(
+        self, world_size: int, rank: int, batch_size: int, device: torch.device | str = "cpu"
+    ) -> None:
+        # on the evaluation device: its state syncs over the process group (NCCL needs CUDA)
         self._metrics = [
             cls(
                 world_size=world_size,
@@ -29,7 +32,7 @@ class RankingMetrics:
                 tasks=[TASK],
                 window_size=WINDOW,
                 compute_on_all_ranks=True,
-            )
+            ).to(device)
             for cls in (AUCMetric, NEMetric)
         ]
 

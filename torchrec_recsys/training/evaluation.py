@@ -33,7 +33,9 @@ class RankingEvaluator:
 
     @torch.no_grad()
     def __call__(self, model: nn.Module, split: str) -> dict[str, float]:
-        metrics = RankingMetrics(self.ctx.world_size, self.ctx.rank, self.batch_size)
+        metrics = RankingMetrics(
+            self.ctx.world_size, self.ctx.rank, self.batch_size, self.ctx.device
+        )
         loss_sum = torch.zeros(2, dtype=torch.float64, device=self.ctx.device)  # [sum, weight]
         was_training = model.training
         model.eval()
