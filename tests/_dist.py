@@ -1,4 +1,7 @@
-"""Run a function in N local processes joined in a gloo group (for sharding tests)."""
+"""Run a function in N local processes joined in one process group (for sharding tests).
+
+gloo on CPU (CI); ``backend="nccl"`` runs one process per visible GPU.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import torch.multiprocessing as mp
 
 
 def _worker(
-    rank: int, world_size: int, store_dir: str, fn: Callable[..., Any], args: tuple
+    rank: int, world_size: int, store_dir: str, backend: str, fn: Callable[..., Any], args: tuple
 ) -> None:
     os.environ.update(
         {
@@ -25,7 +28,7 @@ def _worker(
         }
     )
     dist.init_process_group(
-        "gloo", init_method=f"file://{store_dir}/store", rank=rank, world_size=world_size
+        backend, init_method=f"file://{store_dir}/store", rank=rank, world_size=world_size
     )
     try:
         result = fn(rank, world_size, *args)
@@ -34,11 +37,16 @@ def _worker(
         dist.destroy_process_group()
 
 
-def run_distributed(fn: Callable[..., Any], world_size: int, *args: Any) -> list[Any]:
+def run_distributed(
+    fn: Callable[..., Any], world_size: int, *args: Any, backend: str = "gloo"
+) -> list[Any]:
     """``fn(rank, world_size, *args)`` on every rank; returns the per-rank results in order."""
     with tempfile.TemporaryDirectory() as store_dir:
         mp.start_processes(
-            _worker, args=(world_size, store_dir, fn, args), nprocs=world_size, start_method="spawn"
+            _worker,
+            args=(world_size, store_dir, backend, fn, args),
+            nprocs=world_size,
+            start_method="spawn",
         )
         return [
             pickle.loads(Path(store_dir, f"result_{r}.pkl").read_bytes()) for r in range(world_size)

@@ -1,4 +1,7 @@
-"""2 processes on gloo: sharded DLRM and two-tower equal the unsharded model, forward and step.
+"""Sharded DLRM and two-tower equal the unsharded model, forward and step.
+
+On CPU (CI): 2 processes over gloo. Where CUDA is visible, the same check also runs with one
+process per GPU over NCCL (tables and MLPs on the GPU, reference on the CPU).
 
 For each model and each sharding type that runs on CPU, both ranks build the same reference
 model (seeded, plain ``nn.EmbeddingBag`` tables), load its weights into a meta-built DMP model,
@@ -63,10 +66,12 @@ def _dataset(paths, with_sid: bool = False):  # type: ignore[no-untyped-def]
     return build_dataset(raw, data_cfg, features, tokens)
 
 
-def _build(model: str, data, device: str) -> torch.nn.Module:  # type: ignore[no-untyped-def]
+def _build(model: str, data, device: str, dense_device: str = "cpu") -> torch.nn.Module:  # type: ignore[no-untyped-def]
     if model.startswith("dlrm"):
-        return RankingTask(build_dlrm(data.spec, [16, 8], [16, 1], sparse_device=device))
-    tower = TwoTower(data.spec, [16, 8], sparse_device=device, dense_device="cpu")
+        return RankingTask(
+            build_dlrm(data.spec, [16, 8], [16, 1], sparse_device=device, dense_device=dense_device)
+        )
+    tower = TwoTower(data.spec, [16, 8], sparse_device=device, dense_device=dense_device)
     return RetrievalTask(tower, item_log_q(data.items.train_counts), temperature=0.1)
 
 
@@ -96,7 +101,7 @@ def _check_sharding_types(
         full_state = copy.deepcopy(ref.state_dict())
 
         torch.manual_seed(1)  # different init: the copy below must be what makes them equal
-        task = _build(model_name, data, "meta")
+        task = _build(model_name, data, "meta", dense_device=str(ctx.device))
         model, optimizer = shard_model(
             task,
             data.spec.table_names(),
@@ -114,13 +119,13 @@ def _check_sharding_types(
             next(train_batches(data.splits["train"], data.spec, BATCH, ShardInfo(r, world), 0, 0))
             for r in range(world)
         ]
-        loss, (_, scores, _, _) = model(rank_batches[rank])
+        loss, (_, scores, _, _) = model(rank_batches[rank].to(ctx.device))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
 
         ref_outputs = _reference_step(ref, rank_batches, dp_tables=kind == "data_parallel")
-        mine = torch.cat([loss.detach()[None], scores])  # [1 + B]: loss, then per-example scores
+        mine = torch.cat([loss.detach()[None], scores]).cpu()  # [1 + B]: loss, then scores
         forward_diff = float((mine - ref_outputs[rank]).abs().max())
         after = gather_full_state(model)
         step_diff = 0.0
@@ -128,7 +133,7 @@ def _check_sharding_types(
             reference = ref.state_dict()
             assert set(after) == {f"{prefix}{k}" for k in reference}
             step_diff = max(
-                float((after[f"{prefix}{k}"] - v).abs().max()) for k, v in reference.items()
+                float((after[f"{prefix}{k}"].cpu() - v).abs().max()) for k, v in reference.items()
             )
             moved = max(float((reference[k] - full_state[k]).abs().max()) for k in reference)
             assert moved > 1e-3, (
@@ -149,6 +154,22 @@ def test_sharded_model_matches_unsharded_reference(synthetic_paths, model_name: 
             assert step_diff < 1e-5, (
                 f"rank {rank} {kind}: weights after one step differ by {step_diff}"
             )
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("model_name", ["dlrm", "two_tower", "two_tower_sid"])
+def test_sharded_model_on_gpus_matches_cpu_reference(synthetic_paths, model_name: str) -> None:  # type: ignore[no-untyped-def]
+    """One process per visible GPU over NCCL: fbgemm's CUDA kernels equal the CPU reference."""
+    world = torch.cuda.device_count()
+    per_rank = run_distributed(
+        _check_sharding_types, world, synthetic_paths, model_name, backend="nccl"
+    )
+    for rank, results in enumerate(per_rank):
+        assert set(results) == set(SHARDING_TYPES)
+        for kind, (forward_diff, step_diff) in results.items():
+            # CUDA vs CPU float32: different reduction orders, so a looser bound than CPU-CPU.
+            assert forward_diff < 1e-4, f"rank {rank} {kind}: forward differs by {forward_diff}"
+            assert step_diff < 1e-4, f"rank {rank} {kind}: weights differ by {step_diff}"
 
 
 def test_sid_features_reach_the_batch_with_history_lengths(synthetic_paths) -> None:  # type: ignore[no-untyped-def]
