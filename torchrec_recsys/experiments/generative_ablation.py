@@ -7,7 +7,9 @@ seeds (so a difference can be told from noise)::
     SID (base) | random codes of the same shape | levels 2 / 3 / 4 | codebook 32 / 64 / 128 / 256
     | residual k-means instead of RQ-VAE | without the user token
 
-Writes a markdown table and the per-run JSON (``--out``, ``.json`` next to it). Variants that
+Writes a markdown table and the per-run JSON (``--out``, ``.json`` next to it). Variants can
+run as separate jobs (one ``--variants`` each, e.g. in parallel on one GPU) and be tabulated
+together with ``--merge A.json B.json ...`` (no training). Variants that
 change how the SID table is learned (levels, codebook size, method) learn their own table at
 start-up (cached under ``semantic_ids.cache_dir``).
 """
@@ -16,9 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 from torchrec_recsys.app.train import main as train_main
+from torchrec_recsys.errors import UserError
 from torchrec_recsys.experiments.outputs import write_report
 from torchrec_recsys.metrics.spread import mean_spread
 
@@ -48,6 +52,25 @@ def markdown_table(results: dict[str, list[dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
+def _merged(paths: list[str]) -> tuple[str, dict[str, list[dict[str, Any]]]]:
+    """Table + results of several result JSONs, variants in ``VARIANTS`` order."""
+    merged: dict[str, list[dict[str, Any]]] = {}
+    for path in paths:
+        try:
+            part = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise UserError(f"--merge {path!r} is not a readable ablation JSON ({e})") from None
+        if not isinstance(part, dict):
+            raise UserError(f"--merge {path!r} is not a variant -> runs mapping")
+        for variant, runs in part.items():
+            if variant in merged:
+                raise UserError(f"--merge: variant {variant!r} appears in more than one file")
+            merged[variant] = runs
+    order = {v: i for i, v in enumerate(VARIANTS)}
+    merged = dict(sorted(merged.items(), key=lambda kv: order.get(kv[0], len(order))))
+    return markdown_table(merged), merged
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(
         prog="torchrec_recsys generative-ablation",
@@ -61,7 +84,16 @@ def main(argv: list[str]) -> None:
     parser.add_argument(
         "--variants", nargs="+", choices=list(VARIANTS), help="a subset (default: all)"
     )
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="JSON",
+        help="no training: tabulate the result JSONs of earlier runs (e.g. one per variant)",
+    )
     args, overrides = parser.parse_known_args(argv)
+    if args.merge:
+        write_report(args.out, *_merged(args.merge))
+        return
     results: dict[str, list[dict[str, Any]]] = {}
     for variant in args.variants or list(VARIANTS):
         results[variant] = []
