@@ -28,6 +28,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 import bench_utils as bu  # noqa: E402
 
+from torchrec_recsys.observability.timing import percentile  # noqa: E402
+
 VARIANTS = {
     "default": [sys.executable, "-m", "torchrec_recsys", "train"],
     "t1": [sys.executable, "-m", "torchrec_recsys", "--threads", "1", "train"],
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in names:
         rates = [float(r["samples_per_second"]) for r in runs if r["variant"] == name]
         summary[name] = {
-            "p50_samples_per_second": bu.percentile(rates, 50),
+            "p50_samples_per_second": percentile(rates, 50),
             "min": min(rates),
             "max": max(rates),
         }

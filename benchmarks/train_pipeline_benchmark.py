@@ -15,6 +15,8 @@ One process:   python benchmarks/train_pipeline_benchmark.py --threads 1,2 --com
                    --out benchmarks/results/train_pipeline_1proc.json
 Two processes: torchrun --nproc_per_node 2 benchmarks/train_pipeline_benchmark.py \\
                    --threads 1 --out benchmarks/results/train_pipeline_2proc.json
+One GPU:       torchrun --nproc_per_node 1 benchmarks/train_pipeline_benchmark.py \\
+                   --batch-size 4096 --out benchmarks/results/gpu/train_pipeline_h100.json
 
 The machine is shared: every window records the 1-minute load average beside its timing.
 """
@@ -40,6 +42,7 @@ from torchrec_recsys.data.batch import Batch  # noqa: E402
 from torchrec_recsys.data.dataset import RecDataset  # noqa: E402
 from torchrec_recsys.data.loader import ShardInfo, train_batches  # noqa: E402
 from torchrec_recsys.distributed.env import DistContext, init_distributed  # noqa: E402
+from torchrec_recsys.observability.timing import percentile  # noqa: E402
 from torchrec_recsys.training.trainer import make_pipeline  # noqa: E402
 
 ENGINES = ("none", "base", "sparse_dist")
@@ -106,7 +109,8 @@ def write(args: argparse.Namespace, rows: list[dict[str, object]]) -> None:
 
 def measure(args: argparse.Namespace, ctx: DistContext) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
-    cfg = load_config(None, ["--train.progress_bar=false"])
+    sizes = [f"--train.batch_size={args.batch_size}"] if args.batch_size else []
+    cfg = load_config(None, ["--train.progress_bar=false", *sizes])
     data = builders.build_data(cfg)
     shard = ShardInfo(ctx.rank, ctx.world_size)
     global_batch = cfg.train.batch_size * ctx.world_size
@@ -121,7 +125,7 @@ def measure(args: argparse.Namespace, ctx: DistContext) -> list[dict[str, object
         data_seconds = (time.perf_counter() - start) / args.steps
         variants = [(e, False) for e in ENGINES] + ([("sparse_dist", True)] if args.compile else [])
         for engine, compiled in variants:
-            run_cfg = load_config(None, [f"--model.compile={str(compiled).lower()}"])
+            run_cfg = load_config(None, [f"--model.compile={str(compiled).lower()}", *sizes])
             model, optimizer = builders.build_sharded(run_cfg, data, ctx)
             for batches_kind in ("prebuilt", "real") if not compiled else ("prebuilt",):
                 if batches_kind == "prebuilt":
@@ -145,8 +149,8 @@ def measure(args: argparse.Namespace, ctx: DistContext) -> list[dict[str, object
                     "engine": engine,
                     "compile": compiled,
                     "batches": batches_kind,
-                    "p50_samples_per_second": bu.percentile(rates, 50),
-                    "p50_ms_per_step": bu.percentile(
+                    "p50_samples_per_second": percentile(rates, 50),
+                    "p50_ms_per_step": percentile(
                         [1e3 * w["seconds"] / args.steps for w in windows], 50
                     ),
                     "data_ms_per_batch": 1e3 * data_seconds,
@@ -172,6 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=20, help="untimed steps first")
     parser.add_argument("--repeats", type=int, default=3, help="timed windows")
     parser.add_argument("--compile", action="store_true", help="also model.compile = true")
+    parser.add_argument("--batch-size", type=int, help="per-process batch (default: the config's)")
     parser.add_argument("--out", required=True, help="JSON output (rank 0)")
     args = parser.parse_args(argv)
     ctx = init_distributed()
