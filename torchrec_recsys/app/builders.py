@@ -11,7 +11,7 @@ from torch import nn
 from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.optim.keyed import CombinedOptimizer
 
-from torchrec_recsys.config import SEQUENCE_MODELS, ExperimentConfig
+from torchrec_recsys.config import SEQUENCE_MODELS, ExperimentConfig, resolve_pipeline
 from torchrec_recsys.data.book_crossing import load_book_crossing
 from torchrec_recsys.data.criteo import build_criteo_dataset
 from torchrec_recsys.data.dataset import ItemTokens, RecDataset, build_dataset, item_texts
@@ -249,11 +249,16 @@ def build_evaluator(
             depth=cfg.sequence.beam_width if cfg.model.name == "generative" else None,
             exclude_train_items=cfg.model.exclude_train_items,
         )
+    pipelined = resolve_pipeline(cfg) == "sparse_dist"  # TorchRec's eval pipeline too
     if cfg.model.name == "two_tower":
         return RetrievalEvaluator(
-            data, ctx, cfg.train.eval_batch_size, exclude_train_items=cfg.model.exclude_train_items
+            data,
+            ctx,
+            cfg.train.eval_batch_size,
+            exclude_train_items=cfg.model.exclude_train_items,
+            pipelined=pipelined,
         )
-    return RankingEvaluator(data, ctx, cfg.train.eval_batch_size)
+    return RankingEvaluator(data, ctx, cfg.train.eval_batch_size, pipelined=pipelined)
 
 
 def baselines(
