@@ -23,8 +23,8 @@ def test_eval_pipeline_metrics_equal_the_plain_loop(
     real_builder = builders.build_evaluator
     pairs: list[tuple[str, dict[str, float], dict[str, float]]] = []
 
-    def both_ways(cfg, data, ctx, sequences=None):  # type: ignore[no-untyped-def]
-        evaluator = real_builder(cfg, data, ctx, sequences)
+    def both_ways(cfg, data, ctx, sequences=None, stream=None):  # type: ignore[no-untyped-def]
+        evaluator = real_builder(cfg, data, ctx, sequences, stream=stream)
         assert isinstance(evaluator, (RankingEvaluator, RetrievalEvaluator))
         assert evaluator.pipelined  # train.pipeline = sparse_dist turns the eval pipeline on
 
