@@ -301,6 +301,9 @@ class Trainer:
                 self.on_step(state)
             bar.update()
         read_loss()
+        close = getattr(batches, "close", None)
+        if close is not None:  # a stream stopped early (max_steps_per_epoch): its workers end
+            close()
         if isinstance(pipeline, TrainPipelineSparseDist):
             pipeline.detach()  # the model's own forward again, for evaluation and export
         bar.close()
