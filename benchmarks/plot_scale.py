@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -115,27 +116,46 @@ def catalogue_table(data: dict[str, Any]) -> list[str]:
 def streaming_lines(data: dict[str, Any]) -> list[str]:
     s, t = data["stream"], data["train"]
     rss = [x["rss_mib"] for x in s["samples"]]
+    stream_tree = [x["tree_rss_mib"] for x in s["samples"]]
+    train_rss = [x["rss_mib"] for x in t["samples"]]
+    tree_rss = [x["tree_rss_mib"] for x in t["samples"]]
+    splits = data.get("split_rows", {})
     lines = [
         f"- rows on disk: {data['total_rows']:,}"
+        + (f" ({', '.join(f'{k} {v:,}' for k, v in splits.items())})" if splits else "")
         + (
-            f" (written in {data['preprocess_seconds']:.0f} s, peak RSS "
+            f", written in {data['preprocess_seconds']:.0f} s (peak RSS "
             f"{data['preprocess_peak_rss_mib']:.0f} MiB)"
             if "preprocess_seconds" in data
             else ""
         ),
-        f"- data path over all of them: {s['examples']:,} examples in {s['seconds']:.0f} s "
-        f"({s['examples_per_second']:,.0f}/s); RSS {min(rss):.0f}..{max(rss):.0f} MiB, "
-        f"peak {s['peak_rss_mib']:.0f} MiB",
-        f"- DLRM training on the stream (TrainPipelineSparseDist, batch {t['batch_size']}): "
-        f"{t['steps']} steps, {t['samples_per_second']:,.0f} samples/s, peak RSS "
-        f"{t['peak_rss_mib']:.0f} MiB",
+        f"- data path over every training batch: {s['examples']:,} examples in "
+        f"{s['seconds']:.0f} s ({s['examples_per_second']:,.0f}/s); RSS "
+        f"{min(rss):.0f}..{max(rss):.0f} MiB, peak {s['peak_rss_mib']:.0f} MiB; with its "
+        f"loader workers {min(stream_tree):.0f}..{max(stream_tree):.0f} MiB",
+        f"- `train` on the shards (batch {t['batch_size']}, {t['loader_workers']} loader "
+        f"worker(s)): {t['steps']} steps at {t['samples_per_second']:,.0f} samples/s, then "
+        f"validation on {t['dataset']['val']:,} and test on {t['dataset']['test']:,} streamed "
+        f"examples (test AUC {t['test']['auc']:.3f}); {t['wall_seconds']:.0f} s in all; RSS of "
+        f"the train process: median {statistics.median(r for r in train_rss if r):.0f} MiB, "
+        f"peak {max(train_rss):.0f} MiB; with its loader workers {max(tree_rss):.0f} MiB at most",
     ]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot([x["examples"] / 1e6 for x in s["samples"]], rss, label="data path")
-    ax.set_xlabel("examples streamed (millions)")
-    ax.set_ylabel("RSS (MiB)")
-    ax.set_ylim(0, max(rss) * 1.3)
-    ax.set_title("RSS while streaming Parquet shards")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    examples = [x["examples"] / 1e6 for x in s["samples"]]
+    left.plot(examples, rss, label="reading process")
+    left.plot(examples, stream_tree, label="+ loader workers")
+    left.set_xlabel("training examples streamed (millions)")
+    left.set_ylabel("RSS (MiB)")
+    left.set_ylim(0, max(stream_tree) * 1.3)
+    left.legend()
+    left.set_title("Data path: ShardSource + DataLoader")
+    seconds = [x["seconds"] for x in t["samples"]]
+    right.plot(seconds, train_rss, label="train process")
+    right.plot(seconds, tree_rss, label="+ loader workers")
+    right.set_xlabel("seconds since `train` started")
+    right.set_ylim(0, max(tree_rss) * 1.3)
+    right.set_title(f"`train`: {t['steps']} steps x {t['batch_size']}, then val + test")
+    right.legend()
     fig.tight_layout()
     fig.savefig(RESULTS / "scale_streaming_rss.png", dpi=120)
     plt.close(fig)

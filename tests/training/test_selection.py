@@ -48,7 +48,7 @@ def test_run_keeps_and_tests_the_best_epoch_and_stops_early(  # type: ignore[no-
     scripted = iter([0.5, 0.9, 0.7, 0.6, 0.65, 0.66, 0.67, 0.68])
     weights_at_val: list[float] = []
 
-    def fake_evaluator(cfg, data, ctx, sequences=None):  # type: ignore[no-untyped-def]
+    def fake_evaluator(cfg, data, ctx, sequences=None, stream=None):  # type: ignore[no-untyped-def]
         def evaluate(model: nn.Module, split: str) -> dict[str, float]:
             if split == "val":
                 weights_at_val.append(_param_sum(model))

@@ -11,7 +11,7 @@ from torch import nn
 from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.optim.keyed import CombinedOptimizer
 
-from torchrec_recsys.config import SEQUENCE_MODELS, ExperimentConfig
+from torchrec_recsys.config import SEQUENCE_MODELS, ExperimentConfig, resolve_pipeline
 from torchrec_recsys.data.book_crossing import load_book_crossing
 from torchrec_recsys.data.criteo import build_criteo_dataset
 from torchrec_recsys.data.dataset import ItemTokens, RecDataset, build_dataset, item_texts
@@ -19,6 +19,7 @@ from torchrec_recsys.data.features import ITEM, USER, SparseFeature
 from torchrec_recsys.data.movielens import load_movielens_100k
 from torchrec_recsys.data.readers import RawData, read_files
 from torchrec_recsys.data.sequences import SequenceFeatures, SequenceSource, build_sequences
+from torchrec_recsys.data.shards import ShardSource
 from torchrec_recsys.distributed.env import DistContext
 from torchrec_recsys.distributed.sharding import shard_model
 from torchrec_recsys.errors import DataError, warn_user
@@ -73,11 +74,29 @@ def build_data(cfg: ExperimentConfig) -> RecDataset:
     built on top of it by ``app.pipeline.build_run_data``)."""
     if cfg.data.source == "criteo":
         return build_criteo_dataset(cfg.data.criteo, cfg.features.embedding_dim)
+    if cfg.data.source == "shards":
+        return ShardSource(cfg.data.shards_dir, cfg.features.embedding_dim).dataset()
     raw = build_raw_data(cfg)
     tokens = ItemTokens(history=cfg.semantic_ids.history)
     if cfg.semantic_ids.enabled:
         tokens.features = build_sid_features(cfg, raw)
     return build_dataset(raw, cfg.data, cfg.features, tokens)
+
+
+def build_stream(
+    cfg: ExperimentConfig, ctx: DistContext, expected_hash: str | None = None
+) -> ShardSource | None:
+    """The streamed shards of ``data.source = "shards"`` (None for in-memory sources);
+    ``expected_hash``: the vocabulary hash the shards must have (a resumed run's)."""
+    if cfg.data.source != "shards":
+        return None
+    return ShardSource(
+        cfg.data.shards_dir,
+        cfg.features.embedding_dim,
+        workers=cfg.data.loader_workers,
+        pin_memory=ctx.device.type == "cuda",
+        expected_hash=expected_hash,
+    )
 
 
 def build_sid_table(cfg: ExperimentConfig, raw: RawData) -> SIDTable:
@@ -239,6 +258,7 @@ def build_evaluator(
     data: RecDataset,
     ctx: DistContext,
     sequences: SequenceInputs | None = None,
+    stream: ShardSource | None = None,
 ) -> Evaluator:
     if sequences is not None:
         return SequenceEvaluator(
@@ -249,18 +269,32 @@ def build_evaluator(
             depth=cfg.sequence.beam_width if cfg.model.name == "generative" else None,
             exclude_train_items=cfg.model.exclude_train_items,
         )
+    pipelined = resolve_pipeline(cfg) == "sparse_dist"  # TorchRec's eval pipeline too
     if cfg.model.name == "two_tower":
         return RetrievalEvaluator(
-            data, ctx, cfg.train.eval_batch_size, exclude_train_items=cfg.model.exclude_train_items
+            data,
+            ctx,
+            cfg.train.eval_batch_size,
+            exclude_train_items=cfg.model.exclude_train_items,
+            pipelined=pipelined,
         )
-    return RankingEvaluator(data, ctx, cfg.train.eval_batch_size)
+    return RankingEvaluator(
+        data,
+        ctx,
+        cfg.train.eval_batch_size,
+        pipelined=pipelined,
+        batches=stream.eval_batches if stream is not None else None,
+    )
 
 
 def baselines(
     cfg: ExperimentConfig, data: RecDataset, learned: bool = True
 ) -> dict[str, dict[str, float] | float]:
     """Baselines on the test split, in the model's own metrics: non-learned ones, and for the
-    DLRM with ``learned`` also logistic regression and LightGBM (``[baselines]`` section)."""
+    DLRM with ``learned`` also logistic regression and LightGBM (``[baselines]`` section).
+    None for streamed shards (the baselines fit and score in-memory splits)."""
+    if cfg.data.source == "shards":
+        return {}
     if cfg.model.name in SEQUENCE_MODELS:
         return {
             "popularity": popularity_ranked_list(
@@ -296,15 +330,20 @@ def build_sharded(
     )
 
 
-def check_data(cfg: ExperimentConfig, data: RecDataset, world_size: int) -> None:
+def check_data(
+    cfg: ExperimentConfig, data: RecDataset, world_size: int, stream: ShardSource | None = None
+) -> None:
     """Fail when a split the run needs is empty or training would run 0 steps.
 
     Also fails when the ranker's training labels are all one class, and warns when the
-    test labels are (AUC is then undefined).
+    test labels are (AUC is then undefined). Streamed shards: the split sizes only.
 
     Raises:
         DataError: saying how many examples each split got and why one is unusable.
     """
+    if stream is not None:
+        _check_stream(cfg, stream, world_size)
+        return
     d = cfg.data
     _check_towers(cfg, data)
     sizes = {name: len(table) for name, table in data.splits.items()}
@@ -357,6 +396,20 @@ def check_data(cfg: ExperimentConfig, data: RecDataset, world_size: int) -> None
             if split == "train":
                 raise DataError(f"{message}; the ranker cannot learn from one class")
             warn_user(f"{message}; test AUC is undefined (reported as 0.5)")
+
+
+def _check_stream(cfg: ExperimentConfig, stream: ShardSource, world_size: int) -> None:
+    counts = ", ".join(f"{split}={stream.rows(split)}" for split in ("train", "val", "test"))
+    where = f"the shards in {cfg.data.shards_dir!r} ({counts} examples)"
+    global_batch = cfg.train.batch_size * world_size
+    if len(stream) < global_batch:
+        raise DataError(
+            f"{where} have fewer training examples than one global batch of train.batch_size "
+            f"x processes = {cfg.train.batch_size} x {world_size} = {global_batch}: lower "
+            f"train.batch_size or preprocess more data"
+        )
+    if not stream.rows("test"):
+        raise DataError(f"{where} have no test examples: raise data.criteo.test_fraction")
 
 
 def _check_towers(cfg: ExperimentConfig, data: RecDataset) -> None:

@@ -5,8 +5,10 @@
     python -m torchrec_recsys preprocess --synthetic-rows 10000000 --out data/criteo/synth10m
 
 The second form writes synthetic examples (the generator of ``synth-criteo``) straight into
-shards, without a TSV in between, for scale tests. Training reads the shards with
-``data.shards.ShardedExamples`` (streaming, bounded memory).
+shards, without a TSV in between, for scale tests. Either way the last rows become the
+validation and test shards (``data.criteo.val_fraction`` / ``test_fraction``). ``train``
+streams them with ``data.source = "shards"`` and ``data.shards_dir`` (``data.shards``,
+bounded memory).
 """
 
 from __future__ import annotations
@@ -17,7 +19,13 @@ import time
 from tqdm import tqdm
 
 from torchrec_recsys.config import load_config
-from torchrec_recsys.data.criteo import NUM_SPARSE, encode_dense, hash_rows, synthetic_criteo_blocks
+from torchrec_recsys.data.criteo import (
+    NUM_SPARSE,
+    encode_dense,
+    hash_rows,
+    split_sizes,
+    synthetic_criteo_blocks,
+)
 from torchrec_recsys.data.shards import preprocess_criteo, vocab_hash, write_shards
 from torchrec_recsys.errors import UserError
 
@@ -55,6 +63,7 @@ def main(argv: list[str]) -> None:
             table_rows,
             vocab_hash(table_rows, {"scheme": "hashing"}),
             args.rows_per_shard,
+            split_sizes(args.synthetic_rows, settings),
         )
         bar.close()
     else:
@@ -64,7 +73,11 @@ def main(argv: list[str]) -> None:
                 f"{cfg.data.source!r} (set data.source = 'criteo' and data.criteo.path)"
             )
         manifest = preprocess_criteo(settings, args.out, args.rows_per_shard)
+    counts = ", ".join(
+        f"{split} {entry['rows']} in {len(entry['shards'])} shard(s)"
+        for split, entry in manifest["splits"].items()
+    )
     print(
-        f"wrote {manifest['total_rows']} examples in {len(manifest['shards'])} shard(s) to "
-        f"{args.out} in {time.perf_counter() - start:.1f} s (vocab hash {manifest['vocab_hash']})"
+        f"wrote {manifest['total_rows']} examples ({counts}) to {args.out} in "
+        f"{time.perf_counter() - start:.1f} s (vocab hash {manifest['vocab_hash']})"
     )

@@ -61,6 +61,9 @@ from torchrec_recsys.training.state import TrainerState
 from torchrec_recsys.training.trainer import Trainer
 
 SUMMARY_FILE = "summary.json"
+STREAM_FILE = "shards.json"
+"""With ``data.source = "shards"``: the shard folder and vocabulary hash the run trained on
+(a resume must stream shards with the same hash)."""
 FAULT_STEP_ENV = "TORCHREC_RECSYS_FAULT_AT_STEP"
 """Test hook: global step after which one rank dies (first time per run directory only)."""
 FAULT_RANK_ENV = "TORCHREC_RECSYS_FAULT_RANK"
@@ -239,8 +242,10 @@ def run(
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", DataWarning)
-            data = build_run_data(cfg)
-            builders.check_data(cfg, data, ctx.world_size)
+            trained_on = _recorded_vocab_hash(run_dir) if checkpoint is not None else None
+            stream = builders.build_stream(cfg, ctx, expected_hash=trained_on)
+            data = build_run_data(cfg) if stream is None else stream.dataset()
+            builders.check_data(cfg, data, ctx.world_size, stream)
             sequences = builders.build_sequence_inputs(cfg, data)
     finally:  # said even when the data is then refused
         data_warnings = _report_warnings(caught, ctx.is_main)
@@ -260,6 +265,9 @@ def run(
             )
     if ctx.is_main:  # only now is the run known valid: nothing was written before
         data.save_metadata(run_dir)
+        if stream is not None:
+            record = {"shards_dir": str(stream.shard_dir), "vocab_hash": stream.vocab_hash}
+            atomic_write_text(run_dir / STREAM_FILE, json.dumps(record, indent=2))
         atomic_write_text(run_dir / RUN_CONFIG_FILE, json.dumps(config_to_dict(cfg), indent=2))
         write_run_metadata(run_dir, cfg.name)
     if checkpoint is not None and ctx.is_main:
@@ -269,7 +277,8 @@ def run(
             f"process(es), now {ctx.world_size})",
             flush=True,
         )
-    evaluator = builders.build_evaluator(cfg, data, ctx, sequences)
+    evaluator = builders.build_evaluator(cfg, data, ctx, sequences, stream=stream)
+    source = stream if stream is not None else sequences.source if sequences else None
     trainer = Trainer(
         model,
         optimizer,
@@ -279,9 +288,10 @@ def run(
         dataclasses.replace(cfg.train, pipeline=resolve_pipeline(cfg)),
         evaluator,
         on_step=fault_injection_hook(run_dir, ctx.rank),
-        source=sequences.source if sequences is not None else None,
+        source=source,
         select_metric=selection_metric(cfg),
         patience=cfg.train.patience,
+        validate=stream.rows("val") > 0 if stream is not None else None,
     )
     history = trainer.fit(state)
     selection = read_selection(run_dir) if selection_metric(cfg) else None
@@ -299,7 +309,7 @@ def run(
         "backend": ctx.backend,
         "dataset": {
             "name": data.name,
-            **{k: len(v) for k, v in data.splits.items()},
+            **{k: stream.rows(k) if stream else len(v) for k, v in data.splits.items()},
             "read_report": data.read_report,
         },
         "feature_spec": data.spec.to_dict(),
@@ -326,6 +336,12 @@ def run(
         )
         print(f"test{at} {metrics}; summary: {path}", flush=True)
     return summary
+
+
+def _recorded_vocab_hash(run_dir: Path) -> str | None:
+    """The vocabulary hash of the shards ``run_dir`` trained on (None: not a shards run)."""
+    path = run_dir / STREAM_FILE
+    return json.loads(path.read_text())["vocab_hash"] if path.is_file() else None
 
 
 def _report_warnings(caught: list[warnings.WarningMessage], show: bool) -> list[str]:

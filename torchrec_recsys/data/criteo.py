@@ -294,6 +294,42 @@ def write_synthetic_criteo(
     return path
 
 
+def split_sizes(num_rows: int, settings: CriteoConfig) -> dict[str, int]:
+    """Rows of each split of a file of ``num_rows`` examples: train first, then the last rows
+    as validation and test (``val_fraction``, ``test_fraction``), as the reference DLRM holds
+    out the last day.
+
+    Raises:
+        DataError: too few rows to leave any for training.
+    """
+    n_test = int(num_rows * settings.test_fraction)
+    n_val = int(num_rows * settings.val_fraction)
+    n_train = num_rows - n_val - n_test
+    if n_train <= 0:
+        raise DataError(
+            f"Criteo data {settings.path!r} has {num_rows} examples: too few for val_fraction "
+            f"{settings.val_fraction} and test_fraction {settings.test_fraction}"
+        )
+    return {"train": n_train, "val": n_val, "test": n_test}
+
+
+def count_lines(path: str | Path) -> int:
+    """Lines of a text file (a last line without a newline counts), read in 16 MiB blocks.
+
+    Raises:
+        DataError: the file does not exist.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"Criteo file {str(path)!r} does not exist")
+    lines, last = 0, b"\n"
+    with path.open("rb") as f:
+        while block := f.read(1 << 24):
+            lines += block.count(b"\n")
+            last = block[-1:]
+    return lines + (last != b"\n")
+
+
 def build_criteo_dataset(settings: CriteoConfig, embedding_dim: int) -> RecDataset:
     """Read a Criteo file into train / val / test tables (the last rows are val, then test,
     as the reference DLRM holds out the last day); no users or items: one placeholder each.
@@ -308,14 +344,8 @@ def build_criteo_dataset(settings: CriteoConfig, embedding_dim: int) -> RecDatas
     dense = torch.cat([c.dense for c in chunks])  # [N, 13]
     raw = np.concatenate([c.raw_sparse for c in chunks])  # [N, 26]
     n = len(labels)
-    n_test = int(n * settings.test_fraction)
-    n_val = int(n * settings.val_fraction)
-    n_train = n - n_val - n_test
-    if n_train <= 0:
-        raise DataError(
-            f"Criteo file {settings.path!r} has {n} examples: too few for val_fraction "
-            f"{settings.val_fraction} and test_fraction {settings.test_fraction}"
-        )
+    sizes = split_sizes(n, settings)
+    n_train, n_val = sizes["train"], sizes["val"]
     if settings.min_count > 0:
         vocab = FrequencyVocab.fit(
             iter([CriteoChunk(labels[:n_train], dense[:n_train], raw[:n_train])]),
@@ -341,6 +371,14 @@ def build_criteo_dataset(settings: CriteoConfig, embedding_dim: int) -> RecDatas
         )
         for name, (begin, end) in bounds.items()
     }
+    return examples_only_dataset(spec, splits, f"criteo:{Path(settings.path).name}", n_train)
+
+
+def examples_only_dataset(
+    spec: FeatureSpec, splits: dict[str, ExampleTable], name: str, train_examples: int
+) -> RecDataset:
+    """A :class:`RecDataset` of examples without users or items (one placeholder each), as
+    Criteo data is; ``splits`` may be empty tables when the examples are streamed."""
     empty = JaggedColumn.from_lists([[]])
     return RecDataset(
         spec=spec,
@@ -351,10 +389,10 @@ def build_criteo_dataset(settings: CriteoConfig, embedding_dim: int) -> RecDatas
             texts=[""],
             sparse={},
             dense=torch.zeros(1, 0),
-            train_counts=torch.tensor([n_train]),
+            train_counts=torch.tensor([train_examples]),
             cold=torch.zeros(1, dtype=torch.bool),
         ),
         users=UserTable(sparse={}, dense=torch.zeros(1, 0), train_items=empty),
         user_ids=["-"],
-        name=f"criteo:{Path(settings.path).name}",
+        name=name,
     )

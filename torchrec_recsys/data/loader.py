@@ -154,6 +154,10 @@ class TableSource:
     def __len__(self) -> int:
         return len(self.table)
 
+    def order(self, batch_size: int, shard: ShardInfo) -> str:
+        """Nothing: the shuffled order depends only on the table's size and the seed."""
+        return ""
+
     def train_batches(
         self, batch_size: int, shard: ShardInfo, seed: int, epoch: int, start_sample: int = 0
     ) -> Iterator[Batch]:

@@ -118,6 +118,10 @@ class SequenceSource:
     def __len__(self) -> int:
         return len(self.splits["train"])
 
+    def order(self, batch_size: int, shard: ShardInfo) -> str:
+        """Nothing: the shuffled order depends only on the split's size and the seed."""
+        return ""
+
     def train_batches(
         self, batch_size: int, shard: ShardInfo, seed: int, epoch: int, start_sample: int = 0
     ) -> Iterator[SequenceBatch]:

@@ -1,28 +1,45 @@
-"""Parquet shards of encoded Criteo-format examples, and a streaming dataset over them.
+"""Parquet shards of encoded Criteo-format examples, and the streaming source that trains on them.
 
-``preprocess`` turns a Criteo TSV into a folder, once::
+``preprocess`` turns a Criteo TSV (or synthetic rows) into a folder, once::
 
     shards/
-      manifest.json        format, vocab_hash, table_rows, [{file, rows}] per shard, total rows
-      part-00000.parquet   label, int_0..int_12 (float32, log1p), cat_0..cat_25 (int64 table rows)
-      part-00001.parquet   ...
+      manifest.json        format, vocab_hash, table_rows, per split: rows + [{file, rows}]
+      train-00000.parquet  label, int_0..int_12 (float32, log1p), cat_0..cat_25 (int64 rows)
+      ...
+      val-00000.parquet    the last rows of the input (data.criteo.val_fraction), then
+      test-00000.parquet   the test rows (test_fraction): the in-memory path's splits
 
-:class:`ShardedExamples` (a ``torch.utils.data.IterableDataset``) streams them: each rank, and
-each DataLoader worker within it, reads its own shards (round-robin) in record batches of
-``batch_size`` rows, so memory holds a few batches, never the file. Memory does not grow with
-the number of examples.
+:class:`ShardSource` is the trainer's source over such a folder (``data.source = "shards"``).
+Each split is one stream of rows (its shards in order); memory holds a few batches, never a
+file. Per epoch every rank runs the same number of steps (sharded embeddings need every rank
+in every collective):
+
+* training: ``S = rows // (batch_size x world_size)`` steps; rank ``r`` reads the contiguous
+  rows ``[r S B, (r + 1) S B)`` (the remainder is dropped), in file order (no shuffle, like
+  the reference DLRM's day order);
+* evaluation: rank ``r`` reads its ``ceil(rows / world_size)`` contiguous rows, the last batch
+  padded with weight-0 rows, so every example counts once.
+
+A rank's batches are read by a DataLoader (``data.loader_workers`` processes, pinned memory on
+CUDA): worker ``w`` reads its own contiguous run of the rank's batches, and the DataLoader
+hands them out round-robin, so the order depends on the world size, the batch size and the
+number of workers (:meth:`ShardSource.order`; a mid-epoch resume needs the same ones). A
+resume after ``k`` batches starts each worker at its share of the first ``k`` (nothing
+consumed is read again).
 
 Bad input is an error, never a shorter epoch:
 
 * a manifest whose ``vocab_hash`` differs from the run's (shards from another preprocess);
-* a shard that cannot be opened (truncated mid-file) or holds fewer rows than the manifest says.
+* a shard that cannot be opened (truncated mid-file) or holds fewer rows than the manifest
+  says: every shard's footer is checked when the source is opened, before any step;
+* a shard that is damaged inside, when its rows are read.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,22 +54,31 @@ from torchrec_recsys.config import CriteoConfig
 from torchrec_recsys.data.batch import Batch
 from torchrec_recsys.data.criteo import (
     DENSE_NAMES,
+    NUM_DENSE,
     NUM_SPARSE,
     SPARSE_NAMES,
+    CriteoChunk,
     FrequencyVocab,
+    count_lines,
     criteo_spec,
+    examples_only_dataset,
     hash_rows,
     one_hot_columns,
     read_criteo,
+    split_sizes,
 )
-from torchrec_recsys.data.dataset import ExampleTable
+from torchrec_recsys.data.dataset import ExampleTable, RecDataset
 from torchrec_recsys.data.features import FeatureSpec
-from torchrec_recsys.data.loader import make_batch
+from torchrec_recsys.data.loader import ShardInfo, make_batch
 from torchrec_recsys.errors import DataError
 from torchrec_recsys.files import atomic_write_text, publish_file
 
 MANIFEST = "manifest.json"
-FORMAT = "torchrec_recsys-criteo-shards-v1"
+FORMAT = "torchrec_recsys-criteo-shards-v2"
+SPLITS = ("train", "val", "test")
+
+Chunk = tuple[np.ndarray, np.ndarray, np.ndarray]
+"""``(labels [N], dense [N, 13], table rows [N, 26])`` of consecutive examples."""
 
 
 def vocab_hash(table_rows: Sequence[int], scheme: dict[str, Any]) -> str:
@@ -61,71 +87,106 @@ def vocab_hash(table_rows: Sequence[int], scheme: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def write_shards(
-    chunks: Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]],
-    out_dir: str | Path,
-    table_rows: Sequence[int],
-    fingerprint: str,
-    rows_per_shard: int,
-) -> dict[str, Any]:
-    """Write ``(labels [N], dense [N, 13], rows [N, 26])`` chunks as Parquet shards + manifest.
-
-    Each shard is written under a temporary name and renamed when complete; the manifest is
-    written last (atomically), so a folder with a manifest is a finished preprocess.
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    shards: list[dict[str, Any]] = []
-    writer: pq.ParquetWriter | None = None
-    in_shard = 0
-
-    def close() -> None:
-        nonlocal writer
-        if writer is not None:
-            writer.close()
-            name = f"part-{len(shards):05d}.parquet"
-            publish_file(out / f"{name}.tmp", out / name)
-            shards.append({"file": name, "rows": in_shard})
-            writer = None
-
-    for labels, dense, rows in chunks:
-        begin = 0
-        while begin < len(labels):
-            if writer is None:
-                in_shard = 0
-                writer = pq.ParquetWriter(
-                    out / f"part-{len(shards):05d}.parquet.tmp", _schema(), compression="zstd"
-                )
-            take = min(rows_per_shard - in_shard, len(labels) - begin)
-            end = begin + take
-            columns = {"label": labels[begin:end].astype(np.float32)}
-            columns |= {
-                n: dense[begin:end, j].astype(np.float32) for j, n in enumerate(DENSE_NAMES)
-            }
-            columns |= {n: rows[begin:end, j].astype(np.int64) for j, n in enumerate(SPARSE_NAMES)}
-            writer.write_table(pa.table(columns, schema=_schema()))
-            in_shard += take
-            begin = end
-            if in_shard == rows_per_shard:
-                close()
-    close()
-    manifest = {
-        "format": FORMAT,
-        "vocab_hash": fingerprint,
-        "table_rows": list(map(int, table_rows)),
-        "shards": shards,
-        "total_rows": sum(s["rows"] for s in shards),
-    }
-    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2))
-    return manifest
-
-
 def _schema() -> pa.Schema:
     return pa.schema(
         [("label", pa.float32())]
         + [(n, pa.float32()) for n in DENSE_NAMES]
         + [(n, pa.int64()) for n in SPARSE_NAMES]
     )
+
+
+class _SplitWriter:
+    """Writes one split's rows as ``<split>-NNNNN.parquet`` shards of ``rows_per_shard``."""
+
+    def __init__(self, out: Path, split: str, rows_per_shard: int) -> None:
+        self.out, self.split, self.rows_per_shard = out, split, rows_per_shard
+        self.shards: list[dict[str, Any]] = []
+        self.writer: pq.ParquetWriter | None = None
+        self.in_shard = 0
+
+    def _name(self) -> str:
+        return f"{self.split}-{len(self.shards):05d}.parquet"
+
+    def write(self, labels: np.ndarray, dense: np.ndarray, rows: np.ndarray) -> None:
+        begin = 0
+        while begin < len(labels):
+            if self.writer is None:
+                self.in_shard = 0
+                self.writer = pq.ParquetWriter(
+                    self.out / f"{self._name()}.tmp", _schema(), compression="zstd"
+                )
+            end = begin + min(self.rows_per_shard - self.in_shard, len(labels) - begin)
+            columns = {"label": labels[begin:end].astype(np.float32)}
+            columns |= {
+                n: dense[begin:end, j].astype(np.float32) for j, n in enumerate(DENSE_NAMES)
+            }
+            columns |= {n: rows[begin:end, j].astype(np.int64) for j, n in enumerate(SPARSE_NAMES)}
+            self.writer.write_table(pa.table(columns, schema=_schema()))
+            self.in_shard += end - begin
+            begin = end
+            if self.in_shard == self.rows_per_shard:
+                self.close()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            name = self._name()
+            publish_file(self.out / f"{name}.tmp", self.out / name)
+            self.shards.append({"file": name, "rows": self.in_shard})
+            self.writer = None
+
+    def entry(self) -> dict[str, Any]:
+        return {"rows": sum(s["rows"] for s in self.shards), "shards": self.shards}
+
+
+def write_shards(
+    chunks: Iterable[Chunk],
+    out_dir: str | Path,
+    table_rows: Sequence[int],
+    fingerprint: str,
+    rows_per_shard: int,
+    sizes: dict[str, int],
+) -> dict[str, Any]:
+    """Write consecutive example chunks as Parquet shards + manifest, split by position: the
+    first ``sizes["train"]`` rows are training shards, the next ``sizes["val"]`` validation,
+    the last ``sizes["test"]`` test.
+
+    Each shard is written under a temporary name and renamed when complete; the manifest is
+    written last (atomically), so a folder with a manifest is a finished preprocess.
+
+    Raises:
+        DataError: the chunks hold another number of rows than ``sizes`` adds up to.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    writers = {split: _SplitWriter(out, split, rows_per_shard) for split in SPLITS}
+    bounds, begin = {}, 0
+    for split in SPLITS:
+        bounds[split] = (begin, begin + sizes[split])
+        begin += sizes[split]
+    position = 0
+    for labels, dense, rows in chunks:
+        for split, (low, high) in bounds.items():
+            a, b = max(low - position, 0), min(high - position, len(labels))
+            if a < b:
+                writers[split].write(labels[a:b], dense[a:b], rows[a:b])
+        position += len(labels)
+    if position != begin:
+        raise DataError(
+            f"preprocess read {position} examples but expected {begin} (the input changed "
+            f"while it was read?)"
+        )
+    for writer in writers.values():
+        writer.close()
+    manifest = {
+        "format": FORMAT,
+        "vocab_hash": fingerprint,
+        "table_rows": list(map(int, table_rows)),
+        "splits": {split: writer.entry() for split, writer in writers.items()},
+        "total_rows": position,
+    }
+    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2))
+    return manifest
 
 
 def read_manifest(shard_dir: str | Path, expected_hash: str | None = None) -> dict[str, Any]:
@@ -139,7 +200,10 @@ def read_manifest(shard_dir: str | Path, expected_hash: str | None = None) -> di
         raise DataError(f"{str(shard_dir)!r} has no {MANIFEST}: run 'preprocess' first")
     manifest = json.loads(path.read_text())
     if manifest.get("format") != FORMAT:
-        raise DataError(f"{str(path)!r} is not a {FORMAT} manifest")
+        raise DataError(
+            f"{str(path)!r} is not a {FORMAT} manifest (format {manifest.get('format')!r}): "
+            f"run 'preprocess' again"
+        )
     if expected_hash is not None and manifest["vocab_hash"] != expected_hash:
         raise DataError(
             f"shards in {str(shard_dir)!r} were made by another preprocess (vocabulary hash "
@@ -148,88 +212,271 @@ def read_manifest(shard_dir: str | Path, expected_hash: str | None = None) -> di
     return manifest
 
 
-class ShardedExamples(IterableDataset):
-    """Batches of this rank's shards, streamed (one ``Batch`` per item; use batch_size=None).
+def _open(path: Path, rows: int) -> pq.ParquetFile:
+    """The shard's Parquet file, its row count checked against the manifest's ``rows``."""
+    try:
+        parquet = pq.ParquetFile(path)
+    except (OSError, pa.ArrowException) as e:
+        raise DataError(f"shard {str(path)!r} cannot be read (truncated?): {e}") from None
+    if parquet.metadata.num_rows != rows:
+        raise DataError(
+            f"shard {str(path)!r} holds {parquet.metadata.num_rows} rows; the manifest says "
+            f"{rows}: it is incomplete or from another preprocess"
+        )
+    return parquet
 
-    Shard ``s`` goes to rank ``s % world_size``; within a rank, to DataLoader worker
-    ``(s // world_size) % num_workers``. Every batch has ``batch_size`` rows except the last
-    of each shard.
+
+def check_shards(shard_dir: str | Path, manifest: dict[str, Any]) -> None:
+    """Open every shard's footer and compare its rows with the manifest (cheap: no data read).
+
+    Raises:
+        DataError: a missing, truncated or short shard, named.
+    """
+    for entry in manifest["splits"].values():
+        for shard in entry["shards"]:
+            _open(Path(shard_dir) / shard["file"], shard["rows"])
+
+
+def _shard_rows(path: Path, rows: int, low: int, high: int, batch_size: int) -> Iterator[pa.Table]:
+    """Rows ``[low, high)`` of one shard, in pieces of at most ``batch_size`` rows; only the
+    row groups that hold them are read."""
+    parquet = _open(path, rows)
+    groups, first, at = [], None, 0
+    for g in range(parquet.metadata.num_row_groups):
+        n = parquet.metadata.row_group(g).num_rows
+        if at < high and at + n > low:
+            groups.append(g)
+            first = at if first is None else first
+        at += n
+    position = first or 0
+    try:
+        for record in parquet.iter_batches(batch_size=batch_size, row_groups=groups):
+            a, b = max(low - position, 0), min(high - position, record.num_rows)
+            position += record.num_rows
+            if a < b:
+                yield pa.Table.from_batches([record.slice(a, b - a)])
+            if position >= high:
+                return
+    except (OSError, pa.ArrowException) as e:
+        raise DataError(f"shard {str(path)!r} is damaged after row {position}: {e}") from None
+    raise DataError(f"shard {str(path)!r} ended after {position} of {rows} rows")
+
+
+def read_rows(
+    shard_dir: Path, shards: Sequence[dict[str, Any]], start: int, stop: int, batch_size: int
+) -> Iterator[pa.Table]:
+    """Rows ``[start, stop)`` of the concatenation of ``shards``, as tables of
+    ``batch_size`` rows (the last one may be shorter)."""
+    pending: list[pa.Table] = []
+    pending_rows, offset = 0, 0
+    for shard in shards:
+        low, high = max(start - offset, 0), min(stop - offset, shard["rows"])
+        offset += shard["rows"]
+        if low >= high:
+            continue
+        path = shard_dir / shard["file"]
+        for piece in _shard_rows(path, shard["rows"], low, high, batch_size):
+            pending.append(piece)
+            pending_rows += piece.num_rows
+            if pending_rows >= batch_size:
+                table = pa.concat_tables(pending)
+                yield table.slice(0, batch_size)
+                rest = table.slice(batch_size)
+                pending, pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
+        if offset >= stop:
+            break
+    if pending_rows:
+        yield pa.concat_tables(pending)
+
+
+def worker_batches(steps: int, first: int, num_workers: int, slot: int) -> tuple[int, int]:
+    """Batch indices ``[begin, end)`` that DataLoader worker ``slot`` of ``num_workers`` reads
+    when a rank's ``steps`` batches are handed out round-robin from batch ``first`` on.
+
+    Worker ``w`` owns the contiguous batches ``[a_w, a_w + n_w)`` (``n_w = steps // W``, one
+    more for the first ``steps % W`` workers); position ``p`` of the epoch's order is worker
+    ``p % W``'s batch ``a_w + p // W``. A resume at ``first`` rotates the slots (slot ``s``
+    plays worker ``(s + first) % W``, so the DataLoader's round-robin continues where it
+    stopped) and skips each worker's share of the first ``first`` positions.
+    """
+    worker = (slot + first) % num_workers
+    share, extra = divmod(steps, num_workers)
+    begin = worker * share + min(worker, extra)
+    count = share + (worker < extra)
+    done = first // num_workers + (worker < first % num_workers)
+    return begin + done, begin + count
+
+
+class ShardStream(IterableDataset):
+    """Batches ``[first, steps)`` of a rank's rows: batch ``j`` is rows
+    ``[start + j B, start + (j + 1) B)`` of a split's stream; rows at or after ``real_stop``
+    are weight-0 padding (zeros). Each DataLoader worker reads its :func:`worker_batches`.
     """
 
     def __init__(
         self,
-        shard_dir: str | Path,
+        shard_dir: Path,
+        shards: Sequence[dict[str, Any]],
+        spec: FeatureSpec,
         batch_size: int,
-        rank: int = 0,
-        world_size: int = 1,
-        expected_hash: str | None = None,
-        embedding_dim: int = 16,
+        start: int,
+        real_stop: int,
+        steps: int,
+        first: int = 0,
     ) -> None:
         super().__init__()
-        self.shard_dir = Path(shard_dir)
-        self.manifest = read_manifest(shard_dir, expected_hash)
-        self.batch_size = batch_size
-        self.rank, self.world_size = rank, world_size
-        self.spec: FeatureSpec = criteo_spec(self.manifest["table_rows"], embedding_dim)
-
-    def my_shards(self) -> list[dict[str, Any]]:
-        """This rank's (and this worker's) shards."""
-        mine = self.manifest["shards"][self.rank :: self.world_size]
-        worker = get_worker_info()
-        if worker is not None:
-            mine = mine[worker.id :: worker.num_workers]
-        return mine
+        self.shard_dir, self.shards, self.spec = shard_dir, list(shards), spec
+        self.batch_size, self.start, self.real_stop = batch_size, start, real_stop
+        self.steps, self.first = steps, first
 
     def __iter__(self) -> Iterator[Batch]:
-        for shard in self.my_shards():
-            yield from self._read(shard)
+        info = get_worker_info()
+        workers, slot = (1, 0) if info is None else (info.num_workers, info.id)
+        begin, end = worker_batches(self.steps, self.first, workers, slot)
+        low = self.start + begin * self.batch_size
+        high = min(self.start + end * self.batch_size, self.real_stop)
+        made = 0
+        if high > low:
+            for table in read_rows(self.shard_dir, self.shards, low, high, self.batch_size):
+                yield self._batch(table)
+                made += 1
+        for _ in range(made, end - begin):
+            yield self._batch(_schema().empty_table())  # padding only
 
-    def _read(self, shard: dict[str, Any]) -> Iterator[Batch]:
-        path = self.shard_dir / shard["file"]
-        try:
-            parquet = pq.ParquetFile(path)
-        except (OSError, pa.ArrowException) as e:
-            raise DataError(f"shard {str(path)!r} cannot be read (truncated?): {e}") from None
-        if parquet.metadata.num_rows != shard["rows"]:
-            raise DataError(
-                f"shard {str(path)!r} holds {parquet.metadata.num_rows} rows; the manifest "
-                f"says {shard['rows']}: it is incomplete or from another preprocess"
-            )
-        seen = 0
-        try:
-            for record in parquet.iter_batches(batch_size=self.batch_size):
-                seen += record.num_rows
-                yield self._batch(record)
-        except (OSError, pa.ArrowException) as e:
-            raise DataError(f"shard {str(path)!r} is damaged after {seen} rows: {e}") from None
-        if seen != shard["rows"]:
-            raise DataError(f"shard {str(path)!r} ended after {seen} of {shard['rows']} rows")
-
-    def _batch(self, record: pa.RecordBatch) -> Batch:
-        n = record.num_rows
-        dense = np.stack([record.column(name).to_numpy() for name in DENSE_NAMES], axis=1)
-        rows = np.stack([record.column(name).to_numpy() for name in SPARSE_NAMES], axis=1)
+    def _batch(self, record: pa.Table) -> Batch:
+        n, size = record.num_rows, self.batch_size
+        dense = np.zeros((size, NUM_DENSE), dtype=np.float32)  # [B, 13]
+        rows = np.zeros((size, NUM_SPARSE), dtype=np.int64)  # [B, 26]
+        labels = np.zeros(size, dtype=np.float32)  # [B]
+        if n:
+            dense[:n] = np.stack([record.column(c).to_numpy() for c in DENSE_NAMES], axis=1)
+            rows[:n] = np.stack([record.column(c).to_numpy() for c in SPARSE_NAMES], axis=1)
+            labels[:n] = record.column("label").to_numpy()
         table = ExampleTable(
-            sparse=one_hot_columns(rows),  # [N, 26] -> 26 one-ID columns
-            dense=torch.from_numpy(dense),  # [N, 13]
-            labels=torch.from_numpy(record.column("label").to_numpy().copy()),  # [N]
-            user_rows=torch.zeros(n, dtype=torch.int64),
-            item_rows=torch.zeros(n, dtype=torch.int64),
+            sparse=one_hot_columns(rows),  # 26 one-ID columns
+            dense=torch.from_numpy(dense),
+            labels=torch.from_numpy(labels),
+            user_rows=torch.zeros(size, dtype=torch.int64),
+            item_rows=torch.zeros(size, dtype=torch.int64),
         )
-        return make_batch(table, self.spec, torch.arange(n), torch.ones(n))
+        weights = (torch.arange(size) < n).float()  # [B], 0 = padding
+        return make_batch(table, self.spec, torch.arange(size), weights)
 
 
-def stream_batches(
-    dataset: ShardedExamples, num_workers: int = 0, pin_memory: bool = False
-) -> DataLoader:
-    """A DataLoader over ``dataset`` (already batched); pinned memory for GPU copies."""
-    return DataLoader(
-        dataset,
-        batch_size=None,
-        num_workers=num_workers,
-        pin_memory=pin_memory,
-        persistent_workers=False,
+def _empty_table() -> ExampleTable:
+    return ExampleTable(
+        sparse=one_hot_columns(np.zeros((0, NUM_SPARSE), dtype=np.int64)),
+        dense=torch.zeros(0, NUM_DENSE),
+        labels=torch.zeros(0),
+        user_rows=torch.zeros(0, dtype=torch.int64),
+        item_rows=torch.zeros(0, dtype=torch.int64),
     )
+
+
+def _one_line(batches: Iterable[Batch]) -> Iterator[Batch]:
+    """``batches``, with a :class:`DataError` raised in a DataLoader worker (which arrives
+    with the worker's traceback in its message) cut back to its own one-line message."""
+    try:
+        yield from batches
+    except DataError as e:
+        lines = [line for line in str(e).splitlines() if line.strip()]
+        last = lines[-1] if lines else str(e)
+        raise DataError(last.split("DataError: ", 1)[-1]) from None
+
+
+class ShardSource:
+    """The trainer's source over a shard folder: training batches (resumable), and padded
+    evaluation batches of the validation and test shards."""
+
+    def __init__(
+        self,
+        shard_dir: str | Path,
+        embedding_dim: int,
+        workers: int = 0,
+        pin_memory: bool = False,
+        expected_hash: str | None = None,
+    ) -> None:
+        """Reads the manifest and checks every shard's footer.
+
+        Raises:
+            DataError: see :func:`read_manifest` and :func:`check_shards`.
+        """
+        self.shard_dir = Path(shard_dir)
+        self.manifest = read_manifest(shard_dir, expected_hash)
+        check_shards(shard_dir, self.manifest)
+        self.spec: FeatureSpec = criteo_spec(self.manifest["table_rows"], embedding_dim)
+        self.workers, self.pin_memory = workers, pin_memory
+
+    @property
+    def vocab_hash(self) -> str:
+        return self.manifest["vocab_hash"]
+
+    def dataset(self) -> RecDataset:
+        """The run's :class:`RecDataset`: the shards' FeatureSpec, and empty in-memory splits
+        (the examples are streamed by :meth:`train_batches` / :meth:`eval_batches`)."""
+        empty = {split: _empty_table() for split in SPLITS}
+        return examples_only_dataset(self.spec, empty, f"shards:{self.shard_dir}", len(self))
+
+    def rows(self, split: str) -> int:
+        """Examples of ``split`` (``train``, ``val`` or ``test``)."""
+        return int(self.manifest["splits"][split]["rows"])
+
+    def __len__(self) -> int:
+        return self.rows("train")
+
+    def order(self, batch_size: int, shard: ShardInfo) -> str:
+        """What the epoch's example order depends on (compared on a mid-epoch resume)."""
+        return (
+            f"shards {self.vocab_hash} read by {shard.world_size} process(es) x "
+            f"{self.workers} loader worker(s), batch {batch_size}"
+        )
+
+    def _loader(self, stream: ShardStream) -> Iterator[Batch]:
+        """A DataLoader over ``stream``, its workers started now, in the calling thread
+        (TorchRec's eval pipeline pulls batches from a thread of its own while it FX-traces
+        the model; a worker forked then would inherit the tracing state)."""
+        loader = DataLoader(
+            stream, batch_size=None, num_workers=self.workers, pin_memory=self.pin_memory
+        )
+        return _one_line(iter(loader))
+
+    def _stream(
+        self, split: str, batch_size: int, start: int, stop: int, steps: int, first: int
+    ) -> ShardStream:
+        shards = self.manifest["splits"][split]["shards"]
+        return ShardStream(self.shard_dir, shards, self.spec, batch_size, start, stop, steps, first)
+
+    def train_batches(
+        self, batch_size: int, shard: ShardInfo, seed: int, epoch: int, start_sample: int = 0
+    ) -> Iterator[Batch]:
+        """This rank's training batches from sample ``start_sample`` (all ranks together; a
+        multiple of the global batch). ``seed`` and ``epoch`` do not change the order.
+
+        Raises:
+            DataError: ``start_sample`` is not a whole number of global batches.
+        """
+        global_batch = batch_size * shard.world_size
+        if start_sample % global_batch:
+            raise DataError(
+                f"training position {start_sample} is not a multiple of the global batch "
+                f"{global_batch}: resume streamed shards with the batch size and number of "
+                f"processes that wrote the checkpoint"
+            )
+        steps = len(self) // global_batch
+        start = shard.rank * steps * batch_size
+        first = min(start_sample // global_batch, steps)
+        stream = self._stream("train", batch_size, start, start + steps * batch_size, steps, first)
+        return self._loader(stream)
+
+    def eval_batches(self, split: str, batch_size: int, shard: ShardInfo) -> Iterator[Batch]:
+        """Every example of ``split`` once: rank ``r`` its contiguous ``ceil(N / world)``
+        rows, padded with weight-0 rows to the same number of steps on every rank."""
+        n = self.rows(split)
+        per_rank = -(-n // shard.world_size)
+        steps = -(-per_rank // batch_size)
+        start = min(shard.rank * per_rank, n)
+        stop = min(start + per_rank, n)
+        return self._loader(self._stream(split, batch_size, start, stop, steps, 0))
 
 
 def preprocess_criteo(
@@ -237,12 +484,17 @@ def preprocess_criteo(
 ) -> dict[str, Any]:
     """Criteo TSV -> Parquet shards of table rows, streaming (memory ~ one chunk).
 
-    The hashing scheme needs one pass; the frequency scheme (``min_count > 0``) a counting
-    pass first. A tqdm bar follows the bytes of the file read.
+    A first pass counts the lines (to place the validation and test rows at the end, as
+    ``data.criteo.val_fraction`` / ``test_fraction`` do in memory); the frequency scheme
+    (``min_count > 0``) also counts values over the training rows. A tqdm bar follows the
+    bytes of the file read.
     """
     path = Path(settings.path)
+    sizes = split_sizes(count_lines(path), settings)
     if settings.min_count > 0:
-        vocab = FrequencyVocab.fit(read_criteo(path, settings.chunk_rows), settings.min_count)
+        vocab = FrequencyVocab.fit(
+            _head(read_criteo(path, settings.chunk_rows), sizes["train"]), settings.min_count
+        )
         table_rows = vocab.table_rows()
         scheme: dict[str, Any] = {
             "scheme": "frequency",
@@ -258,23 +510,36 @@ def preprocess_criteo(
             return hash_rows(raw, table_rows)
 
     bar = tqdm(
-        total=path.stat().st_size if path.is_file() else None,
+        total=path.stat().st_size,
         unit="B",
         unit_scale=True,
         desc="preprocess",
         disable=not progress,
     )
 
-    def chunks() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    def chunks() -> Iterator[Chunk]:
         for chunk in read_criteo(path, settings.chunk_rows):
             bar.update(chunk.num_bytes)
             yield chunk.labels.numpy(), chunk.dense.numpy(), encode(chunk.raw_sparse)
 
     manifest = write_shards(
-        chunks(), out_dir, table_rows, vocab_hash(table_rows, scheme), rows_per_shard
+        chunks(), out_dir, table_rows, vocab_hash(table_rows, scheme), rows_per_shard, sizes
     )
     bar.close()
     return manifest
+
+
+def _head(chunks: Iterator[CriteoChunk], rows: int) -> Iterator[CriteoChunk]:
+    """The first ``rows`` examples of ``chunks`` (the last chunk cut short)."""
+    seen = 0
+    for chunk in chunks:
+        if seen >= rows:
+            return
+        take = min(len(chunk), rows - seen)
+        if take < len(chunk):
+            chunk = CriteoChunk(chunk.labels[:take], chunk.dense[:take], chunk.raw_sparse[:take])
+        seen += take
+        yield chunk
 
 
 def expected_vocab_hash(settings: CriteoConfig) -> str | None:

@@ -1,13 +1,25 @@
 """Evaluation of a split, identical on every rank: ranking (loss, AUC, NE), retrieval
 (Recall@K, NDCG@K over the whole catalogue) and sequence models' ranked lists (Recall, NDCG,
-MRR, coverage, cold-item recall, invalid generations)."""
+MRR, coverage, cold-item recall, invalid generations).
+
+The DLRM's and the two-tower's batches run through TorchRec's ``EvalPipelineSparseDist``
+when ``pipelined`` (the trainer's ``train.pipeline = "sparse_dist"``): batch i+1's copy to
+the device (in a background thread) and embedding input all-to-all overlap batch i's
+forward. Otherwise, and for the sequence models (not FX-traceable), a plain loop calls the
+model. Both give bit-equal metrics (``tests/training/test_eval_pipeline.py``).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
+from torchrec.distributed.train_pipeline import EvalPipelineSparseDist
 
+from torchrec_recsys.data.batch import Batch
 from torchrec_recsys.data.dataset import ExampleTable, RecDataset
 from torchrec_recsys.data.features import FeatureSpec
 from torchrec_recsys.data.loader import ShardInfo, eval_batches
@@ -22,14 +34,76 @@ from torchrec_recsys.metrics.retrieval import (
     ranks_and_top_k,
 )
 
+EvalBatches = Callable[[str, int, ShardInfo], Iterable[Batch]]
+"""``(split, batch_size, shard) -> this rank's padded evaluation batches`` (every rank the
+same number of steps; padding rows have weight 0)."""
+
+
+class _NoStep(torch.optim.Optimizer):
+    """The optimizer TorchRec's eval pipeline asks for and never steps."""
+
+    def __init__(self) -> None:
+        super().__init__([torch.zeros(1, requires_grad=True)], {})
+
+    def step(self, closure: Any = None) -> None:
+        raise AssertionError("an evaluation pipeline never steps its optimizer")
+
+
+def model_outputs(
+    model: nn.Module, batches: Iterable[Batch], device: torch.device, pipelined: bool
+) -> Iterator[Any]:
+    """``model(batch)[1]`` for every batch, in order: through ``EvalPipelineSparseDist`` when
+    ``pipelined`` (``model`` must be FX-traceable around its sharded modules), else a plain
+    loop. The pipeline is detached at the end, so the model's own forward is back.
+
+    Call under ``torch.no_grad()``.
+    """
+    if not pipelined:
+        for batch in batches:
+            yield model(batch.to(device))[1]
+        return
+    pipeline = EvalPipelineSparseDist(model, _NoStep(), device)
+    iterator = iter(batches)
+    try:
+        while True:
+            try:
+                yield pipeline.progress(iterator)
+            except StopIteration:
+                return
+    finally:
+        pipeline.reset()  # stops the batch-loading thread
+        pipeline.detach()
+
+
+def table_eval_batches(data: RecDataset) -> EvalBatches:
+    """:data:`EvalBatches` over ``data``'s in-memory splits."""
+
+    def batches(split: str, batch_size: int, shard: ShardInfo) -> Iterator[Batch]:
+        return eval_batches(data.splits[split], data.spec, batch_size, shard)
+
+    return batches
+
 
 class RankingEvaluator:
-    """Callable ``(model, split) -> {"loss", "auc", "ne"}`` for a ranking task module."""
+    """Callable ``(model, split) -> {"loss", "auc", "ne"}`` for a ranking task module.
 
-    def __init__(self, data: RecDataset, ctx: DistContext, batch_size: int) -> None:
+    Batches come from ``batches`` (default: ``data``'s in-memory splits; the shards source
+    streams them); with ``pipelined`` they run through TorchRec's eval pipeline.
+    """
+
+    def __init__(
+        self,
+        data: RecDataset,
+        ctx: DistContext,
+        batch_size: int,
+        pipelined: bool = False,
+        batches: EvalBatches | None = None,
+    ) -> None:
         self.data = data
         self.ctx = ctx
         self.batch_size = batch_size
+        self.pipelined = pipelined
+        self.batches = batches if batches is not None else table_eval_batches(data)
 
     @torch.no_grad()
     def __call__(self, model: nn.Module, split: str) -> dict[str, float]:
@@ -40,9 +114,10 @@ class RankingEvaluator:
         was_training = model.training
         model.eval()
         shard = ShardInfo(self.ctx.rank, self.ctx.world_size)
-        for batch in eval_batches(self.data.splits[split], self.data.spec, self.batch_size, shard):
-            batch = batch.to(self.ctx.device)
-            loss, (_, logits, labels, weights) = model(batch)
+        batches = self.batches(split, self.batch_size, shard)
+        for loss, logits, labels, weights in model_outputs(
+            model, batches, self.ctx.device, self.pipelined
+        ):
             metrics.update(logits, labels, weights)
             loss_sum += torch.stack([loss.double() * weights.sum(), weights.sum().double()])
         model.train(was_training)
@@ -55,6 +130,20 @@ def unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)
 
 
+class TowerSide(nn.Module):
+    """One side of a two-tower model as a task-shaped module: ``forward(batch)`` returns
+    ``(placeholder loss, embeddings [B, D])``, which TorchRec's eval pipeline can trace."""
+
+    def __init__(self, tower_model: nn.Module, side: str) -> None:
+        super().__init__()
+        self.tower_model = tower_model
+        self.query = side == "query"
+
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        query, item = self.tower_model(batch.dense_features, batch.sparse_features)  # [B, D]
+        return query.new_zeros(()), query if self.query else item
+
+
 @torch.no_grad()
 def embed_table(
     model: nn.Module,
@@ -63,19 +152,18 @@ def embed_table(
     ctx: DistContext,
     batch_size: int,
     side: str,
+    pipelined: bool = False,
 ) -> torch.Tensor:
     """Query (``side="query"``) or item embeddings of every row of ``table``, on every rank.
 
-    Collective: each rank embeds its shard of every global batch, then the shards are
-    all-gathered and put back in row order. Returns [len(table), D] on CPU.
+    Collective: each rank embeds its shard of every global batch (through TorchRec's eval
+    pipeline when ``pipelined``), then the shards are all-gathered and put back in row
+    order. Returns [len(table), D] on CPU.
     """
-    tower_model = unwrap(model).model
+    encoder = TowerSide(unwrap(model).model, side)
     shard = ShardInfo(ctx.rank, ctx.world_size)
-    local = []
-    for batch in eval_batches(table, spec, batch_size, shard):
-        batch = batch.to(ctx.device)
-        query, item = tower_model(batch.dense_features, batch.sparse_features)  # [B, D] each
-        local.append(query if side == "query" else item)
+    batches = eval_batches(table, spec, batch_size, shard)
+    local = list(model_outputs(encoder, batches, ctx.device, pipelined))  # [B, D] each
     mine = torch.cat(local)  # [steps * B, D]
     gathered = [torch.empty_like(mine) for _ in range(ctx.world_size)]
     dist.all_gather(gathered, mine)
@@ -100,8 +188,10 @@ class RetrievalEvaluator:
         batch_size: int,
         ks: tuple[int, ...] = (10, 50, 100),
         exclude_train_items: bool = True,
+        pipelined: bool = False,
     ) -> None:
         self.exclude_train_items = exclude_train_items
+        self.pipelined = pipelined
         self.data = data
         self.ctx = ctx
         self.batch_size = batch_size
@@ -118,9 +208,16 @@ class RetrievalEvaluator:
             self.ctx,
             self.batch_size,
             side="item",
+            pipelined=self.pipelined,
         )
         queries = embed_table(
-            model, self.data.splits[split], self.data.spec, self.ctx, self.batch_size, side="query"
+            model,
+            self.data.splits[split],
+            self.data.spec,
+            self.ctx,
+            self.batch_size,
+            side="query",
+            pipelined=self.pipelined,
         )
         model.train(was_training)
         return queries, items

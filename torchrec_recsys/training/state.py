@@ -44,6 +44,10 @@ class TrainerState:
     """Size of the training split the position refers to (0 = not yet recorded)."""
     shuffle_seed: int = 0
     """Seed of the shuffled order the position refers to."""
+    data_order: str = ""
+    """What else the epoch's order depends on ("" = nothing: the in-memory sources' order
+    depends only on the split size and seed; streamed shards: the world size, batch size and
+    loader workers, see ``TrainSource.order``)."""
     world_size: int = 0
     """Processes that wrote the checkpoint (0 = not yet saved)."""
 

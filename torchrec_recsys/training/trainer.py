@@ -67,6 +67,11 @@ class TrainSource(Protocol):
 
     def __len__(self) -> int: ...
 
+    def order(self, batch_size: int, shard: ShardInfo) -> str:
+        """What the epoch's example order depends on besides the seed and the number of
+        examples ("" = nothing); a mid-epoch resume needs the same."""
+        ...
+
     def train_batches(
         self, batch_size: int, shard: ShardInfo, seed: int, epoch: int, start_sample: int = 0
     ) -> Iterator[Any]:
@@ -86,16 +91,19 @@ class EpochRecord:
     val: dict[str, float]
 
 
-def check_data_position(state: TrainerState, train_examples: int, seed: int) -> None:
+def check_data_position(
+    state: TrainerState, train_examples: int, seed: int, order: str = ""
+) -> None:
     """Fail if ``state`` stopped mid-epoch in a data order this run cannot reproduce.
 
-    The position is a sample offset into the epoch's shuffled order, which depends only on
-    the size of the training split and the seed (not on world size or batch size); with
-    either changed the next example is unknown. At an epoch boundary nothing is needed.
-    Records the run's split size and seed in ``state``.
+    The position is a sample offset into the epoch's order. The in-memory sources shuffle
+    by the size of the training split and the seed alone (not the world size or batch size);
+    streamed shards also depend on what ``order`` says (``TrainSource.order``). With any of
+    them changed the next example is unknown. At an epoch boundary nothing is needed.
+    Records the run's split size, seed and order in ``state``.
 
     Raises:
-        UserError: mid-epoch position with another training split size or seed.
+        UserError: mid-epoch position with another training split size, seed or order.
     """
     if state.samples_in_epoch and (
         state.train_examples != train_examples or state.shuffle_seed != seed
@@ -106,8 +114,17 @@ def check_data_position(state: TrainerState, train_examples: int, seed: int) -> 
             f"{state.shuffle_seed}, but this run has {train_examples} examples and seed {seed}: "
             f"resume with the same data and train.seed, or from an epoch-end checkpoint"
         )
+    if state.samples_in_epoch and state.data_order != order:
+        raise UserError(
+            f"the checkpoint stopped mid-epoch {state.epoch} after {state.samples_in_epoch} "
+            f"examples in the order of {state.data_order or 'an in-memory split'!r}, but this "
+            f"run reads {order or 'an in-memory split'!r}: resume with the same data, "
+            f"processes, train.batch_size and data.loader_workers, or from an epoch-end "
+            f"checkpoint"
+        )
     state.train_examples = train_examples
     state.shuffle_seed = seed
+    state.data_order = order
 
 
 def make_pipeline(
@@ -142,10 +159,12 @@ class Trainer:
         source: TrainSource | None = None,
         select_metric: str = "",
         patience: int = 0,
+        validate: bool | None = None,
     ) -> None:
         """``select_metric`` (validation metric name, "" = none) picks the epoch kept in
         ``<run dir>/best/``; ``patience`` > 0 stops after that many epochs without a better
-        one (see ``training/selection.py``)."""
+        one (see ``training/selection.py``). ``validate``: evaluate "val" after each epoch
+        (default: when ``data`` has validation examples in memory)."""
         self.model = model
         self.optimizer = optimizer
         self.data = data
@@ -159,6 +178,7 @@ class Trainer:
         )
         self.select_metric = select_metric
         self.patience = patience
+        self.validate = len(data.splits["val"]) > 0 if validate is None else validate
         self.shard = ShardInfo(ctx.rank, ctx.world_size)
         self.logger = ScalarLogger(run_dir / "tensorboard", enabled=ctx.is_main)
 
@@ -176,7 +196,8 @@ class Trainer:
 
     def fit(self, state: TrainerState) -> list[EpochRecord]:
         """Train from ``state`` to the configured number of epochs; all epochs' records."""
-        check_data_position(state, len(self.source), self.options.seed)
+        order = self.source.order(self.options.batch_size, self.shard)
+        check_data_position(state, len(self.source), self.options.seed, order)
         with maybe_enable_profiling(
             self.options.profile, self.run_dir / "profile", self.ctx.rank
         ) as profiler:
@@ -280,12 +301,15 @@ class Trainer:
                 self.on_step(state)
             bar.update()
         read_loss()
+        close = getattr(batches, "close", None)
+        if close is not None:  # a stream stopped early (max_steps_per_epoch): its workers end
+            close()
         if isinstance(pipeline, TrainPipelineSparseDist):
             pipeline.detach()  # the model's own forward again, for evaluation and export
         bar.close()
         seconds = time.perf_counter() - start
         throughput = steps * global_batch / max(seconds, 1e-9)
-        val = self.evaluate(self.model, "val") if len(self.data.splits["val"]) else {}
+        val = self.evaluate(self.model, "val") if self.validate else {}
         record = EpochRecord(
             epoch=state.epoch,
             global_step=state.global_step,
