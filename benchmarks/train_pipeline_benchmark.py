@@ -40,6 +40,7 @@ from torchrec_recsys.data.batch import Batch  # noqa: E402
 from torchrec_recsys.data.dataset import RecDataset  # noqa: E402
 from torchrec_recsys.data.loader import ShardInfo, train_batches  # noqa: E402
 from torchrec_recsys.distributed.env import DistContext, init_distributed  # noqa: E402
+from torchrec_recsys.observability.timing import percentile  # noqa: E402
 from torchrec_recsys.training.trainer import make_pipeline  # noqa: E402
 
 ENGINES = ("none", "base", "sparse_dist")
@@ -145,8 +146,8 @@ def measure(args: argparse.Namespace, ctx: DistContext) -> list[dict[str, object
                     "engine": engine,
                     "compile": compiled,
                     "batches": batches_kind,
-                    "p50_samples_per_second": bu.percentile(rates, 50),
-                    "p50_ms_per_step": bu.percentile(
+                    "p50_samples_per_second": percentile(rates, 50),
+                    "p50_ms_per_step": percentile(
                         [1e3 * w["seconds"] / args.steps for w in windows], 50
                     ),
                     "data_ms_per_batch": 1e3 * data_seconds,
