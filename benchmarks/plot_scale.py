@@ -2,9 +2,10 @@
 
 Reads whichever of these exist in ``benchmarks/results/``: ``threads.json``,
 ``train_pipeline_*.json``, ``growth_catalogue.json``, ``growth_eval_pipeline.json``,
-``growth_sid.json``, ``growth_interactions.json``, ``streaming.json``. Writes
-``scale_tables.md`` and ``scale_catalogue.png``, ``scale_streaming_rss.png``,
-``scale_interactions.png``.
+``growth_sid.json``, ``growth_interactions.json``, ``streaming.json``, ``dlrm_scale.json``,
+``growth_tables.json``. Writes ``scale_tables.md`` and ``scale_catalogue.png``,
+``scale_streaming_rss.png``, ``scale_interactions.png``, ``scale_dlrm.png``,
+``scale_num_tables.png``.
 
     python benchmarks/plot_scale.py
 """
@@ -153,6 +154,86 @@ def generic_table(data: dict[str, Any], keys: list[str]) -> list[str]:
     return lines
 
 
+def _spread(values: list[float]) -> str:
+    """``(max - min) / median`` of a row's windows, as a percentage: how noisy it was."""
+    ordered = sorted(values)
+    mid = ordered[len(ordered) // 2]
+    return f"{100 * (ordered[-1] - ordered[0]) / mid:.0f}%" if mid else ""
+
+
+def dlrm_scale_lines(data: dict[str, Any]) -> list[str]:
+    """Table, growth exponents and ``scale_dlrm.png`` for ``dlrm_scale_benchmark.py``."""
+    rows = data["rows"]
+    lines = [
+        "| rows per table | total rows | weights MiB | sharding | p50 ms/step | samples/s "
+        "| window spread | weights MiB per rank | peak RSS MiB per rank | load1 per window |",
+        "|---|---:|---:|---|---:|---:|---:|---|---|---|",
+    ]
+    for r in rows:
+        per = r["per_rank"]
+        ms = [1e3 * w["seconds"] / data["settings"]["steps"] for w in r["windows"]]
+        weights = " / ".join(f"{x['weights_mib']:,.0f}" for x in per)
+        rss = " / ".join(f"{x['peak_rss_mib']:,.0f}" for x in per)
+        lines.append(
+            f"| {r['rows']} | {r['total_rows']:,} | {r['weights_mib']:,.0f} | {r['sharding_type']} "
+            f"| {r['p50_ms_per_step']:.1f} | {r['p50_samples_per_second']:,.0f} | {_spread(ms)} "
+            f"| {weights} | {rss} "
+            f"| {', '.join(str(w['load1']) for w in r['windows'])} |"
+        )
+    lines += ["", "Growth exponents (ms/step ~ total rows^k):"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for kind in dict.fromkeys(r["sharding_type"] for r in rows):
+        sel = [r for r in rows if r["sharding_type"] == kind]
+        xs = [r["total_rows"] for r in sel]
+        if len(sel) > 1:
+            k = _slope(xs, [r["p50_ms_per_step"] for r in sel])
+            lines.append(f"- {kind}: k = {k:.2f}")
+        ax.loglog(xs, [r["p50_samples_per_second"] for r in sel], marker="o", label=kind)
+    s = data["settings"]
+    ax.set_xlabel("embedding rows in all 26 tables")
+    ax.set_ylabel("samples/s (p50 of windows)")
+    ax.set_title(f"DLRM, {s['nproc']} processes x {s['threads']} thread, dim {s['dim']}, gloo")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(RESULTS / "scale_dlrm.png", dpi=120)
+    plt.close(fig)
+    return lines
+
+
+def num_tables_lines(data: dict[str, Any]) -> list[str]:
+    """Table, growth exponents and ``scale_num_tables.png`` for ``--case tables``."""
+    rows = data["rows"]
+    lines = [
+        "| tables | rows each | weights MiB | build s | p50 ms/step | window spread "
+        "| peak RSS growth MiB | process peak RSS MiB | load1 per window |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['tables']} | {r['rows_per_table']:,} | {r['weights_mib']:,.0f} "
+            f"| {r['build_seconds']:.1f} | {r['ms_per_step']:.1f} "
+            f"| {_spread(r['windows_ms_per_step'])} | {r['peak_rss_growth_mib']:,.0f} "
+            f"| {r['process_peak_rss_mib']:,.0f} | {', '.join(map(str, r['window_load1']))} |"
+        )
+    xs = [r["tables"] for r in rows]
+    if len(rows) > 1:
+        step = _slope(xs, [r["ms_per_step"] for r in rows])
+        rss = _slope(xs, [r["peak_rss_growth_mib"] for r in rows])
+        lines += ["", f"Growth exponents: ms/step ~ T^{step:.2f}, peak RSS growth ~ T^{rss:.2f}"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 4))
+    left.loglog(xs, [r["ms_per_step"] for r in rows], marker="o")
+    left.set_xlabel("tables")
+    left.set_ylabel("ms per step (p50)")
+    right.loglog(xs, [r["peak_rss_growth_mib"] for r in rows], marker="o", color="tab:red")
+    right.set_xlabel("tables")
+    right.set_ylabel("peak RSS growth (MiB)")
+    fig.suptitle(f"DLRM vs number of tables ({rows[0]['rows_per_table']:,} rows each, 1 process)")
+    fig.tight_layout()
+    fig.savefig(RESULTS / "scale_num_tables.png", dpi=120)
+    plt.close(fig)
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     argparse.ArgumentParser(
         description="Write benchmarks/results/scale_tables.md and the scale PNGs from the "
@@ -200,6 +281,12 @@ def main(argv: list[str] | None = None) -> None:
             fig.savefig(RESULTS / "scale_interactions.png", dpi=120)
             plt.close(fig)
             out.append("")
+    if data := _load("dlrm_scale.json"):
+        out += ["## DLRM throughput vs table size and sharding", "", f"`{data['command']}`", ""]
+        out += [*dlrm_scale_lines(data), ""]
+    if data := _load("growth_tables.json"):
+        out += ["## Growth with the number of tables", "", f"`{data['command']}`", ""]
+        out += [*num_tables_lines(data), ""]
     if data := _load("streaming.json"):
         out += ["## Streaming", "", f"`{data['command']}`", "", *streaming_lines(data), ""]
     atomic_write_text(RESULTS / "scale_tables.md", "\n".join(out) + "\n")
