@@ -200,6 +200,34 @@ def dlrm_scale_lines(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def rerun_lines(
+    first: dict[str, Any], second: dict[str, Any], key: tuple[str, ...], value: str
+) -> list[str]:
+    """Run-to-run table: ``value`` of the rows of two runs matched on ``key``, and the
+    difference ``|a - b| / mean``; ends with the median and largest difference."""
+    again = {tuple(r[k] for k in key): r[value] for r in second["rows"]}
+    lines = [
+        f"| {' | '.join(key)} | {value} run 1 | run 2 | difference |",
+        "|" + "---|" * len(key) + "---:|---:|---:|",
+    ]
+    diffs = []
+    for r in first["rows"]:
+        k = tuple(r[x] for x in key)
+        if k not in again:
+            continue
+        a, b = r[value], again[k]
+        diffs.append(abs(a - b) / ((a + b) / 2))
+        lines.append(f"| {' | '.join(map(str, k))} | {a:.1f} | {b:.1f} | {100 * diffs[-1]:.0f}% |")
+    if diffs:
+        ordered = sorted(diffs)
+        lines += [
+            "",
+            f"Run-to-run difference: median {100 * ordered[len(ordered) // 2]:.0f}%, "
+            f"largest {100 * ordered[-1]:.0f}% (`{second['command']}`).",
+        ]
+    return lines
+
+
 def num_tables_lines(data: dict[str, Any]) -> list[str]:
     """Table, growth exponents and ``scale_num_tables.png`` for ``--case tables``."""
     rows = data["rows"]
@@ -284,9 +312,14 @@ def main(argv: list[str] | None = None) -> None:
     if data := _load("dlrm_scale.json"):
         out += ["## DLRM throughput vs table size and sharding", "", f"`{data['command']}`", ""]
         out += [*dlrm_scale_lines(data), ""]
+        if again := _load("dlrm_scale_rerun.json"):
+            key = ("rows", "sharding_type")
+            out += [*rerun_lines(data, again, key, "p50_ms_per_step"), ""]
     if data := _load("growth_tables.json"):
         out += ["## Growth with the number of tables", "", f"`{data['command']}`", ""]
         out += [*num_tables_lines(data), ""]
+        if again := _load("growth_tables_rerun.json"):
+            out += [*rerun_lines(data, again, ("tables",), "ms_per_step"), ""]
     if data := _load("streaming.json"):
         out += ["## Streaming", "", f"`{data['command']}`", "", *streaming_lines(data), ""]
     atomic_write_text(RESULTS / "scale_tables.md", "\n".join(out) + "\n")

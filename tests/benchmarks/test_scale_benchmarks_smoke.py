@@ -94,3 +94,11 @@ def test_growth_tables_case_and_plot(tmp_path: Path, monkeypatch: pytest.MonkeyP
     lines = plot_scale.num_tables_lines(doc)
     assert any("Growth exponents" in line for line in lines)
     assert (tmp_path / "scale_num_tables.png").stat().st_size > 0
+
+
+def test_rerun_lines_match_rows_and_report_the_difference() -> None:
+    first = {"rows": [{"tables": 1, "ms": 10.0}, {"tables": 4, "ms": 30.0}]}
+    second = {"command": "again", "rows": [{"tables": 4, "ms": 20.0}, {"tables": 1, "ms": 10.0}]}
+    lines = plot_scale.rerun_lines(first, second, ("tables",), "ms")
+    assert "| 1 | 10.0 | 10.0 | 0% |" in lines and "| 4 | 30.0 | 20.0 | 40% |" in lines
+    assert lines[-1].startswith("Run-to-run difference: median 40%, largest 40%")
