@@ -97,7 +97,8 @@ def headline_ratios(doc: dict[str, Any]) -> dict[str, Any]:
     """The fused DMP table_wise (1 rank) row's samples/s over each baseline's, in one run.
 
     Returns:
-        ``{"threads", "loadavg", "p50_ms": {label: ms}, "ratios": {baseline label: x}}``.
+        ``{"threads", "repeats", "loadavg", "p50_ms": {label: ms}, "limit_share",
+        "ratios": {baseline label: x}}``.
 
     Raises:
         KeyError: the run has no headline row or misses a baseline.
@@ -106,6 +107,7 @@ def headline_ratios(doc: dict[str, Any]) -> dict[str, Any]:
     head = rows[HEADLINE]
     return {
         "threads": head["config"].get("threads", doc["meta"]["torch_threads"]),
+        "repeats": head["config"]["repeats"],
         "loadavg": [doc["meta"]["loadavg_start"][0], doc["meta"]["loadavg_end"][0]],
         "p50_ms": {k: r["latency_ms"]["p50"] for k, r in rows.items()},
         "limit_share": _limit_share(head),
@@ -114,7 +116,7 @@ def headline_ratios(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def repro_markdown(docs: dict[str, dict[str, Any]]) -> tuple[str, bool]:
-    """Headline ratios per run and, per thread count, the run-to-run difference.
+    """Headline ratios per run and, per thread count and repeats, the run-to-run difference.
 
     The difference of a ratio over runs is ``(max - min) / mean``.
 
@@ -129,31 +131,32 @@ def repro_markdown(docs: dict[str, dict[str, Any]]) -> tuple[str, bool]:
         "One 1,000,000 x 64 fp32 table, pooling 20, batch 4,096, SGD, fwd + bwd + update; "
         "p50 ms per step; ratio = samples/s of fused DMP table_wise (1 rank) over the baseline's.",
         "",
-        "| run | threads | load1 start-end | "
+        "| run | threads | repeats | load1 start-end | "
         + " | ".join(f"{x} p50 ms" for x in labels)
         + " | x dense | x sparse | % of limit probe |",
-        "|---|---:|---|" + "---:|" * (len(labels) + 3),
+        "|---|---:|---:|---|" + "---:|" * (len(labels) + 3),
     ]
     for name, h in per.items():
         ms = " | ".join(f"{h['p50_ms'][x]:.2f}" if x in h["p50_ms"] else "" for x in labels)
         r = h["ratios"]
         lines.append(
-            f"| {name} | {h['threads']} | {h['loadavg'][0]}-{h['loadavg'][1]} | {ms} "
+            f"| {name} | {h['threads']} | {h['repeats']} | {h['loadavg'][0]}-{h['loadavg'][1]} "
+            f"| {ms} "
             f"| {r[HEADLINE_BASELINES[0]]:.2f} | {r[HEADLINE_BASELINES[1]]:.2f} "
             f"| {h['limit_share'] * 100:.0f} |"
         )
-    lines += ["", "| threads | ratio | runs | run-to-run difference | within 10% |"]
-    lines += ["|---:|---|---|---:|---|"]
+    lines += ["", "| threads | repeats | ratio | runs | run-to-run difference | within 10% |"]
+    lines += ["|---:|---:|---|---|---:|---|"]
     ok = True
-    for threads in sorted({h["threads"] for h in per.values()}):
-        group = [h for h in per.values() if h["threads"] == threads]
+    for threads, repeats in sorted({(h["threads"], h["repeats"]) for h in per.values()}):
+        group = [h for h in per.values() if (h["threads"], h["repeats"]) == (threads, repeats)]
         for b in HEADLINE_BASELINES:
             xs = [h["ratios"][b] for h in group]
             diff = (max(xs) - min(xs)) / (sum(xs) / len(xs))
             within = diff <= REPRO_TOLERANCE
             ok &= within or len(xs) < 2
             lines.append(
-                f"| {threads} | vs {b} | {', '.join(f'{x:.2f}x' for x in xs)} "
+                f"| {threads} | {repeats} | vs {b} | {', '.join(f'{x:.2f}x' for x in xs)} "
                 f"| {diff * 100:.1f}% | {'yes' if within else '**no**'} |"
             )
     return "\n".join(lines) + "\n", ok

@@ -41,6 +41,14 @@ def _slope(xs: list[float], ys: list[float]) -> float:
     return sum((a - mx) * (b - my) for a, b in zip(lx, ly, strict=True)) / den if den else 0.0
 
 
+def _linear(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """Least-squares ``(intercept, slope)`` of y = a + b x: a fixed cost plus a cost per unit."""
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    den = sum((x - mx) ** 2 for x in xs)
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den if den else 0.0
+    return my - b * mx, b
+
+
 def threads_table(data: dict[str, Any]) -> list[str]:
     lines = [
         "| variant | p50 samples/s | min | max | runs (load1 before) |",
@@ -161,8 +169,9 @@ def _spread(values: list[float]) -> str:
     return f"{100 * (ordered[-1] - ordered[0]) / mid:.0f}%" if mid else ""
 
 
-def dlrm_scale_lines(data: dict[str, Any]) -> list[str]:
-    """Table, growth exponents and ``scale_dlrm.png`` for ``dlrm_scale_benchmark.py``."""
+def dlrm_scale_lines(data: dict[str, Any], again: dict[str, Any] | None = None) -> list[str]:
+    """Table, growth exponents and ``scale_dlrm.png`` for ``dlrm_scale_benchmark.py``
+    (a rerun, when given, is drawn dashed beside the first run)."""
     rows = data["rows"]
     lines = [
         "| rows per table | total rows | weights MiB | sharding | p50 ms/step | samples/s "
@@ -180,20 +189,36 @@ def dlrm_scale_lines(data: dict[str, Any]) -> list[str]:
             f"| {weights} | {rss} "
             f"| {', '.join(str(w['load1']) for w in r['windows'])} |"
         )
-    lines += ["", "Growth exponents (ms/step ~ total rows^k):"]
+    weights = [max(x["weights_mib"] for x in r["per_rank"]) for r in rows]
+    growth = [max(x["peak_rss_growth_mib"] for x in r["per_rank"]) for r in rows]
+    a, b = _linear(weights, growth)
+    lines += [
+        "",
+        f"Memory: peak RSS growth of the largest rank ~ {a:.0f} MiB + {b:.2f} x its weights "
+        "(least squares over every row).",
+        "",
+        "Growth exponents (ms/step ~ total rows^k):",
+    ]
     fig, ax = plt.subplots(figsize=(6, 4))
-    for kind in dict.fromkeys(r["sharding_type"] for r in rows):
+    for i, kind in enumerate(dict.fromkeys(r["sharding_type"] for r in rows)):
         sel = [r for r in rows if r["sharding_type"] == kind]
         xs = [r["total_rows"] for r in sel]
         if len(sel) > 1:
             k = _slope(xs, [r["p50_ms_per_step"] for r in sel])
             lines.append(f"- {kind}: k = {k:.2f}")
-        ax.loglog(xs, [r["p50_samples_per_second"] for r in sel], marker="o", label=kind)
+        color = f"C{i}"
+        ys = [r["p50_samples_per_second"] for r in sel]
+        ax.loglog(xs, ys, marker="o", color=color, label=kind)
+        if again:
+            sel2 = [r for r in again["rows"] if r["sharding_type"] == kind]
+            ys2 = [r["p50_samples_per_second"] for r in sel2]
+            xs2 = [r["total_rows"] for r in sel2]
+            ax.loglog(xs2, ys2, marker="x", ls="--", color=color, label=f"{kind} (rerun)")
     s = data["settings"]
     ax.set_xlabel("embedding rows in all 26 tables")
     ax.set_ylabel("samples/s (p50 of windows)")
     ax.set_title(f"DLRM, {s['nproc']} processes x {s['threads']} thread, dim {s['dim']}, gloo")
-    ax.legend()
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(RESULTS / "scale_dlrm.png", dpi=120)
     plt.close(fig)
@@ -228,8 +253,9 @@ def rerun_lines(
     return lines
 
 
-def num_tables_lines(data: dict[str, Any]) -> list[str]:
-    """Table, growth exponents and ``scale_num_tables.png`` for ``--case tables``."""
+def num_tables_lines(data: dict[str, Any], again: dict[str, Any] | None = None) -> list[str]:
+    """Table, growth exponents and ``scale_num_tables.png`` for ``--case tables`` (a rerun,
+    when given, is drawn dashed)."""
     rows = data["rows"]
     lines = [
         "| tables | rows each | weights MiB | build s | p50 ms/step | window spread "
@@ -247,14 +273,26 @@ def num_tables_lines(data: dict[str, Any]) -> list[str]:
     if len(rows) > 1:
         step = _slope(xs, [r["ms_per_step"] for r in rows])
         rss = _slope(xs, [r["peak_rss_growth_mib"] for r in rows])
-        lines += ["", f"Growth exponents: ms/step ~ T^{step:.2f}, peak RSS growth ~ T^{rss:.2f}"]
+        a, b = _linear(xs, [r["ms_per_step"] for r in rows])
+        c, d = _linear(xs, [r["process_peak_rss_mib"] for r in rows])
+        lines += [
+            "",
+            f"Growth exponents: ms/step ~ T^{step:.2f}, peak RSS growth ~ T^{rss:.2f}; linear "
+            f"fits: ms/step ~ {a:.1f} + {b:.2f} T, process peak RSS ~ {c:.0f} + {d:.1f} T MiB",
+        ]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 4))
     left.loglog(xs, [r["ms_per_step"] for r in rows], marker="o")
     left.set_xlabel("tables")
     left.set_ylabel("ms per step (p50)")
-    right.loglog(xs, [r["peak_rss_growth_mib"] for r in rows], marker="o", color="tab:red")
+    right.loglog(xs, [r["process_peak_rss_mib"] for r in rows], marker="o", color="tab:red")
+    if again:
+        xs2 = [r["tables"] for r in again["rows"]]
+        left.loglog(xs2, [r["ms_per_step"] for r in again["rows"]], "x--", label="rerun")
+        left.legend()
+        rss2 = [r["process_peak_rss_mib"] for r in again["rows"]]
+        right.loglog(xs2, rss2, "x--", color="tab:red")
     right.set_xlabel("tables")
-    right.set_ylabel("peak RSS growth (MiB)")
+    right.set_ylabel("process peak RSS (MiB)")
     fig.suptitle(f"DLRM vs number of tables ({rows[0]['rows_per_table']:,} rows each, 1 process)")
     fig.tight_layout()
     fig.savefig(RESULTS / "scale_num_tables.png", dpi=120)
@@ -311,14 +349,16 @@ def main(argv: list[str] | None = None) -> None:
             out.append("")
     if data := _load("dlrm_scale.json"):
         out += ["## DLRM throughput vs table size and sharding", "", f"`{data['command']}`", ""]
-        out += [*dlrm_scale_lines(data), ""]
-        if again := _load("dlrm_scale_rerun.json"):
+        again = _load("dlrm_scale_rerun.json")
+        out += [*dlrm_scale_lines(data, again), ""]
+        if again:
             key = ("rows", "sharding_type")
             out += [*rerun_lines(data, again, key, "p50_ms_per_step"), ""]
     if data := _load("growth_tables.json"):
         out += ["## Growth with the number of tables", "", f"`{data['command']}`", ""]
-        out += [*num_tables_lines(data), ""]
-        if again := _load("growth_tables_rerun.json"):
+        again = _load("growth_tables_rerun.json")
+        out += [*num_tables_lines(data, again), ""]
+        if again:
             out += [*rerun_lines(data, again, ("tables",), "ms_per_step"), ""]
     if data := _load("streaming.json"):
         out += ["## Streaming", "", f"`{data['command']}`", "", *streaming_lines(data), ""]

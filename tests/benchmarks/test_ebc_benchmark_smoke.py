@@ -134,7 +134,7 @@ def test_interleaved_headline_ratios_and_run_to_run_table(tmp_path: Path) -> Non
     table = tmp_path / "headline.md"
     assert plot_ebc.main(["--runs", *map(str, outs), "--repro-table", str(table)]) == 0
     text = table.read_text()
-    assert "| ebc_headline_t1_a | 1 |" in text and "| ebc_headline_t1_b | 1 |" in text
+    assert "| ebc_headline_t1_a | 1 | 3 |" in text and "| ebc_headline_t1_b | 1 | 3 |" in text
     ratios = [plot_ebc.headline_ratios(json.loads(o.read_text()))["ratios"] for o in outs]
     diff = abs(ratios[0]["nn.EmbeddingBag/dense"] - ratios[1]["nn.EmbeddingBag/dense"])
     mean = (ratios[0]["nn.EmbeddingBag/dense"] + ratios[1]["nn.EmbeddingBag/dense"]) / 2
