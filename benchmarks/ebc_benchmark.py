@@ -21,12 +21,16 @@ Variants, all on the same ids:
 
 Per row it reports analytic bytes, the planner's memory estimate next to the measured peak
 (RSS high-water mark on CPU), p50/p90 step latency (``observability.timing.percentile``),
-samples/s, effective GB/s and that GB/s as a share of two probes measured in the same run
-(sequential copy, random-row gather).
+samples/s, effective GB/s and that GB/s as a share of two probes measured in the same run at
+the run's own ``--threads`` (sequential copy; the limit probe: gather + scatter-add of the same
+rows, see ``bench_utils.limit_probe``). The thread count is a recorded setting: it is in every
+row's config, the JSON header and the table, and the headline ratios depend on it.
 
 Run (from the repo root)::
 
     python benchmarks/ebc_benchmark.py --quick                 # smoke run, < 1 min
+    python benchmarks/ebc_benchmark.py --preset headline --threads 1 \
+        --out benchmarks/results/ebc_headline_t1_a.json          # the README ratios, ~1 min
     python benchmarks/ebc_benchmark.py --preset readme         # README grid, ~10 min quiet
     python benchmarks/ebc_benchmark.py --rows 1e5 1e6 --sharding-types table_wise row_wise \\
         --world-sizes 1 2 --optimizers sgd rowwise_adagrad --profile /tmp/ebc_prof
@@ -142,6 +146,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         "copy_probe_mib": 64,
         "out": "ebc_quick.json",
     },
+    # The README's headline ratios: the reference config, fused DMP table_wise on 1 rank
+    # against the three unsharded baselines (run once per --threads, twice for run-to-run).
+    "headline": {
+        "grids": [_ref_grid()],
+        "warmup": 3,
+        "repeats": 15,
+        "copy_probe_mib": 256,
+        "interleave": True,
+        "out": "ebc_headline.json",
+    },
     "readme": {
         "grids": [
             # Throughput vs rows: the main curve, SGD, sharded tw/rw on 1 and 2 ranks.
@@ -249,6 +263,9 @@ class Settings:
         memory_budget_mb: per-rank memory cap given to the planner topology (None = default).
         profile_dir: where torch.profiler traces go (None = no profiling).
         copy_probe_mib: size of the sequential-copy probe tensor.
+        interleave: time the world-size-1 cases in rounds, one step of each case per round,
+            so a change in the machine's load hits every variant alike (their ratios are then
+            comparable on a shared machine); memory is still measured per case.
     """
 
     warmup: int = 3
@@ -260,6 +277,7 @@ class Settings:
     memory_budget_mb: float | None = None
     profile_dir: str | None = None
     copy_probe_mib: int = 256
+    interleave: bool = False
 
     def threads_per_rank(self, world_size: int) -> int:
         """Threads each of ``world_size`` processes uses."""
@@ -386,6 +404,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--copy-probe-mib", type=_positive_int, help="size of the sequential copy probe tensor"
     )
     p.add_argument(
+        "--interleave",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="time world-size-1 cases in rounds (one step of each per round) so load changes "
+        "hit every variant alike (default: on for --preset headline, else off)",
+    )
+    p.add_argument(
         "--profile",
         metavar="DIR",
         help="write torch.profiler traces (wait 1, warmup 1, active 3 steps per case) and a "
@@ -456,6 +481,9 @@ def resolve(args: argparse.Namespace) -> tuple[list[Case], Settings, Path, str]:
         memory_budget_mb=args.memory_budget_mb,
         profile_dir=args.profile,
         copy_probe_mib=args.copy_probe_mib or preset["copy_probe_mib"],
+        interleave=(
+            args.interleave if args.interleave is not None else preset.get("interleave", False)
+        ),
     )
     if settings.warmup < 0:
         raise BenchmarkError(f"--warmup must be >= 0, got {settings.warmup}")
@@ -718,6 +746,48 @@ def _measure(
     return Measurement(times, mem.peak_delta_bytes, mem.method, top_ops, extra)
 
 
+def measure_interleaved(
+    builds: list[Callable[[], Callable[[], None]]], settings: Settings
+) -> list[Measurement]:
+    """Build every variant (memory measured per build + warm-up), then time them in rounds.
+
+    Round r runs one step of each variant in turn, so slow phases of a shared machine land on
+    every variant alike. All variants stay alive until the end (their memory adds up).
+    """
+    steps: list[Callable[[], None]] = []
+    out: list[Measurement] = []
+    for build in builds:
+        gc.collect()
+        with bu.PeakMemory(device=settings.device) as mem:
+            step = build()
+            if settings.device == "cuda":
+                inner = step
+
+                def step(inner: Callable[[], None] = inner) -> None:
+                    inner()
+                    torch.cuda.synchronize()
+
+            time_calls(step, settings.warmup, 0)
+        steps.append(step)
+        out.append(Measurement([], mem.peak_delta_bytes, mem.method))
+    with bu.CpuWindow() as cpu:
+        for _ in range(settings.repeats):
+            for step, m in zip(steps, out, strict=True):
+                m.times_s.extend(time_calls(step, 0, 1))
+    own = cpu.own_cpu_s / len(steps)  # shared out: the window is one for all variants
+    for m in out:
+        m.extra = {
+            "wall_s": cpu.wall_s,
+            "machine_busy_s": cpu.machine_busy_s - cpu.own_cpu_s + own,
+            "own_cpu_s": own,
+            "loadavg": bu.load_average(),
+            "interleaved": True,
+        }
+    del steps
+    gc.collect()
+    return out
+
+
 def build_baseline(case: Case, ids: torch.Tensor, settings: Settings) -> Callable[[], None]:
     """Build an unsharded baseline and return its step (fwd + bwd + update)."""
     device = torch.device(settings.device)
@@ -784,6 +854,16 @@ def build_dmp(
             dense_opt.zero_grad()
 
     return step
+
+
+def _builder(
+    case: Case, info: PlanInfo | None, ids: torch.Tensor, settings: Settings
+) -> Callable[[], Callable[[], None]]:
+    """The build function of one world-size-1 case (for :func:`measure_interleaved`)."""
+    if case.variant == "dmp":
+        assert info is not None
+        return lambda: build_dmp(case, info, ids, settings)
+    return lambda: build_baseline(case, ids, settings)
 
 
 def run_case_local(
@@ -918,7 +998,7 @@ def make_row(
     p50, p90 = stats["p50"], stats["p90"]
     ab = analytic_bytes(case, unique_rows)
     gbps = ab["step_bytes"] / p50 / bu.GB
-    gather = probes["gather"][_probe_key(case)]["gbps"]
+    limit = probes["limit"][_probe_key(case)]["gbps"]
     copy_gbps = probes["seq_copy"]["gbps"]
     measured = [int(m["peak_delta_bytes"]) for m in per_rank]
     # other processes' CPU use while the timed steps ran: rank 0's machine-wide busy time minus
@@ -939,6 +1019,7 @@ def make_row(
         "config": {
             **asdict(case),
             "dtype": "fp32",
+            "threads": settings.threads,
             "threads_per_rank": settings.threads_per_rank(case.world_size),
             "lr": settings.lr,
             "warmup": settings.warmup,
@@ -967,7 +1048,7 @@ def make_row(
         "samples_per_s": case.batch / p50,
         "effective_gbps": gbps,
         "share_of_copy_probe": gbps / copy_gbps,
-        "share_of_gather_probe": gbps / gather,
+        "share_of_limit_probe": gbps / limit,
         "profile_top_ops": per_rank[0].get("profile_top_ops", []),
         "other_cpu_share": other,
         "loadavg": x0["loadavg"],
@@ -1001,7 +1082,7 @@ def print_row(i: int, n: int, row: dict[str, Any]) -> None:
         f"bwd {bu.fmt_bytes(a['bwd_bytes'])} ({a['unique_rows']:,} unique rows)\n"
         f"    p50 {lat['p50']:.2f} ms  p90 {lat['p90']:.2f} ms  {row['samples_per_s']:,.0f} "
         f"samples/s  {row['effective_gbps']:.2f} GB/s = {row['share_of_copy_probe'] * 100:.0f}% "
-        f"of copy, {row['share_of_gather_probe'] * 100:.0f}% of gather; other processes used "
+        f"of copy, {row['share_of_limit_probe'] * 100:.0f}% of limit; other processes used "
         f"{row['other_cpu_share'] * 100:.0f}% of the CPUs meanwhile\n"
         f"    memory: {est_txt}" + (f"\n    plan: {row['plan']}" if row["plan"] else ""),
         flush=True,
@@ -1012,9 +1093,10 @@ def evaluate_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Check the stated targets on every fused DMP row; the reference config is flagged.
 
     Targets: fused sharded EBC >= 6x the dense-gradient nn.EmbeddingBag (samples/s); no slower
-    than nn.EmbeddingBag(sparse=True) with the same optimizer (p50); effective GB/s >= the gather
-    probe's; planner estimate within 15% of measured peak memory (every DMP row whose estimate is
-    at least ``MEMORY_NOISE_FLOOR`` bytes; below that RSS page noise dominates).
+    than nn.EmbeddingBag(sparse=True) with the same optimizer (p50); effective GB/s >= the limit
+    probe's (gather + scatter-add of the same rows at the same thread count); planner estimate
+    within 15% of measured peak memory (every DMP row whose estimate is at least
+    ``MEMORY_NOISE_FLOOR`` bytes; below that RSS page noise dominates).
     """
 
     def group(r: dict[str, Any]) -> tuple[Any, ...]:
@@ -1084,13 +1166,13 @@ def evaluate_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     slower,
                     f"missed by {slower * 100:.0f}%: slower",
                 )
-            share = r["share_of_gather_probe"]
+            share = r["share_of_limit_probe"]
             add(
                 r,
-                "bandwidth_vs_gather_probe",
+                "bandwidth_vs_limit_probe",
                 share,
                 1.0,
-                f"{r['effective_gbps']:.2f} GB/s = {share * 100:.0f}% of the gather probe",
+                f"{r['effective_gbps']:.2f} GB/s = {share * 100:.0f}% of the limit probe",
                 share >= 1.0,
                 1 - share,
                 f"missed by {(1 - share) * 100:.0f}%",
@@ -1153,8 +1235,8 @@ def print_summary(rows: list[dict[str, Any]]) -> None:
     """One line per row."""
     print("\n=== summary")
     hdr = (
-        f"{'variant':28} {'rows':>10} {'dim':>4} {'P':>3} {'B':>5} {'opt':>15} "
-        f"{'p50ms':>8} {'p90ms':>8} {'samples/s':>10} {'GB/s':>6} {'%copy':>6} {'%gath':>6} "
+        f"{'variant':28} {'rows':>10} {'dim':>4} {'P':>3} {'B':>5} {'opt':>15} {'thr':>3} "
+        f"{'p50ms':>8} {'p90ms':>8} {'samples/s':>10} {'GB/s':>6} {'%copy':>6} {'%limit':>6} "
         f"{'estMiB':>8} {'measMiB':>8} {'other%':>6}"
     )
     print(hdr)
@@ -1163,9 +1245,10 @@ def print_summary(rows: list[dict[str, Any]]) -> None:
         est = m["planner_estimate_bytes"]
         print(
             f"{r['label']:28} {c['rows']:>10} {c['dim']:>4} {c['pooling']:>3} {c['batch']:>5} "
-            f"{c['optimizer']:>15} {r['latency_ms']['p50']:>8.2f} {r['latency_ms']['p90']:>8.2f} "
+            f"{c['optimizer']:>15} {c['threads_per_rank']:>3} "
+            f"{r['latency_ms']['p50']:>8.2f} {r['latency_ms']['p90']:>8.2f} "
             f"{r['samples_per_s']:>10.0f} {r['effective_gbps']:>6.2f} "
-            f"{r['share_of_copy_probe'] * 100:>6.0f} {r['share_of_gather_probe'] * 100:>6.0f} "
+            f"{r['share_of_copy_probe'] * 100:>6.0f} {r['share_of_limit_probe'] * 100:>6.0f} "
             f"{(est / bu.MiB if est is not None else float('nan')):>8.1f} "
             f"{m['measured_peak_bytes'] / bu.MiB:>8.1f} {r['other_cpu_share'] * 100:>6.0f}"
         )
@@ -1197,21 +1280,24 @@ def run(cases: list[Case], settings: Settings, out: Path, preset: str, argv: lis
 
     # 2) probes measured in this run
     probes: dict[str, Any] = {
-        "seq_copy": bu.seq_copy_probe(settings.copy_probe_mib * bu.MiB, thread_counts=(1,)),
-        "gather": {},
-        "notes": "seq_copy GB/s counts read+write bytes; gather GB/s counts gathered row bytes; "
-        "each is the best of the run's thread count and 1 thread",
+        "seq_copy": bu.seq_copy_probe(settings.copy_probe_mib * bu.MiB),
+        "limit": {},
+        "threads": torch.get_num_threads(),
+        "notes": "both probes run at the run's --threads; seq_copy GB/s counts read+write bytes; "
+        "limit = gather + scatter-add of the lookup's rows, GB/s in the step's analytic bytes",
     }
     print(f"probe seq copy: {probes['seq_copy']['gbps']:.2f} GB/s", flush=True)
     unique: dict[tuple[int, int, int, int], int] = {}
     for c in cases:
         key = _probe_key(c)
-        if key not in probes["gather"]:
-            ids = make_ids(c, settings.seed)
-            g = bu.gather_probe(c.rows, c.dim, ids, thread_counts=(1,))
-            probes["gather"][key] = g
-            per = ", ".join(f"{k} thr {v:.2f}" for k, v in g["gbps_by_threads"].items())
-            print(f"probe gather {key}: {g['gbps']:.2f} GB/s (best of {per})", flush=True)
+        if key not in probes["limit"]:
+            g = bu.limit_probe(c.rows, c.dim, make_ids(c, settings.seed))
+            probes["limit"][key] = g
+            print(
+                f"probe gather+scatter-add {key}: {g['gbps']:.2f} GB/s "
+                f"({g['median_s'] * 1e3:.2f} ms at {g['threads']} threads)",
+                flush=True,
+            )
         if c.data_key not in unique:
             unique[c.data_key] = int(torch.unique(make_ids(c, settings.seed)).numel())
 
@@ -1227,8 +1313,30 @@ def run(cases: list[Case], settings: Settings, out: Path, preset: str, argv: lis
         )
     try:
         warm_process(local, settings)
-        for c in local:
-            m = run_case_local(c, plans.get(c), make_ids(c, settings.seed), settings)
+        if settings.interleave and local:
+            seed = settings.seed
+            builds = [_builder(c, plans.get(c), make_ids(c, seed), settings) for c in local]
+            # the limit probes join the rounds too: their share is then a same-time ratio
+            keys = list(dict.fromkeys(_probe_key(c) for c in local))
+            first = {_probe_key(c): c for c in reversed(local)}
+            moved = {}
+            for key in keys:
+                c = first[key]
+                step, moved[key] = bu.limit_probe_step(c.rows, c.dim, make_ids(c, seed))
+                builds.append(lambda step=step: step)
+            measured = measure_interleaved(builds, settings)
+            for key, m in zip(keys, measured[len(local) :], strict=True):
+                probes["limit"][key] = {
+                    **bu.limit_result(moved[key], percentile(m.times_s, 50)),
+                    "interleaved": True,
+                }
+                print(f"probe {key} interleaved: {probes['limit'][key]['gbps']:.2f} GB/s")
+            measured = measured[: len(local)]
+        else:
+            measured = [
+                run_case_local(c, plans.get(c), make_ids(c, settings.seed), settings) for c in local
+            ]
+        for c, m in zip(local, measured, strict=True):
             row = make_row(c, [asdict(m)], plans.get(c), unique[c.data_key], probes, settings)
             rows_by_case[c] = row
             print_row(len(rows_by_case), len(cases), row)

@@ -11,6 +11,12 @@ Cases (each row records seconds, peak RSS growth over the block, and the load av
     interactions   ``build_dataset`` of N synthetic interactions (in memory) + DLRM step time
     sid            RQ-VAE fit by steps, encode and quality report on N items (random
                    clustered 384-d embeddings; the text encoder is not part of it)
+    tables         the Criteo DLRM of ``dlrm_scale_benchmark.py`` with N tables of
+                   ``--rows-per-table`` rows (1 process): build seconds, ms per step (p50
+                   of windows) and peak RSS
+
+    python benchmarks/growth_benchmark.py --case tables --sizes 1,4,16,26,64 --threads 1 \
+        --out benchmarks/results/growth_tables.json
 
     python benchmarks/growth_benchmark.py --case catalogue --sizes 1000,10000,100000,1000000 \\
         --out benchmarks/results/growth_catalogue.json
@@ -37,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import bench_utils as bu  # noqa: E402
 
 from torchrec_recsys.distributed.threads import configure_threads  # noqa: E402
+from torchrec_recsys.files import atomic_write_text  # noqa: E402
 from torchrec_recsys.metrics.retrieval import chunked_top_k, target_ranks  # noqa: E402
 
 MiB = 2**20
@@ -207,10 +214,57 @@ def sid(sizes: list[int], max_steps: int) -> list[dict[str, Any]]:
     return rows
 
 
+def tables(sizes: list[int], rows_per_table: int, steps: int, windows: int) -> list[dict[str, Any]]:
+    import itertools
+
+    from dlrm_scale_benchmark import build_sharded_dlrm, criteo_batches, table_spec
+    from train_pipeline_benchmark import time_engine
+
+    from torchrec_recsys.distributed.env import init_distributed
+    from torchrec_recsys.observability.timing import percentile
+
+    ctx = init_distributed()
+    batch_size = 1024
+    rows = []
+    for n in sizes:
+        spec = table_spec([rows_per_table] * n, 16)
+        with bu.PeakMemory() as peak:
+            start = time.perf_counter()
+            model, optimizer, _ = build_sharded_dlrm(spec, "table_wise", ctx, batch_size)
+            build_seconds = time.perf_counter() - start
+            batches = criteo_batches(spec, batch_size, 8, seed=0)
+            run = partial(
+                time_engine, "sparse_dist", model, optimizer, itertools.cycle(batches), ctx
+            )
+            found = run(5, steps, windows)
+        rows.append(
+            {
+                "case": "tables",
+                "tables": n,
+                "rows_per_table": rows_per_table,
+                "dim": 16,
+                "batch_size": batch_size,
+                "build_seconds": build_seconds,
+                "ms_per_step": percentile([1e3 * w["seconds"] / steps for w in found], 50),
+                "windows_ms_per_step": [1e3 * w["seconds"] / steps for w in found],
+                "peak_rss_growth_mib": peak.peak_delta_bytes / MiB,
+                "process_peak_rss_mib": bu.read_proc_status().get("VmHWM", 0) / MiB,
+                "weights_mib": n * rows_per_table * 16 * 4 / MiB,
+                "load1": bu.load_average()[0],
+                "window_load1": [w["load1"] for w in found],
+            }
+        )
+        print(json.dumps({k: v for k, v in rows[-1].items() if "window" not in k}), flush=True)
+        del model, optimizer, batches
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--case", choices=("catalogue", "eval_pipeline", "interactions", "sid"), required=True
+        "--case",
+        choices=("catalogue", "eval_pipeline", "interactions", "sid", "tables"),
+        required=True,
     )
     parser.add_argument("--sizes", default="1000,10000,100000", help="comma-separated sizes")
     parser.add_argument("--queries", type=int, default=2000, help="catalogue: queries")
@@ -218,6 +272,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--items", type=int, default=150000, help="eval_pipeline: items")
     parser.add_argument("--steps", type=int, default=50, help="interactions: timed steps")
     parser.add_argument("--max-steps", type=int, default=2000, help="sid: RQ-VAE steps")
+    parser.add_argument("--rows-per-table", type=int, default=100_000, help="tables: rows each")
+    parser.add_argument("--windows", type=int, default=5, help="tables: timed windows")
     parser.add_argument("--threads", default=None, help="threads (default: the project policy)")
     parser.add_argument("--out", required=True, help="JSON output")
     args = parser.parse_args(argv)
@@ -229,6 +285,8 @@ def main(argv: list[str] | None = None) -> None:
         rows = eval_pipeline(args.users, args.items)
     elif args.case == "interactions":
         rows = interactions(sizes, args.steps)
+    elif args.case == "tables":
+        rows = tables(sizes, args.rows_per_table, args.steps, args.windows)
     else:
         rows = sid(sizes, args.max_steps)
     result = {
@@ -238,8 +296,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine": bu.machine_info(threads=threads),
         "rows": rows,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    atomic_write_text(Path(args.out), json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -5,11 +5,15 @@ Outputs (defaults, in ``benchmarks/results/``):
 * ``ebc_table.md``: one row per benchmark row, plus the probes and the target checks;
 * ``ebc_throughput.png``: samples/s vs table rows, one line per variant, for the
   (dim, pooling, batch, optimizer) group that sweeps the most row counts;
-* ``ebc_memory.png``: planner memory estimate vs measured peak, with the +-15% band.
+* ``ebc_memory.png``: planner memory estimate vs measured peak, with the +-15% band;
+* with ``--runs``: ``ebc_headline.md``, the headline ratios (fused DMP table_wise on 1 rank vs
+  the dense-gradient and the sparse-gradient ``nn.EmbeddingBag``) of each run, grouped by thread
+  count, with the run-to-run difference of each ratio.
 
 Run (from the repo root)::
 
     python benchmarks/plot_ebc.py --input benchmarks/results/ebc_readme.json
+    python benchmarks/plot_ebc.py --runs benchmarks/results/ebc_headline_t*.json
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ from torchrec_recsys.files import atomic_write_text
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 MiB = 2**20
 MIN_PLOT_BYTES = 8 * MiB  # smaller tables are below the RSS measurement noise
+HEADLINE = "DMP/table_wise/fused/w1"
+HEADLINE_BASELINES = ("nn.EmbeddingBag/dense", "nn.EmbeddingBag/sparse")
+REPRO_TOLERANCE = 0.10  # run-to-run difference a reproducible ratio stays within
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +57,109 @@ def build_parser() -> argparse.ArgumentParser:
         help="planner estimate vs measured memory plot output",
     )
     p.add_argument("--note", help="a caveat paragraph put under the title of the markdown table")
+    p.add_argument(
+        "--runs",
+        nargs="+",
+        metavar="JSON",
+        help="instead of plotting: compare the headline ratios of these runs (grouped by "
+        "--threads) and write --repro-table",
+    )
+    p.add_argument(
+        "--repro-table",
+        default=str(RESULTS_DIR / "ebc_headline.md"),
+        help="markdown output of --runs",
+    )
     return p
+
+
+def _limit_share(r: dict[str, Any]) -> float:
+    """Share of the limit probe (older files: of the gather-only probe)."""
+    return r.get("share_of_limit_probe", r.get("share_of_gather_probe", float("nan")))
+
+
+def _limit_text(probes: dict[str, Any]) -> str:
+    """The limit probes of a run (older files: the gather-only probes)."""
+    if "limit" in probes:
+        return (
+            "limit (gather + scatter-add of the same rows, at "
+            f"{probes.get('threads', '?')} threads) "
+            + ", ".join(f"{k}: {v['gbps']:.2f} GB/s" for k, v in probes["limit"].items())
+            + " (the step's analytic bytes)."
+        )
+    return (
+        "random-row gather "
+        + ", ".join(f"{k}: {v['gbps']:.2f} GB/s" for k, v in probes["gather"].items())
+        + " (gathered row bytes)."
+    )
+
+
+def headline_ratios(doc: dict[str, Any]) -> dict[str, Any]:
+    """The fused DMP table_wise (1 rank) row's samples/s over each baseline's, in one run.
+
+    Returns:
+        ``{"threads", "repeats", "loadavg", "p50_ms": {label: ms}, "limit_share",
+        "ratios": {baseline label: x}}``.
+
+    Raises:
+        KeyError: the run has no headline row or misses a baseline.
+    """
+    rows = {r["label"]: r for r in doc["rows"] if r["config"]["optimizer"] == "sgd"}
+    head = rows[HEADLINE]
+    return {
+        "threads": head["config"].get("threads", doc["meta"]["torch_threads"]),
+        "repeats": head["config"]["repeats"],
+        "loadavg": [doc["meta"]["loadavg_start"][0], doc["meta"]["loadavg_end"][0]],
+        "p50_ms": {k: r["latency_ms"]["p50"] for k, r in rows.items()},
+        "limit_share": _limit_share(head),
+        "ratios": {b: head["samples_per_s"] / rows[b]["samples_per_s"] for b in HEADLINE_BASELINES},
+    }
+
+
+def repro_markdown(docs: dict[str, dict[str, Any]]) -> tuple[str, bool]:
+    """Headline ratios per run and, per thread count and repeats, the run-to-run difference.
+
+    The difference of a ratio over runs is ``(max - min) / mean``.
+
+    Returns:
+        (markdown, every difference within ``REPRO_TOLERANCE``)
+    """
+    per = {name: headline_ratios(doc) for name, doc in docs.items()}
+    labels = [HEADLINE, *HEADLINE_BASELINES, "FusedEBC/unsharded"]
+    lines = [
+        "# Embedding benchmark headline: run-to-run",
+        "",
+        "One 1,000,000 x 64 fp32 table, pooling 20, batch 4,096, SGD, fwd + bwd + update; "
+        "p50 ms per step; ratio = samples/s of fused DMP table_wise (1 rank) over the baseline's.",
+        "",
+        "| run | threads | repeats | load1 start-end | "
+        + " | ".join(f"{x} p50 ms" for x in labels)
+        + " | x dense | x sparse | % of limit probe |",
+        "|---|---:|---:|---|" + "---:|" * (len(labels) + 3),
+    ]
+    for name, h in per.items():
+        ms = " | ".join(f"{h['p50_ms'][x]:.2f}" if x in h["p50_ms"] else "" for x in labels)
+        r = h["ratios"]
+        lines.append(
+            f"| {name} | {h['threads']} | {h['repeats']} | {h['loadavg'][0]}-{h['loadavg'][1]} "
+            f"| {ms} "
+            f"| {r[HEADLINE_BASELINES[0]]:.2f} | {r[HEADLINE_BASELINES[1]]:.2f} "
+            f"| {h['limit_share'] * 100:.0f} |"
+        )
+    lines += ["", "| threads | repeats | ratio | runs | run-to-run difference | within 10% |"]
+    lines += ["|---:|---:|---|---|---:|---|"]
+    ok = True
+    for threads, repeats in sorted({(h["threads"], h["repeats"]) for h in per.values()}):
+        group = [h for h in per.values() if (h["threads"], h["repeats"]) == (threads, repeats)]
+        for b in HEADLINE_BASELINES:
+            xs = [h["ratios"][b] for h in group]
+            diff = (max(xs) - min(xs)) / (sum(xs) / len(xs))
+            within = diff <= REPRO_TOLERANCE
+            ok &= within or len(xs) < 2
+            lines.append(
+                f"| {threads} | {repeats} | vs {b} | {', '.join(f'{x:.2f}x' for x in xs)} "
+                f"| {diff * 100:.1f}% | {'yes' if within else '**no**'} |"
+            )
+    return "\n".join(lines) + "\n", ok
 
 
 def _mib(x: float | None) -> str:
@@ -76,29 +185,28 @@ def markdown(doc: dict[str, Any], source: str, note: str | None = None) -> str:
         f"{meta['loadavg_end']} at end; {meta['elapsed_s']:.0f} s.",
         "",
         f"Probes in the same run: sequential copy {probes['seq_copy']['gbps']:.2f} GB/s "
-        "(read + write); random-row gather "
-        + ", ".join(f"{k}: {v['gbps']:.2f} GB/s" for k, v in probes["gather"].items())
-        + " (gathered row bytes).",
+        "(read + write); " + _limit_text(probes),
         "",
         "Bytes per step: fwd reads B*P rows; bwd reads B*P gradient rows and reads+writes each "
         "unique row (and its optimizer state) once. GB/s = those bytes / p50. "
         "\"other procs' CPU %\": share of the machine's CPU used by other processes while the "
         "row was timed (the machine is shared; rows above ~10% are inflated).",
         "",
-        "| variant | rows | dim | P | B | optimizer | fwd+bwd MiB/step | p50 ms | p90 ms "
-        "| samples/s | GB/s | % copy | % gather | planner est MiB | measured MiB | est error "
-        "| other procs' CPU % |",
-        "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| variant | rows | dim | P | B | optimizer | threads/rank | fwd+bwd MiB/step | p50 ms "
+        "| p90 ms | samples/s | GB/s | % copy | % limit | planner est MiB | measured MiB "
+        "| est error | other procs' CPU % |",
+        "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         c, m, lat = r["config"], r["memory"], r["latency_ms"]
         err = m["estimate_error"]
         lines.append(
             f"| {r['label']} | {c['rows']:,} | {c['dim']} | {c['pooling']} | {c['batch']} "
-            f"| {c['optimizer']} | {r['analytic']['step_bytes'] / MiB:,.1f} "
+            f"| {c['optimizer']} | {c.get('threads_per_rank', '?')} "
+            f"| {r['analytic']['step_bytes'] / MiB:,.1f} "
             f"| {lat['p50']:.2f} | {lat['p90']:.2f} "
             f"| {r['samples_per_s']:,.0f} | {r['effective_gbps']:.2f} "
-            f"| {r['share_of_copy_probe'] * 100:.0f} | {r['share_of_gather_probe'] * 100:.0f} "
+            f"| {r['share_of_copy_probe'] * 100:.0f} | {_limit_share(r) * 100:.0f} "
             f"| {_mib(m['planner_estimate_bytes'])} | {_mib(m['measured_peak_bytes'])} "
             f"| {'' if err is None else f'{err * 100:+.0f}%'} "
             f"| {_pct(r.get('other_cpu_share'))} |"
@@ -203,6 +311,17 @@ def plot_memory(rows: list[dict[str, Any]], path: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (2 when the input is missing or not benchmark JSON)."""
     args = build_parser().parse_args(argv)
+    if args.runs:
+        try:
+            docs = {Path(f).stem: json.loads(Path(f).read_text()) for f in args.runs}
+            text, ok = repro_markdown(docs)
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            err_text = f"plot_ebc: error: cannot read headline rows from --runs: {err!r}"
+            print(err_text, file=sys.stderr)
+            return 2
+        atomic_write_text(Path(args.repro_table), text)
+        print(text + f"wrote {args.repro_table}; every ratio within 10% run to run: {ok}")
+        return 0
     src = Path(args.input)
     try:
         doc = json.loads(src.read_text())

@@ -2,9 +2,10 @@
 
 Reads whichever of these exist in ``benchmarks/results/``: ``threads.json``,
 ``train_pipeline_*.json``, ``growth_catalogue.json``, ``growth_eval_pipeline.json``,
-``growth_sid.json``, ``growth_interactions.json``, ``streaming.json``. Writes
-``scale_tables.md`` and ``scale_catalogue.png``, ``scale_streaming_rss.png``,
-``scale_interactions.png``.
+``growth_sid.json``, ``growth_interactions.json``, ``streaming.json``, ``dlrm_scale.json``,
+``growth_tables.json``. Writes ``scale_tables.md`` and ``scale_catalogue.png``,
+``scale_streaming_rss.png``, ``scale_interactions.png``, ``scale_dlrm.png``,
+``scale_num_tables.png``.
 
     python benchmarks/plot_scale.py
 """
@@ -39,6 +40,14 @@ def _slope(xs: list[float], ys: list[float]) -> float:
     mx, my = sum(lx) / len(lx), sum(ly) / len(ly)
     den = sum((a - mx) ** 2 for a in lx)
     return sum((a - mx) * (b - my) for a, b in zip(lx, ly, strict=True)) / den if den else 0.0
+
+
+def _linear(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """Least-squares ``(intercept, slope)`` of y = a + b x: a fixed cost plus a cost per unit."""
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    den = sum((x - mx) ** 2 for x in xs)
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den if den else 0.0
+    return my - b * mx, b
 
 
 def threads_table(data: dict[str, Any]) -> list[str]:
@@ -173,6 +182,144 @@ def generic_table(data: dict[str, Any], keys: list[str]) -> list[str]:
     return lines
 
 
+def _spread(values: list[float]) -> str:
+    """``(max - min) / median`` of a row's windows, as a percentage: how noisy it was."""
+    ordered = sorted(values)
+    mid = ordered[len(ordered) // 2]
+    return f"{100 * (ordered[-1] - ordered[0]) / mid:.0f}%" if mid else ""
+
+
+def dlrm_scale_lines(data: dict[str, Any], again: dict[str, Any] | None = None) -> list[str]:
+    """Table, growth exponents and ``scale_dlrm.png`` for ``dlrm_scale_benchmark.py``
+    (a rerun, when given, is drawn dashed beside the first run)."""
+    rows = data["rows"]
+    lines = [
+        "| rows per table | total rows | weights MiB | sharding | p50 ms/step | samples/s "
+        "| window spread | weights MiB per rank | peak RSS MiB per rank | load1 per window |",
+        "|---|---:|---:|---|---:|---:|---:|---|---|---|",
+    ]
+    for r in rows:
+        per = r["per_rank"]
+        ms = [1e3 * w["seconds"] / data["settings"]["steps"] for w in r["windows"]]
+        weights = " / ".join(f"{x['weights_mib']:,.0f}" for x in per)
+        rss = " / ".join(f"{x['peak_rss_mib']:,.0f}" for x in per)
+        lines.append(
+            f"| {r['rows']} | {r['total_rows']:,} | {r['weights_mib']:,.0f} | {r['sharding_type']} "
+            f"| {r['p50_ms_per_step']:.1f} | {r['p50_samples_per_second']:,.0f} | {_spread(ms)} "
+            f"| {weights} | {rss} "
+            f"| {', '.join(str(w['load1']) for w in r['windows'])} |"
+        )
+    weights = [max(x["weights_mib"] for x in r["per_rank"]) for r in rows]
+    growth = [max(x["peak_rss_growth_mib"] for x in r["per_rank"]) for r in rows]
+    a, b = _linear(weights, growth)
+    lines += [
+        "",
+        f"Memory: peak RSS growth of the largest rank ~ {a:.0f} MiB + {b:.2f} x its weights "
+        "(least squares over every row).",
+        "",
+        "Growth exponents (ms/step ~ total rows^k):",
+    ]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, kind in enumerate(dict.fromkeys(r["sharding_type"] for r in rows)):
+        sel = [r for r in rows if r["sharding_type"] == kind]
+        xs = [r["total_rows"] for r in sel]
+        if len(sel) > 1:
+            k = _slope(xs, [r["p50_ms_per_step"] for r in sel])
+            lines.append(f"- {kind}: k = {k:.2f}")
+        color = f"C{i}"
+        ys = [r["p50_samples_per_second"] for r in sel]
+        ax.loglog(xs, ys, marker="o", color=color, label=kind)
+        if again:
+            sel2 = [r for r in again["rows"] if r["sharding_type"] == kind]
+            ys2 = [r["p50_samples_per_second"] for r in sel2]
+            xs2 = [r["total_rows"] for r in sel2]
+            ax.loglog(xs2, ys2, marker="x", ls="--", color=color, label=f"{kind} (rerun)")
+    s = data["settings"]
+    ax.set_xlabel("embedding rows in all 26 tables")
+    ax.set_ylabel("samples/s (p50 of windows)")
+    ax.set_title(f"DLRM, {s['nproc']} processes x {s['threads']} thread, dim {s['dim']}, gloo")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "scale_dlrm.png", dpi=120)
+    plt.close(fig)
+    return lines
+
+
+def rerun_lines(
+    first: dict[str, Any], second: dict[str, Any], key: tuple[str, ...], value: str
+) -> list[str]:
+    """Run-to-run table: ``value`` of the rows of two runs matched on ``key``, and the
+    difference ``|a - b| / mean``; ends with the median and largest difference."""
+    again = {tuple(r[k] for k in key): r[value] for r in second["rows"]}
+    lines = [
+        f"| {' | '.join(key)} | {value} run 1 | run 2 | difference |",
+        "|" + "---|" * len(key) + "---:|---:|---:|",
+    ]
+    diffs = []
+    for r in first["rows"]:
+        k = tuple(r[x] for x in key)
+        if k not in again:
+            continue
+        a, b = r[value], again[k]
+        diffs.append(abs(a - b) / ((a + b) / 2))
+        lines.append(f"| {' | '.join(map(str, k))} | {a:.1f} | {b:.1f} | {100 * diffs[-1]:.0f}% |")
+    if diffs:
+        ordered = sorted(diffs)
+        lines += [
+            "",
+            f"Run-to-run difference: median {100 * ordered[len(ordered) // 2]:.0f}%, "
+            f"largest {100 * ordered[-1]:.0f}% (`{second['command']}`).",
+        ]
+    return lines
+
+
+def num_tables_lines(data: dict[str, Any], again: dict[str, Any] | None = None) -> list[str]:
+    """Table, growth exponents and ``scale_num_tables.png`` for ``--case tables`` (a rerun,
+    when given, is drawn dashed)."""
+    rows = data["rows"]
+    lines = [
+        "| tables | rows each | weights MiB | build s | p50 ms/step | window spread "
+        "| peak RSS growth MiB | process peak RSS MiB | load1 per window |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['tables']} | {r['rows_per_table']:,} | {r['weights_mib']:,.0f} "
+            f"| {r['build_seconds']:.1f} | {r['ms_per_step']:.1f} "
+            f"| {_spread(r['windows_ms_per_step'])} | {r['peak_rss_growth_mib']:,.0f} "
+            f"| {r['process_peak_rss_mib']:,.0f} | {', '.join(map(str, r['window_load1']))} |"
+        )
+    xs = [r["tables"] for r in rows]
+    if len(rows) > 1:
+        step = _slope(xs, [r["ms_per_step"] for r in rows])
+        rss = _slope(xs, [r["peak_rss_growth_mib"] for r in rows])
+        a, b = _linear(xs, [r["ms_per_step"] for r in rows])
+        c, d = _linear(xs, [r["process_peak_rss_mib"] for r in rows])
+        lines += [
+            "",
+            f"Growth exponents: ms/step ~ T^{step:.2f}, peak RSS growth ~ T^{rss:.2f}; linear "
+            f"fits: ms/step ~ {a:.1f} + {b:.2f} T, process peak RSS ~ {c:.0f} + {d:.1f} T MiB",
+        ]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 4))
+    left.loglog(xs, [r["ms_per_step"] for r in rows], marker="o")
+    left.set_xlabel("tables")
+    left.set_ylabel("ms per step (p50)")
+    right.loglog(xs, [r["process_peak_rss_mib"] for r in rows], marker="o", color="tab:red")
+    if again:
+        xs2 = [r["tables"] for r in again["rows"]]
+        left.loglog(xs2, [r["ms_per_step"] for r in again["rows"]], "x--", label="rerun")
+        left.legend()
+        rss2 = [r["process_peak_rss_mib"] for r in again["rows"]]
+        right.loglog(xs2, rss2, "x--", color="tab:red")
+    right.set_xlabel("tables")
+    right.set_ylabel("process peak RSS (MiB)")
+    fig.suptitle(f"DLRM vs number of tables ({rows[0]['rows_per_table']:,} rows each, 1 process)")
+    fig.tight_layout()
+    fig.savefig(RESULTS / "scale_num_tables.png", dpi=120)
+    plt.close(fig)
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     argparse.ArgumentParser(
         description="Write benchmarks/results/scale_tables.md and the scale PNGs from the "
@@ -220,6 +367,19 @@ def main(argv: list[str] | None = None) -> None:
             fig.savefig(RESULTS / "scale_interactions.png", dpi=120)
             plt.close(fig)
             out.append("")
+    if data := _load("dlrm_scale.json"):
+        out += ["## DLRM throughput vs table size and sharding", "", f"`{data['command']}`", ""]
+        again = _load("dlrm_scale_rerun.json")
+        out += [*dlrm_scale_lines(data, again), ""]
+        if again:
+            key = ("rows", "sharding_type")
+            out += [*rerun_lines(data, again, key, "p50_ms_per_step"), ""]
+    if data := _load("growth_tables.json"):
+        out += ["## Growth with the number of tables", "", f"`{data['command']}`", ""]
+        again = _load("growth_tables_rerun.json")
+        out += [*num_tables_lines(data, again), ""]
+        if again:
+            out += [*rerun_lines(data, again, ("tables",), "ms_per_step"), ""]
     if data := _load("streaming.json"):
         out += ["## Streaming", "", f"`{data['command']}`", "", *streaming_lines(data), ""]
     atomic_write_text(RESULTS / "scale_tables.md", "\n".join(out) + "\n")

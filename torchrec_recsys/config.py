@@ -196,6 +196,10 @@ class ShardingConfig:
     """Table name -> sharding type, e.g. ``{ t_item_id = "row_wise" }``."""
     memory_budget_mb: float = 0.0
     """Per-rank memory the planner may use for tables (0 = what the device reports)."""
+    column_wise_min_dim: int = 0
+    """Smallest column shard of a ``column_wise`` / ``table_column_wise`` table (the planner's
+    ``min_partition``); 0 = TorchRec's default of 128, which leaves a table of dim <= 128 in one
+    shard, i.e. table-wise in effect."""
 
 
 @dataclass
@@ -479,6 +483,7 @@ FIELD_RANGES: dict[str, Range] = {
     "model.tower_layers": POSITIVE,
     "model.temperature": POSITIVE,
     "sharding.memory_budget_mb": Range(0, words="0 (what the device reports) or positive"),
+    "sharding.column_wise_min_dim": Range(0, words="0 (TorchRec's default, 128) or positive"),
     "optimizer.sparse_lr": POSITIVE,
     "optimizer.dense_lr": POSITIVE,
     "train.epochs": POSITIVE,

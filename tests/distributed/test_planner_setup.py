@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from torchrec_recsys.config import ShardingConfig
-from torchrec_recsys.distributed.sharding import planner_topology, sharding_constraints
+from torchrec_recsys.distributed.sharding import (
+    planner_topology,
+    sharders,
+    sharding_constraints,
+)
 from torchrec_recsys.errors import ConfigError
 
 MiB = 2**20
@@ -39,3 +44,28 @@ def test_constraints_pick_the_kernel_and_take_pooling_factors() -> None:
 def test_constraints_reject_unknown_tables() -> None:
     with pytest.raises(ConfigError, match="unknown table"):
         sharding_constraints(["a"], ShardingConfig(per_table={"zz": "row_wise"}))
+
+
+def test_column_wise_min_dim_splits_a_narrow_table_over_two_ranks() -> None:
+    from torchrec import EmbeddingBagCollection, EmbeddingBagConfig
+    from torchrec.distributed.planner import EmbeddingShardingPlanner
+
+    table = EmbeddingBagConfig(name="t", embedding_dim=16, num_embeddings=100, feature_names=["f"])
+
+    def shard_sizes(options: ShardingConfig) -> list[list[int]]:
+        ebc = EmbeddingBagCollection(tables=[table], device=torch.device("meta"))
+        planner = EmbeddingShardingPlanner(
+            topology=planner_topology(2, "cpu"),
+            constraints=sharding_constraints(["t"], options),
+        )
+        plan = planner.plan(ebc, sharders())
+        spec = plan.get_plan_for_module("")["t"].sharding_spec
+        return [list(s.shard_sizes) for s in spec.shards]
+
+    # TorchRec's default smallest column shard is 128: a dim-16 table stays in one shard
+    assert shard_sizes(ShardingConfig(default="column_wise")) == [[100, 16]]
+    split = ShardingConfig(default="column_wise", column_wise_min_dim=8)
+    assert shard_sizes(split) == [[100, 8], [100, 8]]
+    # other sharding types ignore it
+    rows = sharding_constraints(["t"], ShardingConfig(default="row_wise", column_wise_min_dim=8))
+    assert rows["t"].min_partition is None

@@ -196,26 +196,31 @@ class FrequencyVocab:
         return out
 
 
-def criteo_spec(table_rows: Sequence[int], embedding_dim: int) -> FeatureSpec:
-    """13 dense features and 26 one-value sparse features, one table each."""
-    if len(table_rows) != NUM_SPARSE:
-        raise DataError(f"Criteo needs {NUM_SPARSE} table sizes, got {len(table_rows)}")
+def criteo_spec(
+    table_rows: Sequence[int], embedding_dim: int, names: Sequence[str] = SPARSE_NAMES
+) -> FeatureSpec:
+    """13 dense features and one one-value sparse feature per name (default the 26 of
+    Criteo; benchmarks pass other counts), one table ``t_<name>`` each."""
+    if len(table_rows) != len(names):
+        raise DataError(f"Criteo needs {len(names)} table sizes, got {len(table_rows)}")
     return FeatureSpec(
         sparse=tuple(
             SparseFeature(name, f"t_{name}", int(rows), embedding_dim, "sum", USER)
-            for name, rows in zip(SPARSE_NAMES, table_rows, strict=True)
+            for name, rows in zip(names, table_rows, strict=True)
         ),
         dense=tuple(DenseFeature(name, USER) for name in DENSE_NAMES),
     )
 
 
-def one_hot_columns(rows: np.ndarray) -> dict[str, JaggedColumn]:
-    """One ID per example per feature: ``rows`` [N, 26] -> KJT key -> jagged column."""
+def one_hot_columns(
+    rows: np.ndarray, names: Sequence[str] = SPARSE_NAMES
+) -> dict[str, JaggedColumn]:
+    """One ID per example per feature: ``rows`` [N, len(names)] -> KJT key -> jagged column."""
     n = rows.shape[0]
     offsets = torch.arange(n + 1, dtype=torch.int64)  # [N + 1], every length 1
     return {
         name: JaggedColumn(offsets, torch.from_numpy(np.ascontiguousarray(rows[:, j])))
-        for j, name in enumerate(SPARSE_NAMES)
+        for j, name in enumerate(names)
     }
 
 

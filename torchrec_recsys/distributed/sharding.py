@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -78,6 +79,9 @@ def sharders() -> list[ModuleSharder[nn.Module]]:
     return [AnyDeviceEBCSharder(), AnyDeviceECSharder()]
 
 
+_COLUMN_SPLIT = (ShardingType.COLUMN_WISE.value, ShardingType.TABLE_COLUMN_WISE.value)
+
+
 def sharding_constraints(
     tables: Iterable[str],
     options: ShardingConfig,
@@ -87,7 +91,8 @@ def sharding_constraints(
 
     Args:
         tables: table names.
-        options: the sharding type of each table (``per_table``, else ``default``).
+        options: the sharding type of each table (``per_table``, else ``default``), and the
+            smallest column shard of column-split tables (``column_wise_min_dim``).
         pooling_factors: table -> mean ids per sample, for the planner's cost and memory
             estimates; a table not named keeps TorchRec's default.
     """
@@ -105,9 +110,11 @@ def sharding_constraints(
             if kind == ShardingType.DATA_PARALLEL.value
             else EmbeddingComputeKernel.FUSED
         )
-        extra: dict[str, list[float]] = {}
+        extra: dict[str, Any] = {}
         if pooling_factors and table in pooling_factors:
             extra["pooling_factors"] = [float(pooling_factors[table])]
+        if options.column_wise_min_dim and kind in _COLUMN_SPLIT:
+            extra["min_partition"] = options.column_wise_min_dim
         constraints[table] = ParameterConstraints(
             sharding_types=[kind], compute_kernels=[kernel.value], **extra
         )
