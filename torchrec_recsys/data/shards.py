@@ -37,8 +37,11 @@ Bad input is an error, never a shorter epoch:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import multiprocessing
+import multiprocessing.context
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -384,6 +387,19 @@ def _one_line(batches: Iterable[Batch]) -> Iterator[Batch]:
         raise DataError(last.split("DataError: ", 1)[-1]) from None
 
 
+@functools.cache
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """Where DataLoader workers start: a forkserver that has already imported this module.
+
+    Workers are never forked from the training process itself: a fork of a process whose
+    pyarrow / gloo / OpenMP threads are running can segfault in the child. The server imports
+    torch and this module once, so each worker forks from it ready to read (no per-worker import).
+    """
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
+
+
 class ShardSource:
     """The trainer's source over a shard folder: training batches (resumable), and padded
     evaluation batches of the validation and test shards."""
@@ -435,8 +451,15 @@ class ShardSource:
         """A DataLoader over ``stream``, its workers started now, in the calling thread
         (TorchRec's eval pipeline pulls batches from a thread of its own while it FX-traces
         the model; a worker forked then would inherit the tracing state)."""
+        # Workers start from a clean forkserver process, never forked from this one: a fork of a
+        # process whose pyarrow / gloo / OpenMP threads are running can segfault in the child.
+        context = "forkserver" if self.workers > 0 else None
         loader = DataLoader(
-            stream, batch_size=None, num_workers=self.workers, pin_memory=self.pin_memory
+            stream,
+            batch_size=None,
+            num_workers=self.workers,
+            pin_memory=self.pin_memory,
+            multiprocessing_context=context,
         )
         return _one_line(iter(loader))
 
