@@ -142,6 +142,12 @@ def test_shards_source_needs_a_folder_and_the_dlrm() -> None:
         load_config(None, ["--data.loader_workers=-1"])
 
 
+def test_preprocess_refuses_a_config_that_reads_shards(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="reads shards already"):
+        preprocess_main(["--out", str(tmp_path), "--data.source=shards", "--data.shards_dir=x"])
+    assert not list(tmp_path.iterdir())
+
+
 # --- shards of an in-memory source: the tiny synthetic files source ---
 
 

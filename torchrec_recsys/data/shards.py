@@ -394,19 +394,19 @@ def shard_examples(record: pa.Table | None, spec: FeatureSpec, size: int) -> Exa
     labels = np.zeros(size, dtype=np.float32)  # [B]
     user_rows = torch.zeros(size, dtype=torch.int64)  # [B]
     item_rows = torch.zeros(size, dtype=torch.int64)  # [B]
+    one_each = torch.clamp(torch.arange(size + 1), max=n)  # [B + 1] offsets: 1 ID per real row
     sparse = {}
     for feature in spec.sparse:
-        lengths = torch.zeros(size, dtype=torch.int64)  # [B]
-        values = torch.zeros(0, dtype=torch.int64)  # [nnz]
-        if n:
-            column = record.column(feature.name).combine_chunks()
-            if pa.types.is_list(column.type):
-                lengths[:n] = _ints(column.value_lengths())
-                values = _ints(column.flatten())
-            else:
-                lengths[:n] = 1
-                values = _ints(column)
-        sparse[feature.name] = JaggedColumn.from_lengths(lengths, values)
+        if not n:  # padding only: every row empty
+            sparse[feature.name] = JaggedColumn(one_each, torch.zeros(0, dtype=torch.int64))
+            continue
+        column = record.column(feature.name).combine_chunks()
+        if pa.types.is_list(column.type):
+            lengths = torch.zeros(size, dtype=torch.int64)  # [B]
+            lengths[:n] = _ints(column.value_lengths())
+            sparse[feature.name] = JaggedColumn.from_lengths(lengths, _ints(column.flatten()))
+        else:
+            sparse[feature.name] = JaggedColumn(one_each, _ints(column))
     if n:
         for j, name in enumerate(spec.dense_names()):
             dense[:n, j] = record.column(name).to_numpy()
