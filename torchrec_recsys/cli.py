@@ -83,7 +83,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     ),
     "preprocess": (
         "torchrec_recsys.app.preprocess:main",
-        "turn a Criteo-format TSV into Parquet shards for streaming",
+        "turn Criteo-format, MovieLens or files-source data into Parquet shards for streaming",
     ),
     "sid": (
         "torchrec_recsys.app.sid:main",

@@ -70,7 +70,9 @@ class DataConfig:
     ``preprocess`` wrote, streamed: see ``data.shards_dir``)."""
     shards_dir: str = ""
     """With ``source = "shards"``: the folder ``preprocess --out`` wrote (manifest.json +
-    train/val/test Parquet shards); read per rank with bounded memory (``data/shards.py``)."""
+    train/val/test Parquet shards, of a Criteo-format TSV or of an in-memory source); read per
+    rank with bounded memory (``data/shards.py``). The features are the manifest's FeatureSpec
+    (only ``features.embedding_dim`` comes from this config)."""
     loader_workers: int = 0
     """With ``source = "shards"``: DataLoader worker processes per rank reading the shards
     (0 = read in the training process). Memory is pinned for CUDA copies."""

@@ -1,22 +1,32 @@
-"""Preprocess -> Parquet shards -> streamed batches; mismatched or truncated shards fail."""
+"""Preprocess -> Parquet shards -> streamed batches; mismatched or truncated shards fail.
+
+Criteo-format shards (one ID per feature), and shards of an in-memory source (the tiny
+synthetic files source: user history, genres ... as list columns)."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_overrides
 
-from torchrec_recsys.config import CriteoConfig
+from torchrec_recsys.app.builders import build_data
+from torchrec_recsys.config import CriteoConfig, load_config
 from torchrec_recsys.data.criteo import build_criteo_dataset, write_synthetic_criteo
-from torchrec_recsys.data.loader import ShardInfo
+from torchrec_recsys.data.dataset import RecDataset
+from torchrec_recsys.data.loader import ShardInfo, eval_batches, train_batches
 from torchrec_recsys.data.shards import (
     ShardSource,
     expected_vocab_hash,
     preprocess_criteo,
+    preprocess_examples,
     worker_batches,
 )
+from torchrec_recsys.data.synthetic import SyntheticPaths
+from torchrec_recsys.data.vocab import Vocabulary
 from torchrec_recsys.errors import DataError
 
 
@@ -126,3 +136,75 @@ def test_shard_replaced_by_a_shorter_one_fails(shard_dir: Path, tmp_path: Path) 
     (broken / "val-00000.parquet").write_bytes((shard_dir / "test-00000.parquet").read_bytes())
     with pytest.raises(DataError, match="val-00000.parquet' holds 150 rows; the manifest says 100"):
         ShardSource(broken, 4)
+
+
+# --- shards of an in-memory source (multi-valued features in list columns) ---
+
+
+@pytest.fixture(scope="module")
+def tiny_data(synthetic_paths: SyntheticPaths, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    cfg = load_config(None, tiny_overrides(synthetic_paths, tmp_path_factory.mktemp("runs")))
+    return build_data(cfg)
+
+
+@pytest.fixture(scope="module")
+def example_shards(tiny_data: RecDataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("example_shards")
+    manifest = preprocess_examples(tiny_data, out, rows_per_shard=500, seed=3, progress=False)
+    sizes = {split: len(tiny_data.splits[split]) for split in ("train", "val", "test")}
+    assert {split: manifest["splits"][split]["rows"] for split in sizes} == sizes
+    assert len(manifest["splits"]["train"]["shards"]) == -(-sizes["train"] // 500)
+    return out
+
+
+def _same_batches(streamed: list, memory: list) -> None:
+    assert len(streamed) == len(memory)
+    for got, want in zip(streamed, memory, strict=True):
+        real = want.weights > 0
+        assert torch.equal(got.weights, want.weights)
+        assert torch.equal(got.labels[real], want.labels[real])
+        assert torch.equal(got.dense_features[real], want.dense_features[real])
+        assert torch.equal(got.item_rows[real], want.item_rows[real])
+        assert got.sparse_features.keys() == want.sparse_features.keys()
+        g, w = got.sparse_features.to_dict(), want.sparse_features.to_dict()
+        for key in w:
+            lengths = w[key].lengths()[real]
+            assert torch.equal(g[key].lengths()[real], lengths)
+            assert torch.equal(
+                g[key].values()[: int(lengths.sum())], w[key].values()[: int(lengths.sum())]
+            )
+
+
+def test_example_shards_stream_the_in_memory_batches(
+    tiny_data: RecDataset, example_shards: Path
+) -> None:
+    """Jagged features (history, genres) come back as written; the training stream is the
+    in-memory path's first epoch for the preprocess seed, evaluation the same examples."""
+    source = ShardSource(example_shards, 8, workers=1)
+    assert source.spec == tiny_data.spec
+    assert source.dataset().vocabs["item_id"].tokens == tiny_data.vocabs["item_id"].tokens
+    assert any(f.name == "user_history" for f in source.spec.sparse)
+    train = tiny_data.splits["train"]
+    streamed = list(source.train_batches(64, ShardInfo(), seed=0, epoch=0))
+    _same_batches(streamed, list(train_batches(train, tiny_data.spec, 64, ShardInfo(), 3, 0)))
+    lengths = streamed[0].sparse_features.to_dict()["user_history"].lengths()
+    assert len(set(lengths.tolist())) > 1  # really jagged
+    test = tiny_data.splits["test"]
+    _same_batches(
+        list(source.eval_batches("test", 32, ShardInfo())),
+        list(eval_batches(test, tiny_data.spec, 32, ShardInfo())),
+    )
+
+
+def test_example_shards_fingerprint_the_vocabularies_and_order(
+    tiny_data: RecDataset, example_shards: Path, tmp_path: Path
+) -> None:
+    written = ShardSource(example_shards, 8).vocab_hash
+    other_seed = preprocess_examples(tiny_data, tmp_path / "a", 500, seed=4, progress=False)
+    assert other_seed["vocab_hash"] != written
+    vocabs = dict(tiny_data.vocabs)
+    vocabs["item_genres"] = Vocabulary("item_genres", ["x", *vocabs["item_genres"].tokens[1:]])
+    renamed = dataclasses.replace(tiny_data, vocabs=vocabs)
+    assert preprocess_examples(renamed, tmp_path / "b", 500, 3, False)["vocab_hash"] != written
+    with pytest.raises(DataError, match="made by another preprocess"):
+        ShardSource(tmp_path / "a", 8, expected_hash=written)

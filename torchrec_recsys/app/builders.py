@@ -409,7 +409,10 @@ def _check_stream(cfg: ExperimentConfig, stream: ShardSource, world_size: int) -
             f"train.batch_size or preprocess more data"
         )
     if not stream.rows("test"):
-        raise DataError(f"{where} have no test examples: raise data.criteo.test_fraction")
+        raise DataError(
+            f"{where} have no test examples: preprocess data with a test split "
+            f"(data.criteo.test_fraction, data.test_per_user or data.random_test_fraction)"
+        )
 
 
 def _check_towers(cfg: ExperimentConfig, data: RecDataset) -> None:

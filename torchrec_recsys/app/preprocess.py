@@ -1,14 +1,19 @@
-"""``python -m torchrec_recsys preprocess``: Criteo-format TSV -> Parquet shards, once.
+"""``python -m torchrec_recsys preprocess``: raw data -> Parquet shards of encoded examples, once.
 
     python -m torchrec_recsys preprocess --config configs/criteo_synthetic_dlrm.toml \\
         --out data/criteo/shards [--rows-per-shard 1000000]
     python -m torchrec_recsys preprocess --synthetic-rows 10000000 --out data/criteo/synth10m
+    python -m torchrec_recsys preprocess --config configs/ml100k_dlrm.toml --out data/ml100k/shards
 
-The second form writes synthetic examples (the generator of ``synth-criteo``) straight into
-shards, without a TSV in between, for scale tests. Either way the last rows become the
-validation and test shards (``data.criteo.val_fraction`` / ``test_fraction``). ``train``
-streams them with ``data.source = "shards"`` and ``data.shards_dir`` (``data.shards``,
-bounded memory).
+The first form streams a Criteo-format TSV (memory ~ one chunk); the second writes synthetic
+Criteo examples straight into shards, without a TSV in between, for scale tests. Either way
+the last rows become the validation and test shards (``data.criteo.val_fraction`` /
+``test_fraction``). The third form (``data.source`` = ``movielens-100k``, ``book-crossing``
+or ``files``) encodes the dataset in memory as ``train`` would (``build_data``: vocabularies,
+splits, the FeatureSpec), then writes its splits with list columns for the jagged features
+(``data.shards.preprocess_examples``; the training examples in the in-memory path's
+first-epoch order for ``train.seed``). ``train`` streams any of them with
+``data.source = "shards"`` and ``data.shards_dir`` (``data.shards``, bounded memory).
 """
 
 from __future__ import annotations
@@ -18,24 +23,37 @@ import time
 
 from tqdm import tqdm
 
+from torchrec_recsys.app.builders import build_data
 from torchrec_recsys.config import load_config
 from torchrec_recsys.data.criteo import (
     NUM_SPARSE,
+    criteo_spec,
     encode_dense,
     hash_rows,
     split_sizes,
     synthetic_criteo_blocks,
 )
-from torchrec_recsys.data.shards import preprocess_criteo, vocab_hash, write_shards
+from torchrec_recsys.data.shards import (
+    criteo_table,
+    preprocess_criteo,
+    preprocess_examples,
+    vocab_hash,
+    write_shards,
+)
 from torchrec_recsys.errors import UserError
 
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(
         prog="torchrec_recsys preprocess",
-        description="Turn a Criteo-format TSV (data.criteo.*) into Parquet shards + manifest.",
+        description="Turn the configured data (a Criteo-format TSV, MovieLens, the files "
+        "source) into Parquet shards of encoded examples + manifest.",
     )
-    parser.add_argument("--config", help="experiment TOML with data.source = 'criteo'")
+    parser.add_argument(
+        "--config",
+        help="experiment TOML; data.source = 'criteo', 'movielens-100k', 'book-crossing' or "
+        "'files'",
+    )
     parser.add_argument("--out", required=True, help="folder for the shards and manifest.json")
     parser.add_argument("--rows-per-shard", type=int, default=1_000_000, help="rows per shard")
     parser.add_argument(
@@ -52,27 +70,32 @@ def main(argv: list[str]) -> None:
         table_rows = list(settings.table_rows) or [settings.hash_rows] * NUM_SPARSE
         bar = tqdm(total=args.synthetic_rows, unit="row", desc="preprocess (synthetic)")
 
-        def chunks():  # noqa: ANN202
+        def tables():  # noqa: ANN202
             for labels, ints, raw in synthetic_criteo_blocks(args.synthetic_rows, args.seed):
                 bar.update(len(labels))
-                yield labels, encode_dense(ints), hash_rows(raw, table_rows)
+                yield criteo_table(labels, encode_dense(ints), hash_rows(raw, table_rows))
 
         manifest = write_shards(
-            chunks(),
+            tables(),
             args.out,
-            table_rows,
+            criteo_spec(table_rows, embedding_dim=1),  # the dimension is not stored
             vocab_hash(table_rows, {"scheme": "hashing"}),
             args.rows_per_shard,
             split_sizes(args.synthetic_rows, settings),
         )
         bar.close()
-    else:
-        if cfg.data.source != "criteo":
-            raise UserError(
-                f"preprocess reads Criteo-format data; the config has data.source = "
-                f"{cfg.data.source!r} (set data.source = 'criteo' and data.criteo.path)"
-            )
+    elif cfg.data.source == "criteo":
         manifest = preprocess_criteo(settings, args.out, args.rows_per_shard)
+    elif cfg.data.source == "shards":
+        raise UserError(
+            "the config reads shards already (data.source = 'shards'); preprocess needs the "
+            "raw data's config (data.source = 'criteo', 'movielens-100k', 'book-crossing' or "
+            "'files')"
+        )
+    else:  # in-memory sources: encoded as `train` encodes them, then written once
+        manifest = preprocess_examples(
+            build_data(cfg), args.out, args.rows_per_shard, seed=cfg.train.seed
+        )
     counts = ", ".join(
         f"{split} {entry['rows']} in {len(entry['shards'])} shard(s)"
         for split, entry in manifest["splits"].items()

@@ -118,3 +118,13 @@ class FeatureSpec:
             "sparse": [asdict(f) for f in self.sparse],
             "dense": [asdict(f) for f in self.dense],
         }
+
+    @classmethod
+    def from_dict(cls, data: dict, embedding_dim: int | None = None) -> FeatureSpec:
+        """The spec :meth:`to_dict` wrote; ``embedding_dim``, when given, sets every table's
+        dimension (a model setting, not a property of the data: shards store none)."""
+        dim = {} if embedding_dim is None else {"embedding_dim": embedding_dim}
+        return cls(
+            sparse=tuple(SparseFeature(**{**f, **dim}) for f in data["sparse"]),
+            dense=tuple(DenseFeature(**f) for f in data["dense"]),
+        )

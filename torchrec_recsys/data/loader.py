@@ -84,6 +84,13 @@ def num_eval_steps(num_examples: int, batch_size: int, shard: ShardInfo) -> int:
     return (num_examples + global_batch - 1) // global_batch
 
 
+def epoch_order(num_examples: int, seed: int, epoch: int) -> torch.Tensor:
+    """The shuffled order of a training epoch: a permutation of ``num_examples`` (int64 [N])
+    that depends only on ``seed`` and ``epoch``."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(num_examples, generator=generator)
+
+
 def train_rows(
     num_examples: int,
     batch_size: int,
@@ -108,8 +115,7 @@ def train_rows(
             f"training position {start_sample} is outside the training split of "
             f"{num_examples} examples"
         )
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    order = torch.randperm(num_examples, generator=generator)  # same on every rank
+    order = epoch_order(num_examples, seed, epoch)  # same on every rank
     global_batch = batch_size * shard.world_size
     for step in range(num_train_steps(num_examples, batch_size, shard, start_sample)):
         begin = start_sample + step * global_batch + shard.rank * batch_size

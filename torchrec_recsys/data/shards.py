@@ -1,13 +1,21 @@
-"""Parquet shards of encoded Criteo-format examples, and the streaming source that trains on them.
+"""Parquet shards of encoded examples, and the streaming source that trains on them.
 
-``preprocess`` turns a Criteo TSV (or synthetic rows) into a folder, once::
+``preprocess`` turns a Criteo TSV (or synthetic rows), or the splits of an in-memory dataset
+(MovieLens, the files source: :func:`preprocess_examples`), into a folder, once::
 
     shards/
-      manifest.json        format, vocab_hash, table_rows, per split: rows + [{file, rows}]
-      train-00000.parquet  label, int_0..int_12 (float32, log1p), cat_0..cat_25 (int64 rows)
-      ...
-      val-00000.parquet    the last rows of the input (data.criteo.val_fraction), then
-      test-00000.parquet   the test rows (test_fraction): the in-memory path's splits
+      manifest.json        format, vocab_hash, the FeatureSpec (no embedding dimensions),
+                           per split: rows + [{file, rows}]
+      vocab.json           the vocabularies (in-memory sources only)
+      train-00000.parquet  label, one column per dense feature (float32), one per sparse
+      ...                  feature: int64 (one ID per example, Criteo) or list<int64>
+      val-00000.parquet    (jagged: user history, genres, SID tokens ...); in-memory
+      test-00000.parquet   sources also _user_row, _item_row (int64)
+
+Criteo: the last rows of the input (``data.criteo.val_fraction``, then ``test_fraction``)
+are the validation and test shards, the in-memory path's splits. In-memory sources: the
+training examples in the order of the in-memory path's first epoch (``train.seed``), the
+validation and test examples in their order.
 
 :class:`ShardSource` is the trainer's source over such a folder (``data.source = "shards"``).
 Each split is one stream of rows (its shards in order); memory holds a few batches, never a
@@ -57,7 +65,6 @@ from torchrec_recsys.config import CriteoConfig
 from torchrec_recsys.data.batch import Batch
 from torchrec_recsys.data.criteo import (
     DENSE_NAMES,
-    NUM_DENSE,
     NUM_SPARSE,
     SPARSE_NAMES,
     CriteoChunk,
@@ -66,22 +73,23 @@ from torchrec_recsys.data.criteo import (
     criteo_spec,
     examples_only_dataset,
     hash_rows,
-    one_hot_columns,
     read_criteo,
     split_sizes,
 )
 from torchrec_recsys.data.dataset import ExampleTable, RecDataset
 from torchrec_recsys.data.features import FeatureSpec
-from torchrec_recsys.data.loader import ShardInfo, make_batch
+from torchrec_recsys.data.jagged import JaggedColumn
+from torchrec_recsys.data.loader import ShardInfo, epoch_order, make_batch
+from torchrec_recsys.data.vocab import load_vocabularies, save_vocabularies
 from torchrec_recsys.errors import DataError
 from torchrec_recsys.files import atomic_write_text, publish_file
 
 MANIFEST = "manifest.json"
-FORMAT = "torchrec_recsys-criteo-shards-v2"
+VOCAB_FILE = "vocab.json"
+FORMAT = "torchrec_recsys-shards-v3"
 SPLITS = ("train", "val", "test")
-
-Chunk = tuple[np.ndarray, np.ndarray, np.ndarray]
-"""``(labels [N], dense [N, 13], table rows [N, 26])`` of consecutive examples."""
+LABEL, USER_ROW, ITEM_ROW = "label", "_user_row", "_item_row"
+"""Column names besides the features' own."""
 
 
 def vocab_hash(table_rows: Sequence[int], scheme: dict[str, Any]) -> str:
@@ -90,12 +98,37 @@ def vocab_hash(table_rows: Sequence[int], scheme: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _schema() -> pa.Schema:
-    return pa.schema(
-        [("label", pa.float32())]
-        + [(n, pa.float32()) for n in DENSE_NAMES]
-        + [(n, pa.int64()) for n in SPARSE_NAMES]
-    )
+def stored_spec(spec: FeatureSpec) -> dict[str, Any]:
+    """``spec`` as the manifest stores it: without embedding dimensions (the run sets them)."""
+    out = spec.to_dict()
+    out["sparse"] = [{k: v for k, v in f.items() if k != "embedding_dim"} for f in out["sparse"]]
+    return out
+
+
+def criteo_table(labels: np.ndarray, dense: np.ndarray, rows: np.ndarray) -> pa.Table:
+    """Shard rows of Criteo examples: ``labels`` [N], ``dense`` [N, 13], table rows [N, 26]
+    (one int64 column per sparse feature)."""
+    columns = {LABEL: labels.astype(np.float32)}
+    columns |= {n: dense[:, j].astype(np.float32) for j, n in enumerate(DENSE_NAMES)}
+    columns |= {n: rows[:, j].astype(np.int64) for j, n in enumerate(SPARSE_NAMES)}
+    return pa.table(columns)
+
+
+def examples_table(table: ExampleTable, spec: FeatureSpec) -> pa.Table:
+    """Shard rows of encoded examples: one ``list<int64>`` column per sparse feature of
+    ``spec`` (its jagged values), one float32 column per dense feature, the label, and the
+    examples' user and catalogue rows."""
+    columns: dict[str, pa.Array] = {LABEL: pa.array(table.labels.numpy())}
+    for j, name in enumerate(spec.dense_names()):
+        columns[name] = pa.array(table.dense[:, j].contiguous().numpy())
+    for name in spec.sparse_names():
+        column = table.sparse[name]
+        offsets = (column.offsets - column.offsets[0]).to(torch.int32).numpy()  # [N + 1]
+        values = column.values[int(column.offsets[0]) : int(column.offsets[-1])]
+        columns[name] = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values.numpy()))
+    columns[USER_ROW] = pa.array(table.user_rows.numpy())
+    columns[ITEM_ROW] = pa.array(table.item_rows.numpy())
+    return pa.table(columns)
 
 
 class _SplitWriter:
@@ -110,21 +143,16 @@ class _SplitWriter:
     def _name(self) -> str:
         return f"{self.split}-{len(self.shards):05d}.parquet"
 
-    def write(self, labels: np.ndarray, dense: np.ndarray, rows: np.ndarray) -> None:
+    def write(self, table: pa.Table) -> None:
         begin = 0
-        while begin < len(labels):
+        while begin < table.num_rows:
             if self.writer is None:
                 self.in_shard = 0
                 self.writer = pq.ParquetWriter(
-                    self.out / f"{self._name()}.tmp", _schema(), compression="zstd"
+                    self.out / f"{self._name()}.tmp", table.schema, compression="zstd"
                 )
-            end = begin + min(self.rows_per_shard - self.in_shard, len(labels) - begin)
-            columns = {"label": labels[begin:end].astype(np.float32)}
-            columns |= {
-                n: dense[begin:end, j].astype(np.float32) for j, n in enumerate(DENSE_NAMES)
-            }
-            columns |= {n: rows[begin:end, j].astype(np.int64) for j, n in enumerate(SPARSE_NAMES)}
-            self.writer.write_table(pa.table(columns, schema=_schema()))
+            end = begin + min(self.rows_per_shard - self.in_shard, table.num_rows - begin)
+            self.writer.write_table(table.slice(begin, end - begin))
             self.in_shard += end - begin
             begin = end
             if self.in_shard == self.rows_per_shard:
@@ -143,22 +171,22 @@ class _SplitWriter:
 
 
 def write_shards(
-    chunks: Iterable[Chunk],
+    tables: Iterable[pa.Table],
     out_dir: str | Path,
-    table_rows: Sequence[int],
+    spec: FeatureSpec,
     fingerprint: str,
     rows_per_shard: int,
     sizes: dict[str, int],
 ) -> dict[str, Any]:
-    """Write consecutive example chunks as Parquet shards + manifest, split by position: the
-    first ``sizes["train"]`` rows are training shards, the next ``sizes["val"]`` validation,
-    the last ``sizes["test"]`` test.
+    """Write consecutive example tables (:func:`criteo_table`, :func:`examples_table`) as
+    Parquet shards + manifest, split by position: the first ``sizes["train"]`` rows are
+    training shards, the next ``sizes["val"]`` validation, the last ``sizes["test"]`` test.
 
     Each shard is written under a temporary name and renamed when complete; the manifest is
     written last (atomically), so a folder with a manifest is a finished preprocess.
 
     Raises:
-        DataError: the chunks hold another number of rows than ``sizes`` adds up to.
+        DataError: the tables hold another number of rows than ``sizes`` adds up to.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -168,12 +196,12 @@ def write_shards(
         bounds[split] = (begin, begin + sizes[split])
         begin += sizes[split]
     position = 0
-    for labels, dense, rows in chunks:
+    for table in tables:
         for split, (low, high) in bounds.items():
-            a, b = max(low - position, 0), min(high - position, len(labels))
+            a, b = max(low - position, 0), min(high - position, table.num_rows)
             if a < b:
-                writers[split].write(labels[a:b], dense[a:b], rows[a:b])
-        position += len(labels)
+                writers[split].write(table.slice(a, b - a))
+        position += table.num_rows
     if position != begin:
         raise DataError(
             f"preprocess read {position} examples but expected {begin} (the input changed "
@@ -184,7 +212,7 @@ def write_shards(
     manifest = {
         "format": FORMAT,
         "vocab_hash": fingerprint,
-        "table_rows": list(map(int, table_rows)),
+        "spec": stored_spec(spec),
         "splits": {split: writer.entry() for split, writer in writers.items()},
         "total_rows": position,
     }
@@ -344,35 +372,57 @@ class ShardStream(IterableDataset):
                 yield self._batch(table)
                 made += 1
         for _ in range(made, end - begin):
-            yield self._batch(_schema().empty_table())  # padding only
+            yield self._batch(None)  # padding only
 
-    def _batch(self, record: pa.Table) -> Batch:
-        n, size = record.num_rows, self.batch_size
-        dense = np.zeros((size, NUM_DENSE), dtype=np.float32)  # [B, 13]
-        rows = np.zeros((size, NUM_SPARSE), dtype=np.int64)  # [B, 26]
-        labels = np.zeros(size, dtype=np.float32)  # [B]
-        if n:
-            dense[:n] = np.stack([record.column(c).to_numpy() for c in DENSE_NAMES], axis=1)
-            rows[:n] = np.stack([record.column(c).to_numpy() for c in SPARSE_NAMES], axis=1)
-            labels[:n] = record.column("label").to_numpy()
-        table = ExampleTable(
-            sparse=one_hot_columns(rows),  # 26 one-ID columns
-            dense=torch.from_numpy(dense),
-            labels=torch.from_numpy(labels),
-            user_rows=torch.zeros(size, dtype=torch.int64),
-            item_rows=torch.zeros(size, dtype=torch.int64),
-        )
-        weights = (torch.arange(size) < n).float()  # [B], 0 = padding
-        return make_batch(table, self.spec, torch.arange(size), weights)
+    def _batch(self, record: pa.Table | None) -> Batch:
+        table = shard_examples(record, self.spec, self.batch_size)
+        n = 0 if record is None else record.num_rows
+        weights = (torch.arange(self.batch_size) < n).float()  # [B], 0 = padding
+        return make_batch(table, self.spec, torch.arange(self.batch_size), weights)
 
 
-def _empty_table() -> ExampleTable:
+def _ints(column: pa.Array) -> torch.Tensor:
+    return torch.from_numpy(column.to_numpy(zero_copy_only=False).astype(np.int64))
+
+
+def shard_examples(record: pa.Table | None, spec: FeatureSpec, size: int) -> ExampleTable:
+    """Shard rows as ``size`` examples: ``record``'s rows, then padding (label 0, dense 0,
+    no IDs in any sparse feature). An int64 column is one ID per example, a list column
+    that example's IDs.
+
+    A ``list<int64>`` column of rows [[3, 9], [], [4]] becomes the jagged column
+    ``lengths = [2, 0, 1], values = [3, 9, 4]`` (padding rows add lengths 0)."""
+    n = 0 if record is None else record.num_rows
+    dense = np.zeros((size, len(spec.dense)), dtype=np.float32)  # [B, num_dense]
+    labels = np.zeros(size, dtype=np.float32)  # [B]
+    user_rows = torch.zeros(size, dtype=torch.int64)  # [B]
+    item_rows = torch.zeros(size, dtype=torch.int64)  # [B]
+    one_each = torch.clamp(torch.arange(size + 1), max=n)  # [B + 1] offsets: 1 ID per real row
+    sparse = {}
+    for feature in spec.sparse:
+        if not n:  # padding only: every row empty
+            sparse[feature.name] = JaggedColumn(one_each, torch.zeros(0, dtype=torch.int64))
+            continue
+        column = record.column(feature.name).combine_chunks()
+        if pa.types.is_list(column.type):
+            lengths = torch.zeros(size, dtype=torch.int64)  # [B]
+            lengths[:n] = _ints(column.value_lengths())
+            sparse[feature.name] = JaggedColumn.from_lengths(lengths, _ints(column.flatten()))
+        else:
+            sparse[feature.name] = JaggedColumn(one_each, _ints(column))
+    if n:
+        for j, name in enumerate(spec.dense_names()):
+            dense[:n, j] = record.column(name).to_numpy()
+        labels[:n] = record.column(LABEL).to_numpy()
+        if USER_ROW in record.column_names:
+            user_rows[:n] = _ints(record.column(USER_ROW).combine_chunks())
+            item_rows[:n] = _ints(record.column(ITEM_ROW).combine_chunks())
     return ExampleTable(
-        sparse=one_hot_columns(np.zeros((0, NUM_SPARSE), dtype=np.int64)),
-        dense=torch.zeros(0, NUM_DENSE),
-        labels=torch.zeros(0),
-        user_rows=torch.zeros(0, dtype=torch.int64),
-        item_rows=torch.zeros(0, dtype=torch.int64),
+        sparse=sparse,
+        dense=torch.from_numpy(dense),
+        labels=torch.from_numpy(labels),
+        user_rows=user_rows,
+        item_rows=item_rows,
     )
 
 
@@ -420,7 +470,7 @@ class ShardSource:
         self.shard_dir = Path(shard_dir)
         self.manifest = read_manifest(shard_dir, expected_hash)
         check_shards(shard_dir, self.manifest)
-        self.spec: FeatureSpec = criteo_spec(self.manifest["table_rows"], embedding_dim)
+        self.spec = FeatureSpec.from_dict(self.manifest["spec"], embedding_dim)
         self.workers, self.pin_memory = workers, pin_memory
 
     @property
@@ -430,8 +480,11 @@ class ShardSource:
     def dataset(self) -> RecDataset:
         """The run's :class:`RecDataset`: the shards' FeatureSpec, and empty in-memory splits
         (the examples are streamed by :meth:`train_batches` / :meth:`eval_batches`)."""
-        empty = {split: _empty_table() for split in SPLITS}
-        return examples_only_dataset(self.spec, empty, f"shards:{self.shard_dir}", len(self))
+        empty = {split: shard_examples(None, self.spec, 0) for split in SPLITS}
+        data = examples_only_dataset(self.spec, empty, f"shards:{self.shard_dir}", len(self))
+        if (self.shard_dir / VOCAB_FILE).is_file():
+            data.vocabs = load_vocabularies(self.shard_dir / VOCAB_FILE)
+        return data
 
     def rows(self, split: str) -> int:
         """Examples of ``split`` (``train``, ``val`` or ``test``)."""
@@ -540,14 +593,14 @@ def preprocess_criteo(
         disable=not progress,
     )
 
-    def chunks() -> Iterator[Chunk]:
+    def tables() -> Iterator[pa.Table]:
         for chunk in read_criteo(path, settings.chunk_rows):
             bar.update(chunk.num_bytes)
-            yield chunk.labels.numpy(), chunk.dense.numpy(), encode(chunk.raw_sparse)
+            yield criteo_table(chunk.labels.numpy(), chunk.dense.numpy(), encode(chunk.raw_sparse))
 
-    manifest = write_shards(
-        chunks(), out_dir, table_rows, vocab_hash(table_rows, scheme), rows_per_shard, sizes
-    )
+    spec = criteo_spec(table_rows, embedding_dim=1)  # the dimension is not stored
+    fingerprint = vocab_hash(table_rows, scheme)
+    manifest = write_shards(tables(), out_dir, spec, fingerprint, rows_per_shard, sizes)
     bar.close()
     return manifest
 
@@ -572,3 +625,52 @@ def expected_vocab_hash(settings: CriteoConfig) -> str | None:
         return None
     table_rows = list(settings.table_rows) or [settings.hash_rows] * NUM_SPARSE
     return vocab_hash(table_rows, {"scheme": "hashing"})
+
+
+def preprocess_examples(
+    data: RecDataset, out_dir: str | Path, rows_per_shard: int, seed: int, progress: bool = True
+) -> dict[str, Any]:
+    """The splits of an encoded in-memory dataset (``build_dataset``) -> Parquet shards with
+    list columns for jagged features, the FeatureSpec and the vocabularies.
+
+    The training examples are written in the order of the in-memory path's first epoch with
+    ``train.seed = seed`` (:func:`~torchrec_recsys.data.loader.epoch_order`), once: a
+    streamed run reads that order every epoch. Validation and test keep their order. The
+    fingerprint covers the spec, the vocabularies, the item-side feature values and
+    ``seed``. A tqdm bar follows the examples written.
+    """
+    spec = data.spec
+    sizes = {split: len(data.splits[split]) for split in SPLITS}
+    items = hashlib.sha256()
+    for name in sorted(data.items.sparse):
+        column = data.items.sparse[name]
+        items.update(name.encode() + column.offsets.numpy().tobytes())
+        items.update(column.values.numpy().tobytes())
+    vocabs = json.dumps({k: v.to_dict() for k, v in data.vocabs.items()}, sort_keys=True)
+    scheme = {
+        "scheme": "vocabularies",
+        "spec": stored_spec(spec),
+        "vocabularies": hashlib.sha256(vocabs.encode()).hexdigest(),
+        "item_features": items.hexdigest(),
+        "train_order_seed": seed,
+    }
+    fingerprint = vocab_hash([f.num_embeddings for f in spec.sparse], scheme)
+    chunk = max(1, min(rows_per_shard, 65_536))
+    bar = tqdm(total=sum(sizes.values()), unit="ex", desc="preprocess", disable=not progress)
+
+    def tables() -> Iterator[pa.Table]:
+        for split in SPLITS:
+            examples = data.splits[split]
+            n = len(examples)
+            order = epoch_order(n, seed, epoch=0) if split == "train" else torch.arange(n)
+            for begin in range(0, n, chunk):
+                rows = order[begin : begin + chunk]
+                bar.update(len(rows))
+                yield examples_table(examples.select(rows), spec)
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_vocabularies(out / VOCAB_FILE, data.vocabs)
+    manifest = write_shards(tables(), out, spec, fingerprint, rows_per_shard, sizes)
+    bar.close()
+    return manifest
