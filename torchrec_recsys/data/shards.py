@@ -504,9 +504,7 @@ class ShardSource:
         """A DataLoader over ``stream``, its workers started now, in the calling thread
         (TorchRec's eval pipeline pulls batches from a thread of its own while it FX-traces
         the model; a worker forked then would inherit the tracing state)."""
-        # Workers start from a clean forkserver process, never forked from this one: a fork of a
-        # process whose pyarrow / gloo / OpenMP threads are running can segfault in the child.
-        context = "forkserver" if self.workers > 0 else None
+        context = _worker_context() if self.workers > 0 else None
         loader = DataLoader(
             stream,
             batch_size=None,
