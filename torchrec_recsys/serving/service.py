@@ -4,7 +4,8 @@
         -> bounded admission (503 at once when ``max_concurrency`` requests are in flight),
            then one of ``workers`` threads (more threads than cores only thrash)
         -> routing (live, or canary by user hash), a version held for the whole request
-        -> retrieval.two_stage.recommend in a worker thread
+        -> serving.online.recommend_online in a worker thread (the offline recommend's steps,
+           batches gathered from feature rows taken when the version loaded)
         -> response; impression log row; drift counts; shadow copy after the response
     GET /healthz   live / canary / shadow versions, last reload error (503 without live)
     GET /metrics   Prometheus text: requests, latency, errors, per-version, drift gauges
@@ -43,7 +44,6 @@ from prometheus_client import (
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from torchrec_recsys.errors import UserError
-from torchrec_recsys.retrieval.two_stage import recommend
 from torchrec_recsys.serving.bundle import ServingBundle, load_bundle
 from torchrec_recsys.serving.drift import (
     DEFAULT_MIN_REQUESTS,
@@ -52,6 +52,7 @@ from torchrec_recsys.serving.drift import (
     DriftAccumulator,
 )
 from torchrec_recsys.serving.impressions import ImpressionLog
+from torchrec_recsys.serving.online import recommend_online
 from torchrec_recsys.serving.registry import Registry, RegistryState
 from torchrec_recsys.serving.routing import Routing
 
@@ -302,17 +303,19 @@ def _answer(version: LoadedVersion, body: RecommendRequest, observe: bool) -> di
     history = body.history or []
     item_vocab = bundle.retriever.data.vocabs["item_id"]
     unknown = [h for h in history if h not in item_vocab]
-    result = recommend(
+    answer = recommend_online(
         bundle.retriever,
         bundle.ranker,
         bundle.index,
+        bundle.online,
         body.user_id,
         body.k,
         version.candidates,
         history,
     )
-    if observe and result.query is not None:
-        version.drift.observe(result.query)
+    if observe:
+        version.drift.observe_row(answer.query_sparse, answer.query_dense)
+    result = answer.result
     return {
         "user_id": body.user_id,
         "version": version.name,
