@@ -44,8 +44,9 @@ def _dataset() -> RecDataset:
 
 
 def _assert_same_kjt(got: KeyedJaggedTensor, want: KeyedJaggedTensor) -> None:
-    assert got.keys() == want.keys()
-    for key in want.keys():
+    keys = want.keys()
+    assert got.keys() == keys
+    for key in keys:
         assert torch.equal(got[key].lengths(), want[key].lengths()), key
         assert torch.equal(got[key].values(), want[key].values()), key
 

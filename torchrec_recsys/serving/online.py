@@ -13,7 +13,7 @@ one ``user_table`` / ``pair_table`` / ``whole_batch`` per request.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -27,6 +27,9 @@ from torchrec_recsys.retrieval.faiss_index import LoadedIndex, search
 from torchrec_recsys.retrieval.predict import TrainedTask, predict_batch
 from torchrec_recsys.retrieval.two_stage import Recommendation, RecommendationList, has_pairs
 
+QUERY_CACHE_ROWS = 1_000_000
+"""Known users whose query embedding is kept (D floats each); later ones are recomputed."""
+
 
 @dataclass
 class OnlineFeatures:
@@ -37,6 +40,10 @@ class OnlineFeatures:
     ranker_items: TowerRows
     train_offsets: np.ndarray  # [U + 1] per retriever user: their training items
     train_values: np.ndarray  # [nnz] catalogue rows (excluded from retrieval)
+    query_cache: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    """Retriever user row -> query embedding [1, D], filled on first request: a known user's
+    snapshot features never change, so neither does their query (the same forward's output,
+    kept). At most ``QUERY_CACHE_ROWS`` rows."""
 
     @classmethod
     def build(cls, retriever: TrainedTask, ranker: TrainedTask) -> OnlineFeatures:
@@ -107,8 +114,13 @@ def recommend_online(
     history = history or []
     r_data, k_data = retriever.data, ranker.data
     users, row, cold = _request_user(r_data, features.retriever_users, user_id, history)
-    dense, sparse = query_batch(users, row)  # [1, num_dense], KJT of 1 row
-    query = predict_batch(retriever.task, dense, sparse, "query").numpy()  # [1, D]
+    snapshot = users is features.retriever_users  # a known user without a given history
+    query = features.query_cache.get(row) if snapshot else None
+    if query is None:
+        dense, sparse = query_batch(users, row)  # [1, num_dense], KJT of 1 row
+        query = predict_batch(retriever.task, dense, sparse, "query").numpy()  # [1, D]
+        if snapshot and len(features.query_cache) < QUERY_CACHE_ROWS:
+            features.query_cache[row] = query
     seen: set[str] = set(history)  # never recommend the given history back
     if not cold:
         seen.update(features.training_item_ids(r_data, r_data.user_row_of[user_id]))
