@@ -405,3 +405,52 @@ def test_metrics_expose_counts_latency_versions_and_drift(server: Server) -> Non
         "recsys_shadow_topk_overlap_count",
     ):
         assert needle in text, needle
+
+
+def test_several_processes_follow_the_registry_and_share_metrics(
+    server: Server, tmp_path: Path
+) -> None:
+    registry = Registry(tmp_path / "registry")
+    assert registry.add(server.bundles["fp32"]) == "v1"
+    assert registry.add(server.bundles["int8"]) == "v2"
+    registry.promote("v1")
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable, "-m", "torchrec_recsys", "serve", "--registry", str(registry.root),
+        "--port", str(port), "--max-k", str(MAX_K), "--candidates", str(CANDIDATES),
+        "--poll-seconds", "0.1", "--processes", "2",
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    multi = Server(port, registry, tmp_path / "logs", server.bundles, {}, {}, [])
+    try:
+        live: dict[int, str] = {}  # process id -> live version it reported
+
+        def seen(version: str) -> Any:
+            def check(health: dict[str, Any]) -> bool:
+                live[health["process"]] = health["live"]
+                return len(live) == 2 and set(live.values()) == {version}
+
+            return check
+
+        multi.wait_for(seen("v1"), seconds=120)  # both processes up with v1
+        answers = [multi.recommend(f"u{i}", k=5) for i in range(20)]
+        assert all(status == 200 and body["version"] == "v1" for status, body in answers)
+        registry.promote("v2")
+        multi.wait_for(seen("v2"), seconds=60)  # each process reloaded on its own
+        answers = [multi.recommend(f"u{i}", k=5) for i in range(20)]
+        assert all(status == 200 and body["version"] == "v2" for status, body in answers)
+        _, text = multi.request("GET", "/metrics")
+        assert 'recsys_requests_total{endpoint="/recommend",status="200"} 40.0' in text
+        assert 'recsys_version_requests_total{role="live",version="v2"} 20.0' in text
+        assert 'recsys_live_version{version="v2"} 1.0' in text
+    finally:
+        process.terminate()
+        try:
+            output, _ = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            output, _ = process.communicate()
+        print(output[-3000:])
