@@ -467,5 +467,5 @@ def load_bundle(folder: str | Path, verify: bool = True) -> ServingBundle:
         ranker=models["ranker"],
         index=index,
         stats=_read_json(folder / STATS_FILE),
-        online=OnlineFeatures.build(models["retriever"], models["ranker"]),
+        online=OnlineFeatures.build(models["retriever"], models["ranker"], index),
     )

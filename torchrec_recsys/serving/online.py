@@ -39,28 +39,38 @@ class OnlineFeatures:
     ranker_users: TowerRows
     ranker_items: TowerRows
     train_offsets: np.ndarray  # [U + 1] per retriever user: their training items
-    train_values: np.ndarray  # [nnz] catalogue rows (excluded from retrieval)
+    train_rows: np.ndarray  # [nnz] their index rows (excluded from retrieval; -1: not indexed)
     query_cache: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
     """Retriever user row -> query embedding [1, D], filled on first request: a known user's
     snapshot features never change, so neither does their query (the same forward's output,
     kept). At most ``QUERY_CACHE_ROWS`` rows."""
 
     @classmethod
-    def build(cls, retriever: TrainedTask, ranker: TrainedTask) -> OnlineFeatures:
+    def build(
+        cls, retriever: TrainedTask, ranker: TrainedTask, index: LoadedIndex
+    ) -> OnlineFeatures:
         """Take the user and item tables of both models' snapshots once (validated)."""
         r_data, k_data = retriever.data, ranker.data
+        index_row = np.array([index.row_of.get(i, -1) for i in r_data.items.item_ids])  # [I]
         return cls(
             retriever_users=_all_users(r_data),
             ranker_users=_all_users(k_data),
             ranker_items=TowerRows.from_table(k_data.catalogue_table(), k_data.spec, ITEM),
             train_offsets=r_data.users.train_items.offsets.numpy(),
-            train_values=r_data.users.train_items.values.numpy(),
+            train_rows=index_row[r_data.users.train_items.values.numpy()].astype(np.int64),
         )
 
-    def training_item_ids(self, data: RecDataset, row: int) -> list[str]:
-        """Raw ids of retriever user ``row``'s training items."""
-        begin, end = self.train_offsets[row], self.train_offsets[row + 1]
-        return [data.items.item_ids[i] for i in self.train_values[begin:end].tolist()]
+    def excluded_rows(
+        self, index: LoadedIndex, user_row: int | None, history: list[str]
+    ) -> np.ndarray:
+        """Index rows a request must not get back: the user's training items (a known user,
+        ``user_row``) and the given history; unique, as ``search`` makes ``exclude``. [E]"""
+        rows = [index.row_of[h] for h in history if h in index.row_of]
+        if user_row is not None:
+            begin, end = self.train_offsets[user_row], self.train_offsets[user_row + 1]
+            train = self.train_rows[begin:end]
+            return np.unique(np.concatenate([train[train >= 0], np.array(rows, np.int64)]))
+        return np.unique(np.array(rows, dtype=np.int64))
 
 
 def _all_users(data: RecDataset) -> TowerRows:
@@ -121,10 +131,9 @@ def recommend_online(
         query = predict_batch(retriever.task, dense, sparse, "query").numpy()  # [1, D]
         if snapshot and len(features.query_cache) < QUERY_CACHE_ROWS:
             features.query_cache[row] = query
-    seen: set[str] = set(history)  # never recommend the given history back
-    if not cold:
-        seen.update(features.training_item_ids(r_data, r_data.user_row_of[user_id]))
-    scores, ids = search(index, query, candidates, exclude=[seen])  # [1, C], C ids
+    # never recommend the given history back, nor a known user's training items
+    seen = features.excluded_rows(index, None if cold else r_data.user_row_of[user_id], history)
+    scores, ids = search(index, query, candidates, exclude_rows=[seen])  # [1, C], C ids
     candidate_ids = ids[0]
     rank_row = k_data.items.row_of
     missing = [c for c in candidate_ids if c not in rank_row]
