@@ -454,3 +454,16 @@ def test_several_processes_follow_the_registry_and_share_metrics(
             process.kill()
             output, _ = process.communicate()
         print(output[-3000:])
+
+
+def test_the_shared_listening_socket_is_tcp_so_answers_are_not_delayed() -> None:
+    # protocol 0 here would leave Nagle on for every accepted connection (uvicorn #3149)
+    from torchrec_recsys.serving.service import _listening_socket
+
+    with _listening_socket("127.0.0.1", 0) as sock:
+        assert sock.proto == socket.IPPROTO_TCP and sock.get_inheritable()
+        sock.listen()
+        conn = socket.create_connection(sock.getsockname())
+        accepted, _ = sock.accept()
+        with conn, accepted:
+            assert accepted.proto == socket.IPPROTO_TCP  # what asyncio checks for TCP_NODELAY

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import tempfile
 import threading
 import time
@@ -664,13 +665,33 @@ def serve(
         _setup_process(torch_threads)
         uvicorn.run(create_app(config), **options)  # type: ignore[arg-type]
         return
+    from uvicorn.supervisors import Multiprocess
+
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
     with tempfile.TemporaryDirectory(prefix="recsys_metrics_") as metrics_dir:
         os.environ[MULTIPROC_ENV] = metrics_dir  # read by prometheus_client in each worker
         os.environ[CONFIG_ENV] = json.dumps({**settings, "torch_threads": torch_threads})
-        uvicorn.run(
+        uvicorn_config = uvicorn.Config(
             "torchrec_recsys.serving.service:app_from_env",
             factory=True,
             workers=processes,
             **options,  # type: ignore[arg-type]
         )
+        with _listening_socket(host, port) as sock:
+            Multiprocess(uvicorn_config, sockets=[sock]).run()
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """The TCP socket the worker processes share, created with ``IPPROTO_TCP``: uvicorn's own
+    (``--workers``) leaves the protocol 0, so asyncio never sets ``TCP_NODELAY`` on accepted
+    connections and each keep-alive answer waits ~40 ms for a delayed ACK (uvicorn #3149)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise UserError(f"cannot listen on {host}:{port} ({exc}); expected a free port") from None
+    sock.set_inheritable(True)
+    return sock
