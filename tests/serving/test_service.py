@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -301,7 +302,13 @@ def test_shadow_never_alters_responses_and_is_logged(server: Server) -> None:
             out.append({k: v for k, v in body.items() if k not in ("request_id", "latency_ms")})
         return out
 
+    def dropped() -> int:  # shadow copies dropped because 2 were already running
+        _, text = server.request("GET", "/metrics")
+        found = re.search(r'recsys_shadow_requests_total\{outcome="dropped"\} (\S+)', text)
+        return int(float(found.group(1))) if found else 0
+
     plain = answers()
+    dropped_before = dropped()
     server.registry.set_shadow("v2")
     server.wait_for(lambda h: h["shadow"] == "v2")
     try:
@@ -312,10 +319,12 @@ def test_shadow_never_alters_responses_and_is_logged(server: Server) -> None:
             records = (
                 [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
             )
-            if len(records) >= len(users):
+            if len(records) + dropped() - dropped_before >= len(users):
                 break
             time.sleep(0.1)
-        assert len(records) == len(users)
+        # every copy is either compared and logged or dropped (counted), most are logged
+        assert len(records) + dropped() - dropped_before == len(users)
+        assert len(records) >= len(users) // 2
         assert {(r["primary_version"], r["shadow_version"]) for r in records} == {("v1", "v2")}
         assert all(0.0 <= r["topk_overlap"] <= 1.0 and r["shadow_latency_ms"] > 0 for r in records)
     finally:
