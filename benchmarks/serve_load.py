@@ -159,7 +159,9 @@ def _get(port: int, path: str) -> dict[str, Any]:
 class Server:
     """``serve`` in a subprocess on a free loopback port."""
 
-    def __init__(self, registry: Path, candidates: int, max_concurrency: int) -> None:
+    def __init__(
+        self, registry: Path, candidates: int, max_concurrency: int, processes: int = 1
+    ) -> None:
         self.port = free_loopback_port()
         env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
         self.process = subprocess.Popen(
@@ -178,15 +180,21 @@ class Server:
                 str(max_concurrency),
                 "--poll-seconds",
                 "0.2",
+                "--processes",
+                str(processes),
             ],  # fmt: skip
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 180
+        ready: set[int] = set()  # server processes that answered with a live version
         while True:
             try:
-                if _get(self.port, "/healthz")["live"]:
+                health = _get(self.port, "/healthz")
+                if health["live"]:
+                    ready.add(health["process"])
+                if len(ready) >= processes:
                     return
             except OSError:
                 pass
@@ -260,6 +268,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-k", type=int, default=10, help="items per answer")
     parser.add_argument("--candidates", type=int, default=100, help="retrieved, then ranked")
     parser.add_argument("--max-concurrency", type=int, default=32, help="server admission")
+    parser.add_argument("--processes", type=int, default=1, help="server processes")
     parser.add_argument("--rollout", help="A,B: promote B and roll back under 100 req/s")
     parser.add_argument("--rollout-seconds", type=float, default=20.0, help="rollout length")
     parser.add_argument("--rollout-rate", type=float, default=100.0, help="rollout req/s")
@@ -276,6 +285,7 @@ def main(argv: list[str] | None = None) -> None:
         "k": args.k,
         "candidates": args.candidates,
         "server_max_concurrency": args.max_concurrency,
+        "server_processes": args.processes,
         "machine": machine_info(threads=1),
     }
     print(json.dumps(config))
@@ -283,7 +293,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, folder in bundles.items():
         manifest = json.loads((Path(folder) / "manifest.json").read_text())
         registry = _registry([Path(folder)])
-        server = Server(registry.root, args.candidates, args.max_concurrency)
+        server = Server(registry.root, args.candidates, args.max_concurrency, args.processes)
         try:
             users = _users(Path(folder))
             asyncio.run(run_case(server.port, users, 20.0, 2, 2.0, args.k))  # warm-up
@@ -306,7 +316,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.rollout:
         first, second = args.rollout.split(",")
         registry = _registry([Path(bundles[first]), Path(bundles[second])])
-        server = Server(registry.root, args.candidates, args.max_concurrency)
+        server = Server(registry.root, args.candidates, args.max_concurrency, args.processes)
         try:
             users = _users(Path(bundles[first]))
             rollout = asyncio.run(

@@ -189,6 +189,21 @@ def test_exclude_drops_seen_items_and_refills_to_k(data: np.ndarray, kind: str) 
         np.testing.assert_allclose(scores[qi], np.sort(remaining)[::-1][:10], rtol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_exclude_rows_equals_exclude_by_id(data: np.ndarray, kind: str) -> None:
+    loaded = make(data, IndexSpec(kind=kind, hnsw_ef_search=64))
+    queries = data[:3]
+    _, plain = search(loaded, queries, k=10)
+    exclude = [set(plain[0][:4]), set(), {plain[2][1]}]
+    rows = [np.array(sorted(loaded.row_of[i] for i in items), np.int64) for items in exclude]
+    by_id = search(loaded, queries, k=10, exclude=exclude)
+    by_row = search(loaded, queries, k=10, exclude_rows=rows)
+    assert by_row[1] == by_id[1] and not set(by_row[1][0]) & exclude[0]
+    np.testing.assert_array_equal(by_row[0], by_id[0])
+    with pytest.raises(DataError, match="not both"):
+        search(loaded, queries, k=10, exclude=exclude, exclude_rows=rows)
+
+
 def test_exclude_leaving_fewer_than_k_pads_with_minus_inf() -> None:
     x = np.eye(3, dtype=np.float32)
     loaded = LoadedIndex(build_index(x, IndexSpec()), ["a", "b", "c"], IndexSpec())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -301,7 +302,13 @@ def test_shadow_never_alters_responses_and_is_logged(server: Server) -> None:
             out.append({k: v for k, v in body.items() if k not in ("request_id", "latency_ms")})
         return out
 
+    def dropped() -> int:  # shadow copies dropped because 2 were already running
+        _, text = server.request("GET", "/metrics")
+        found = re.search(r'recsys_shadow_requests_total\{outcome="dropped"\} (\S+)', text)
+        return int(float(found.group(1))) if found else 0
+
     plain = answers()
+    dropped_before = dropped()
     server.registry.set_shadow("v2")
     server.wait_for(lambda h: h["shadow"] == "v2")
     try:
@@ -312,10 +319,12 @@ def test_shadow_never_alters_responses_and_is_logged(server: Server) -> None:
             records = (
                 [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
             )
-            if len(records) >= len(users):
+            if len(records) + dropped() - dropped_before >= len(users):
                 break
             time.sleep(0.1)
-        assert len(records) == len(users)
+        # every copy is either compared and logged or dropped (counted), most are logged
+        assert len(records) + dropped() - dropped_before == len(users)
+        assert len(records) >= len(users) // 2
         assert {(r["primary_version"], r["shadow_version"]) for r in records} == {("v1", "v2")}
         assert all(0.0 <= r["topk_overlap"] <= 1.0 and r["shadow_latency_ms"] > 0 for r in records)
     finally:
@@ -405,3 +414,65 @@ def test_metrics_expose_counts_latency_versions_and_drift(server: Server) -> Non
         "recsys_shadow_topk_overlap_count",
     ):
         assert needle in text, needle
+
+
+def test_several_processes_follow_the_registry_and_share_metrics(
+    server: Server, tmp_path: Path
+) -> None:
+    registry = Registry(tmp_path / "registry")
+    assert registry.add(server.bundles["fp32"]) == "v1"
+    assert registry.add(server.bundles["int8"]) == "v2"
+    registry.promote("v1")
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable, "-m", "torchrec_recsys", "serve", "--registry", str(registry.root),
+        "--port", str(port), "--max-k", str(MAX_K), "--candidates", str(CANDIDATES),
+        "--poll-seconds", "0.1", "--processes", "2",
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    multi = Server(port, registry, tmp_path / "logs", server.bundles, {}, {}, [])
+    try:
+        live: dict[int, str] = {}  # process id -> live version it reported
+
+        def seen(version: str) -> Any:
+            def check(health: dict[str, Any]) -> bool:
+                live[health["process"]] = health["live"]
+                return len(live) == 2 and set(live.values()) == {version}
+
+            return check
+
+        multi.wait_for(seen("v1"), seconds=120)  # both processes up with v1
+        answers = [multi.recommend(f"u{i}", k=5) for i in range(20)]
+        assert all(status == 200 and body["version"] == "v1" for status, body in answers)
+        registry.promote("v2")
+        multi.wait_for(seen("v2"), seconds=60)  # each process reloaded on its own
+        answers = [multi.recommend(f"u{i}", k=5) for i in range(20)]
+        assert all(status == 200 and body["version"] == "v2" for status, body in answers)
+        _, text = multi.request("GET", "/metrics")
+        assert 'recsys_requests_total{endpoint="/recommend",status="200"} 40.0' in text
+        assert 'recsys_version_requests_total{role="live",version="v2"} 20.0' in text
+        assert 'recsys_live_version{version="v2"} 1.0' in text
+    finally:
+        process.terminate()
+        try:
+            output, _ = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            output, _ = process.communicate()
+        print(output[-3000:])
+
+
+def test_the_shared_listening_socket_is_tcp_so_answers_are_not_delayed() -> None:
+    # protocol 0 here would leave Nagle on for every accepted connection (uvicorn #3149)
+    from torchrec_recsys.serving.service import _listening_socket
+
+    with _listening_socket("127.0.0.1", 0) as sock:
+        assert sock.proto == socket.IPPROTO_TCP and sock.get_inheritable()
+        sock.listen()
+        conn = socket.create_connection(sock.getsockname())
+        accepted, _ = sock.accept()
+        with conn, accepted:
+            assert accepted.proto == socket.IPPROTO_TCP  # what asyncio checks for TCP_NODELAY

@@ -2,7 +2,7 @@
 
 export-bundle --retriever RUN --ranker RUN --out BUNDLE [--quantize int8] [--kind ivf]
 registry --root DIR add BUNDLE | promote VERSION | rollback | list | canary | shadow
-serve --registry DIR [--host 127.0.0.1 --port 8080]
+serve --registry DIR [--host 127.0.0.1 --port 8080 --processes N]
 drift --url http://127.0.0.1:8080 [--plot drift.png]
 """
 
@@ -203,6 +203,13 @@ def serve_main(argv: list[str]) -> None:
     parser.add_argument(
         "--workers", type=int, default=2, help="requests computed at once (about the cores)"
     )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="server processes on one port, each with the live version (GIL: one process "
+        "computes about one request at a time)",
+    )
     parser.add_argument("--poll-seconds", type=float, default=0.5, help="registry poll period")
     parser.add_argument("--log-dir", help="impression/shadow logs (default <registry>/logs)")
     parser.add_argument(
@@ -235,7 +242,9 @@ def serve_main(argv: list[str]) -> None:
         psi_threshold=args.psi_threshold,
         drift_min_requests=args.drift_min_requests,
     )
-    serve(config, args.host, args.port, torch_threads=args.torch_threads)
+    if args.processes < 1:
+        raise UserError(f"--processes {args.processes} must be at least 1")
+    serve(config, args.host, args.port, args.torch_threads, args.processes)
 
 
 def drift_main(argv: list[str]) -> None:

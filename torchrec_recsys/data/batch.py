@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from torchrec.streamable import Pipelineable
@@ -120,10 +121,24 @@ def build_kjt(
         check_ids(feature, feature_values)
         lengths.append(feature_lengths)
         values.append(feature_values)
+    return kjt_from_pieces([f.name for f in features], lengths, values)
+
+
+def kjt_from_pieces(
+    keys: Sequence[str],
+    lengths: Sequence[torch.Tensor | np.ndarray],
+    values: Sequence[torch.Tensor | np.ndarray],
+) -> KeyedJaggedTensor:
+    """The KJT of per-key lengths [B] and values [nnz] (torch or numpy, IDs already checked),
+    concatenated key-major: lengths [len(keys) * B] int32, values [sum of all lengths]."""
+    if lengths and isinstance(lengths[0], np.ndarray):
+        flat_lengths = torch.from_numpy(np.concatenate(lengths).astype(np.int32))
+        flat_values = torch.from_numpy(np.concatenate(values).astype(np.int64, copy=False))
+    else:
+        flat_lengths = torch.cat(list(lengths)).to(torch.int32)  # type: ignore[arg-type]
+        flat_values = torch.cat(list(values))  # type: ignore[arg-type]
     return KeyedJaggedTensor.from_lengths_sync(
-        keys=[f.name for f in features],
-        values=torch.cat(values),  # [sum of all lengths]
-        lengths=torch.cat(lengths).to(torch.int32),  # [len(keys) * B], key-major
+        keys=list(keys), values=flat_values, lengths=flat_lengths
     )
 
 
@@ -217,8 +232,4 @@ def build_kjt_whole(
         check_ids(feature, column.values)
         lengths.append(column.lengths)  # [B]
         values.append(column.values)  # [nnz]
-    return KeyedJaggedTensor.from_lengths_sync(
-        keys=[f.name for f in features],
-        values=torch.cat(values),  # [sum of all lengths]
-        lengths=torch.cat(lengths).to(torch.int32),  # [len(keys) * B], key-major
-    )
+    return kjt_from_pieces([f.name for f in features], lengths, values)

@@ -397,6 +397,7 @@ def search(
     queries: np.ndarray,
     k: int,
     exclude: Sequence[Collection[str]] | None = None,
+    exclude_rows: Sequence[np.ndarray] | None = None,
 ) -> tuple[np.ndarray, list[list[str]]]:
     """Top-k items per query by inner product (cosine: queries are L2-normalised too).
 
@@ -408,6 +409,8 @@ def search(
             (e.g. items the user interacted with in training). The index is searched for
             ``k + max(len(e))`` neighbours and the excluded ones are filtered out.
             Ids not in the index are ignored.
+        exclude_rows: the same as index rows, one int64 array per query (for a caller that
+            keeps rows, e.g. the service); not together with ``exclude``.
 
     Returns:
         ``scores [Q, k]`` float32, best first, and ``item_ids``: per query a list of at most
@@ -433,17 +436,23 @@ def search(
         q = _l2_normalise(q, what="query embeddings")  # [Q, D], unit rows
     num_q = q.shape[0]
 
-    excluded_rows: list[set[int]] | None = None
+    if exclude is not None and exclude_rows is not None:
+        raise DataError("pass exclude (item ids) or exclude_rows (index rows), not both")
+    excluded_rows: list[np.ndarray] | None = None
     fetch = int(k)
     if exclude is not None:
-        if len(exclude) != num_q:
+        excluded_rows = [
+            np.fromiter({loaded.row_of[i] for i in items if i in loaded.row_of}, np.int64)
+            for items in exclude
+        ]
+    elif exclude_rows is not None:
+        excluded_rows = [np.asarray(rows, dtype=np.int64) for rows in exclude_rows]
+    if excluded_rows is not None:
+        if len(excluded_rows) != num_q:
             raise DataError(
-                f"exclude has {len(exclude)} entries, but there are {num_q} queries; "
+                f"exclude has {len(excluded_rows)} entries, but there are {num_q} queries; "
                 "expected one collection of item ids per query"
             )
-        excluded_rows = [
-            {loaded.row_of[i] for i in items if i in loaded.row_of} for items in exclude
-        ]
         fetch = min(n, k + max((len(r) for r in excluded_rows), default=0))
 
     params = _search_params(loaded.spec, fetch)
@@ -459,8 +468,8 @@ def search(
     for qi in range(num_q):
         rows = raw_rows[qi]
         keep = rows >= 0
-        if excluded_rows is not None and excluded_rows[qi]:
-            keep &= ~np.isin(rows, np.fromiter(excluded_rows[qi], dtype=np.int64))
+        if excluded_rows is not None and len(excluded_rows[qi]):
+            keep &= ~np.isin(rows, excluded_rows[qi])
         kept = np.flatnonzero(keep)[:k]
         scores[qi, : len(kept)] = raw_scores[qi, kept]
         ids.append([item_ids[r] for r in rows[kept]])

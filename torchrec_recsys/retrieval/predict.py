@@ -11,6 +11,7 @@ from typing import Protocol
 
 import torch
 from torch import nn
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from torchrec_recsys.data.batch import Batch
 from torchrec_recsys.data.dataset import ExampleTable, RecDataset
@@ -39,12 +40,20 @@ def predict(
     else:
         batches = eval_batches(table, data.spec, 4096, ShardInfo())
     for batch in batches:
-        if output == "ranking":
-            out.append(torch.sigmoid(task.model(batch.dense_features, batch.sparse_features)[:, 0]))
-        else:
-            query, item = task.model(batch.dense_features, batch.sparse_features)
-            out.append(query if output == "query" else item)
+        out.append(predict_batch(task, batch.dense_features, batch.sparse_features, output))
     return torch.cat(out)[: len(table)]
+
+
+@torch.no_grad()
+def predict_batch(
+    task: torch.nn.Module, dense: torch.Tensor, sparse: KeyedJaggedTensor, output: str
+) -> torch.Tensor:
+    """:func:`predict` of one assembled batch: dense [B, num_dense] + KJT of every spec key
+    -> query [B, D], item [B, D] or ranker probabilities [B]."""
+    if output == "ranking":
+        return torch.sigmoid(task.model(dense, sparse)[:, 0])
+    query, item = task.model(dense, sparse)
+    return query if output == "query" else item
 
 
 def item_embeddings(task: nn.Module, data: RecDataset) -> torch.Tensor:

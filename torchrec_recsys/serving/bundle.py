@@ -59,6 +59,7 @@ from torchrec_recsys.retrieval.faiss_index import (
 )
 from torchrec_recsys.retrieval.predict import TrainedTask, item_embeddings
 from torchrec_recsys.serving.drift import training_statistics
+from torchrec_recsys.serving.online import OnlineFeatures
 
 SCHEMA = "torchrec_recsys.serving.bundle"
 FORMAT_VERSION = 1
@@ -142,6 +143,8 @@ class ServingBundle:
     ranker: BundleModel
     index: LoadedIndex
     stats: dict[str, Any]
+    online: OnlineFeatures
+    """Every user's and item's features, taken once for the per-request path."""
 
 
 # --------------------------------------------------------------------------- helpers
@@ -464,4 +467,5 @@ def load_bundle(folder: str | Path, verify: bool = True) -> ServingBundle:
         ranker=models["ranker"],
         index=index,
         stats=_read_json(folder / STATS_FILE),
+        online=OnlineFeatures.build(models["retriever"], models["ranker"], index),
     )

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -147,23 +148,26 @@ class DriftAccumulator:
 
     def observe(self, query: ExampleTable) -> None:
         """Count the features of one request's query table (one row)."""
-        sparse = {
-            name: query.sparse[name].values.numpy() for name in self._bucket_of
-        }  # name -> [nnz] table rows
-        dense = {name: float(query.dense[0, c]) for name, c in self._dense_columns.items()}
+        sparse = {name: query.sparse[name].values.numpy() for name in self._bucket_of}
+        self.observe_row(sparse, query.dense[0].numpy())
+
+    def observe_row(self, sparse: Mapping[str, np.ndarray], dense: np.ndarray) -> None:
+        """Count one request's query features: user key -> its values [nnz] (table rows), and
+        the dense row [num_dense]."""
+        dense_values = {name: float(dense[c]) for name, c in self._dense_columns.items()}
         with self._lock:
             self._roll()
             window = self._current
             window["requests"] += 1
-            for name, values in sparse.items():
-                bucket_of = self._bucket_of[name]
+            for name, bucket_of in self._bucket_of.items():
+                values = sparse[name]
                 ok = values[(values >= 0) & (values < len(bucket_of))]
                 np.add.at(window["sparse"][name], bucket_of[ok], 1)
                 empty = int(len(values) == 0)  # no value at all (e.g. a cold user's id)
                 window["sparse"][name][0] += empty
                 window["unseen"][name] += int((ok == OOV_INDEX).sum()) + empty
                 window["values"][name] += len(ok) + empty
-            for name, value in dense.items():
+            for name, value in dense_values.items():
                 window["dense"][name][int(np.searchsorted(self._edges[name], value))] += 1
 
     def report(

@@ -4,7 +4,8 @@
         -> bounded admission (503 at once when ``max_concurrency`` requests are in flight),
            then one of ``workers`` threads (more threads than cores only thrash)
         -> routing (live, or canary by user hash), a version held for the whole request
-        -> retrieval.two_stage.recommend in a worker thread
+        -> serving.online.recommend_online in a worker thread (the offline recommend's steps,
+           batches gathered from feature rows taken when the version loaded)
         -> response; impression log row; drift counts; shadow copy after the response
     GET /healthz   live / canary / shadow versions, last reload error (503 without live)
     GET /metrics   Prometheus text: requests, latency, errors, per-version, drift gauges
@@ -20,10 +21,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
+import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +45,12 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from torchrec_recsys.errors import UserError
-from torchrec_recsys.retrieval.two_stage import recommend
 from torchrec_recsys.serving.bundle import ServingBundle, load_bundle
 from torchrec_recsys.serving.drift import (
     DEFAULT_MIN_REQUESTS,
@@ -52,6 +59,7 @@ from torchrec_recsys.serving.drift import (
     DriftAccumulator,
 )
 from torchrec_recsys.serving.impressions import ImpressionLog
+from torchrec_recsys.serving.online import recommend_online
 from torchrec_recsys.serving.registry import Registry, RegistryState
 from torchrec_recsys.serving.routing import Routing
 
@@ -149,11 +157,15 @@ class _Metrics:
             registry=r,
         )
         self.errors = Counter("recsys_errors", "Failed requests by reason", ["reason"], registry=r)
-        self.inflight = Gauge("recsys_inflight_requests", "Requests in flight", registry=r)
+        self.inflight = Gauge(
+            "recsys_inflight_requests",
+            "Requests in flight",
+            registry=r,
+            multiprocess_mode="livesum",  # summed over live processes with --processes N
+        )
         self.reloads = Counter(
             "recsys_reloads", "Registry reloads by outcome", ["outcome"], registry=r
         )
-        self.live = Gauge("recsys_live_version", "1 for the live version", ["version"], registry=r)
         self.cold = Counter("recsys_cold_start", "Answers for unknown users", registry=r)
         self.shadow_overlap = Histogram(
             "recsys_shadow_topk_overlap",
@@ -164,24 +176,51 @@ class _Metrics:
         self.shadow = Counter(
             "recsys_shadow_requests", "Shadow copies by outcome", ["outcome"], registry=r
         )
-        self.psi = Gauge(
-            "recsys_drift_psi",
-            "PSI of a feature, live window vs training",
-            ["version", "feature"],
-            registry=r,
+
+
+class _StateCollector(Collector):
+    """Gauges read from this process's state when scraped: the live version and the drift
+    of the live and canary windows (computed per scrape, so never stale; with several
+    processes, the drift of the answering process's window)."""
+
+    def __init__(self, store: ModelStore, report: Callable[[LoadedVersion], dict[str, Any]]):
+        self.store = store
+        self.report = report
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        routing = self.store.routing
+        live = GaugeMetricFamily(
+            "recsys_live_version", "1 for the live version", labels=["version"]
         )
-        self.unseen = Gauge(
-            "recsys_drift_unseen_share",
-            "Share of unseen IDs in the window",
-            ["version", "feature"],
-            registry=r,
+        if routing.live_name:
+            live.add_metric([routing.live_name], 1)
+        labels = ["feature", "version"]
+        psi = GaugeMetricFamily(
+            "recsys_drift_psi", "PSI of a feature, live window vs training", labels=labels
         )
-        self.flagged = Gauge(
-            "recsys_drift_flagged", "1 when the feature drifted", ["version", "feature"], registry=r
+        unseen = GaugeMetricFamily(
+            "recsys_drift_unseen_share", "Share of unseen IDs in the window", labels=labels
         )
-        self.window = Gauge(
-            "recsys_drift_window_requests", "Requests in the drift window", ["version"], registry=r
+        flagged = GaugeMetricFamily(
+            "recsys_drift_flagged", "1 when the feature drifted", labels=labels
         )
+        window = GaugeMetricFamily(
+            "recsys_drift_window_requests", "Requests in the drift window", labels=["version"]
+        )
+        for name, version in (
+            (routing.live_name, routing.live),
+            (routing.canary_name, routing.canary),
+        ):
+            if name is None or version is None:
+                continue
+            report = self.report(version)
+            window.add_metric([name], report["requests"])
+            for row in report["features"]:
+                psi.add_metric([row["feature"], name], row["psi"])
+                flagged.add_metric([row["feature"], name], int(row["flagged"]))
+                if "unseen_share" in row:
+                    unseen.add_metric([row["feature"], name], row["unseen_share"])
+        yield from (live, psi, unseen, flagged, window)
 
 
 class ModelStore:
@@ -244,9 +283,6 @@ class ModelStore:
         self.last_error = None
         self._failed_generation = None
         self.metrics.reloads.labels("ok").inc()
-        self.metrics.live.clear()
-        if routing.live_name:
-            self.metrics.live.labels(routing.live_name).set(1)
         log.info(
             "serving generation %d: live=%s canary=%s (%.0f%%) shadow=%s",
             state.generation,
@@ -302,17 +338,19 @@ def _answer(version: LoadedVersion, body: RecommendRequest, observe: bool) -> di
     history = body.history or []
     item_vocab = bundle.retriever.data.vocabs["item_id"]
     unknown = [h for h in history if h not in item_vocab]
-    result = recommend(
+    answer = recommend_online(
         bundle.retriever,
         bundle.ranker,
         bundle.index,
+        bundle.online,
         body.user_id,
         body.k,
         version.candidates,
         history,
     )
-    if observe and result.query is not None:
-        version.drift.observe(result.query)
+    if observe:
+        version.drift.observe_row(answer.query_sparse, answer.query_dense)
+    result = answer.result
     return {
         "user_id": body.user_id,
         "version": version.name,
@@ -531,6 +569,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
             ),
             "shadow": routing.shadow_name,
             "last_reload_error": store.last_error,
+            "process": os.getpid(),  # which server process answered (serve --processes N)
         }
         return JSONResponse(status_code=200 if routing.live is not None else 503, content=body)
 
@@ -539,27 +578,17 @@ def create_app(config: ServiceConfig) -> FastAPI:
             config.psi_threshold, config.unseen_threshold, config.drift_min_requests
         )
 
+    state_collector = _StateCollector(store, _drift_report)
+    if multiprocess_dir():  # --processes N: every process's counters, from their files
+        scrape = CollectorRegistry()
+        MultiProcessCollector(scrape)
+    else:
+        scrape = metrics.registry
+    scrape.register(state_collector)
+
     @app.get("/metrics")
     async def metrics_endpoint() -> Response:
-        routing = store.routing
-        metrics.psi.clear()
-        metrics.unseen.clear()
-        metrics.flagged.clear()
-        metrics.window.clear()
-        for name, version in (
-            (routing.live_name, routing.live),
-            (routing.canary_name, routing.canary),
-        ):
-            if name is None or version is None:
-                continue
-            report = _drift_report(version)
-            metrics.window.labels(name).set(report["requests"])
-            for row in report["features"]:
-                metrics.psi.labels(name, row["feature"]).set(row["psi"])
-                metrics.flagged.labels(name, row["feature"]).set(int(row["flagged"]))
-                if "unseen_share" in row:
-                    metrics.unseen.labels(name, row["feature"]).set(row["unseen_share"])
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(scrape), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/drift")
     async def drift() -> JSONResponse:
@@ -581,18 +610,88 @@ def create_app(config: ServiceConfig) -> FastAPI:
     return app
 
 
-def serve(
-    config: ServiceConfig, host: str = "127.0.0.1", port: int = 8080, torch_threads: int = 1
-) -> None:
-    """Run the service with uvicorn until interrupted."""
-    import uvicorn
+CONFIG_ENV = "TORCHREC_RECSYS_SERVE_CONFIG"
+"""How ``serve --processes N`` hands the service settings to its worker processes."""
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
+
+def multiprocess_dir() -> str | None:
+    """prometheus_client's multiprocess folder, set when the service runs several processes."""
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+def _setup_process(torch_threads: int) -> None:
     torch.set_num_threads(torch_threads)
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    log.addHandler(handler)
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False
-    uvicorn.run(
-        create_app(config), host=host, port=port, log_level="warning", timeout_keep_alive=30
-    )
+
+
+def app_from_env() -> FastAPI:
+    """The app of one worker process of ``serve --processes N`` (a uvicorn factory)."""
+    settings = json.loads(os.environ[CONFIG_ENV])
+    torch_threads = int(settings.pop("torch_threads"))
+    _setup_process(torch_threads)
+    for name in ("registry", "log_dir"):
+        if settings[name] is not None:
+            settings[name] = Path(settings[name])
+    return create_app(ServiceConfig(**settings))
+
+
+def serve(
+    config: ServiceConfig,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    torch_threads: int = 1,
+    processes: int = 1,
+) -> None:
+    """Run the service with uvicorn until interrupted.
+
+    ``processes`` > 1 runs that many worker processes on one listening socket (uvicorn's
+    workers): each loads the live version and follows the registry on its own, so a promote or
+    rollback reaches every process within ``poll_seconds``; ``/metrics`` sums the counters
+    and histograms of all of them (prometheus_client multiprocess mode); the drift window,
+    admission limit and impression log are per process.
+    """
+    import uvicorn
+
+    if processes < 1:
+        raise UserError(f"processes = {processes}; expected at least 1")
+    options = {"host": host, "port": port, "log_level": "warning", "timeout_keep_alive": 30}
+    if processes == 1:
+        _setup_process(torch_threads)
+        uvicorn.run(create_app(config), **options)  # type: ignore[arg-type]
+        return
+    from uvicorn.supervisors import Multiprocess
+
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
+    with tempfile.TemporaryDirectory(prefix="recsys_metrics_") as metrics_dir:
+        os.environ[MULTIPROC_ENV] = metrics_dir  # read by prometheus_client in each worker
+        os.environ[CONFIG_ENV] = json.dumps({**settings, "torch_threads": torch_threads})
+        uvicorn_config = uvicorn.Config(
+            "torchrec_recsys.serving.service:app_from_env",
+            factory=True,
+            workers=processes,
+            **options,  # type: ignore[arg-type]
+        )
+        with _listening_socket(host, port) as sock:
+            Multiprocess(uvicorn_config, sockets=[sock]).run()
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """The TCP socket the worker processes share, created with ``IPPROTO_TCP``: uvicorn's own
+    (``--workers``) leaves the protocol 0, so asyncio never sets ``TCP_NODELAY`` on accepted
+    connections and each keep-alive answer waits ~40 ms for a delayed ACK (uvicorn #3149)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise UserError(f"cannot listen on {host}:{port} ({exc}); expected a free port") from None
+    sock.set_inheritable(True)
+    return sock
