@@ -10,6 +10,7 @@ from conftest import tiny_overrides
 
 from torchrec_recsys.app.train import main
 from torchrec_recsys.cli import main as cli_main
+from torchrec_recsys.data.context import context_feature_names
 from torchrec_recsys.errors import ConfigError, UserError
 
 
@@ -38,10 +39,11 @@ def runs(synthetic_paths, tmp_path_factory):  # type: ignore[no-untyped-def]
 @pytest.mark.slow
 def test_pipeline_ranker_trains_on_pairs_and_evaluates(runs, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     _, _, retriever, rating, pipeline = runs
-    assert pipeline["feature_spec"]["dense"][-2:] == [
-        {"name": "retrieval_score", "tower": "pair"},
-        {"name": "retrieval_rank", "tower": "pair"},
-    ]
+    pair = [f["name"] for f in pipeline["feature_spec"]["dense"] if f["tower"] == "pair"]
+    fixed = ["retrieval_score", "retrieval_rank", *context_feature_names([])]
+    assert pair[: len(fixed)] == fixed
+    shares = pair[len(fixed) :]  # one per configured item column
+    assert shares and all(n.startswith("history_share_item_") for n in shares)
     # 1 positive + 4 hard + 2 random negatives per training example
     assert pipeline["dataset"]["train"] == 7 * rating["dataset"]["train"]
     assert 0.0 <= pipeline["test"]["auc"] <= 1.0

@@ -28,6 +28,7 @@ from torchrec_recsys.models.tabular import (
     tabular_layout,
     tabular_matrix,
 )
+from torchrec_recsys.retrieval.candidates import pipeline_pairs
 from torchrec_recsys.retrieval.faiss_index import (
     IndexSpec,
     LoadedIndex,
@@ -402,7 +403,7 @@ def evaluate_pipeline_main(argv: list[str]) -> None:
 
 def tabular_scorers(pairs: RecDataset, seed: int) -> dict[str, PairScorer]:
     """Logistic regression and LightGBM fitted on a pipeline ranker's training pairs (its
-    features + retrieval score and rank), as second-stage scorers."""
+    features + retrieval score and rank + context), as second-stage scorers."""
     train, val = pairs.splits["train"], pairs.splits["val"]
     # many pairs per query: two passes converge
     logistic = fit_logistic_regression(train, pairs.spec, epochs=2, seed=seed)
@@ -412,9 +413,7 @@ def tabular_scorers(pairs: RecDataset, seed: int) -> dict[str, PairScorer]:
     def features(
         queries: ExampleTable, index: torch.Tensor, items: torch.Tensor, retrieval: torch.Tensor
     ) -> ExampleTable:
-        table = pairs.pair_table(queries, index, items)
-        table.dense = torch.cat([table.dense, retrieval], dim=1)  # [M, dense + 2]
-        return table
+        return pipeline_pairs(pairs, queries, index, items, retrieval)
 
     def lr(q: ExampleTable, i: torch.Tensor, it: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         return logistic_probabilities(logistic, features(q, i, it, r))
