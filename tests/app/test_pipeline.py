@@ -61,6 +61,7 @@ def test_pipeline_ranker_trains_on_pairs_and_evaluates(runs, tmp_path: Path) -> 
         "DLRM (pipeline)",
         "logistic regression (pipeline)",
         "LightGBM (pipeline)",
+        "LightGBM lambdarank (pipeline)",
         "candidates_recall",
     }
     for name in ("retrieval", "DLRM (pipeline)"):

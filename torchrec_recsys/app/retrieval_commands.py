@@ -388,7 +388,9 @@ def evaluate_pipeline_main(argv: list[str]) -> None:
         if not ctx.is_main:
             return
         if pairs_ranker is not None and not args.no_tabular:
-            scorers.update(tabular_scorers(pairs_ranker.data, pairs_ranker.cfg.train.seed))
+            m = pairs_ranker.cfg.model
+            group = 1 + m.hard_negatives + m.random_negatives  # pairs per query, positive first
+            scorers.update(tabular_scorers(pairs_ranker.data, pairs_ranker.cfg.train.seed, group))
         metrics = evaluate_two_stage(
             retriever, None, args.split, args.candidates, args.k, scorers=scorers
         )
@@ -401,14 +403,22 @@ def evaluate_pipeline_main(argv: list[str]) -> None:
         shutdown_distributed()
 
 
-def tabular_scorers(pairs: RecDataset, seed: int) -> dict[str, PairScorer]:
-    """Logistic regression and LightGBM fitted on a pipeline ranker's training pairs (its
-    features + retrieval score and rank + context), as second-stage scorers."""
+LAMBDARANK_ROUNDS = 150
+"""Boosting rounds of the lambdarank second stage (one setting, not tuned)."""
+
+
+def tabular_scorers(pairs: RecDataset, seed: int, group_size: int) -> dict[str, PairScorer]:
+    """Logistic regression, LightGBM (binary) and LightGBM (lambdarank, ``group_size`` pairs
+    per query, 150 rounds) fitted on a pipeline ranker's training pairs (its features +
+    retrieval score and rank + context), as second-stage scorers."""
     train, val = pairs.splits["train"], pairs.splits["val"]
     # many pairs per query: two passes converge
     logistic = fit_logistic_regression(train, pairs.spec, epochs=2, seed=seed)
     layout = tabular_layout(train, pairs.spec)
     booster = fit_lightgbm(train, val, pairs.spec, layout, seed=seed)
+    ranker = fit_lightgbm(
+        train, None, pairs.spec, layout, rounds=LAMBDARANK_ROUNDS, seed=seed, group_size=group_size
+    )
 
     def features(
         queries: ExampleTable, index: torch.Tensor, items: torch.Tensor, retrieval: torch.Tensor
@@ -423,7 +433,18 @@ def tabular_scorers(pairs: RecDataset, seed: int) -> dict[str, PairScorer]:
             booster, tabular_matrix(features(q, i, it, r), pairs.spec, layout)
         )
 
-    return {"logistic regression (pipeline)": lr, "LightGBM (pipeline)": gbdt}
+    def lambdarank(
+        q: ExampleTable, i: torch.Tensor, it: torch.Tensor, r: torch.Tensor
+    ) -> torch.Tensor:
+        return lightgbm_probabilities(
+            ranker, tabular_matrix(features(q, i, it, r), pairs.spec, layout)
+        )
+
+    return {
+        "logistic regression (pipeline)": lr,
+        "LightGBM (pipeline)": gbdt,
+        "LightGBM lambdarank (pipeline)": lambdarank,
+    }
 
 
 def pipeline_table(metrics: dict[str, dict[str, float]], k: int) -> str:
