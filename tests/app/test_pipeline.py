@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 from conftest import tiny_overrides
 
+from torchrec_recsys.app.retrieval_commands import ranker_name
 from torchrec_recsys.app.train import main
 from torchrec_recsys.cli import main as cli_main
+from torchrec_recsys.config import ExperimentConfig
 from torchrec_recsys.data.context import context_feature_names
 from torchrec_recsys.errors import ConfigError, UserError
 
@@ -88,3 +91,12 @@ def test_pipeline_bad_inputs_are_clear_errors(runs, capsys) -> None:  # type: ig
     args = ["evaluate-pipeline", "--retriever", rating["run_dir"], "--ranker", pipeline["run_dir"]]
     assert cli_main(args) == 2
     assert "expected 'two_tower'" in capsys.readouterr().err
+
+
+def test_ranker_rows_name_the_objective_and_a_missing_context() -> None:
+    cfg = ExperimentConfig()
+    assert ranker_name(cfg) == "DLRM (rating)"
+    piped = dataclasses.replace(cfg.model, objective="pipeline", interaction="dcn")
+    assert ranker_name(dataclasses.replace(cfg, model=piped)) == "DCN-v2 (pipeline)"
+    plain = dataclasses.replace(piped, interaction="dot", context_features=False)
+    assert ranker_name(dataclasses.replace(cfg, model=plain)) == "DLRM (pipeline, no context)"

@@ -313,9 +313,11 @@ def generate_for_user(
 
 
 def ranker_name(cfg: ExperimentConfig) -> str:
-    """A ranker run's row label: ``DLRM``/``DCN-v2`` and its objective."""
+    """A ranker run's row label: ``DLRM``/``DCN-v2`` and its objective (a pipeline ranker
+    without context features says so)."""
     model = "DCN-v2" if cfg.model.interaction == "dcn" else "DLRM"
-    return f"{model} ({cfg.model.objective})"
+    plain = cfg.model.objective == "pipeline" and not cfg.model.context_features
+    return f"{model} ({cfg.model.objective}{', no context' if plain else ''})"
 
 
 def evaluate_pipeline_main(argv: list[str]) -> None:
