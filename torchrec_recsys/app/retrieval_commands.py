@@ -316,8 +316,13 @@ def ranker_name(cfg: ExperimentConfig) -> str:
     """A ranker run's row label: ``DLRM``/``DCN-v2`` and its objective (a pipeline ranker
     without context features says so)."""
     model = "DCN-v2" if cfg.model.interaction == "dcn" else "DLRM"
+    return f"{model} ({objective_label(cfg)})"
+
+
+def objective_label(cfg: ExperimentConfig) -> str:
+    """``rating``, ``pipeline`` or ``pipeline, no context`` (without context features)."""
     plain = cfg.model.objective == "pipeline" and not cfg.model.context_features
-    return f"{model} ({cfg.model.objective}{', no context' if plain else ''})"
+    return f"{cfg.model.objective}{', no context' if plain else ''}"
 
 
 def evaluate_pipeline_main(argv: list[str]) -> None:
@@ -392,7 +397,10 @@ def evaluate_pipeline_main(argv: list[str]) -> None:
         if pairs_ranker is not None and not args.no_tabular:
             m = pairs_ranker.cfg.model
             group = 1 + m.hard_negatives + m.random_negatives  # pairs per query, positive first
-            scorers.update(tabular_scorers(pairs_ranker.data, pairs_ranker.cfg.train.seed, group))
+            label = objective_label(pairs_ranker.cfg)
+            scorers.update(
+                tabular_scorers(pairs_ranker.data, pairs_ranker.cfg.train.seed, group, label)
+            )
         metrics = evaluate_two_stage(
             retriever, None, args.split, args.candidates, args.k, scorers=scorers
         )
@@ -409,10 +417,12 @@ LAMBDARANK_ROUNDS = 150
 """Boosting rounds of the lambdarank second stage (one setting, not tuned)."""
 
 
-def tabular_scorers(pairs: RecDataset, seed: int, group_size: int) -> dict[str, PairScorer]:
+def tabular_scorers(
+    pairs: RecDataset, seed: int, group_size: int, label: str = "pipeline"
+) -> dict[str, PairScorer]:
     """Logistic regression, LightGBM (binary) and LightGBM (lambdarank, ``group_size`` pairs
     per query, 150 rounds) fitted on a pipeline ranker's training pairs (its features +
-    retrieval score and rank + context), as second-stage scorers."""
+    retrieval score and rank + context), as second-stage scorers named ``<model> (label)``."""
     train, val = pairs.splits["train"], pairs.splits["val"]
     # many pairs per query: two passes converge
     logistic = fit_logistic_regression(train, pairs.spec, epochs=2, seed=seed)
@@ -443,9 +453,9 @@ def tabular_scorers(pairs: RecDataset, seed: int, group_size: int) -> dict[str, 
         )
 
     return {
-        "logistic regression (pipeline)": lr,
-        "LightGBM (pipeline)": gbdt,
-        "LightGBM lambdarank (pipeline)": lambdarank,
+        f"logistic regression ({label})": lr,
+        f"LightGBM ({label})": gbdt,
+        f"LightGBM lambdarank ({label})": lambdarank,
     }
 
 

@@ -87,13 +87,14 @@ def pipeline_table(per_seed: list[dict[str, dict[str, float]]]) -> str:
 def _evaluate_alone(
     retriever: dict[str, Any], ranker: dict[str, Any], candidates: int, root: Path, seed: int
 ) -> dict[str, dict[str, float]]:
-    """``evaluate-pipeline`` of one more ranker (no tabular second stages): its row only."""
+    """``evaluate-pipeline`` of a pipeline ranker without context features: its rows (the
+    DLRM and the tabular second stages on its pairs) only."""
     out = root / f"evaluate_pipeline_noctx_s{seed}.json"
     if not out.is_file():
         evaluate_pipeline_main(
             [
                 *("--retriever", retriever["run_dir"], "--ranker", ranker["run_dir"]),
-                *("--candidates", str(candidates), "--no-tabular", "--out", str(out)),
+                *("--candidates", str(candidates), "--out", str(out)),
             ]
         )
     return {k: v for k, v in json.loads(out.read_text()).items() if "no context" in k}
@@ -122,7 +123,7 @@ def main(argv: list[str]) -> None:
         "--ablate-context",
         action="store_true",
         help="also train the pipeline DLRM without context features (model.context_features "
-        "= false) and add its row",
+        "= false) and add its rows (it and the tabular second stages on its pairs)",
     )
     args, overrides = parser.parse_known_args(argv)
     root = Path(args.runs_dir)
