@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from torchrec_recsys.data.dataset import ExampleTable, RecDataset
+from torchrec_recsys.data.features import ITEM, USER
 from torchrec_recsys.data.jagged import JaggedColumn
 from torchrec_recsys.metrics.retrieval import CHUNK_ELEMENTS, ranks_and_top_k
 
@@ -141,7 +142,10 @@ def pipeline_pairs(
     of ``data/context.py`` [M, F]. The one place these are assembled: the training pairs,
     the evaluation scorers (DLRM, logistic regression, LightGBM) and serving all call it."""
     table = data.pair_table(queries, index, items)
-    extra = [table.dense, retrieval.float()]
+    # the user and item columns only: a query table built from the pairs dataset itself
+    # (serving) already has zero-filled columns for the pair features
+    towers = [i for i, f in enumerate(data.spec.dense) if f.tower in (USER, ITEM)]
+    extra = [table.dense[:, towers], retrieval.float()]
     if data.context is not None:
         extra.append(data.context.features(queries, index, items))
     table.dense = torch.cat(extra, dim=1)  # [M, dense + 2 + F]
