@@ -174,6 +174,14 @@ class ModelConfig:
     pipeline_val_fraction: float = 0.2
     """With ``pipeline_train_split = "val"``: share of validation queries kept for the
     ranker's own validation (best epoch, early stopping)."""
+    pipeline_last_per_user: int = 0
+    """With ``pipeline_train_split = "train"``: learn only from each user's last this many
+    training interactions (the queries nearest the test period in time); 0 = all of them."""
+    context_features: bool = True
+    """With ``objective = "pipeline"``: add the context features of ``data/context.py``
+    (recent popularity, item age, co-occurrence with the user's last items, attribute share
+    of the user's history: training interactions before the query's time only) to the
+    retrieval score and rank."""
     random_negatives: int = 5
     """With ``objective = "pipeline"``: negatives per positive drawn with probability
     proportional to training popularity ** 0.75 (never the positive or a training item)."""
@@ -522,6 +530,7 @@ FIELD_RANGES: dict[str, Range] = {
     "model.hard_negatives": NON_NEGATIVE,
     "model.random_negatives": NON_NEGATIVE,
     "model.pipeline_val_fraction": Range(0, 1, low_open=True, high_open=True),
+    "model.pipeline_last_per_user": Range(0, words="0 (every training interaction) or positive"),
     "train.patience": Range(0, words="0 (never stop early) or positive"),
     "baselines.lightgbm_rounds": POSITIVE,
     "baselines.lightgbm_num_leaves": Range(2),

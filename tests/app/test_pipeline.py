@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import tiny_overrides
 
+from torchrec_recsys.app.pipeline import load_ranker
+from torchrec_recsys.app.retrieval_commands import ranker_name
 from torchrec_recsys.app.train import main
+from torchrec_recsys.app.trained import load_trained
 from torchrec_recsys.cli import main as cli_main
+from torchrec_recsys.config import ExperimentConfig
+from torchrec_recsys.data.context import context_feature_names
+from torchrec_recsys.distributed.env import init_distributed, shutdown_distributed
 from torchrec_recsys.errors import ConfigError, UserError
+from torchrec_recsys.retrieval.candidates import retrieval_features
+from torchrec_recsys.retrieval.faiss_index import load_index, search
+from torchrec_recsys.retrieval.predict import predict
+from torchrec_recsys.retrieval.two_stage import pipeline_scorer, recommend, user_query_table
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +50,11 @@ def runs(synthetic_paths, tmp_path_factory):  # type: ignore[no-untyped-def]
 @pytest.mark.slow
 def test_pipeline_ranker_trains_on_pairs_and_evaluates(runs, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     _, _, retriever, rating, pipeline = runs
-    assert pipeline["feature_spec"]["dense"][-2:] == [
-        {"name": "retrieval_score", "tower": "pair"},
-        {"name": "retrieval_rank", "tower": "pair"},
-    ]
+    pair = [f["name"] for f in pipeline["feature_spec"]["dense"] if f["tower"] == "pair"]
+    fixed = ["retrieval_score", "retrieval_rank", *context_feature_names([])]
+    assert pair[: len(fixed)] == fixed
+    shares = pair[len(fixed) :]  # one per configured item column
+    assert shares and all(n.startswith("history_share_item_") for n in shares)
     # 1 positive + 4 hard + 2 random negatives per training example
     assert pipeline["dataset"]["train"] == 7 * rating["dataset"]["train"]
     assert 0.0 <= pipeline["test"]["auc"] <= 1.0
@@ -59,6 +72,7 @@ def test_pipeline_ranker_trains_on_pairs_and_evaluates(runs, tmp_path: Path) -> 
         "DLRM (pipeline)",
         "logistic regression (pipeline)",
         "LightGBM (pipeline)",
+        "LightGBM lambdarank (pipeline)",
         "candidates_recall",
     }
     for name in ("retrieval", "DLRM (pipeline)"):
@@ -85,3 +99,44 @@ def test_pipeline_bad_inputs_are_clear_errors(runs, capsys) -> None:  # type: ig
     args = ["evaluate-pipeline", "--retriever", rating["run_dir"], "--ranker", pipeline["run_dir"]]
     assert cli_main(args) == 2
     assert "expected 'two_tower'" in capsys.readouterr().err
+
+
+def test_ranker_rows_name_the_objective_and_a_missing_context() -> None:
+    cfg = ExperimentConfig()
+    assert ranker_name(cfg) == "DLRM (rating)"
+    piped = dataclasses.replace(cfg.model, objective="pipeline", interaction="dcn")
+    assert ranker_name(dataclasses.replace(cfg, model=piped)) == "DCN-v2 (pipeline)"
+    plain = dataclasses.replace(piped, interaction="dot", context_features=False)
+    assert ranker_name(dataclasses.replace(cfg, model=plain)) == "DLRM (pipeline, no context)"
+
+
+@pytest.mark.slow
+def test_recommend_scores_a_pipeline_ranker_like_the_evaluation(runs) -> None:  # type: ignore[no-untyped-def]
+    _, _, retriever_summary, _, pipeline_summary = runs
+    tt_dir = Path(retriever_summary["run_dir"])
+    assert cli_main(["export", "--run-dir", str(tt_dir)]) == 0
+    ctx = init_distributed()
+    try:
+        retriever = load_trained(tt_dir, ctx)
+        ranker = load_ranker(pipeline_summary["run_dir"], ctx)
+        assert ranker.data.context is not None
+        index = load_index(tt_dir / "index_flat", expected_dim=None, expected_metric="cosine")
+        user = retriever.data.user_ids[1]
+        result = recommend(retriever, ranker, index, user, k=5, candidates=20, rank_cap=20)
+        # the same 20 candidates through the evaluation's scorer, with the user's state now
+        data = retriever.data
+        query_table, cold = user_query_table(data, user, [])
+        assert not cold and query_table.times is None and query_table.history is not None
+        query = predict(retriever.task, query_table, data, "query").numpy()  # [1, D]
+        own = data.users.train_items.select(query_table.user_rows).values.tolist()
+        scores, ids = search(index, query, 20, exclude=[{data.items.item_ids[i] for i in own}])
+        rows = torch.tensor([ranker.data.items.row_of[i] for i in ids[0]])
+        features = retrieval_features(torch.tensor(scores[0]), torch.arange(20), 20)
+        now = ranker.data.user_table(query_table.user_rows)
+        expected = pipeline_scorer(ranker)(now, torch.zeros(20, dtype=torch.int64), rows, features)
+        order = torch.argsort(expected, descending=True)[:5]
+        assert [r.item_id for r in result.items] == [ids[0][i] for i in order.tolist()]
+        got = torch.tensor([r.ranking_score for r in result.items], dtype=expected.dtype)
+        assert torch.allclose(got, expected[order], atol=1e-6)
+    finally:
+        shutdown_distributed()

@@ -7,10 +7,16 @@ import torch
 from _configs import dataset_configs
 
 from torchrec_recsys.config import BaselineConfig
-from torchrec_recsys.data.dataset import build_dataset
+from torchrec_recsys.data.dataset import ExampleTable, build_dataset
+from torchrec_recsys.data.features import DenseFeature, FeatureSpec
 from torchrec_recsys.data.readers import read_files
 from torchrec_recsys.errors import ConfigError
-from torchrec_recsys.models.tabular import tabular_layout, tabular_matrix
+from torchrec_recsys.models.tabular import (
+    fit_lightgbm,
+    lightgbm_probabilities,
+    tabular_layout,
+    tabular_matrix,
+)
 from torchrec_recsys.training.baselines import learned_baselines
 
 ITEM_COLUMNS = ["genres", "decade"]
@@ -54,3 +60,28 @@ def test_learned_baselines_beat_chance(data) -> None:  # type: ignore[no-untyped
     assert out["lightgbm"]["auc"] > 0.55
     assert out["lightgbm"]["features_skipped"] == ["user_history"]
     assert 0 < out["lightgbm"]["ne"] < 1.2
+
+
+def test_lambdarank_learns_to_put_each_querys_positive_first() -> None:
+    gen = torch.Generator().manual_seed(0)
+    queries, group = 300, 4  # rows q*4 .. q*4+3 are one query, its positive first
+    labels = torch.zeros(queries, group)
+    labels[:, 0] = 1.0
+    signal = labels + torch.randn(queries, group, generator=gen)  # [Q, 4] noisy label
+    dense = torch.stack([signal, torch.randn(queries, group, generator=gen)], -1).view(-1, 2)
+    spec = FeatureSpec(sparse=(), dense=(DenseFeature("a", "pair"), DenseFeature("b", "pair")))
+    n = queries * group
+    table = ExampleTable(
+        {},
+        dense,
+        labels.view(-1),
+        torch.zeros(n, dtype=torch.int64),
+        torch.zeros(n, dtype=torch.int64),
+    )
+    layout = tabular_layout(table, spec)
+    booster = fit_lightgbm(table, table, spec, layout, rounds=30, group_size=group)
+    assert booster.params["objective"] == "lambdarank"
+    assert booster.current_iteration() == 30  # fixed rounds: no early stopping
+    scores = lightgbm_probabilities(booster, tabular_matrix(table, spec, layout)).view(-1, group)
+    top1 = float((scores.argmax(1) == 0).double().mean())
+    assert top1 > 0.6  # chance: 0.25

@@ -6,12 +6,14 @@
        validation interactions the retriever never saw, split into ranker train / val)
       -> per query: the target (label 1) + hard negatives from the top K
          + popularity-sampled negatives (label 0)
-      -> DLRM pair features (RecDataset.pair_table) + [retrieval score, rank / K]
+      (with pipeline_last_per_user = N: only each user's last N training interactions)
+      -> retrieval.candidates.pipeline_pairs: DLRM pair features (RecDataset.pair_table)
+         + [retrieval score, rank / K] + context features (data/context.py)
 
-The result is a :class:`RecDataset` whose splits are those pairs and whose FeatureSpec has
-two more dense features, so the DLRM, the trainer, the evaluator and the checkpoints work on
-it unchanged. Rank 0 computes the pairs and broadcasts them (the loaded retriever lives on
-rank 0 only).
+The result is a :class:`RecDataset` whose splits are those pairs, whose ``context`` holds
+the training statistics the context features read and whose FeatureSpec has the extra dense
+features, so the DLRM, the trainer, the evaluator and the checkpoints work on it unchanged.
+Rank 0 computes the pairs and broadcasts them (the loaded retriever lives on rank 0 only).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch.distributed as dist
 from torchrec_recsys.app import builders
 from torchrec_recsys.app.trained import TrainedModel, load_trained, read_run_config
 from torchrec_recsys.config import ExperimentConfig
+from torchrec_recsys.data.context import PairContext, build_pair_context
 from torchrec_recsys.data.dataset import ExampleTable, RecDataset
 from torchrec_recsys.data.features import DenseFeature, FeatureSpec
 from torchrec_recsys.distributed.env import DistContext, init_distributed
@@ -33,6 +36,7 @@ from torchrec_recsys.retrieval.candidates import (
     RANK_FEATURE_NAMES,
     Candidates,
     pair_retrieval_features,
+    pipeline_pairs,
     retrieval_features,
     retrieve_candidates,
     sample_negatives,
@@ -44,10 +48,20 @@ PAIR = "pair"
 POPULARITY_EXPONENT = 0.75
 
 
-def pipeline_spec(spec: FeatureSpec) -> FeatureSpec:
-    """``spec`` plus the two retrieval dense features."""
-    extra = tuple(DenseFeature(name, PAIR) for name in RANK_FEATURE_NAMES)
+def pipeline_spec(spec: FeatureSpec, context: PairContext | None) -> FeatureSpec:
+    """``spec`` plus the two retrieval dense features and ``context``'s features."""
+    names = [*RANK_FEATURE_NAMES, *(context.feature_names if context is not None else [])]
+    extra = tuple(DenseFeature(name, PAIR) for name in names)
     return FeatureSpec(sparse=spec.sparse, dense=(*spec.dense, *extra))
+
+
+def pair_context(cfg: ExperimentConfig, base: RecDataset) -> PairContext | None:
+    """The context statistics of ``base``'s training split (None when switched off); the
+    attributes compared with the user's history are the configured item columns."""
+    if not cfg.model.context_features:
+        return None
+    keys = [f"item_{c}" for c in cfg.data.item_categorical_columns]
+    return build_pair_context(base, [k for k in keys if k in base.items.sparse])
 
 
 def has_retrieval_features(spec: FeatureSpec) -> bool:
@@ -109,14 +123,16 @@ def load_retriever_for(cfg: ExperimentConfig, base: RecDataset) -> TrainedModel:
 def build_pipeline_data(cfg: ExperimentConfig, base: RecDataset) -> RecDataset:
     """The pairs dataset of the pipeline objective (collective: every rank calls it)."""
     retriever = load_retriever_for(cfg, base)
+    context = pair_context(cfg, base)  # deterministic: every rank builds the same
+    with_context = dataclasses.replace(base, context=context)
     payload: list[object] = [None]
     if retriever.task is not None:  # rank 0
-        payload[0] = _all_pairs(cfg, retriever, base)
+        payload[0] = _all_pairs(cfg, retriever, with_context)
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.broadcast_object_list(payload, src=0)
     splits = payload[0]
     assert isinstance(splits, dict)
-    return dataclasses.replace(base, spec=pipeline_spec(base.spec), splits=splits)
+    return dataclasses.replace(with_context, spec=pipeline_spec(base.spec, context), splits=splits)
 
 
 def query_candidates(
@@ -148,6 +164,8 @@ def _all_pairs(
         held = int(round(len(val) * m.pipeline_val_fraction))
         sources["train"] = val.select(order[held:].sort().values)
         sources["val"] = val.select(order[:held].sort().values)
+    elif m.pipeline_last_per_user:
+        sources["train"] = last_per_user(base.splits["train"], m.pipeline_last_per_user)
     out = {}
     for name, table in sources.items():
         if not len(table):
@@ -180,12 +198,23 @@ def _pairs(
     """Pairs table: query i with each of ``pair_items[i]`` (first = the positive)."""
     n, m = pair_items.shape
     user_index = torch.arange(n).repeat_interleave(m)  # [N * M]
-    pairs = base.pair_table(table, user_index, pair_items.reshape(-1))
-    pairs.dense = torch.cat([pairs.dense, features.reshape(-1, 2)], dim=1)  # [N * M, dense + 2]
+    pairs = pipeline_pairs(base, table, user_index, pair_items.reshape(-1), features.reshape(-1, 2))
     labels = torch.zeros(n, m)
     labels[:, 0] = 1.0
     pairs.labels = labels.reshape(-1)
     return pairs
+
+
+def last_per_user(table: ExampleTable, n: int) -> ExampleTable:
+    """The examples among each user's last ``n`` in ``table`` (by time; ties by row order)."""
+    times = table.times if table.times is not None else torch.arange(len(table)).double()
+    order = torch.sort(times, stable=True).indices
+    order = order[torch.sort(table.user_rows[order], stable=True).indices]  # user, then time
+    users = table.user_rows[order]
+    counts = torch.bincount(users)
+    ends = torch.cumsum(counts, 0)[users]  # [N] end of each example's user block
+    keep = (ends - torch.arange(len(order))) <= n  # within the last n of its user
+    return table.select(order[keep].sort().values)
 
 
 def build_run_data(cfg: ExperimentConfig) -> RecDataset:

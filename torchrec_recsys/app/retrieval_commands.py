@@ -28,6 +28,7 @@ from torchrec_recsys.models.tabular import (
     tabular_layout,
     tabular_matrix,
 )
+from torchrec_recsys.retrieval.candidates import pipeline_pairs
 from torchrec_recsys.retrieval.faiss_index import (
     IndexSpec,
     LoadedIndex,
@@ -312,9 +313,16 @@ def generate_for_user(
 
 
 def ranker_name(cfg: ExperimentConfig) -> str:
-    """A ranker run's row label: ``DLRM``/``DCN-v2`` and its objective."""
+    """A ranker run's row label: ``DLRM``/``DCN-v2`` and its objective (a pipeline ranker
+    without context features says so)."""
     model = "DCN-v2" if cfg.model.interaction == "dcn" else "DLRM"
-    return f"{model} ({cfg.model.objective})"
+    return f"{model} ({objective_label(cfg)})"
+
+
+def objective_label(cfg: ExperimentConfig) -> str:
+    """``rating``, ``pipeline`` or ``pipeline, no context`` (without context features)."""
+    plain = cfg.model.objective == "pipeline" and not cfg.model.context_features
+    return f"{cfg.model.objective}{', no context' if plain else ''}"
 
 
 def evaluate_pipeline_main(argv: list[str]) -> None:
@@ -387,7 +395,12 @@ def evaluate_pipeline_main(argv: list[str]) -> None:
         if not ctx.is_main:
             return
         if pairs_ranker is not None and not args.no_tabular:
-            scorers.update(tabular_scorers(pairs_ranker.data, pairs_ranker.cfg.train.seed))
+            m = pairs_ranker.cfg.model
+            group = 1 + m.hard_negatives + m.random_negatives  # pairs per query, positive first
+            label = objective_label(pairs_ranker.cfg)
+            scorers.update(
+                tabular_scorers(pairs_ranker.data, pairs_ranker.cfg.train.seed, group, label)
+            )
         metrics = evaluate_two_stage(
             retriever, None, args.split, args.candidates, args.k, scorers=scorers
         )
@@ -400,21 +413,29 @@ def evaluate_pipeline_main(argv: list[str]) -> None:
         shutdown_distributed()
 
 
-def tabular_scorers(pairs: RecDataset, seed: int) -> dict[str, PairScorer]:
-    """Logistic regression and LightGBM fitted on a pipeline ranker's training pairs (its
-    features + retrieval score and rank), as second-stage scorers."""
+LAMBDARANK_ROUNDS = 150
+"""Boosting rounds of the lambdarank second stage (one setting, not tuned)."""
+
+
+def tabular_scorers(
+    pairs: RecDataset, seed: int, group_size: int, label: str = "pipeline"
+) -> dict[str, PairScorer]:
+    """Logistic regression, LightGBM (binary) and LightGBM (lambdarank, ``group_size`` pairs
+    per query, 150 rounds) fitted on a pipeline ranker's training pairs (its features +
+    retrieval score and rank + context), as second-stage scorers named ``<model> (label)``."""
     train, val = pairs.splits["train"], pairs.splits["val"]
     # many pairs per query: two passes converge
     logistic = fit_logistic_regression(train, pairs.spec, epochs=2, seed=seed)
     layout = tabular_layout(train, pairs.spec)
     booster = fit_lightgbm(train, val, pairs.spec, layout, seed=seed)
+    ranker = fit_lightgbm(
+        train, None, pairs.spec, layout, rounds=LAMBDARANK_ROUNDS, seed=seed, group_size=group_size
+    )
 
     def features(
         queries: ExampleTable, index: torch.Tensor, items: torch.Tensor, retrieval: torch.Tensor
     ) -> ExampleTable:
-        table = pairs.pair_table(queries, index, items)
-        table.dense = torch.cat([table.dense, retrieval], dim=1)  # [M, dense + 2]
-        return table
+        return pipeline_pairs(pairs, queries, index, items, retrieval)
 
     def lr(q: ExampleTable, i: torch.Tensor, it: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         return logistic_probabilities(logistic, features(q, i, it, r))
@@ -424,7 +445,18 @@ def tabular_scorers(pairs: RecDataset, seed: int) -> dict[str, PairScorer]:
             booster, tabular_matrix(features(q, i, it, r), pairs.spec, layout)
         )
 
-    return {"logistic regression (pipeline)": lr, "LightGBM (pipeline)": gbdt}
+    def lambdarank(
+        q: ExampleTable, i: torch.Tensor, it: torch.Tensor, r: torch.Tensor
+    ) -> torch.Tensor:
+        return lightgbm_probabilities(
+            ranker, tabular_matrix(features(q, i, it, r), pairs.spec, layout)
+        )
+
+    return {
+        f"logistic regression ({label})": lr,
+        f"LightGBM ({label})": gbdt,
+        f"LightGBM lambdarank ({label})": lambdarank,
+    }
 
 
 def pipeline_table(metrics: dict[str, dict[str, float]], k: int) -> str:

@@ -20,6 +20,7 @@ import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -38,6 +39,9 @@ from torchrec_recsys.data.splits import (
     temporal_order,
 )
 from torchrec_recsys.data.vocab import Vocabulary, save_vocabularies
+
+if TYPE_CHECKING:  # context.py reads this module's tables
+    from torchrec_recsys.data.context import PairContext
 from torchrec_recsys.errors import DataError, warn_user
 from torchrec_recsys.files import atomic_write_text
 
@@ -62,6 +66,11 @@ class ExampleTable:
     labels: torch.Tensor  # [N] float32 (1 = positive)
     user_rows: torch.Tensor  # [N] int64, index into RecDataset.user_ids
     item_rows: torch.Tensor  # [N] int64, index into ItemCatalogue.item_ids
+    times: torch.Tensor | None = None
+    """[N] float64 time of each interaction (None: "now", after every interaction)."""
+    history: JaggedColumn | None = None
+    """Per example: catalogue rows of the user's previous items, oldest first (None: none
+    known). Read by the pipeline ranker's context features (``data/context.py``)."""
 
     def __len__(self) -> int:
         return self.labels.numel()
@@ -74,6 +83,8 @@ class ExampleTable:
             labels=self.labels[rows],
             user_rows=self.user_rows[rows],
             item_rows=self.item_rows[rows],
+            times=None if self.times is None else self.times[rows],
+            history=None if self.history is None else self.history.select(rows),
         )
 
 
@@ -104,6 +115,7 @@ class UserTable:
     sparse: dict[str, JaggedColumn]  # user-tower KJT key -> per-user values (incl. history)
     dense: torch.Tensor  # [U, num_user_dense] float32
     train_items: JaggedColumn  # per user: catalogue rows of training interactions (to exclude)
+    history: JaggedColumn | None = None  # per user: catalogue rows of the last items, now
 
 
 @dataclass
@@ -119,6 +131,9 @@ class RecDataset:
     name: str
     read_report: dict[str, int] = field(default_factory=dict)
     """The reader's counts of skipped/filtered rows by reason (``RawData.report``)."""
+    context: PairContext | None = None
+    """A pipeline ranker's pairs dataset: the training statistics its context features read
+    (``data/context.py``), built from the interactions before they became pairs."""
 
     @cached_property
     def user_row_of(self) -> dict[str, int]:
@@ -160,6 +175,8 @@ class RecDataset:
             labels=torch.zeros(len(item_rows)),
             user_rows=users.user_rows[user_index],
             item_rows=item_rows,
+            times=None if users.times is None else users.times[user_index],
+            history=None if users.history is None else users.history.select(user_index),
         )
 
     def cold_user_table(self, history_item_ids: list[str]) -> ExampleTable:
@@ -169,7 +186,7 @@ class RecDataset:
             k: JaggedColumn.from_lists([history.tolist()] if k == "user_history" else [[]])
             for k in self.spec.sparse_names(USER)
         }
-        return _side_table(
+        table = _side_table(
             self.spec,
             USER,
             sparse,
@@ -178,11 +195,16 @@ class RecDataset:
             user_rows=torch.zeros(1, dtype=torch.int64),
             item_rows=torch.zeros(1, dtype=torch.int64),
         )
+        row_of = self.items.row_of
+        table.history = JaggedColumn.from_lists(
+            [[row_of[i] for i in history_item_ids if i in row_of]]
+        )
+        return table
 
     def user_table(self, user_rows: torch.Tensor) -> ExampleTable:
         """``user_rows`` as examples with their current user-side features (item keys empty)."""
         sparse = {k: c.select(user_rows) for k, c in self.users.sparse.items()}
-        return _side_table(
+        table = _side_table(
             self.spec,
             USER,
             sparse,
@@ -191,6 +213,9 @@ class RecDataset:
             user_rows=user_rows,
             item_rows=torch.zeros_like(user_rows),
         )
+        if self.users.history is not None:
+            table.history = self.users.history.select(user_rows)
+        return table
 
     def save_metadata(self, folder: Path) -> None:
         """Write vocabularies and the FeatureSpec next to a run's checkpoints."""
@@ -398,6 +423,7 @@ def build_dataset(
     )
 
     spec = _build_spec(vocabs, example_columns, features, tokens)
+    times = torch.from_numpy(inter["timestamp"].to_numpy(dtype=np.float64, copy=True))  # [N]
     splits = {}
     for code, name in SPLIT_NAMES.items():
         rows = torch.from_numpy(np.flatnonzero(split == code))
@@ -407,16 +433,17 @@ def build_dataset(
             labels=labels[rows],
             user_rows=user_rows[rows],
             item_rows=item_rows[rows],
+            times=times[rows],
+            history=history_rows.select(rows),
         )
     users_now = dict(user_columns)
-    if history_tokens:
-        # the last `history_length` items of each user over all splits: their state "now"
-        last_row = torch.zeros(len(user_ids), dtype=torch.int64)
-        last_row.scatter_reduce_(0, user_rows, torch.arange(len(user_rows)), reduce="amax")
-        lengths = torch.clamp(history_rows.lengths[last_row] + 1, max=data.history_length)
-        now_rows = _tail(_append_last_item(history_rows, last_row, item_rows.numpy()), lengths)
-        for name, token_map in history_tokens.items():
-            users_now[name] = _map_values(now_rows, token_map)
+    # the last `history_length` items of each user over all splits: their state "now"
+    last_row = torch.zeros(len(user_ids), dtype=torch.int64)
+    last_row.scatter_reduce_(0, user_rows, torch.arange(len(user_rows)), reduce="amax")
+    lengths = torch.clamp(history_rows.lengths[last_row] + 1, max=data.history_length)
+    now_rows = _tail(_append_last_item(history_rows, last_row, item_rows.numpy()), lengths)
+    for name, token_map in history_tokens.items():
+        users_now[name] = _map_values(now_rows, token_map)
     train_rows = torch.from_numpy(np.flatnonzero(train))
     order = torch.argsort(user_rows[train_rows], stable=True)
     train_lengths = torch.bincount(user_rows[train_rows], minlength=len(user_ids))
@@ -424,6 +451,7 @@ def build_dataset(
         sparse={k: users_now[k] for k in spec.sparse_names(USER)},
         dense=user_act[:, None],  # [U, 1]
         train_items=JaggedColumn.from_lengths(train_lengths, item_rows[train_rows][order]),
+        history=now_rows,
     )
     texts = item_texts(items, data.item_text_columns)
     catalogue = ItemCatalogue(

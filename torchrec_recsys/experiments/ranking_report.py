@@ -12,7 +12,8 @@ Tables (mean +/- sample standard deviation over seeds, with n = seeds):
 * ranking (rating label, test split): AUC and NE of popularity, item positive rate,
   logistic regression, LightGBM, DLRM, DCN-v2;
 * pipeline (test split): Recall@10, NDCG@10, MRR, coverage@10 of retrieval alone and
-  re-ranked by the rating DLRM, the pipeline DLRM, and LR / LightGBM on the pipeline pairs.
+  re-ranked by the rating DLRM, the pipeline DLRM, and LR / LightGBM (binary and
+  lambdarank) on the pipeline pairs (retrieval score and rank + context features).
 
 A run whose ``summary.json`` exists is reused, so an interrupted report resumes.
 """
@@ -83,6 +84,22 @@ def pipeline_table(per_seed: list[dict[str, dict[str, float]]]) -> str:
     return "\n".join(lines)
 
 
+def _evaluate_alone(
+    retriever: dict[str, Any], ranker: dict[str, Any], candidates: int, root: Path, seed: int
+) -> dict[str, dict[str, float]]:
+    """``evaluate-pipeline`` of a pipeline ranker without context features: its rows (the
+    DLRM and the tabular second stages on its pairs) only."""
+    out = root / f"evaluate_pipeline_noctx_s{seed}.json"
+    if not out.is_file():
+        evaluate_pipeline_main(
+            [
+                *("--retriever", retriever["run_dir"], "--ranker", ranker["run_dir"]),
+                *("--candidates", str(candidates), "--out", str(out)),
+            ]
+        )
+    return {k: v for k, v in json.loads(out.read_text()).items() if "no context" in k}
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(
         prog="torchrec_recsys ranking-report",
@@ -102,6 +119,12 @@ def main(argv: list[str]) -> None:
         default=[],
         help="extra --section.key=value for the pipeline DLRM only (repeatable)",
     )
+    parser.add_argument(
+        "--ablate-context",
+        action="store_true",
+        help="also train the pipeline DLRM without context features (model.context_features "
+        "= false) and add its rows (it and the tabular second stages on its pairs)",
+    )
     args, overrides = parser.parse_known_args(argv)
     root = Path(args.runs_dir)
     common = ["--train.progress_bar=false", *overrides]
@@ -115,19 +138,17 @@ def main(argv: list[str]) -> None:
             ["--config", args.ranker_config, *s, "--model.interaction=dcn", *no_learned],
             root / f"dcn_s{seed}",
         )
-        pipe = _train(
-            [
-                "--config",
-                args.ranker_config,
-                *s,
-                "--model.objective=pipeline",
-                f"--model.retriever_run={tt['run_dir']}",
-                f"--model.candidates={args.candidates}",
-                *no_learned,
-                *args.pipeline_flag,
-            ],
-            root / f"pipeline_s{seed}",
-        )
+        pipe_args = [
+            "--config",
+            args.ranker_config,
+            *s,
+            "--model.objective=pipeline",
+            f"--model.retriever_run={tt['run_dir']}",
+            f"--model.candidates={args.candidates}",
+            *no_learned,
+            *args.pipeline_flag,
+        ]
+        pipe = _train(pipe_args, root / f"pipeline_s{seed}")
         ranking_runs.append({"dlrm": dlrm, "dcn": dcn})
         out = root / f"evaluate_pipeline_s{seed}.json"
         if not out.is_file():
@@ -145,7 +166,13 @@ def main(argv: list[str]) -> None:
                     str(out),
                 ]
             )
-        pipeline_runs.append(json.loads(out.read_text()))
+        metrics = json.loads(out.read_text())
+        if args.ablate_context:
+            plain = _train(
+                [*pipe_args, "--model.context_features=false"], root / f"pipeline_noctx_s{seed}"
+            )
+            metrics.update(_evaluate_alone(tt, plain, args.candidates, root, seed))
+        pipeline_runs.append(metrics)
         selected = {
             n: r["selected_epoch"]
             for n, r in (("dlrm", dlrm), ("dcn", dcn), ("pipeline", pipe), ("two_tower", tt))

@@ -118,9 +118,15 @@ def fit_lightgbm(
     num_leaves: int = 31,
     learning_rate: float = 0.05,
     seed: int = 0,
+    group_size: int | None = None,
 ) -> object:
     """A LightGBM booster (binary log-loss) on ``train``'s ``layout`` columns, early-stopped on
-    ``val`` when it has rows."""
+    ``val`` when it has rows.
+
+    With ``group_size`` (pairs tables: every ``group_size`` consecutive rows are one query)
+    the objective is ``lambdarank`` instead, trained for exactly ``rounds`` rounds: its
+    validation NDCG over the sampled pairs peaked within ~10 rounds on MovieLens-100K while
+    the pipeline's Recall@10 kept rising, so it is no early-stopping signal."""
     import lightgbm as lgb  # optional heavy import, only where a baseline is trained
 
     train_x, train_y = tabular_matrix(train, spec, layout), train.labels.numpy()
@@ -131,7 +137,7 @@ def fit_lightgbm(
     first_cat = len(layout.dense)
     categorical = list(range(first_cat, first_cat + len(layout.categorical)))
     params = {
-        "objective": "binary",
+        "objective": "lambdarank" if group_size else "binary",
         "learning_rate": learning_rate,
         "num_leaves": num_leaves,
         "min_data_in_leaf": 50,
@@ -144,18 +150,24 @@ def fit_lightgbm(
         "verbosity": -1,
     }
     train_set = lgb.Dataset(
-        train_x, train_y, feature_name=names, categorical_feature=categorical, free_raw_data=False
+        train_x,
+        train_y,
+        feature_name=names,
+        categorical_feature=categorical,
+        free_raw_data=False,
+        group=[group_size] * (len(train_y) // group_size) if group_size else None,
     )
     valid = []
     callbacks = []
-    if val_x is not None and val_y is not None and len(val_y):
+    if val_x is not None and val_y is not None and len(val_y) and not group_size:
         valid = [lgb.Dataset(val_x, val_y, reference=train_set)]
         callbacks = [lgb.early_stopping(30, verbose=False)]
     return lgb.train(params, train_set, rounds, valid_sets=valid, callbacks=callbacks)
 
 
 def lightgbm_probabilities(booster: object, x: np.ndarray) -> torch.Tensor:
-    """P(label = 1) of each row of ``x`` [N] with a :func:`fit_lightgbm` booster."""
+    """Score of each row of ``x`` [N] with a :func:`fit_lightgbm` booster: P(label = 1) for
+    the binary objective, an unbounded ranking score for lambdarank."""
     best = getattr(booster, "best_iteration", 0) or None
     return torch.from_numpy(np.asarray(booster.predict(x, num_iteration=best), dtype=np.float64))
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
+from torchrec_recsys.data.dataset import ExampleTable, RecDataset
+from torchrec_recsys.data.features import ITEM, USER
 from torchrec_recsys.data.jagged import JaggedColumn
 from torchrec_recsys.metrics.retrieval import CHUNK_ELEMENTS, ranks_and_top_k
 
@@ -125,6 +127,29 @@ def _rows_as_sets(column: JaggedColumn) -> list[set[int]]:
 def retrieval_features(scores: torch.Tensor, ranks: torch.Tensor, k: int) -> torch.Tensor:
     """Dense [N, 2] features of (query, item) pairs: score and min(rank, k) / k."""
     return torch.stack([scores.float(), ranks.clamp(max=k).float() / k], dim=1)
+
+
+def pipeline_pairs(
+    data: RecDataset,
+    queries: ExampleTable,
+    index: torch.Tensor,
+    items: torch.Tensor,
+    retrieval: torch.Tensor,
+) -> ExampleTable:
+    """A pipeline ranker's input for the pairs (``queries[index[m]]``, catalogue row
+    ``items[m]``) [M]: the DLRM's pair features, then the dense ``retrieval`` [M, 2]
+    (:func:`retrieval_features`), then, when ``data.context`` is set, the context features
+    of ``data/context.py`` [M, F]. The one place these are assembled: the training pairs,
+    the evaluation scorers (DLRM, logistic regression, LightGBM) and serving all call it."""
+    table = data.pair_table(queries, index, items)
+    # the user and item columns only: a query table built from the pairs dataset itself
+    # (serving) already has zero-filled columns for the pair features
+    towers = [i for i, f in enumerate(data.spec.dense) if f.tower in (USER, ITEM)]
+    extra = [table.dense[:, towers], retrieval.float()]
+    if data.context is not None:
+        extra.append(data.context.features(queries, index, items))
+    table.dense = torch.cat(extra, dim=1)  # [M, dense + 2 + F]
+    return table
 
 
 def pair_retrieval_features(

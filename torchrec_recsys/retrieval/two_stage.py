@@ -27,6 +27,7 @@ from torchrec_recsys.metrics.retrieval import (
 from torchrec_recsys.retrieval.candidates import (
     MISS_RANK,
     RANK_FEATURE_NAMES,
+    pipeline_pairs,
     rerank_positions,
     retrieval_features,
     retrieve_candidates,
@@ -97,14 +98,14 @@ def recommend(
         raise UserError(f"retrieved item id {missing[0]!r} is not in the ranker's catalogue")
     item_rows = torch.tensor([rank_row[c] for c in candidate_ids])
     ranker_user, _ = user_query_table(k_data, user_id, history or [])
-    pairs = k_data.pair_table(
-        ranker_user, torch.zeros(len(item_rows), dtype=torch.int64), item_rows
-    )
-    if has_pairs(k_data):  # a pipeline ranker also reads the retrieval score and rank
+    index = torch.zeros(len(item_rows), dtype=torch.int64)
+    if has_pairs(k_data):  # a pipeline ranker also reads the retrieval score, rank, context
         features = retrieval_features(
             torch.tensor(scores[0], dtype=torch.float32), torch.arange(len(item_rows)), rank_cap
         )
-        pairs.dense = torch.cat([pairs.dense, features], dim=1)  # [C, dense + 2]
+        pairs = pipeline_pairs(k_data, ranker_user, index, item_rows, features)
+    else:
+        pairs = k_data.pair_table(ranker_user, index, item_rows)
     probabilities = predict(ranker.task, pairs, k_data, "ranking")  # [C]
     order = torch.argsort(probabilities, descending=True)[:k].tolist()
     items = [
@@ -137,13 +138,13 @@ def rating_scorer(ranker: TrainedTask) -> PairScorer:
 
 
 def pipeline_scorer(ranker: TrainedTask) -> PairScorer:
-    """A pipeline-objective DLRM: its features plus the retrieval score and rank."""
+    """A pipeline-objective DLRM: its features plus the retrieval score and rank (and the
+    context features, :func:`~torchrec_recsys.retrieval.candidates.pipeline_pairs`)."""
 
     def score(
         queries: ExampleTable, index: torch.Tensor, items: torch.Tensor, retrieval: torch.Tensor
     ) -> torch.Tensor:
-        pairs = ranker.data.pair_table(queries, index, items)
-        pairs.dense = torch.cat([pairs.dense, retrieval], dim=1)  # [M, dense + 2]
+        pairs = pipeline_pairs(ranker.data, queries, index, items, retrieval)
         return predict(ranker.task, pairs, ranker.data, "ranking")
 
     return score
