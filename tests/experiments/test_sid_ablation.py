@@ -60,3 +60,37 @@ def test_seeds_are_averaged_with_their_spread() -> None:
     cell = mean_over_seeds(runs)["all"]
     assert cell["n"] == 10 and cell["seeds"] == 2
     assert cell["auc"] == pytest.approx(0.7) and cell["auc_std"] == pytest.approx(0.1414, abs=1e-4)
+
+
+def test_merge_averages_one_seed_jobs_and_refuses_multi_seed_files(tmp_path: Path) -> None:
+    import json
+
+    import pytest
+
+    from torchrec_recsys.errors import UserError
+    from torchrec_recsys.experiments.sid_ablation import main, mean_over_seeds
+
+    def part(auc: float, recall: float) -> dict:  # type: ignore[type-arg]
+        buckets = ("all", "cold", "long tail")
+        return {
+            "ID only": {
+                "dlrm": mean_over_seeds([{b: {"n": 5, "auc": auc} for b in buckets}]),
+                "two_tower": mean_over_seeds(
+                    [{b: {"n": 4, "recall@10": recall, "recall@100": recall} for b in buckets}]
+                ),
+            }
+        }
+
+    paths = []
+    for i, (a, r) in enumerate([(0.6, 0.1), (0.8, 0.3)]):
+        paths.append(tmp_path / f"s{i}.json")
+        paths[-1].write_text(json.dumps(part(a, r)))
+    out = tmp_path / "merged.md"
+    main(["--merge", *map(str, paths), "--out", str(out)])
+    cell = json.loads(out.with_suffix(".json").read_text())["ID only"]["dlrm"]["all"]
+    assert cell["seeds"] == 2 and abs(cell["auc"] - 0.7) < 1e-12
+    assert abs(cell["auc_std"] - 0.1414213562) < 1e-9
+    assert "0.7000 ± 0.1414" in out.read_text()
+    # a merged (2-seed) file cannot be merged again as if it were one seed
+    with pytest.raises(UserError, match="one seed"):
+        main(["--merge", str(out.with_suffix(".json")), str(paths[0]), "--out", str(out)])

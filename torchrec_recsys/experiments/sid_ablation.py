@@ -24,6 +24,7 @@ import torch
 from torchrec_recsys.app.train import main as train_main
 from torchrec_recsys.app.trained import load_trained
 from torchrec_recsys.distributed.env import init_distributed, shutdown_distributed
+from torchrec_recsys.errors import UserError
 from torchrec_recsys.experiments.outputs import write_report
 from torchrec_recsys.metrics.ranking import auc
 from torchrec_recsys.metrics.retrieval import recall_ndcg, target_ranks
@@ -125,6 +126,33 @@ def markdown_table(
     return "\n".join(lines)
 
 
+def merge_single_seed_runs(parts: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Combine the result JSONs of one-seed ablation jobs (e.g. one process per seed) into
+    mean +/- std over their seeds, variant by variant and model by model."""
+    merged: dict[str, dict[str, Any]] = {}
+    for variant, per_model in parts[0].items():
+        merged[variant] = {}
+        for model in per_model:
+            runs = []
+            for part in parts:
+                cells = part.get(variant, {}).get(model)
+                if cells is None or any(c.get("seeds") != 1 for c in cells.values()):
+                    raise UserError(
+                        f"--merge: every file needs one seed of {variant!r} / {model!r} "
+                        "(run one --seeds value per job)"
+                    )
+                runs.append(
+                    {
+                        bucket: {
+                            k: v for k, v in cell.items() if k != "seeds" and not k.endswith("_std")
+                        }
+                        for bucket, cell in cells.items()
+                    }
+                )
+            merged[variant][model] = mean_over_seeds(runs)
+    return merged
+
+
 def main(argv: list[str]) -> None:
 
     parser = argparse.ArgumentParser(
@@ -149,7 +177,23 @@ def main(argv: list[str]) -> None:
     parser.add_argument(
         "--seeds", type=int, nargs="+", default=[0], help="train.seed values (mean ± std)"
     )
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="JSON",
+        help="no training: mean +/- std over one-seed result JSONs (one job per seed)",
+    )
     args, overrides = parser.parse_known_args(argv)
+    if args.merge:
+        parts = []
+        for path in args.merge:
+            try:
+                parts.append(json.loads(Path(path).read_text()))
+            except (OSError, json.JSONDecodeError) as e:
+                raise UserError(f"--merge {path!r} is not a readable ablation JSON ({e})") from None
+        merged = merge_single_seed_runs(parts)
+        write_report(args.out, markdown_table(merged, tuple(args.ks)), merged)
+        return
     base = [
         *(["--config", args.config] if args.config else []),
         f"--data.cold_item_fraction={args.cold_item_fraction}",
