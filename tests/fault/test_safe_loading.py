@@ -58,7 +58,22 @@ def test_numpy_loads_refuse_pickles() -> None:
     assert _scan("np.load", lambda call: "allow_pickle=False" not in call) == []
 
 
+# The server's listening socket binds the address `serve --host` was given: loopback by
+# default, and a non-loopback one only with --allow-remote (both checked below).
+SERVE_BIND = "torchrec_recsys/serving/service.py: .bind((host, port))"
+
+
 def test_sockets_bind_to_loopback_only() -> None:
-    assert _scan(".bind", lambda call: "127.0.0.1" not in call) == []
+    assert _scan(".bind", lambda call: "127.0.0.1" not in call) == [SERVE_BIND]
     for path in SOURCES:
         assert "0.0.0.0" not in path.read_text(), path
+
+
+def test_serve_binds_loopback_by_default_and_remote_only_when_allowed(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from torchrec_recsys.app.serving_commands import serve_main
+    from torchrec_recsys.errors import UserError
+
+    with pytest.raises(UserError, match="not a loopback address.*--allow-remote"):
+        serve_main(["--registry", str(tmp_path), "--host", "10.1.2.3"])
+    source = (REPO_ROOT / "torchrec_recsys/app/serving_commands.py").read_text()
+    assert 'parser.add_argument("--host", default="127.0.0.1"' in source
