@@ -23,6 +23,7 @@ from torchrec_recsys.retrieval.candidates import retrieval_features
 from torchrec_recsys.retrieval.faiss_index import load_index, search
 from torchrec_recsys.retrieval.predict import predict
 from torchrec_recsys.retrieval.two_stage import pipeline_scorer, recommend, user_query_table
+from torchrec_recsys.serving.online import OnlineFeatures, recommend_online
 
 
 @pytest.fixture(scope="module")
@@ -138,5 +139,13 @@ def test_recommend_scores_a_pipeline_ranker_like_the_evaluation(runs) -> None:  
         assert [r.item_id for r in result.items] == [ids[0][i] for i in order.tolist()]
         got = torch.tensor([r.ranking_score for r in result.items], dtype=expected.dtype)
         assert torch.allclose(got, expected[order], atol=1e-6)
+        # the serving path answers the same (its pipeline pairs come from the same builder)
+        online = OnlineFeatures.build(retriever, ranker, index)
+        served = recommend_online(
+            retriever, ranker, index, online, user, k=5, candidates=20, rank_cap=20
+        ).result
+        assert [r.item_id for r in served.items] == [r.item_id for r in result.items]
+        served_scores = torch.tensor([r.ranking_score for r in served.items], dtype=got.dtype)
+        assert torch.allclose(served_scores, got, atol=1e-6)
     finally:
         shutdown_distributed()

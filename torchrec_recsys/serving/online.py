@@ -22,10 +22,15 @@ from torchrec_recsys.data.dataset import RecDataset
 from torchrec_recsys.data.feature_rows import TowerRows, pair_batch, query_batch
 from torchrec_recsys.data.features import ITEM, USER
 from torchrec_recsys.errors import UserError
-from torchrec_recsys.retrieval.candidates import retrieval_features
+from torchrec_recsys.retrieval.candidates import pipeline_pairs, retrieval_features
 from torchrec_recsys.retrieval.faiss_index import LoadedIndex, search
-from torchrec_recsys.retrieval.predict import TrainedTask, predict_batch
-from torchrec_recsys.retrieval.two_stage import Recommendation, RecommendationList, has_pairs
+from torchrec_recsys.retrieval.predict import TrainedTask, predict, predict_batch
+from torchrec_recsys.retrieval.two_stage import (
+    Recommendation,
+    RecommendationList,
+    has_pairs,
+    user_query_table,
+)
 
 QUERY_CACHE_ROWS = 1_000_000
 """Known users whose query embedding is kept (D floats each); later ones are recomputed."""
@@ -140,14 +145,20 @@ def recommend_online(
     if missing:
         raise UserError(f"retrieved item id {missing[0]!r} is not in the ranker's catalogue")
     item_rows = np.fromiter((rank_row[c] for c in candidate_ids), np.int64, len(candidate_ids))
-    k_users, k_row, _ = _request_user(k_data, features.ranker_users, user_id, history)
-    pair_dense, pairs = pair_batch(k_users, k_row, features.ranker_items, item_rows)
-    if has_pairs(k_data):  # a pipeline ranker also reads the retrieval score and rank
+    if has_pairs(k_data):
+        # a pipeline ranker also reads the retrieval score and rank and the time-aware context
+        # features: its pairs come from the one builder the offline path uses
         extra = retrieval_features(
             torch.from_numpy(scores[0]), torch.arange(len(item_rows)), rank_cap
         )
-        pair_dense = torch.cat([pair_dense, extra], dim=1)  # [C, dense + 2]
-    probabilities = predict_batch(ranker.task, pair_dense, pairs, "ranking")  # [C]
+        queries, _ = user_query_table(k_data, user_id, history)
+        index_rows = torch.zeros(len(item_rows), dtype=torch.int64)
+        table = pipeline_pairs(k_data, queries, index_rows, torch.from_numpy(item_rows), extra)
+        probabilities = predict(ranker.task, table, k_data, "ranking")  # [C]
+    else:
+        k_users, k_row, _ = _request_user(k_data, features.ranker_users, user_id, history)
+        pair_dense, pairs = pair_batch(k_users, k_row, features.ranker_items, item_rows)
+        probabilities = predict_batch(ranker.task, pair_dense, pairs, "ranking")  # [C]
     order = torch.argsort(probabilities, descending=True)[:k].tolist()
     items = [
         Recommendation(
