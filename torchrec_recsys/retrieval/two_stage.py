@@ -10,7 +10,7 @@ optionally a history given by the caller), and the result says so.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -92,11 +92,7 @@ def recommend(
         }
     scores, ids = search(index, query, candidates, exclude=[seen])
     candidate_ids = ids[0]
-    rank_row = k_data.items.row_of
-    missing = [c for c in candidate_ids if c not in rank_row]
-    if missing:
-        raise UserError(f"retrieved item id {missing[0]!r} is not in the ranker's catalogue")
-    item_rows = torch.tensor([rank_row[c] for c in candidate_ids])
+    item_rows = torch.tensor(ranker_rows(k_data, candidate_ids))
     ranker_user, _ = user_query_table(k_data, user_id, history or [])
     index = torch.zeros(len(item_rows), dtype=torch.int64)
     if has_pairs(k_data):  # a pipeline ranker also reads the retrieval score, rank, context
@@ -107,17 +103,42 @@ def recommend(
     else:
         pairs = k_data.pair_table(ranker_user, index, item_rows)
     probabilities = predict(ranker.task, pairs, k_data, "ranking")  # [C]
+    items = top_recommendations(k_data, candidate_ids, item_rows, scores[0], probabilities, k)
+    return RecommendationList(user_id=user_id, cold_start=cold, items=items, query=query_table)
+
+
+def ranker_rows(data: RecDataset, candidate_ids: list[str]) -> list[int]:
+    """Ranker catalogue rows of the retrieved ids.
+
+    Raises:
+        UserError: a retrieved id is not in the ranker's catalogue.
+    """
+    missing = [c for c in candidate_ids if c not in data.items.row_of]
+    if missing:
+        raise UserError(f"retrieved item id {missing[0]!r} is not in the ranker's catalogue")
+    return [data.items.row_of[c] for c in candidate_ids]
+
+
+def top_recommendations(
+    data: RecDataset,
+    candidate_ids: list[str],
+    item_rows: Sequence[int] | torch.Tensor,
+    retrieval_scores: Sequence[float],
+    probabilities: torch.Tensor,
+    k: int,
+) -> list[Recommendation]:
+    """The ``k`` candidates with the highest ranking ``probabilities`` [C], best first, each
+    with its title and both scores (``item_rows`` [C]: ranker catalogue rows)."""
     order = torch.argsort(probabilities, descending=True)[:k].tolist()
-    items = [
+    return [
         Recommendation(
             item_id=candidate_ids[i],
-            title=k_data.items.texts[int(item_rows[i])],
-            retrieval_score=float(scores[0][i]),
+            title=data.items.texts[int(item_rows[i])],
+            retrieval_score=float(retrieval_scores[i]),
             ranking_score=float(probabilities[i]),
         )
         for i in order
     ]
-    return RecommendationList(user_id=user_id, cold_start=cold, items=items, query=query_table)
 
 
 PairScorer = Callable[[ExampleTable, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]

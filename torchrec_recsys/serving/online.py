@@ -26,9 +26,10 @@ from torchrec_recsys.retrieval.candidates import pipeline_pairs, retrieval_featu
 from torchrec_recsys.retrieval.faiss_index import LoadedIndex, search
 from torchrec_recsys.retrieval.predict import TrainedTask, predict, predict_batch
 from torchrec_recsys.retrieval.two_stage import (
-    Recommendation,
     RecommendationList,
     has_pairs,
+    ranker_rows,
+    top_recommendations,
     user_query_table,
 )
 
@@ -140,11 +141,7 @@ def recommend_online(
     seen = features.excluded_rows(index, None if cold else r_data.user_row_of[user_id], history)
     scores, ids = search(index, query, candidates, exclude_rows=[seen])  # [1, C], C ids
     candidate_ids = ids[0]
-    rank_row = k_data.items.row_of
-    missing = [c for c in candidate_ids if c not in rank_row]
-    if missing:
-        raise UserError(f"retrieved item id {missing[0]!r} is not in the ranker's catalogue")
-    item_rows = np.fromiter((rank_row[c] for c in candidate_ids), np.int64, len(candidate_ids))
+    item_rows = np.array(ranker_rows(k_data, candidate_ids), dtype=np.int64)  # [C]
     if has_pairs(k_data):
         # a pipeline ranker also reads the retrieval score and rank and the time-aware context
         # features: its pairs come from the one builder the offline path uses
@@ -159,16 +156,7 @@ def recommend_online(
         k_users, k_row, _ = _request_user(k_data, features.ranker_users, user_id, history)
         pair_dense, pairs = pair_batch(k_users, k_row, features.ranker_items, item_rows)
         probabilities = predict_batch(ranker.task, pair_dense, pairs, "ranking")  # [C]
-    order = torch.argsort(probabilities, descending=True)[:k].tolist()
-    items = [
-        Recommendation(
-            item_id=candidate_ids[i],
-            title=k_data.items.texts[int(item_rows[i])],
-            retrieval_score=float(scores[0][i]),
-            ranking_score=float(probabilities[i]),
-        )
-        for i in order
-    ]
+    items = top_recommendations(k_data, candidate_ids, item_rows, scores[0], probabilities, k)
     return OnlineAnswer(
         result=RecommendationList(user_id=user_id, cold_start=cold, items=items),
         query_sparse={key: users.row(key, row) for key in users.offsets},
