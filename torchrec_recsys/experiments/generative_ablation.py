@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
 from torchrec_recsys.app.train import main as train_main
 from torchrec_recsys.errors import UserError
-from torchrec_recsys.experiments.outputs import write_report
+from torchrec_recsys.experiments.outputs import read_reports, write_report
 from torchrec_recsys.metrics.spread import mean_spread
 
 VARIANTS: dict[str, list[str]] = {
@@ -55,11 +54,7 @@ def markdown_table(results: dict[str, list[dict[str, Any]]]) -> str:
 def _merged(paths: list[str]) -> tuple[str, dict[str, list[dict[str, Any]]]]:
     """Table + results of several result JSONs, variants in ``VARIANTS`` order."""
     merged: dict[str, list[dict[str, Any]]] = {}
-    for path in paths:
-        try:
-            part = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise UserError(f"--merge {path!r} is not a readable ablation JSON ({e})") from None
+    for path, part in zip(paths, read_reports(paths), strict=True):
         if not isinstance(part, dict):
             raise UserError(f"--merge {path!r} is not a variant -> runs mapping")
         for variant, runs in part.items():

@@ -25,7 +25,7 @@ from torchrec_recsys.app.train import main as train_main
 from torchrec_recsys.app.trained import load_trained
 from torchrec_recsys.distributed.env import init_distributed, shutdown_distributed
 from torchrec_recsys.errors import UserError
-from torchrec_recsys.experiments.outputs import write_report
+from torchrec_recsys.experiments.outputs import read_reports, write_report
 from torchrec_recsys.metrics.ranking import auc
 from torchrec_recsys.metrics.retrieval import recall_ndcg, target_ranks
 from torchrec_recsys.retrieval.predict import predict
@@ -185,13 +185,7 @@ def main(argv: list[str]) -> None:
     )
     args, overrides = parser.parse_known_args(argv)
     if args.merge:
-        parts = []
-        for path in args.merge:
-            try:
-                parts.append(json.loads(Path(path).read_text()))
-            except (OSError, json.JSONDecodeError) as e:
-                raise UserError(f"--merge {path!r} is not a readable ablation JSON ({e})") from None
-        merged = merge_single_seed_runs(parts)
+        merged = merge_single_seed_runs(read_reports(args.merge))
         write_report(args.out, markdown_table(merged, tuple(args.ks)), merged)
         return
     base = [
