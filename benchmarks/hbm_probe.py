@@ -17,9 +17,10 @@ import argparse
 import json
 from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 
 import torch
+
+from torchrec_recsys.files import atomic_write_text
 
 
 def seconds_per_call(fn: Callable[[], object], repeats: int = 20) -> float:
@@ -78,8 +79,7 @@ def main() -> None:
         )
     result = {"device": torch.cuda.get_device_name(0), **probe(args.rows, args.ids, args.dim)}
     print(json.dumps(result, indent=1))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":
