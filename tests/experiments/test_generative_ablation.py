@@ -45,3 +45,9 @@ def test_merge_tabulates_separate_variant_jobs_in_variant_order(tmp_path) -> Non
     }
     with pytest.raises(UserError, match="more than one file"):
         main(["--merge", str(a), str(a), "--out", str(out)])
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    before = out.read_text()
+    with pytest.raises(UserError, match="broken.json' is not a readable ablation JSON"):
+        main(["--merge", str(a), str(broken), "--out", str(out)])
+    assert out.read_text() == before  # nothing rewritten
