@@ -56,7 +56,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--report-dir", type=Path, default=None, help="Also write report JSON + PNG here."
     )
-    parser.add_argument("--progress", action="store_true", help="Show the encoder's tqdm bar.")
+    parser.add_argument("--progress", action="store_true", help="Show the encoder's progress.")
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.threads < 1 or args.batch_size < 1:
         parser.error("--repeats, --threads and --batch-size must be >= 1")

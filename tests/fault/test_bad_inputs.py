@@ -857,7 +857,7 @@ def test_progress_without_a_terminal_prints_about_ten_lines_per_epoch() -> None:
         bar.update()
     bar.close()
     lines = stream.getvalue().splitlines()
-    assert 10 <= len(lines) <= 11 and lines[-1].startswith("epoch 1/1: step 1504/1504 (100%)")
+    assert 10 <= len(lines) <= 11 and lines[-1].startswith("epoch 1/1: 1504/1504 steps (100%)")
     assert "loss=0.5000" in lines[-1]
     quiet = _Pipe()
     bar = Progress(total=100, initial=0, desc="e", enabled=False, stream=quiet)

@@ -144,6 +144,18 @@ def test_fit_stops_at_max_steps_mid_epoch() -> None:
     assert model.encode(x).shape == (x.shape[0], 2)
 
 
+def test_fit_progress_without_a_terminal_is_plain_lines(capsys: pytest.CaptureFixture) -> None:
+    """Under torchx or a pipe the fit writes a few whole lines, never a bar's carriage returns."""
+    x, _ = clustered_embeddings()
+    steps_per_epoch = -(-x.shape[0] // 64)
+    RQVAE(small_config(max_steps=3 * steps_per_epoch, show_progress=True)).fit(x)
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert "\r" not in err and 1 <= len(lines) <= 11
+    assert lines[-1].startswith(f"RQ-VAE fit: {3 * steps_per_epoch}/{3 * steps_per_epoch} steps")
+    assert "loss=" in lines[-1]
+
+
 def test_negative_step_or_time_limit_is_rejected() -> None:
     with pytest.raises(ConfigError, match="max_steps = -1"):
         small_config(max_steps=-1)

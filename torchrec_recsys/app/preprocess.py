@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import time
 
-from tqdm import tqdm
-
 from torchrec_recsys.app.builders import build_data
 from torchrec_recsys.config import load_config
 from torchrec_recsys.data.criteo import (
@@ -41,6 +39,7 @@ from torchrec_recsys.data.shards import (
     write_shards,
 )
 from torchrec_recsys.errors import UserError
+from torchrec_recsys.observability.progress import Progress
 
 
 def main(argv: list[str]) -> None:
@@ -68,7 +67,7 @@ def main(argv: list[str]) -> None:
     start = time.perf_counter()
     if args.synthetic_rows:
         table_rows = list(settings.table_rows) or [settings.hash_rows] * NUM_SPARSE
-        bar = tqdm(total=args.synthetic_rows, unit="row", desc="preprocess (synthetic)")
+        bar = Progress(total=args.synthetic_rows, desc="preprocess (synthetic)", unit="row")
 
         def tables():  # noqa: ANN202
             for labels, ints, raw in synthetic_criteo_blocks(args.synthetic_rows, args.seed):

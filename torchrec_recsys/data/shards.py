@@ -59,7 +59,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
-from tqdm import tqdm
 
 from torchrec_recsys.config import CriteoConfig
 from torchrec_recsys.data.batch import Batch
@@ -83,6 +82,7 @@ from torchrec_recsys.data.loader import ShardInfo, epoch_order, make_batch
 from torchrec_recsys.data.vocab import load_vocabularies, save_vocabularies
 from torchrec_recsys.errors import DataError
 from torchrec_recsys.files import atomic_write_text, publish_file
+from torchrec_recsys.observability.progress import Progress
 
 MANIFEST = "manifest.json"
 VOCAB_FILE = "vocab.json"
@@ -560,7 +560,7 @@ def preprocess_criteo(
 
     A first pass counts the lines (to place the validation and test rows at the end, as
     ``data.criteo.val_fraction`` / ``test_fraction`` do in memory); the frequency scheme
-    (``min_count > 0``) also counts values over the training rows. A tqdm bar follows the
+    (``min_count > 0``) also counts values over the training rows. Progress follows the
     bytes of the file read.
     """
     path = Path(settings.path)
@@ -583,13 +583,7 @@ def preprocess_criteo(
         def encode(raw: np.ndarray) -> np.ndarray:
             return hash_rows(raw, table_rows)
 
-    bar = tqdm(
-        total=path.stat().st_size,
-        unit="B",
-        unit_scale=True,
-        desc="preprocess",
-        disable=not progress,
-    )
+    bar = Progress(total=path.stat().st_size, desc="preprocess", enabled=progress, unit="byte")
 
     def tables() -> Iterator[pa.Table]:
         for chunk in read_criteo(path, settings.chunk_rows):
@@ -635,7 +629,7 @@ def preprocess_examples(
     ``train.seed = seed`` (:func:`~torchrec_recsys.data.loader.epoch_order`), once: a
     streamed run reads that order every epoch. Validation and test keep their order. The
     fingerprint covers the spec, the vocabularies, the item-side feature values and
-    ``seed``. A tqdm bar follows the examples written.
+    ``seed``. Progress follows the examples written.
     """
     spec = data.spec
     sizes = {split: len(data.splits[split]) for split in SPLITS}
@@ -654,7 +648,7 @@ def preprocess_examples(
     }
     fingerprint = vocab_hash([f.num_embeddings for f in spec.sparse], scheme)
     chunk = max(1, min(rows_per_shard, 65_536))
-    bar = tqdm(total=sum(sizes.values()), unit="ex", desc="preprocess", disable=not progress)
+    bar = Progress(total=sum(sizes.values()), desc="preprocess", enabled=progress, unit="example")
 
     def tables() -> Iterator[pa.Table]:
         for split in SPLITS:

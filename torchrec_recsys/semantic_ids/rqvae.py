@@ -25,9 +25,9 @@ from typing import Any, Self
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from torchrec_recsys.errors import ConfigError, DataError
+from torchrec_recsys.observability.progress import Progress
 from torchrec_recsys.semantic_ids.base import as_embeddings, check_levels
 from torchrec_recsys.semantic_ids.kmeans import kmeans
 
@@ -56,7 +56,7 @@ class RQVAEConfig:
     max_seconds: float = 0.0
     """Stop at the first step past this many seconds of fitting (0 = no limit)."""
     show_progress: bool = False
-    """Show a tqdm bar over the fit's steps (with the running loss)."""
+    """Show progress over the fit's steps (a bar on a terminal, lines without one)."""
     lr: float = 1e-3
     """Learning rate of the optimizer."""
     batch_size: int = 256
@@ -368,7 +368,7 @@ class RQVAE:
         total = cfg.epochs * steps_per_epoch
         total = min(total, cfg.max_steps) if cfg.max_steps else total
         deadline = time.perf_counter() + cfg.max_seconds if cfg.max_seconds else math.inf
-        bar = tqdm(total=total, desc="RQ-VAE fit", unit="step", disable=not cfg.show_progress)
+        bar = Progress(total=total, desc="RQ-VAE fit", enabled=cfg.show_progress)
         steps, stop = 0, False
         for epoch in range(cfg.epochs):
             module.train()
@@ -389,7 +389,7 @@ class RQVAE:
                 sums += parts * batch.shape[0]
                 seen += batch.shape[0]
                 steps += 1
-                bar.update(1)
+                bar.update()
                 if (cfg.max_steps and steps >= cfg.max_steps) or time.perf_counter() >= deadline:
                     stop = True
                     break
