@@ -25,6 +25,20 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def _read_umask() -> int:
+    """The process umask (read once, at import: setting it to read it is not thread-safe)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+FILE_MODE = 0o666 & ~_UMASK
+"""Mode of a published file: what ``open()`` would give (``tempfile`` stages at 0600)."""
+DIR_MODE = 0o777 & ~_UMASK
+"""Mode of a published folder: what ``mkdir`` would give (``tempfile`` stages at 0700)."""
+
+
 def fsync_path(path: Path) -> None:
     """fsync a file or folder so a rename is durable (best effort on odd file systems)."""
     try:
@@ -48,6 +62,7 @@ def atomic_file(
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, staged = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
     try:
+        os.chmod(fd, FILE_MODE)
         with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as handle:
             yield handle
             handle.flush()
@@ -102,6 +117,7 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
     try:
+        staged.chmod(DIR_MODE)
         yield staged
         publish_directory(staged, target)
     except BaseException:
