@@ -94,3 +94,22 @@ def test_merge_averages_one_seed_jobs_and_refuses_multi_seed_files(tmp_path: Pat
     # a merged (2-seed) file cannot be merged again as if it were one seed
     with pytest.raises(UserError, match="one seed"):
         main(["--merge", str(out.with_suffix(".json")), str(paths[0]), "--out", str(out)])
+
+
+def test_table_of_one_model_has_only_its_columns(tmp_path: Path) -> None:
+    """``--models two_tower`` results (no DLRM cells) tabulate, merged, without DLRM columns."""
+    from torchrec_recsys.experiments.sid_ablation import main, mean_over_seeds
+
+    paths = []
+    for i, recall in enumerate([0.1, 0.3]):
+        cells = {
+            b: {"n": 4, "recall@10": recall, "recall@100": recall}
+            for b in ("all", "cold", "long tail")
+        }
+        paths.append(tmp_path / f"s{i}.json")
+        paths[-1].write_text(json.dumps({"SID only": {"two_tower": mean_over_seeds([cells])}}))
+    out = tmp_path / "merged.md"
+    main(["--merge", *map(str, paths), "--out", str(out)])
+    header, _, row = out.read_text().strip().splitlines()
+    assert "DLRM" not in header and header.count("two-tower R@") == 6
+    assert row.startswith("| SID only | 0.2000 ± 0.1414 |")

@@ -2,7 +2,8 @@
 
 On one split (with a share of items held out of training entirely) and one or more seeds
 (``--seeds``: ``train.seed``, i.e. weights and shuffling; the split stays fixed), train the
-DLRM and the two-tower with four item representations and score the test split per bucket:
+DLRM and the two-tower (or one of them: ``--models``) with four item representations and
+score the test split per bucket:
 
     variants: ID only | SID only | ID + SID | ID + random codes (same shape as the SIDs)
     buckets:  all test items | cold (held out of training) | long tail (1..N training rows)
@@ -111,17 +112,22 @@ def _fmt(cell: dict[str, float], metric: str) -> str:
 def markdown_table(
     results: dict[str, dict[str, dict[str, dict[str, float]]]], ks: tuple[int, ...]
 ) -> str:
-    """Rows = variants; columns = (model metric, bucket)."""
+    """Rows = variants; columns = (model metric, bucket) for the models that were run."""
     buckets = ("all", "cold", "long tail")
     first = next(iter(results.values()))
-    counts = {b: first["dlrm"][b]["n"] for b in buckets}
-    tt_counts = {b: first["two_tower"][b]["n"] for b in buckets}
-    header = ["variant"] + [f"DLRM AUC ({b}, n={counts[b]})" for b in buckets]
-    header += [f"two-tower R@{k} ({b}, n={tt_counts[b]})" for b in buckets for k in ks]
+    columns: list[tuple[str, str, str]] = []  # (model, bucket, metric)
+    header = ["variant"]
+    if "dlrm" in first:
+        columns += [("dlrm", b, "auc") for b in buckets]
+        header += [f"DLRM AUC ({b}, n={first['dlrm'][b]['n']})" for b in buckets]
+    if "two_tower" in first:
+        columns += [("two_tower", b, f"recall@{k}") for b in buckets for k in ks]
+        header += [
+            f"two-tower R@{k} ({b}, n={first['two_tower'][b]['n']})" for b in buckets for k in ks
+        ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for variant, per_model in results.items():
-        cells = [_fmt(per_model["dlrm"][b], "auc") for b in buckets]
-        cells += [_fmt(per_model["two_tower"][b], f"recall@{k}") for b in buckets for k in ks]
+        cells = [_fmt(per_model[model][b], metric) for model, b, metric in columns]
         lines.append("| " + " | ".join([variant, *cells]) + " |")
     return "\n".join(lines)
 
@@ -178,6 +184,13 @@ def main(argv: list[str]) -> None:
         "--seeds", type=int, nargs="+", default=[0], help="train.seed values (mean ± std)"
     )
     parser.add_argument(
+        "--models",
+        nargs="+",
+        choices=MODELS,
+        default=list(MODELS),
+        help="which models to train and tabulate (default: both)",
+    )
+    parser.add_argument(
         "--merge",
         nargs="+",
         metavar="JSON",
@@ -198,7 +211,7 @@ def main(argv: list[str]) -> None:
     results: dict[str, dict[str, Any]] = {}
     for variant, flags in VARIANTS.items():
         results[variant] = {}
-        for model in MODELS:
+        for model in dict.fromkeys(args.models):
             slug = variant.lower().replace(" + ", "_").replace(" ", "_")
             per_seed = []
             for seed in args.seeds:
