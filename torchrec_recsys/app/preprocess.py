@@ -67,7 +67,7 @@ def main(argv: list[str]) -> None:
     start = time.perf_counter()
     if args.synthetic_rows:
         table_rows = list(settings.table_rows) or [settings.hash_rows] * NUM_SPARSE
-        bar = Progress(total=args.synthetic_rows, desc="preprocess (synthetic)", unit="row")
+        bar = Progress(total=args.synthetic_rows, desc="preprocess (synthetic)", units="rows")
 
         def tables():  # noqa: ANN202
             for labels, ints, raw in synthetic_criteo_blocks(args.synthetic_rows, args.seed):

@@ -583,7 +583,7 @@ def preprocess_criteo(
         def encode(raw: np.ndarray) -> np.ndarray:
             return hash_rows(raw, table_rows)
 
-    bar = Progress(total=path.stat().st_size, desc="preprocess", enabled=progress, unit="byte")
+    bar = Progress(total=path.stat().st_size, desc="preprocess", enabled=progress, units="bytes")
 
     def tables() -> Iterator[pa.Table]:
         for chunk in read_criteo(path, settings.chunk_rows):
@@ -648,7 +648,7 @@ def preprocess_examples(
     }
     fingerprint = vocab_hash([f.num_embeddings for f in spec.sparse], scheme)
     chunk = max(1, min(rows_per_shard, 65_536))
-    bar = Progress(total=sum(sizes.values()), desc="preprocess", enabled=progress, unit="example")
+    bar = Progress(total=sum(sizes.values()), desc="preprocess", enabled=progress, units="examples")
 
     def tables() -> Iterator[pa.Table]:
         for split in SPLITS:

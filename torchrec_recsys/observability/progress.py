@@ -25,7 +25,8 @@ class Progress:
         initial: units already done (a resumed epoch).
         desc: what is being done, the start of every line.
         enabled: False prints nothing (non-main ranks, ``--train.progress_bar=false``).
-        unit: singular name of a unit; lines say ``<done>/<total> <unit>s``.
+        units: what is counted, plural (``steps``, ``batches``); lines say
+            ``<done>/<total> <units>``.
         stream: where to write; default standard error.
         every_fraction: without a terminal, a line after this share of ``total``.
         every_seconds: without a terminal, a line after this many seconds.
@@ -37,20 +38,20 @@ class Progress:
         initial: int = 0,
         desc: str = "",
         enabled: bool = True,
-        unit: str = "step",
+        units: str = "steps",
         stream: TextIO | None = None,
         every_fraction: float = 0.1,
         every_seconds: float = 60.0,
     ) -> None:
         self.stream = stream if stream is not None else sys.stderr
-        self.total, self.done, self.desc, self.unit = total, initial, desc, unit
+        self.total, self.done, self.desc, self.units = total, initial, desc, units
         self.terminal = enabled and self.stream.isatty()
         self.lines = enabled and not self.terminal
         self.bar = tqdm(
             total=total,
             initial=initial,
             desc=desc,
-            unit=unit,
+            unit=units,
             disable=not self.terminal,
             dynamic_ncols=True,
             file=self.stream,
@@ -85,9 +86,9 @@ class Progress:
             rate = (self.done - self.start_done) / max(now - self.start, 1e-9)
             shown = "".join(f" {key}={value}" for key, value in self.postfix.items())
             print(
-                f"{self.desc}: {self.done}/{self.total} {self.unit}s "
+                f"{self.desc}: {self.done}/{self.total} {self.units} "
                 f"({100 * self.done / max(self.total, 1):.0f}%){shown} "
-                f"{rate:.1f} {self.unit}s/s",
+                f"{rate:.1f} {self.units}/s",
                 file=self.stream,
                 flush=True,
             )

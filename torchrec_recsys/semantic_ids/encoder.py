@@ -229,7 +229,7 @@ class TextEncoder:
         bar = Progress(
             total=math.ceil(len(texts) / self.batch_size),
             desc="encode text",
-            unit="batch",
+            units="batches",
             enabled=self.show_progress,
         )
         with torch.inference_mode():
