@@ -253,7 +253,8 @@ class TrainConfig:
     profile: bool = False
     """Record torch.profiler traces (wait/warm-up/active schedule) under the run directory."""
     progress_bar: bool = True
-    """Show a progress bar on rank 0."""
+    """Show progress on rank 0 (a bar on a terminal, lines without one): the epochs, and the
+    text encoding and RQ-VAE fit when a SID table is learned at start-up."""
     pipeline: str = "auto"
     """Step engine: TorchRec's ``sparse_dist`` (TrainPipelineSparseDist), ``base``
     (TrainPipelineBase), ``none`` (a plain forward/backward/step loop) or ``auto``:

@@ -112,7 +112,9 @@ def build_sid_table(cfg: ExperimentConfig, raw: RawData) -> SIDTable:
             f"(data.item_text_columns = {cfg.data.item_text_columns})"
         )
     genres = list(items["genres"]) if "genres" in items.columns else None
-    return cached_sid_table(list(items["item_id"]), texts, genres, cfg.semantic_ids)
+    return cached_sid_table(
+        list(items["item_id"]), texts, genres, cfg.semantic_ids, cfg.train.progress_bar
+    )
 
 
 def build_sid_features(cfg: ExperimentConfig, raw: RawData) -> dict[str, tuple[np.ndarray, int]]:

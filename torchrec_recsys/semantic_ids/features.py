@@ -81,14 +81,17 @@ def cached_sid_table(
     texts: Sequence[str],
     genres: Sequence[str] | None,
     settings: SemanticIdConfig,
+    show_progress: bool = True,
 ) -> SIDTable:
-    """The SID table for these items and settings, learned once and then read from cache."""
+    """The SID table for these items and settings, learned once and then read from cache
+    (``show_progress``: report the encoding and the fit while learning)."""
     key_fields = [list(item_ids), list(texts), {f: getattr(settings, f) for f in LEARNING_FIELDS}]
     key = hashlib.sha256(json.dumps(key_fields).encode()).hexdigest()[:20]
     folder = Path(settings.cache_dir) / "tables" / key
     rank0 = not dist.is_initialized() or dist.get_rank() == 0
     if rank0 and not folder.is_dir():
-        save_sid_table(folder, learn_sid_table(item_ids, texts, genres, settings).table)
+        learned = learn_sid_table(item_ids, texts, genres, settings, show_progress)
+        save_sid_table(folder, learned.table)
     if dist.is_initialized():
         dist.barrier()
     return load_sid_table(folder)
