@@ -24,14 +24,15 @@ import time
 from torchrec_recsys.app.builders import build_data
 from torchrec_recsys.config import load_config
 from torchrec_recsys.data.criteo import (
-    NUM_SPARSE,
     criteo_spec,
     encode_dense,
     hash_rows,
+    hashing_table_rows,
     split_sizes,
     synthetic_criteo_blocks,
 )
 from torchrec_recsys.data.shards import (
+    HASHING_SCHEME,
     criteo_table,
     preprocess_criteo,
     preprocess_examples,
@@ -66,7 +67,7 @@ def main(argv: list[str]) -> None:
     settings = cfg.data.criteo
     start = time.perf_counter()
     if args.synthetic_rows:
-        table_rows = list(settings.table_rows) or [settings.hash_rows] * NUM_SPARSE
+        table_rows = hashing_table_rows(settings)
         bar = Progress(total=args.synthetic_rows, desc="preprocess (synthetic)", units="rows")
 
         def tables():  # noqa: ANN202
@@ -78,7 +79,7 @@ def main(argv: list[str]) -> None:
             tables(),
             args.out,
             criteo_spec(table_rows, embedding_dim=1),  # the dimension is not stored
-            vocab_hash(table_rows, {"scheme": "hashing"}),
+            vocab_hash(table_rows, HASHING_SCHEME),
             args.rows_per_shard,
             split_sizes(args.synthetic_rows, settings),
         )

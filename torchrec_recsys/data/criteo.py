@@ -152,6 +152,12 @@ def read_criteo(path: str | Path, chunk_rows: int = 65_536) -> Iterator[CriteoCh
         yield _parse_lines(lines, first, str(path))
 
 
+def hashing_table_rows(settings: CriteoConfig) -> list[int]:
+    """Rows of each of the 26 tables under the hashing scheme: ``data.criteo.table_rows``,
+    or ``hash_rows`` for every table when that list is empty."""
+    return list(settings.table_rows) or [settings.hash_rows] * NUM_SPARSE
+
+
 def hash_rows(raw: np.ndarray, table_rows: Sequence[int]) -> np.ndarray:
     """Hashing scheme: ``raw mod rows`` per column (missing -> 0). int64 [N, 26]"""
     sizes = np.asarray(table_rows, dtype=np.int64)[None, :]  # [1, 26]
@@ -358,7 +364,7 @@ def build_criteo_dataset(settings: CriteoConfig, embedding_dim: int) -> RecDatas
         )
         table_rows, rows = vocab.table_rows(), vocab.rows(raw)
     else:
-        table_rows = list(settings.table_rows) or [settings.hash_rows] * NUM_SPARSE
+        table_rows = hashing_table_rows(settings)
         rows = hash_rows(raw, table_rows)
     spec = criteo_spec(table_rows, embedding_dim)
     bounds = {

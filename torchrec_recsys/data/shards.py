@@ -64,7 +64,6 @@ from torchrec_recsys.config import CriteoConfig
 from torchrec_recsys.data.batch import Batch
 from torchrec_recsys.data.criteo import (
     DENSE_NAMES,
-    NUM_SPARSE,
     SPARSE_NAMES,
     CriteoChunk,
     FrequencyVocab,
@@ -72,6 +71,7 @@ from torchrec_recsys.data.criteo import (
     criteo_spec,
     examples_only_dataset,
     hash_rows,
+    hashing_table_rows,
     read_criteo,
     split_sizes,
 )
@@ -88,6 +88,8 @@ MANIFEST = "manifest.json"
 VOCAB_FILE = "vocab.json"
 FORMAT = "torchrec_recsys-shards-v3"
 SPLITS = ("train", "val", "test")
+HASHING_SCHEME: dict[str, Any] = {"scheme": "hashing"}
+"""The fingerprinted description of the hashing scheme (its table rows are hashed beside)."""
 LABEL, USER_ROW, ITEM_ROW = "label", "_user_row", "_item_row"
 """Column names besides the features' own."""
 
@@ -577,8 +579,8 @@ def preprocess_criteo(
         }
         encode = vocab.rows
     else:
-        table_rows = list(settings.table_rows) or [settings.hash_rows] * NUM_SPARSE
-        scheme = {"scheme": "hashing"}
+        table_rows = hashing_table_rows(settings)
+        scheme = HASHING_SCHEME
 
         def encode(raw: np.ndarray) -> np.ndarray:
             return hash_rows(raw, table_rows)
@@ -615,8 +617,7 @@ def expected_vocab_hash(settings: CriteoConfig) -> str | None:
     whose fingerprint depends on the data: the manifest's own is used)."""
     if settings.min_count > 0:
         return None
-    table_rows = list(settings.table_rows) or [settings.hash_rows] * NUM_SPARSE
-    return vocab_hash(table_rows, {"scheme": "hashing"})
+    return vocab_hash(hashing_table_rows(settings), HASHING_SCHEME)
 
 
 def preprocess_examples(
