@@ -63,6 +63,18 @@ def user_query_table(
     return data.cold_user_table(history), row is None
 
 
+def check_request_sizes(k: int, candidates: int) -> None:
+    """Reject a request for ``k`` of ``candidates`` items that cannot be answered.
+
+    Raises:
+        UserError: ``k`` or ``candidates`` below 1, or ``k > candidates``.
+    """
+    if k < 1 or candidates < 1:
+        raise UserError(f"k = {k} and candidates = {candidates} must both be at least 1")
+    if k > candidates:
+        raise UserError(f"k = {k} must not exceed the number of candidates ({candidates})")
+
+
 def recommend(
     retriever: TrainedTask,
     ranker: TrainedTask,
@@ -76,10 +88,7 @@ def recommend(
     """Top ``k`` items for ``user_id`` from ``candidates`` retrieved ones, ordered by the DLRM
     (a pipeline-objective DLRM also reads the retrieval score and rank, capped at
     ``rank_cap``: its training's ``model.candidates``)."""
-    if k < 1 or candidates < 1:
-        raise UserError(f"k = {k} and candidates = {candidates} must both be at least 1")
-    if k > candidates:
-        raise UserError(f"k = {k} must not exceed the number of candidates ({candidates})")
+    check_request_sizes(k, candidates)
     r_data, k_data = retriever.data, ranker.data
     query_table, cold = user_query_table(r_data, user_id, history or [])
     query = predict(retriever.task, query_table, r_data, "query").numpy()  # [1, D]

@@ -21,12 +21,12 @@ import torch
 from torchrec_recsys.data.dataset import RecDataset
 from torchrec_recsys.data.feature_rows import TowerRows, pair_batch, query_batch
 from torchrec_recsys.data.features import ITEM, USER
-from torchrec_recsys.errors import UserError
 from torchrec_recsys.retrieval.candidates import pipeline_pairs, retrieval_features
 from torchrec_recsys.retrieval.faiss_index import LoadedIndex, search
 from torchrec_recsys.retrieval.predict import TrainedTask, predict, predict_batch
 from torchrec_recsys.retrieval.two_stage import (
     RecommendationList,
+    check_request_sizes,
     has_pairs,
     ranker_rows,
     top_recommendations,
@@ -123,10 +123,7 @@ def recommend_online(
         UserError: ``k`` or ``candidates`` below 1, ``k > candidates``, or a retrieved item
             missing from the ranker's catalogue.
     """
-    if k < 1 or candidates < 1:
-        raise UserError(f"k = {k} and candidates = {candidates} must both be at least 1")
-    if k > candidates:
-        raise UserError(f"k = {k} must not exceed the number of candidates ({candidates})")
+    check_request_sizes(k, candidates)
     history = history or []
     r_data, k_data = retriever.data, ranker.data
     users, row, cold = _request_user(r_data, features.retriever_users, user_id, history)
