@@ -121,6 +121,31 @@ def _offline(tt_dir: Path, dlrm_dir: Path, index_dir: Path) -> dict[Any, Any]:
         shutdown_distributed()
 
 
+def _start_serve(registry: Registry, port: int, *flags: str) -> subprocess.Popen[str]:
+    """``python -m torchrec_recsys serve`` over ``registry`` on ``port`` (1 thread, polling
+    every 0.1 s, the tests' k and candidate limits) plus ``flags``; output piped."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable, "-m", "torchrec_recsys", "serve", "--registry", str(registry.root),
+        "--port", str(port), "--max-k", str(MAX_K), "--candidates", str(CANDIDATES),
+        "--poll-seconds", "0.1", *flags,
+    ]  # fmt: skip
+    return subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def _stop(process: subprocess.Popen[str], timeout: float, tail: int) -> None:
+    """Terminate the server (kill it after ``timeout`` s) and print its last ``tail`` chars."""
+    process.terminate()
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        output, _ = process.communicate()
+    print(output[-tail:])
+
+
 @pytest.fixture(scope="session")
 def server(synthetic_paths, tmp_path_factory) -> Iterator[Server]:  # type: ignore[no-untyped-def]
     root = tmp_path_factory.mktemp("serving")
@@ -140,16 +165,10 @@ def server(synthetic_paths, tmp_path_factory) -> Iterator[Server]:  # type: igno
     assert registry.add(bundles["int8"]) == "v2"
     log_dir = root / "logs"
     port = _free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
-    command = [
-        sys.executable, "-m", "torchrec_recsys", "serve", "--registry", str(registry.root),
-        "--port", str(port), "--max-k", str(MAX_K), "--candidates", str(CANDIDATES),
-        "--max-concurrency", "2", "--poll-seconds", "0.1", "--log-dir", str(log_dir),
+    process = _start_serve(
+        registry, port, "--max-concurrency", "2", "--log-dir", str(log_dir),
         "--drift-window-seconds", "3600", "--drift-min-requests", "50",
-    ]  # fmt: skip
-    process = subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    )  # fmt: skip
     users = list(pd.read_csv(synthetic_paths.interactions, dtype=str)["user_id"])
     srv = Server(port, registry, log_dir, bundles, offline, {}, users)
     try:
@@ -160,13 +179,7 @@ def server(synthetic_paths, tmp_path_factory) -> Iterator[Server]:  # type: igno
         srv.wait_for(lambda h: h["live"] == "v1")
         yield srv
     finally:
-        process.terminate()
-        try:
-            output, _ = process.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            output, _ = process.communicate()
-        print(output[-5000:])
+        _stop(process, timeout=20, tail=5000)
 
 
 def test_no_live_version_answers_503_with_a_reason(server: Server) -> None:
@@ -424,15 +437,7 @@ def test_several_processes_follow_the_registry_and_share_metrics(
     assert registry.add(server.bundles["int8"]) == "v2"
     registry.promote("v1")
     port = _free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
-    command = [
-        sys.executable, "-m", "torchrec_recsys", "serve", "--registry", str(registry.root),
-        "--port", str(port), "--max-k", str(MAX_K), "--candidates", str(CANDIDATES),
-        "--poll-seconds", "0.1", "--processes", "2",
-    ]  # fmt: skip
-    process = subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    process = _start_serve(registry, port, "--processes", "2")
     multi = Server(port, registry, tmp_path / "logs", server.bundles, {}, {}, [])
     try:
         live: dict[int, str] = {}  # process id -> live version it reported
@@ -456,13 +461,7 @@ def test_several_processes_follow_the_registry_and_share_metrics(
         assert 'recsys_version_requests_total{role="live",version="v2"} 20.0' in text
         assert 'recsys_live_version{version="v2"} 1.0' in text
     finally:
-        process.terminate()
-        try:
-            output, _ = process.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            output, _ = process.communicate()
-        print(output[-3000:])
+        _stop(process, timeout=30, tail=3000)
 
 
 def test_the_shared_listening_socket_is_tcp_so_answers_are_not_delayed() -> None:
