@@ -113,3 +113,17 @@ def test_table_of_one_model_has_only_its_columns(tmp_path: Path) -> None:
     header, _, row = out.read_text().strip().splitlines()
     assert "DLRM" not in header and header.count("two-tower R@") == 6
     assert row.startswith("| SID only | 0.2000 ± 0.1414 |")
+
+
+def test_unknown_model_is_a_one_line_error_before_any_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from torchrec_recsys.experiments.sid_ablation import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--models", "sasrec", "--runs-dir", str(tmp_path / "runs")])
+    assert stop.value.code == 2
+    assert "--models: invalid choice: 'sasrec' (choose from 'dlrm', 'two_tower')" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "runs").exists()
