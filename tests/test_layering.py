@@ -17,7 +17,7 @@ LAYERS: dict[str, int] = {
     # library, lowest first; a package imports only packages of a lower layer
     "errors": 0,
     "config": 1,
-    "files": 1,
+    "files": 0,
     "observability": 1,
     "data": 2,
     "semantic_ids": 2,
