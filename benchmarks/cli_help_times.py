@@ -48,7 +48,9 @@ def time_once(args: list[str]) -> float:
     """Seconds from start to exit of ``python <args>`` in a fresh process (must exit 0)."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, *args], env=env, capture_output=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, *args], cwd=REPO, env=env, capture_output=True, timeout=120
+    )
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"error: python {' '.join(args)} exited {done.returncode}")

@@ -115,3 +115,42 @@ def test_a_planted_undeclared_import_is_caught(tmp_path: Path) -> None:
         '[project.optional-dependencies]\nextra = ["LightGBM==4.7.0", "PyYAML"]\n'
     )
     assert undeclared_imports(package, pyproject) == [problems[1]]
+
+
+def requirement_pins(path: Path) -> dict[str, str]:
+    """Normalized name -> pinned version of every ``name==version`` line of a requirements
+    file and of the files it includes with ``-r``."""
+    pins: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line.startswith("-r "):
+            pins.update(requirement_pins(path.parent / line[3:].strip()))
+        elif "==" in line:
+            name, version = line.split("==", 1)
+            pins[normalize(name)] = version.strip()
+    return pins
+
+
+def test_pyproject_pins_match_the_requirement_files() -> None:
+    files = ["requirements-cpu.txt", "requirements-gpu.txt", "requirements-dev.txt"]
+    pinned: dict[str, set[str]] = {}
+    for name in files:
+        for dist, version in requirement_pins(REPO_ROOT / name).items():
+            pinned.setdefault(dist, set()).add(version)
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    specs = project["dependencies"] + sum(project["optional-dependencies"].values(), [])
+    exact = [Requirement(s) for s in specs if "==" in s]
+    assert len(exact) > 5
+    for req in exact:
+        version = str(req.specifier).removeprefix("==")
+        assert version in pinned.get(normalize(req.name), set()), f"{req} is not pinned so"
+
+
+def test_the_ci_install_command_pins_the_cpu_torch() -> None:
+    """.ci/run installs torch on its own first (from PyTorch's CPU index): the same version as
+    requirements-cpu.txt, so the second command finds it installed."""
+    ci = (REPO_ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    torch = requirement_pins(REPO_ROOT / "requirements-cpu.txt")["torch"]
+    assert f"--extra-index-url https://download.pytorch.org/whl/cpu torch=={torch}" in ci
+    for gpu in REPO_ROOT.glob("requirements-gpu*.txt"):  # each names its torch in its header
+        assert f"pip install torch=={requirement_pins(gpu)['torch']}\n" in gpu.read_text()
