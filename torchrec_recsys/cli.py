@@ -14,12 +14,13 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from torchrec_recsys.data.synthetic import write_synthetic_dataset
 from torchrec_recsys.distributed.threads import THREADS_ENV, configure_threads
 from torchrec_recsys.errors import ConfigError, DataWarning, UserError
 
+HELP_FLAGS = ("-h", "--help")
 
-def _synth(argv: list[str]) -> None:
+
+def _synth_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="torchrec_recsys synth",
         description="Write a synthetic dataset in the bring-your-own format.",
@@ -30,7 +31,13 @@ def _synth(argv: list[str]) -> None:
     parser.add_argument("--per-user", type=int, default=30, help="interactions per user")
     parser.add_argument("--format", choices=("csv", "parquet"), default="csv", help="file format")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _synth(argv: list[str]) -> None:
+    from torchrec_recsys.data.synthetic import write_synthetic_dataset  # (numpy/pandas)
+
+    args = _synth_parser().parse_args(argv)
     for flag, value in [
         ("--users", args.users),
         ("--items", args.items),
@@ -48,9 +55,7 @@ def _synth(argv: list[str]) -> None:
     print(f"wrote {paths.interactions}, {paths.items}, {paths.users}")
 
 
-def _synth_criteo(argv: list[str]) -> None:
-    from torchrec_recsys.data.criteo import write_synthetic_criteo  # (numpy/pandas only)
-
+def _synth_criteo_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="torchrec_recsys synth-criteo",
         description="Write a synthetic click log in the Criteo TSV format (label, I1-I13, C1-C26).",
@@ -61,7 +66,13 @@ def _synth_criteo(argv: list[str]) -> None:
         "--cardinality", type=int, default=100_000, help="distinct values per categorical column"
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _synth_criteo(argv: list[str]) -> None:
+    from torchrec_recsys.data.criteo import write_synthetic_criteo  # (numpy/pandas only)
+
+    args = _synth_criteo_parser().parse_args(argv)
     if args.rows <= 0 or args.cardinality <= 0:
         raise UserError(f"--rows ({args.rows}) and --cardinality must be positive")
     path = write_synthetic_criteo(args.out, args.rows, args.seed, args.cardinality)
@@ -129,15 +140,63 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "torchrec_recsys.app.serving_commands:drift_main",
         "compare live request features with the training statistics (PSI), plot",
     ),
+    "config": (
+        "torchrec_recsys.app.config_command:main",
+        "config show: the resolved config, every key with its meaning and range",
+    ),
 }
 """Subcommand -> ("module:function" taking argv, help). A subcommand's module is imported
 only when it runs, so ``--help`` and ``synth`` do not pay for importing torchrec."""
+
+_APP = "torchrec_recsys.app.parsers"
+_EXPERIMENTS = "torchrec_recsys.experiments.parsers"
+PARSERS: dict[str, str] = {
+    "train": f"{_APP}:train_parser",
+    "synth": "torchrec_recsys.cli:_synth_parser",
+    "synth-criteo": "torchrec_recsys.cli:_synth_criteo_parser",
+    "preprocess": f"{_APP}:preprocess_parser",
+    "sid": f"{_APP}:sid_parser",
+    "ablation": f"{_EXPERIMENTS}:sid_ablation_parser",
+    "generative-ablation": f"{_EXPERIMENTS}:generative_ablation_parser",
+    "ranking-report": f"{_EXPERIMENTS}:ranking_report_parser",
+    "export": f"{_APP}:export_parser",
+    "recommend": f"{_APP}:recommend_parser",
+    "evaluate-pipeline": f"{_APP}:evaluate_pipeline_parser",
+    "export-bundle": f"{_APP}:export_bundle_parser",
+    "registry": f"{_APP}:registry_parser",
+    "serve": f"{_APP}:serve_parser",
+    "drift": f"{_APP}:drift_parser",
+    "config": f"{_APP}:config_parser",
+}
+"""Subcommand -> "module:function" building its argparse parser (the one its entry point parses
+with) from a module that imports no torch: ``<subcommand> --help`` is answered from it."""
 
 
 def entry_point(name: str) -> Callable[[list[str]], object]:
     """The function behind subcommand ``name``."""
     module, function = SUBCOMMANDS[name][0].split(":")
     return getattr(importlib.import_module(module), function)
+
+
+def parser_for(name: str) -> argparse.ArgumentParser:
+    """The argparse parser of subcommand ``name``, built without importing its entry point."""
+    module, function = PARSERS[name].split(":")
+    return getattr(importlib.import_module(module), function)()
+
+
+def wants_help(argv: list[str]) -> bool:
+    """Whether ``argv`` asks for help (``-h`` / ``--help`` before any ``--``)."""
+    head = argv[: argv.index("--")] if "--" in argv else argv
+    return any(arg in HELP_FLAGS for arg in head)
+
+
+def print_help(name: str, argv: list[str]) -> int:
+    """Let the subcommand's own parser answer ``argv`` (which asks for help); its exit code."""
+    try:
+        parser_for(name).parse_known_args(argv)
+    except SystemExit as e:  # argparse exits after printing the help (0) or a usage error (2)
+        return e.code if isinstance(e.code, int) else 0
+    return 0
 
 
 def usage() -> str:
@@ -207,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     quiet_library_noise()
     show_data_warnings()
-    if not argv or argv[0] in ("-h", "--help"):
+    if not argv or argv[0] in HELP_FLAGS:
         print(usage())
         return 0
     try:
@@ -225,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if name in PARSERS and wants_help(rest):
+        return print_help(name, rest)
     try:
         configure_threads(threads)
         entry_point(name)(rest)

@@ -11,9 +11,13 @@ Only entry points read the config; library code takes typed arguments built from
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import difflib
+import inspect
 import math
 import re
+import textwrap
 import tomllib
 import types
 import typing
@@ -404,7 +408,7 @@ def load_config(
         path = Path(path)
         if not path.is_file():
             what = "is a folder, not a file" if path.is_dir() else "does not exist"
-            raise ConfigError(f"config file {str(path)!r} {what}")
+            raise ConfigError(f"config file {str(path)!r} {what}; expected a TOML file")
         try:
             table = tomllib.loads(path.read_text(encoding="utf-8"))
         except UnicodeDecodeError as e:
@@ -416,7 +420,7 @@ def load_config(
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"config file {str(path)!r} is not valid TOML: {e}") from None
         _apply_table(cfg, table, where=str(path))
-    for item in overrides or []:
+    for item in join_override_values(list(overrides or [])):
         section_key, value = _parse_override(item)
         _apply_table(cfg, _nest(section_key, value), where=f"override {item!r}")
     validate_config(cfg)
@@ -750,9 +754,36 @@ def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
         raise ConfigError(f"{key} = {value!r} is not one of {', '.join(choices)}")
 
 
+OVERRIDE_KEY = re.compile(r"--[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+"""An override's key part: ``--name`` or ``--section.key`` (``--data.criteo.path``)."""
+
+
+def join_override_values(items: list[str]) -> list[str]:
+    """``["--train.epochs", "1"]`` -> ``["--train.epochs=1"]``: an override's value may follow
+    its key as the next item (as argparse leaves ``--train.epochs 1`` in its extras)."""
+    out, i = [], 0
+    while i < len(items):
+        item = items[i]
+        if (
+            OVERRIDE_KEY.fullmatch(item)
+            and i + 1 < len(items)
+            and not items[i + 1].startswith("--")
+        ):
+            out.append(f"{item}={items[i + 1]}")
+            i += 2
+        else:
+            out.append(item)
+            i += 1
+    return out
+
+
 def _parse_override(item: str) -> tuple[str, Any]:
+    if OVERRIDE_KEY.fullmatch(item):
+        raise ConfigError(f"override {item!r} has no value; expected {item}=VALUE or {item} VALUE")
     if not item.startswith("--") or "=" not in item:
-        raise ConfigError(f"override {item!r} is not of the form --section.key=value")
+        raise ConfigError(
+            f"override {item!r} is not of the form --section.key=value or --section.key value"
+        )
     key, raw = item[2:].split("=", 1)
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
@@ -777,8 +808,10 @@ def _apply_table(obj: Any, table: dict[str, Any], where: str, prefix: str = "") 
     for key, value in table.items():
         dotted = f"{prefix}{key}"
         if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" (did you mean {prefix + close[0]!r}?)" if close else ""
             raise ConfigError(
-                f"unknown config key {dotted!r} in {where}; expected one of: "
+                f"unknown config key {dotted!r} in {where}{hint}; expected one of: "
                 + ", ".join(sorted(f"{prefix}{n}" for n in names))
             )
         current = getattr(obj, key)
@@ -817,3 +850,60 @@ def resolve_pipeline(cfg: ExperimentConfig) -> str:
     if cfg.train.pipeline != "auto":
         return cfg.train.pipeline
     return "base" if cfg.model.name in SEQUENCE_MODELS else "sparse_dist"
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Field name -> its docstring (the string right below the field) in dataclass ``cls``;
+    a section field without one gets its section class's docstring."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs = {}
+    for node, after in zip(body, body[1:], strict=False):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
+            docs[node.target.id] = inspect.cleandoc(after.value.value)
+    for f in dataclasses.fields(cls):
+        section = f.default_factory if f.default_factory is not dataclasses.MISSING else None
+        if f.name not in docs and dataclasses.is_dataclass(section):
+            docs[f.name] = inspect.cleandoc(section.__doc__ or "")
+    return docs
+
+
+@dataclass(frozen=True)
+class ConfigKey:
+    """One settable key of the experiment config, as ``config show`` lists it."""
+
+    key: str
+    """Dotted key, e.g. ``train.epochs`` (the override is ``--train.epochs=...``)."""
+    value: Any
+    """Its value in the resolved config."""
+    doc: str
+    """Its docstring in this module."""
+    allowed: str
+    """Its range in words (:data:`FIELD_RANGES`), "" for a non-numeric key."""
+
+
+def config_keys(obj: Any, prefix: str = "") -> list[ConfigKey]:
+    """Every leaf key of ``obj`` (an :class:`ExperimentConfig` or a section), in declaration
+    order, with its value, docstring and range."""
+    docs = field_docs(type(obj))
+    hints = typing.get_type_hints(type(obj))
+    keys: list[ConfigKey] = []
+    for f in dataclasses.fields(obj):
+        value, dotted = getattr(obj, f.name), f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            keys += config_keys(value, f"{dotted}.")
+            continue
+        allowed = FIELD_RANGES.get(dotted)
+        words = allowed.describe() if allowed is not None else ""
+        if words and typing.get_origin(hints[f.name]) is list:
+            words = f"every element {words}"
+        if not words and hints[f.name] is float:
+            words = "a finite number"
+        keys.append(ConfigKey(dotted, value, docs.get(f.name, ""), words))
+    return keys

@@ -18,9 +18,9 @@ first-epoch order for ``train.seed``). ``train`` streams any of them with
 
 from __future__ import annotations
 
-import argparse
 import time
 
+from torchrec_recsys.app import parsers
 from torchrec_recsys.app.builders import build_data
 from torchrec_recsys.config import load_config
 from torchrec_recsys.data.criteo import (
@@ -44,22 +44,7 @@ from torchrec_recsys.observability.progress import Progress
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(
-        prog="torchrec_recsys preprocess",
-        description="Turn the configured data (a Criteo-format TSV, MovieLens, the files "
-        "source) into Parquet shards of encoded examples + manifest.",
-    )
-    parser.add_argument(
-        "--config",
-        help="experiment TOML; data.source = 'criteo', 'movielens-100k', 'book-crossing' or "
-        "'files'",
-    )
-    parser.add_argument("--out", required=True, help="folder for the shards and manifest.json")
-    parser.add_argument("--rows-per-shard", type=int, default=1_000_000, help="rows per shard")
-    parser.add_argument(
-        "--synthetic-rows", type=int, default=0, help="write this many synthetic rows instead"
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic rows")
+    parser = parsers.preprocess_parser()
     args, overrides = parser.parse_known_args(argv)
     if args.rows_per_shard <= 0 or args.synthetic_rows < 0:
         raise UserError("--rows-per-shard must be positive and --synthetic-rows >= 0")

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from torchrec_recsys.app import parsers
 from torchrec_recsys.app.pipeline import check_same_data, load_ranker
 from torchrec_recsys.app.trained import TrainedModel, load_trained, read_run_config
 from torchrec_recsys.config import ExperimentConfig
@@ -53,20 +54,6 @@ def _require(run_dir: str, model: str, flag: str) -> None:
     name = read_run_config(Path(run_dir)).model.name
     if name != model:
         raise UserError(f"{flag} {run_dir!r} trained a {name!r} model; expected {model!r}")
-
-
-def two_stage_parser(
-    prog: str, description: str, ranker_required: bool = True
-) -> argparse.ArgumentParser:
-    """A parser with the --retriever and --ranker run directories both commands take."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument(
-        "--retriever", required=True, help="two-tower (or, alone, generative) run directory"
-    )
-    parser.add_argument(
-        "--ranker", required=ranker_required, help="DLRM run directory (not with a generative)"
-    )
-    return parser
 
 
 def _check_two_stage(args: argparse.Namespace) -> None:
@@ -124,20 +111,7 @@ def _check_history(history: list[str], catalogue: list[str]) -> None:
 
 
 def export_main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(
-        prog="torchrec_recsys export",
-        description="Embed every catalogue item with a trained two-tower and save a FAISS index.",
-    )
-    parser.add_argument("--run-dir", required=True, help="two-tower run directory")
-    parser.add_argument("--out", help="index folder (default: <run dir>/index_<kind>)")
-    parser.add_argument(
-        "--kind", choices=("flat", "ivf", "hnsw"), default="flat", help="index type"
-    )
-    parser.add_argument("--nlist", type=int, default=64, help="IVF lists")
-    parser.add_argument("--nprobe", type=int, default=16, help="IVF lists probed per query")
-    parser.add_argument("--hnsw-m", type=int, default=32, help="HNSW neighbours per node")
-    parser.add_argument("--ef-search", type=int, default=128, help="HNSW search breadth")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing index folder")
+    parser = parsers.export_parser()
     args = parser.parse_args(argv)
     _require(args.run_dir, "two_tower", "--run-dir")
     out = Path(args.out or Path(args.run_dir) / f"index_{args.kind}")
@@ -183,24 +157,7 @@ def export_main(argv: list[str]) -> None:
 
 
 def recommend_main(argv: list[str]) -> None:
-    parser = two_stage_parser(
-        "torchrec_recsys recommend",
-        "Retrieve candidates with the two-tower + FAISS index, re-rank with the DLRM; or, "
-        "with a generative --retriever alone, generate items by constrained beam search.",
-        ranker_required=False,
-    )
-    parser.add_argument("--index", help="index folder (default: <retriever>/index_flat)")
-    parser.add_argument(
-        "--user", required=True, help="raw user id (unknown ids get a cold-start query)"
-    )
-    parser.add_argument(
-        "--history", default="", help="comma-separated raw item ids to use as history"
-    )
-    parser.add_argument("-k", type=int, default=10, help="items to print")
-    parser.add_argument(
-        "--candidates", type=int, default=100, help="items retrieved before re-ranking"
-    )
-    parser.add_argument("--beam", type=int, help="generative: beam width (default: the run's)")
+    parser = parsers.recommend_parser()
     args = parser.parse_args(argv)
     if read_run_config(Path(args.retriever)).model.name == "generative":
         _recommend_generative(args)
@@ -326,28 +283,7 @@ def objective_label(cfg: ExperimentConfig) -> str:
 
 
 def evaluate_pipeline_main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(
-        prog="torchrec_recsys evaluate-pipeline",
-        description="Recall/NDCG/HR/MAP@k, MRR and coverage of retrieval alone vs. retrieval "
-        "re-ranked by each --ranker (and by logistic regression and LightGBM fitted on the "
-        "first pipeline-objective ranker's training pairs).",
-    )
-    parser.add_argument("--retriever", required=True, help="two-tower run directory")
-    parser.add_argument(
-        "--ranker",
-        action="append",
-        required=True,
-        help="DLRM run directory (repeat for several; rating or pipeline objective)",
-    )
-    parser.add_argument("--split", choices=("val", "test"), default="test", help="split to score")
-    parser.add_argument("--candidates", type=int, default=100, help="items retrieved per query")
-    parser.add_argument("-k", type=int, default=10, help="cut-off of the final list")
-    parser.add_argument(
-        "--no-tabular",
-        action="store_true",
-        help="skip the logistic-regression and LightGBM second stages",
-    )
-    parser.add_argument("--out", help="write the metrics as JSON here too")
+    parser = parsers.evaluate_pipeline_parser()
     args = parser.parse_args(argv)
     _check_flags(args)
     if args.out and not Path(args.out).resolve().parent.is_dir():

@@ -8,7 +8,6 @@ drift --url http://127.0.0.1:8080 [--plot drift.png]
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import urllib.error
@@ -17,7 +16,8 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from torchrec_recsys.app.retrieval_commands import check_two_stage_runs, two_stage_parser
+from torchrec_recsys.app import parsers
+from torchrec_recsys.app.retrieval_commands import check_two_stage_runs
 from torchrec_recsys.app.trained import TrainedModel, load_trained, read_run_config
 from torchrec_recsys.distributed.env import init_distributed, shutdown_distributed
 from torchrec_recsys.errors import UserError
@@ -42,22 +42,7 @@ def architecture(trained: TrainedModel, quantization: str) -> Architecture:
 
 
 def export_bundle_main(argv: list[str]) -> None:
-    parser = two_stage_parser(
-        "torchrec_recsys export-bundle",
-        "Write a self-contained serving bundle from a two-tower run and a DLRM run.",
-    )
-    parser.add_argument("--out", required=True, help="bundle folder to create")
-    parser.add_argument(
-        "--quantize", choices=("fp32", "int8"), default="fp32", help="embedding table precision"
-    )
-    parser.add_argument(
-        "--kind", choices=("flat", "ivf", "hnsw"), default="flat", help="FAISS index type"
-    )
-    parser.add_argument("--nlist", type=int, default=256, help="IVF lists")
-    parser.add_argument("--nprobe", type=int, default=16, help="IVF lists probed per query")
-    parser.add_argument("--hnsw-m", type=int, default=32, help="HNSW neighbours per node")
-    parser.add_argument("--ef-search", type=int, default=128, help="HNSW search breadth")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+    parser = parsers.export_bundle_parser()
     args = parser.parse_args(argv)
     check_two_stage_runs(args)
     owns_group = not dist.is_initialized()
@@ -130,26 +115,7 @@ def _print_state(registry: Registry) -> None:
 
 
 def registry_main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(
-        prog="torchrec_recsys registry",
-        description="Manage serving versions: add a bundle, promote, roll back, canary, shadow.",
-    )
-    parser.add_argument("--root", required=True, help="registry folder")
-    sub = parser.add_subparsers(dest="action", required=True)
-    add = sub.add_parser("add", help="verify a bundle and add it as a new version")
-    add.add_argument("bundle", help="bundle folder (export-bundle --out)")
-    add.add_argument("--name", help="version name (default v<N+1>)")
-    promote = sub.add_parser("promote", help="make a version live")
-    promote.add_argument("version")
-    sub.add_parser("rollback", help="make the previously live version live again")
-    sub.add_parser("list", help="versions and their roles")
-    canary = sub.add_parser("canary", help="send a share of users to a version")
-    canary.add_argument("version", nargs="?", help="version (omit with --off)")
-    canary.add_argument("--share", type=float, default=0.1, help="share of users, (0, 1]")
-    canary.add_argument("--off", action="store_true", help="stop the canary")
-    shadow = sub.add_parser("shadow", help="mirror every request to a version")
-    shadow.add_argument("version", nargs="?", help="version (omit with --off)")
-    shadow.add_argument("--off", action="store_true", help="stop shadowing")
+    parser = parsers.registry_parser()
     args = parser.parse_args(argv)
     registry = Registry(args.root)
     if args.action == "add":
@@ -184,42 +150,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def serve_main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(
-        prog="torchrec_recsys serve",
-        description="Serve the registry's live version over HTTP: POST /recommend, "
-        "GET /healthz, GET /metrics, GET /drift.",
-    )
-    parser.add_argument("--registry", required=True, help="registry folder")
-    parser.add_argument("--host", default="127.0.0.1", help="bind address (loopback default)")
-    parser.add_argument("--port", type=int, default=8080, help="TCP port")
-    parser.add_argument(
-        "--allow-remote", action="store_true", help="allow binding a non-loopback address"
-    )
-    parser.add_argument("--max-k", type=int, default=100, help="largest k a request may ask")
-    parser.add_argument("--candidates", type=int, default=100, help="items retrieved to rank")
-    parser.add_argument(
-        "--max-concurrency", type=int, default=8, help="requests in flight before 503"
-    )
-    parser.add_argument(
-        "--workers", type=int, default=2, help="requests computed at once (about the cores)"
-    )
-    parser.add_argument(
-        "--processes",
-        type=int,
-        default=1,
-        help="server processes on one port, each with the live version (GIL: one process "
-        "computes about one request at a time)",
-    )
-    parser.add_argument("--poll-seconds", type=float, default=0.5, help="registry poll period")
-    parser.add_argument("--log-dir", help="impression/shadow logs (default <registry>/logs)")
-    parser.add_argument(
-        "--drift-window-seconds", type=float, default=300.0, help="drift statistics window"
-    )
-    parser.add_argument("--psi-threshold", type=float, default=0.2, help="PSI drift flag")
-    parser.add_argument(
-        "--drift-min-requests", type=int, default=50, help="requests before drift is flagged"
-    )
-    parser.add_argument("--torch-threads", type=int, default=1, help="intra-op threads")
+    parser = parsers.serve_parser()
     args = parser.parse_args(argv)
     if args.host not in LOOPBACK and not args.allow_remote:
         raise UserError(
@@ -248,13 +179,7 @@ def serve_main(argv: list[str]) -> None:
 
 
 def drift_main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(
-        prog="torchrec_recsys drift",
-        description="Drift of live request features vs. the live bundle's training statistics.",
-    )
-    parser.add_argument("--url", default="http://127.0.0.1:8080", help="service base URL")
-    parser.add_argument("--plot", help="write a PNG of the worst features here")
-    parser.add_argument("--json", help="write the report as JSON here")
+    parser = parsers.drift_parser()
     args = parser.parse_args(argv)
     try:
         with urllib.request.urlopen(f"{args.url.rstrip('/')}/drift", timeout=10) as response:

@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+from torchrec_recsys.app import parsers
 from torchrec_recsys.app.builders import build_raw_data
 from torchrec_recsys.config import load_config
 from torchrec_recsys.data.dataset import item_texts
@@ -16,20 +17,8 @@ from torchrec_recsys.semantic_ids.report import write_report
 from torchrec_recsys.semantic_ids.store import load_sid_table, save_sid_table
 
 
-def build_main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(
-        prog="torchrec_recsys sid build",
-        description="Encode item text, learn semantic IDs, save the table and its quality report.",
-    )
-    parser.add_argument("--config", help="experiment TOML whose [data] names the items")
-    parser.add_argument("--out", required=True, help="folder for the SID table")
-    parser.add_argument("--method", choices=("rqvae", "rq_kmeans"), help="quantizer")
-    parser.add_argument("--levels", type=int, help="code levels")
-    parser.add_argument("--codebook-size", type=int, help="codes per level")
-    parser.add_argument("--epochs", type=int, help="RQ-VAE epochs")
-    parser.add_argument("--max-steps", type=int, help="RQ-VAE: stop after this many steps")
-    parser.add_argument("--max-seconds", type=float, help="RQ-VAE: stop after this many seconds")
-    args, overrides = parser.parse_known_args(argv)
+def build(args: argparse.Namespace, overrides: list[str]) -> None:
+    """``sid build``: learn a SID table from the configured items' text and report on it."""
     flags = {
         "method": args.method,
         "levels": args.levels,
@@ -53,12 +42,8 @@ def build_main(argv: list[str]) -> None:
     print(f"report: {paths['json']}, plot: {paths['png']}")
 
 
-def report_main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(
-        prog="torchrec_recsys sid report", description="Print the quality report of a SID table."
-    )
-    parser.add_argument("--table", required=True, help="folder written by 'sid build'")
-    args = parser.parse_args(argv)
+def report(args: argparse.Namespace) -> None:
+    """``sid report``: print the quality report saved beside a SID table."""
     load_sid_table(args.table)  # validates the folder
     path = Path(args.table) / "sid_report.json"
     if not path.is_file():
@@ -83,7 +68,11 @@ def _format(report: dict) -> str:  # type: ignore[type-arg]
 
 def main(argv: list[str]) -> None:
     """``sid build ...`` or ``sid report ...``."""
-    commands = {"build": build_main, "report": report_main}
-    if not argv or argv[0] not in commands:
-        raise UserError(f"usage: sid {{{'|'.join(commands)}}} [options]; got {argv[:1]}")
-    commands[argv[0]](argv[1:])
+    parser = parsers.sid_parser()
+    args, overrides = parser.parse_known_args(argv)
+    if args.action == "report":
+        if overrides:
+            parser.error(f"unrecognized arguments: {' '.join(overrides)}")
+        report(args)
+    else:
+        build(args, overrides)

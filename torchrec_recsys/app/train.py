@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from torchrec_recsys.app import builders
+from torchrec_recsys.app import builders, parsers
 from torchrec_recsys.app.pipeline import build_run_data
 from torchrec_recsys.app.run_folder import (
     HEARTBEAT_S,
@@ -42,7 +42,6 @@ from torchrec_recsys.app.run_folder import (
     write_run_metadata,
 )
 from torchrec_recsys.config import (
-    MODELS,
     RUN_CONFIG_FILE,
     ExperimentConfig,
     check_plain_name,
@@ -71,55 +70,10 @@ FAULT_RANK_ENV = "TORCHREC_RECSYS_FAULT_RANK"
 FAULT_MODE_ENV = "TORCHREC_RECSYS_FAULT_MODE"
 """``exit`` (default: ``os._exit(1)``, like a killed process) or ``raise`` (a RuntimeError)."""
 FAULT_MARKER = ".fault_injected"
-RUN_ID_ENV = "TORCHREC_RECSYS_RUN_ID"
-"""Default of ``--run-id`` (the torchx component sets it to the job's app id)."""
-RESUME_IF_ANY_ENV = "TORCHREC_RECSYS_RESUME_IF_ANY"
-"""``1`` turns ``--resume-if-any`` on (the torchx component sets it when retries are on)."""
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="torchrec_recsys train",
-        description="Train the configured model; --section.key=value flags override the config.",
-    )
-    parser.add_argument(
-        "--config",
-        help="TOML experiment file (default: built-in defaults = configs/ml100k_dlrm.toml)",
-    )
-    parser.add_argument("--model", choices=MODELS, help="shorthand for --model.name=...")
-    resume = parser.add_mutually_exclusive_group()
-    resume.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the newest run of this experiment from its newest checkpoint",
-    )
-    resume.add_argument(
-        "--resume-if-any",
-        action="store_true",
-        default=os.environ.get(RESUME_IF_ANY_ENV) == "1",
-        help="continue from the run directory's newest checkpoint if it has one, else start "
-        "afresh (without --run-dir/--run-id: the newest run with a checkpoint, else a new run); "
-        f"what retried jobs use (default: on when ${RESUME_IF_ANY_ENV}=1)",
-    )
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument(
-        "--run-dir",
-        help="use this run directory (default: <train.output_dir>/<name>/<UTC timestamp>)",
-    )
-    where.add_argument(
-        "--run-id",
-        default=os.environ.get(RUN_ID_ENV) or None,
-        help="use the run directory <train.output_dir>/<name>/<RUN_ID>, e.g. a scheduler job id "
-        f"that stays the same across retries (default: ${RUN_ID_ENV})",
-    )
-    parser.add_argument(
-        "--profile", action="store_true", help="record torch.profiler traces into <run dir>/profile"
-    )
-    return parser
 
 
 def parse_config(argv: list[str] | None) -> tuple[ExperimentConfig, argparse.Namespace]:
-    args, overrides = build_parser().parse_known_args(argv)
+    args, overrides = parsers.train_parser().parse_known_args(argv)
     flags = []
     if args.model:
         flags.append(f"--model.name={args.model}")

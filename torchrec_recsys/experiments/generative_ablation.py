@@ -16,26 +16,16 @@ start-up (cached under ``semantic_ids.cache_dir``).
 
 from __future__ import annotations
 
-import argparse
 import json
 from typing import Any
 
 from torchrec_recsys.app.train import main as train_main
 from torchrec_recsys.errors import UserError
+from torchrec_recsys.experiments import parsers
 from torchrec_recsys.experiments.outputs import read_reports, write_report
+from torchrec_recsys.experiments.parsers import VARIANTS
 from torchrec_recsys.metrics.spread import mean_spread
 
-VARIANTS: dict[str, list[str]] = {
-    "SID (RQ-VAE, 3 x 64, user token)": [],
-    "random codes, same shape": ["--semantic_ids.random_codes=true"],
-    "levels 2": ["--semantic_ids.levels=2"],
-    "levels 4": ["--semantic_ids.levels=4"],
-    "codebook 32": ["--semantic_ids.codebook_size=32"],
-    "codebook 128": ["--semantic_ids.codebook_size=128"],
-    "codebook 256": ["--semantic_ids.codebook_size=256"],
-    "residual k-means": ["--semantic_ids.method=rq_kmeans"],
-    "no user token": ["--sequence.user_token=false"],
-}
 METRICS = ("recall@10", "ndcg@10", "mrr", "coverage@10", "cold_recall@10", "invalid_rate")
 
 
@@ -67,24 +57,7 @@ def _merged(paths: list[str]) -> tuple[str, dict[str, list[dict[str, Any]]]]:
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(
-        prog="torchrec_recsys generative-ablation",
-        description="Train the generative retriever per variant and seed; tabulate mean +/- "
-        "std of the test metrics. Extra --section.key=value flags go to every run.",
-    )
-    parser.add_argument("--config", default="configs/ml100k_generative.toml")
-    parser.add_argument("--out", default="reports/generative_ablation.md")
-    parser.add_argument("--runs-dir", default="runs/generative_ablation")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument(
-        "--variants", nargs="+", choices=list(VARIANTS), help="a subset (default: all)"
-    )
-    parser.add_argument(
-        "--merge",
-        nargs="+",
-        metavar="JSON",
-        help="no training: tabulate the result JSONs of earlier runs (e.g. one per variant)",
-    )
+    parser = parsers.generative_ablation_parser()
     args, overrides = parser.parse_known_args(argv)
     if args.merge:
         write_report(args.out, *_merged(args.merge))

@@ -20,7 +20,6 @@ A run whose ``summary.json`` exists is reused, so an interrupted report resumes.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from typing import Any
 from torchrec_recsys.app.retrieval_commands import evaluate_pipeline_main
 from torchrec_recsys.app.train import SUMMARY_FILE
 from torchrec_recsys.app.train import main as train_main
+from torchrec_recsys.experiments import parsers
 from torchrec_recsys.files import atomic_write_text
 from torchrec_recsys.metrics.spread import mean_spread
 
@@ -101,30 +101,7 @@ def _evaluate_alone(
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(
-        prog="torchrec_recsys ranking-report",
-        description="Train retriever, DLRM, DCN-v2 and the pipeline DLRM per seed, evaluate the "
-        "pipeline, and write the ranking and pipeline tables (mean ± std over seeds). Extra "
-        "--section.key=value flags go to every training run.",
-    )
-    parser.add_argument("--retriever-config", required=True, help="two-tower TOML")
-    parser.add_argument("--ranker-config", required=True, help="DLRM TOML (rating label)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="train.seed values")
-    parser.add_argument("--runs-dir", default="runs/ranking_report", help="where runs are written")
-    parser.add_argument("--out", default="reports/ranking_report.md", help="markdown tables")
-    parser.add_argument("--candidates", type=int, default=100, help="retrieved per query")
-    parser.add_argument(
-        "--pipeline-flag",
-        action="append",
-        default=[],
-        help="extra --section.key=value for the pipeline DLRM only (repeatable)",
-    )
-    parser.add_argument(
-        "--ablate-context",
-        action="store_true",
-        help="also train the pipeline DLRM without context features (model.context_features "
-        "= false) and add its rows (it and the tabular second stages on its pairs)",
-    )
+    parser = parsers.ranking_report_parser()
     args, overrides = parser.parse_known_args(argv)
     root = Path(args.runs_dir)
     common = ["--train.progress_bar=false", *overrides]

@@ -14,7 +14,6 @@ mean over seeds, and with several seeds "± sample std"; each bucket's size n is
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 from pathlib import Path
@@ -26,6 +25,7 @@ from torchrec_recsys.app.train import main as train_main
 from torchrec_recsys.app.trained import load_trained
 from torchrec_recsys.distributed.env import init_distributed, shutdown_distributed
 from torchrec_recsys.errors import UserError
+from torchrec_recsys.experiments import parsers
 from torchrec_recsys.experiments.outputs import read_reports, write_report
 from torchrec_recsys.metrics.ranking import auc
 from torchrec_recsys.metrics.retrieval import recall_ndcg, target_ranks
@@ -37,7 +37,6 @@ VARIANTS: dict[str, list[str]] = {
     "ID + SID": ["--semantic_ids.enabled=true"],
     "ID + random codes": ["--semantic_ids.enabled=true", "--semantic_ids.random_codes=true"],
 }
-MODELS = ("dlrm", "two_tower")
 
 
 def test_buckets(run_dir: Path, long_tail_max: int) -> tuple[dict[str, torch.Tensor], Any]:
@@ -160,42 +159,7 @@ def merge_single_seed_runs(parts: list[dict[str, Any]]) -> dict[str, dict[str, A
 
 
 def main(argv: list[str]) -> None:
-
-    parser = argparse.ArgumentParser(
-        prog="torchrec_recsys ablation",
-        description="Train DLRM and two-tower with ID / SID / ID+SID / random-code features and "
-        "tabulate test metrics on all, cold and long-tail items. Extra --section.key=value "
-        "flags go to every training run.",
-    )
-    parser.add_argument("--config", help="base experiment TOML (default: built-in defaults)")
-    parser.add_argument("--out", default="reports/sid_ablation.md", help="markdown table path")
-    parser.add_argument("--runs-dir", default="runs/ablation", help="where the runs are written")
-    parser.add_argument(
-        "--cold-item-fraction", type=float, default=0.1, help="share of items held out of training"
-    )
-    parser.add_argument(
-        "--long-tail-max",
-        type=int,
-        default=10,
-        help="most training interactions of a long-tail item",
-    )
-    parser.add_argument("--ks", type=int, nargs="+", default=[10, 100], help="Recall@k cut-offs")
-    parser.add_argument(
-        "--seeds", type=int, nargs="+", default=[0], help="train.seed values (mean ± std)"
-    )
-    parser.add_argument(
-        "--models",
-        nargs="+",
-        choices=MODELS,
-        default=list(MODELS),
-        help="which models to train and tabulate (default: both)",
-    )
-    parser.add_argument(
-        "--merge",
-        nargs="+",
-        metavar="JSON",
-        help="no training: mean +/- std over one-seed result JSONs (one job per seed)",
-    )
+    parser = parsers.sid_ablation_parser()
     args, overrides = parser.parse_known_args(argv)
     if args.merge:
         merged = merge_single_seed_runs(read_reports(args.merge))

@@ -1,0 +1,113 @@
+"""The argument parsers of the experiment drivers, apart from the drivers.
+
+Building one imports only ``argparse``, so ``<driver> --help`` answers without importing torch;
+each driver's ``main(argv)`` parses with the same parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+MODELS = ("dlrm", "two_tower")
+"""The models the semantic-ID ablation trains and tabulates."""
+VARIANTS: dict[str, list[str]] = {
+    "SID (RQ-VAE, 3 x 64, user token)": [],
+    "random codes, same shape": ["--semantic_ids.random_codes=true"],
+    "levels 2": ["--semantic_ids.levels=2"],
+    "levels 4": ["--semantic_ids.levels=4"],
+    "codebook 32": ["--semantic_ids.codebook_size=32"],
+    "codebook 128": ["--semantic_ids.codebook_size=128"],
+    "codebook 256": ["--semantic_ids.codebook_size=256"],
+    "residual k-means": ["--semantic_ids.method=rq_kmeans"],
+    "no user token": ["--sequence.user_token=false"],
+}
+"""The generative ablation's variants: name -> the overrides that make it."""
+
+
+def sid_ablation_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="torchrec_recsys ablation",
+        description="Train DLRM and two-tower with ID / SID / ID+SID / random-code features and "
+        "tabulate test metrics on all, cold and long-tail items. Extra --section.key=value "
+        "flags go to every training run.",
+    )
+    parser.add_argument("--config", help="base experiment TOML (default: built-in defaults)")
+    parser.add_argument("--out", default="reports/sid_ablation.md", help="markdown table path")
+    parser.add_argument("--runs-dir", default="runs/ablation", help="where the runs are written")
+    parser.add_argument(
+        "--cold-item-fraction", type=float, default=0.1, help="share of items held out of training"
+    )
+    parser.add_argument(
+        "--long-tail-max",
+        type=int,
+        default=10,
+        help="most training interactions of a long-tail item",
+    )
+    parser.add_argument("--ks", type=int, nargs="+", default=[10, 100], help="Recall@k cut-offs")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0], help="train.seed values (mean ± std)"
+    )
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        choices=MODELS,
+        default=list(MODELS),
+        help="which models to train and tabulate (default: both)",
+    )
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="JSON",
+        help="no training: mean +/- std over one-seed result JSONs (one job per seed)",
+    )
+    return parser
+
+
+def generative_ablation_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="torchrec_recsys generative-ablation",
+        description="Train the generative retriever per variant and seed; tabulate mean +/- "
+        "std of the test metrics. Extra --section.key=value flags go to every run.",
+    )
+    parser.add_argument("--config", default="configs/ml100k_generative.toml")
+    parser.add_argument("--out", default="reports/generative_ablation.md")
+    parser.add_argument("--runs-dir", default="runs/generative_ablation")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--variants", nargs="+", choices=list(VARIANTS), help="a subset (default: all)"
+    )
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="JSON",
+        help="no training: tabulate the result JSONs of earlier runs (e.g. one per variant)",
+    )
+    return parser
+
+
+def ranking_report_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="torchrec_recsys ranking-report",
+        description="Train retriever, DLRM, DCN-v2 and the pipeline DLRM per seed, evaluate the "
+        "pipeline, and write the ranking and pipeline tables (mean ± std over seeds). Extra "
+        "--section.key=value flags go to every training run.",
+    )
+    parser.add_argument("--retriever-config", required=True, help="two-tower TOML")
+    parser.add_argument("--ranker-config", required=True, help="DLRM TOML (rating label)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="train.seed values")
+    parser.add_argument("--runs-dir", default="runs/ranking_report", help="where runs are written")
+    parser.add_argument("--out", default="reports/ranking_report.md", help="markdown tables")
+    parser.add_argument("--candidates", type=int, default=100, help="retrieved per query")
+    parser.add_argument(
+        "--pipeline-flag",
+        action="append",
+        default=[],
+        help="extra --section.key=value for the pipeline DLRM only (repeatable)",
+    )
+    parser.add_argument(
+        "--ablate-context",
+        action="store_true",
+        help="also train the pipeline DLRM without context features (model.context_features "
+        "= false) and add its rows (it and the tabular second stages on its pairs)",
+    )
+    return parser
