@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from torchrec_recsys.distributed.threads import THREADS_ENV, configure_threads
+from torchrec_recsys.distributed.threads import THREADS_ENV, configure_threads, resolve_threads
 from torchrec_recsys.errors import ConfigError, DataWarning, UserError
 
 HELP_FLAGS = ("-h", "--help")
@@ -283,6 +283,11 @@ def main(argv: list[str] | None = None) -> int:
             f"error: unknown subcommand {name!r}; expected one of {', '.join(SUBCOMMANDS)}",
             file=sys.stderr,
         )
+        return 2
+    try:
+        resolve_threads(threads)  # (a bad --threads is refused before help, without torch)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     if name in PARSERS and wants_help(rest):
         return print_help(name, rest)
