@@ -152,6 +152,7 @@ def registry_main(argv: list[str]) -> None:
     shadow.add_argument("--off", action="store_true", help="stop shadowing")
     args = parser.parse_args(argv)
     registry = Registry(args.root)
+    registry.check_root(must_exist=args.action != "add")
     if args.action == "add":
         name = registry.add(args.bundle, args.name)
         print(f"added {args.bundle} as version {name}")
