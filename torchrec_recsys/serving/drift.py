@@ -88,7 +88,7 @@ class _TrainingStats(_Strict):
 
 
 class _FeatureRow(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid")
+    model_config = pydantic.ConfigDict(extra="ignore")
     feature: str
     kind: Literal["sparse", "dense"]
     psi: _Finite
@@ -98,9 +98,10 @@ class _FeatureRow(pydantic.BaseModel):
 
 
 class _Report(pydantic.BaseModel):
-    """The shape of a drift report (``GET /drift``, ``drift --json``)."""
+    """The shape of a drift report (``GET /drift``, ``drift --json``); fields a newer service
+    adds are let through."""
 
-    model_config = pydantic.ConfigDict(extra="forbid")
+    model_config = pydantic.ConfigDict(extra="ignore")
     window_started_unix: _Finite
     requests: _Count
     enough_requests: bool
