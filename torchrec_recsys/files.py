@@ -137,6 +137,28 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
         raise
 
 
+def check_output_folder(path: str | Path, overwrite: bool, flag: str = "--out") -> Path:
+    """Refuse an output folder before any work: a file (or a folder below a file) always,
+    and an existing non-empty folder unless ``overwrite`` (an empty one is used as is).
+
+    Raises:
+        UserError: one line naming ``flag``, the path and what was expected.
+    """
+    from torchrec_recsys.errors import UserError
+
+    path = Path(path)
+    for parent in [path, *path.parents]:
+        if parent.exists() and not parent.is_dir():
+            where = "is a file" if parent == path else f"is below the file {str(parent)!r}"
+            raise UserError(f"{flag} {str(path)!r} {where}; expected a folder path")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise UserError(
+            f"{flag} {str(path)!r} already exists and is not empty; pass --overwrite to "
+            "replace it, or choose a new folder"
+        )
+    return path
+
+
 # --------------------------------------------------------------------------- read back
 
 

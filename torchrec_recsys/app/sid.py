@@ -11,6 +11,7 @@ from torchrec_recsys.app.builders import build_raw_data
 from torchrec_recsys.config import load_config
 from torchrec_recsys.data.dataset import item_texts
 from torchrec_recsys.errors import UserError
+from torchrec_recsys.files import check_output_folder
 from torchrec_recsys.semantic_ids.features import learn_sid_table
 from torchrec_recsys.semantic_ids.report import write_report
 from torchrec_recsys.semantic_ids.store import load_sid_table, save_sid_table
@@ -29,7 +30,11 @@ def build_main(argv: list[str]) -> None:
     parser.add_argument("--epochs", type=int, help="RQ-VAE epochs")
     parser.add_argument("--max-steps", type=int, help="RQ-VAE: stop after this many steps")
     parser.add_argument("--max-seconds", type=float, help="RQ-VAE: stop after this many seconds")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing table in --out"
+    )
     args, overrides = parser.parse_known_args(argv)
+    check_output_folder(args.out, args.overwrite)
     flags = {
         "method": args.method,
         "levels": args.levels,
