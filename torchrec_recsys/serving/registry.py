@@ -215,6 +215,9 @@ class Registry:
             UserError: one line naming the folder.
         """
         where = f"registry folder {str(self.root)!r}"
+        for parent in self.root.parents:
+            if parent.exists() and not parent.is_dir():
+                raise UserError(f"{where} is below the file {str(parent)!r}; expected a folder")
         if not self.root.exists():
             if must_exist:
                 raise UserError(f"{where} does not exist; create it with 'registry add BUNDLE'")
