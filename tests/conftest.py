@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,31 @@ def tiny_overrides(paths: SyntheticPaths, output_dir: Path) -> list[str]:
         "--train.progress_bar=false",
         f"--train.output_dir={output_dir}",
     ]
+
+
+@dataclass(frozen=True)
+class TinyBundle:
+    """A two-tower run, a DLRM run and the serving bundle exported from them (read only:
+    copy the bundle before changing it)."""
+
+    tt_dir: Path
+    dlrm_dir: Path
+    bundle: Path
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(
+    synthetic_paths: SyntheticPaths, tmp_path_factory: pytest.TempPathFactory
+) -> TinyBundle:
+    """One-epoch tiny runs and their fp32 bundle (about 15 s, once per session)."""
+    from torchrec_recsys.app.train import main as train_main
+    from torchrec_recsys.cli import main as cli_main
+
+    root = tmp_path_factory.mktemp("tiny_bundle")
+    base = [*tiny_overrides(synthetic_paths, root / "runs"), "--train.epochs=1"]
+    tt_dir = Path(train_main([*base, "--name=tt", "--model.name=two_tower"])["run_dir"])
+    dlrm_dir = Path(train_main([*base, "--name=dlrm"])["run_dir"])
+    bundle = root / "bundle"
+    argv = ["export-bundle", "--retriever", str(tt_dir), "--ranker", str(dlrm_dir)]
+    assert cli_main([*argv, "--out", str(bundle)]) == 0
+    return TinyBundle(tt_dir, dlrm_dir, bundle)

@@ -20,13 +20,8 @@ from pathlib import Path
 import pytest
 from conftest import COMPONENT, REPO_ROOT, TORCHX, tiny_config_file
 
-from torchrec_recsys.app.train import (
-    FAULT_MARKER,
-    FAULT_RANK_ENV,
-    FAULT_STEP_ENV,
-    RESUME_IF_ANY_ENV,
-    RUN_ID_ENV,
-)
+from torchrec_recsys.app.parsers import RESUME_IF_ANY_ENV, RUN_ID_ENV
+from torchrec_recsys.app.train import FAULT_MARKER, FAULT_RANK_ENV, FAULT_STEP_ENV
 from torchrec_recsys.data.synthetic import SyntheticPaths
 
 TOLERANCE = 1e-6

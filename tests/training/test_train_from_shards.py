@@ -239,6 +239,8 @@ def test_resume_on_example_shards_from_another_preprocess_fails(
     with pytest.raises(RuntimeError, match="injected fault"):
         main(args)
     # same folder, other vocabularies: the genres are no longer a feature
-    _preprocess_tiny(synthetic_paths, shards, '--data.item_categorical_columns=["decade"]')
+    _preprocess_tiny(
+        synthetic_paths, shards, "--overwrite", '--data.item_categorical_columns=["decade"]'
+    )
     with pytest.raises(DataError, match="made by another preprocess"):
         main(args)

@@ -36,6 +36,7 @@ from torchrec_recsys.models.tasks import GenerativeTask, NextItemTask, RankingTa
 from torchrec_recsys.models.two_tower import TwoTower, item_log_q
 from torchrec_recsys.semantic_ids.features import (
     cached_sid_table,
+    check_table_settings,
     sid_item_features,
 )
 from torchrec_recsys.semantic_ids.store import SIDTable, load_sid_table
@@ -103,18 +104,17 @@ def build_sid_table(cfg: ExperimentConfig, raw: RawData) -> SIDTable:
     """The configured SID table: read from ``table_path`` or learned (cached) from item text."""
     s = cfg.semantic_ids
     if s.table_path:
-        return load_sid_table(s.table_path)
+        table = load_sid_table(s.table_path)
+        check_table_settings(table, s, repr(s.table_path))
+        return table
     items = raw.items
     texts = item_texts(items, cfg.data.item_text_columns)
-    if not any(t.strip() for t in texts):
-        raise DataError(
-            f"semantic IDs are learned from item text, but every item's text is empty "
-            f"(data.item_text_columns = {cfg.data.item_text_columns})"
-        )
     genres = list(items["genres"]) if "genres" in items.columns else None
-    return cached_sid_table(
+    table = cached_sid_table(
         list(items["item_id"]), texts, genres, cfg.semantic_ids, cfg.train.progress_bar
     )
+    check_table_settings(table, s, f"learned for [semantic_ids] under {s.cache_dir!r}")
+    return table
 
 
 def build_sid_features(cfg: ExperimentConfig, raw: RawData) -> dict[str, tuple[np.ndarray, int]]:

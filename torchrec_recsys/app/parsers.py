@@ -90,6 +90,9 @@ def _sid_build_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     parser.add_argument("--epochs", type=int, help="RQ-VAE epochs")
     parser.add_argument("--max-steps", type=int, help="RQ-VAE: stop after this many steps")
     parser.add_argument("--max-seconds", type=float, help="RQ-VAE: stop after this many seconds")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing table in --out"
+    )
     return parser
 
 
@@ -151,6 +154,9 @@ def preprocess_parser() -> argparse.ArgumentParser:
         "--synthetic-rows", type=int, default=0, help="write this many synthetic rows instead"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic rows")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing, non-empty --out folder"
+    )
     return parser
 
 

@@ -18,11 +18,14 @@ first-epoch order for ``train.seed``). ``train`` streams any of them with
 
 from __future__ import annotations
 
+import argparse
 import time
+from pathlib import Path
+from typing import Any
 
 from torchrec_recsys.app import parsers
 from torchrec_recsys.app.builders import build_data
-from torchrec_recsys.config import load_config
+from torchrec_recsys.config import ExperimentConfig, load_config
 from torchrec_recsys.data.criteo import (
     criteo_spec,
     encode_dense,
@@ -40,6 +43,7 @@ from torchrec_recsys.data.shards import (
     write_shards,
 )
 from torchrec_recsys.errors import UserError
+from torchrec_recsys.files import atomic_directory, check_output_folder
 from torchrec_recsys.observability.progress import Progress
 
 
@@ -48,9 +52,32 @@ def main(argv: list[str]) -> None:
     args, overrides = parser.parse_known_args(argv)
     if args.rows_per_shard <= 0 or args.synthetic_rows < 0:
         raise UserError("--rows-per-shard must be positive and --synthetic-rows >= 0")
+    check_output_folder(args.out, args.overwrite)
     cfg = load_config(args.config, overrides)
-    settings = cfg.data.criteo
     start = time.perf_counter()
+    if cfg.data.source == "shards" and not args.synthetic_rows:
+        raise UserError(
+            "the config reads shards already (data.source = 'shards'); preprocess needs the "
+            "raw data's config (data.source = 'criteo', 'movielens-100k', 'book-crossing' or "
+            "'files')"
+        )
+    # staged next to --out and renamed into place when complete: a failed run leaves the old
+    # folder (or none), never a mix of old and new shards
+    with atomic_directory(args.out) as staging:
+        manifest = _write(args, cfg, staging)
+    counts = ", ".join(
+        f"{split} {entry['rows']} in {len(entry['shards'])} shard(s)"
+        for split, entry in manifest["splits"].items()
+    )
+    print(
+        f"wrote {manifest['total_rows']} examples ({counts}) to {args.out} in "
+        f"{time.perf_counter() - start:.1f} s (vocab hash {manifest['vocab_hash']})"
+    )
+
+
+def _write(args: argparse.Namespace, cfg: ExperimentConfig, out: Path) -> dict[str, Any]:
+    """Write the shards of ``args``/``cfg`` into the folder ``out``; returns the manifest."""
+    settings = cfg.data.criteo
     if args.synthetic_rows:
         table_rows = hashing_table_rows(settings)
         bar = Progress(total=args.synthetic_rows, desc="preprocess (synthetic)", units="rows")
@@ -62,7 +89,7 @@ def main(argv: list[str]) -> None:
 
         manifest = write_shards(
             tables(),
-            args.out,
+            out,
             criteo_spec(table_rows, embedding_dim=1),  # the dimension is not stored
             vocab_hash(table_rows, HASHING_SCHEME),
             args.rows_per_shard,
@@ -70,22 +97,9 @@ def main(argv: list[str]) -> None:
         )
         bar.close()
     elif cfg.data.source == "criteo":
-        manifest = preprocess_criteo(settings, args.out, args.rows_per_shard)
-    elif cfg.data.source == "shards":
-        raise UserError(
-            "the config reads shards already (data.source = 'shards'); preprocess needs the "
-            "raw data's config (data.source = 'criteo', 'movielens-100k', 'book-crossing' or "
-            "'files')"
-        )
+        manifest = preprocess_criteo(settings, out, args.rows_per_shard)
     else:  # in-memory sources: encoded as `train` encodes them, then written once
         manifest = preprocess_examples(
-            build_data(cfg), args.out, args.rows_per_shard, seed=cfg.train.seed
+            build_data(cfg), out, args.rows_per_shard, seed=cfg.train.seed
         )
-    counts = ", ".join(
-        f"{split} {entry['rows']} in {len(entry['shards'])} shard(s)"
-        for split, entry in manifest["splits"].items()
-    )
-    print(
-        f"wrote {manifest['total_rows']} examples ({counts}) to {args.out} in "
-        f"{time.perf_counter() - start:.1f} s (vocab hash {manifest['vocab_hash']})"
-    )
+    return manifest

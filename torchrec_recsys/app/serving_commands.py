@@ -24,7 +24,7 @@ from torchrec_recsys.errors import UserError
 from torchrec_recsys.files import atomic_write_text
 from torchrec_recsys.retrieval.faiss_index import IndexSpec
 from torchrec_recsys.serving.bundle import METRIC, Architecture, write_bundle
-from torchrec_recsys.serving.drift import format_report, plot_report
+from torchrec_recsys.serving.drift import check_report, format_report, plot_report
 from torchrec_recsys.serving.registry import Registry
 from torchrec_recsys.serving.service import ServiceConfig, serve
 
@@ -118,6 +118,7 @@ def registry_main(argv: list[str]) -> None:
     parser = parsers.registry_parser()
     args = parser.parse_args(argv)
     registry = Registry(args.root)
+    registry.check_root(must_exist=args.action != "add")
     if args.action == "add":
         name = registry.add(args.bundle, args.name)
         print(f"added {args.bundle} as version {name}")
@@ -178,17 +179,30 @@ def serve_main(argv: list[str]) -> None:
     serve(config, args.host, args.port, args.torch_threads, args.processes)
 
 
+MAX_REPORT_BYTES = 16 << 20
+"""The largest drift answer ``drift`` reads."""
+
+
 def drift_main(argv: list[str]) -> None:
     parser = parsers.drift_parser()
     args = parser.parse_args(argv)
+    url = f"{args.url.rstrip('/')}/drift"
     try:
-        with urllib.request.urlopen(f"{args.url.rstrip('/')}/drift", timeout=10) as response:
-            report = json.loads(response.read())
+        with urllib.request.urlopen(url, timeout=10) as response:
+            body = response.read(MAX_REPORT_BYTES + 1)
     except urllib.error.HTTPError as exc:
-        raise UserError(f"{args.url}/drift answered {exc.code}: {exc.read().decode()}") from None
-    except (urllib.error.URLError, OSError) as exc:
+        detail = exc.read(500).decode("utf-8", "replace").strip().splitlines()[:1]
+        raise UserError(f"{url} answered {exc.code}: {' '.join(detail)}") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
         raise UserError(f"cannot reach the service at {args.url!r} ({exc})") from None
-    print(f"version {report['version']}")
+    if len(body) > MAX_REPORT_BYTES:
+        raise UserError(f"the answer of {url} exceeds {MAX_REPORT_BYTES} bytes; not a report")
+    try:
+        report = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        raise UserError(f"the answer of {url} is not JSON; expected a drift report") from None
+    check_report(report, f"the drift report from {url}")
+    print(f"version {report.get('version') or 'unknown'}")
     print(format_report(report))
     if args.json:
         atomic_write_text(args.json, json.dumps(report, indent=1))

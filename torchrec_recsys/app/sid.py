@@ -12,6 +12,7 @@ from torchrec_recsys.app.builders import build_raw_data
 from torchrec_recsys.config import load_config
 from torchrec_recsys.data.dataset import item_texts
 from torchrec_recsys.errors import UserError
+from torchrec_recsys.files import check_output_folder
 from torchrec_recsys.semantic_ids.features import learn_sid_table
 from torchrec_recsys.semantic_ids.report import write_report
 from torchrec_recsys.semantic_ids.store import load_sid_table, save_sid_table
@@ -19,6 +20,7 @@ from torchrec_recsys.semantic_ids.store import load_sid_table, save_sid_table
 
 def build(args: argparse.Namespace, overrides: list[str]) -> None:
     """``sid build``: learn a SID table from the configured items' text and report on it."""
+    check_output_folder(args.out, args.overwrite)
     flags = {
         "method": args.method,
         "levels": args.levels,

@@ -52,11 +52,12 @@ import multiprocessing
 import multiprocessing.context
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pydantic
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
@@ -80,8 +81,8 @@ from torchrec_recsys.data.features import FeatureSpec
 from torchrec_recsys.data.jagged import JaggedColumn
 from torchrec_recsys.data.loader import ShardInfo, epoch_order, make_batch
 from torchrec_recsys.data.vocab import load_vocabularies, save_vocabularies
-from torchrec_recsys.errors import DataError
-from torchrec_recsys.files import atomic_write_text, publish_file
+from torchrec_recsys.errors import ConfigError, DataError
+from torchrec_recsys.files import atomic_write_text, publish_file, read_json, validated
 from torchrec_recsys.observability.progress import Progress
 
 MANIFEST = "manifest.json"
@@ -222,21 +223,80 @@ def write_shards(
     return manifest
 
 
+_Rows = Annotated[int, pydantic.Field(ge=0)]
+
+
+class _Shard(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    file: Annotated[str, pydantic.StringConstraints(pattern=r"^(train|val|test)-\d{5,}\.parquet$")]
+    """A file name in the folder (no path: nothing outside the folder is read)."""
+    rows: _Rows
+
+
+class _Split(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    rows: _Rows
+    shards: list[_Shard]
+
+    @pydantic.model_validator(mode="after")
+    def _sum(self) -> _Split:
+        total = sum(s.rows for s in self.shards)
+        if total != self.rows:
+            raise ValueError(f"rows is {self.rows} but its shards hold {total}")
+        return self
+
+
+class _Splits(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    train: _Split
+    val: _Split
+    test: _Split
+
+
+class _ShardManifest(pydantic.BaseModel):
+    """The shape of a shard folder's ``manifest.json`` (:func:`write_shards`)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+    format: Literal["torchrec_recsys-shards-v3"]
+    vocab_hash: Annotated[str, pydantic.StringConstraints(pattern=r"^[0-9a-f]{16}$")]
+    spec: dict[str, Any]
+    splits: _Splits
+    total_rows: _Rows
+
+    @pydantic.model_validator(mode="after")
+    def _total(self) -> _ShardManifest:
+        total = self.splits.train.rows + self.splits.val.rows + self.splits.test.rows
+        if total != self.total_rows:
+            raise ValueError(f"total_rows is {self.total_rows} but the splits hold {total}")
+        for split in SPLITS:
+            for shard in getattr(self.splits, split).shards:
+                if not shard.file.startswith(f"{split}-"):
+                    raise ValueError(f"split {split!r} lists shard {shard.file!r}")
+        return self
+
+
 def read_manifest(shard_dir: str | Path, expected_hash: str | None = None) -> dict[str, Any]:
-    """The folder's manifest, checked.
+    """The folder's manifest, its shape checked (shard files are plain names in the folder).
 
     Raises:
-        DataError: no manifest, another format, or a ``vocab_hash`` other than ``expected_hash``.
+        DataError: no manifest, another format, a wrong shape (one line naming the field), or
+            a ``vocab_hash`` other than ``expected_hash``.
     """
     path = Path(shard_dir) / MANIFEST
     if not path.is_file():
         raise DataError(f"{str(shard_dir)!r} has no {MANIFEST}: run 'preprocess' first")
-    manifest = json.loads(path.read_text())
-    if manifest.get("format") != FORMAT:
+    manifest = read_json(path, "shard manifest")
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else None
         raise DataError(
-            f"{str(path)!r} is not a {FORMAT} manifest (format {manifest.get('format')!r}): "
-            f"run 'preprocess' again"
+            f"{str(path)!r} is not a {FORMAT} manifest (format {found!r}): run 'preprocess' again"
         )
+    where = f"shard manifest {str(path)!r}"
+    validated(_ShardManifest, manifest, where)
+    try:
+        FeatureSpec.from_dict(manifest["spec"], embedding_dim=1)
+    except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as exc:
+        raise DataError(f"{where}: field 'spec' is not a FeatureSpec ({exc})") from None
     if expected_hash is not None and manifest["vocab_hash"] != expected_hash:
         raise DataError(
             f"shards in {str(shard_dir)!r} were made by another preprocess (vocabulary hash "

@@ -41,6 +41,49 @@ LEARNING_FIELDS = (
 """The ``[semantic_ids]`` fields that change a learned table (its cache key)."""
 
 
+def check_item_texts(texts: Sequence[str]) -> None:
+    """Refuse to learn semantic IDs when every item's text is empty (they would be learned
+    from the encoder's placeholders, one per item id, and mean nothing).
+
+    Raises:
+        DataError: one line with the number of items and the settings that fix it.
+    """
+    if not any(str(t).strip() for t in texts):
+        raise DataError(
+            f"semantic IDs are learned from item text, but every item's text is empty "
+            f"({len(texts)} items); name text columns in data.item_text_columns or give a "
+            "table in semantic_ids.table_path"
+        )
+
+
+def check_table_settings(table: SIDTable, settings: SemanticIdConfig, where: str) -> None:
+    """Refuse a SID table whose shape is not what ``[semantic_ids]`` says: its quantizer
+    levels (``codebooks.npy`` [L, K, D]) must equal ``levels`` and each level's codebook
+    size ``codebook_size``.
+
+    Raises:
+        DataError: one line naming the table, both values and how to make them agree.
+    """
+    shape = list(table.codebooks.shape)
+    if len(shape) != 3:
+        raise DataError(f"SID table {where} has codebooks of shape {shape}; expected [L, K, D]")
+    levels, size = shape[0], shape[1]
+    if levels != settings.levels:
+        raise DataError(
+            f"SID table {where} has {levels} quantizer level(s) (codebooks {shape}), but "
+            f"semantic_ids.levels = {settings.levels}; set semantic_ids.levels = {levels} "
+            f"or rebuild the table with 'sid build --levels {settings.levels}'"
+        )
+    sizes = [int(k) for k in table.codebook_sizes[:levels]]
+    if size != settings.codebook_size or any(k != size for k in sizes):
+        raise DataError(
+            f"SID table {where} has codebook sizes {sizes} (codebooks {shape}), but "
+            f"semantic_ids.codebook_size = {settings.codebook_size}; set "
+            f"semantic_ids.codebook_size = {size} or rebuild the table with "
+            f"'sid build --codebook-size {settings.codebook_size}'"
+        )
+
+
 def learn_sid_table(
     item_ids: Sequence[str],
     texts: Sequence[str],
@@ -48,7 +91,12 @@ def learn_sid_table(
     settings: SemanticIdConfig,
     show_progress: bool = True,
 ) -> SIDResult:
-    """Encode ``texts`` (cached) and fit the quantizer; returns table + report."""
+    """Encode ``texts`` (cached) and fit the quantizer; returns table + report.
+
+    Raises:
+        DataError: every text is empty (the codes would be learned from placeholders).
+    """
+    check_item_texts(texts)
     encoder = TextEncoder(settings.encoder_dir or None, show_progress=show_progress).load()
     encoded = encoder.encode_cached(
         list(texts), Path(settings.cache_dir) / "embeddings", item_ids=list(item_ids)
@@ -84,7 +132,12 @@ def cached_sid_table(
     show_progress: bool = True,
 ) -> SIDTable:
     """The SID table for these items and settings, learned once and then read from cache
-    (``show_progress``: report the encoding and the fit while learning)."""
+    (``show_progress``: report the encoding and the fit while learning).
+
+    Raises:
+        DataError: every text is empty (checked on every rank, before any is learned).
+    """
+    check_item_texts(texts)
     key_fields = [list(item_ids), list(texts), {f: getattr(settings, f) for f in LEARNING_FIELDS}]
     key = hashlib.sha256(json.dumps(key_fields).encode()).hexdigest()[:20]
     folder = Path(settings.cache_dir) / "tables" / key

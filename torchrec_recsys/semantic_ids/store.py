@@ -21,17 +21,31 @@ import pickle
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
+import pydantic
 import torch
 
 from torchrec_recsys.errors import DataError
-from torchrec_recsys.files import atomic_directory
+from torchrec_recsys.files import atomic_directory, read_json, validated
 from torchrec_recsys.semantic_ids.base import check_codes
 
 FORMAT_VERSION = 1
 _FILES = ("meta.json", "item_ids.npy", "codes.npy", "codebooks.npy")
+
+
+class _Meta(pydantic.BaseModel):
+    """The shape of ``meta.json`` (the extras of :attr:`SIDTable.meta` ride along)."""
+
+    model_config = pydantic.ConfigDict(extra="allow")
+    format_version: Literal[1]
+    codebook_sizes: Annotated[
+        list[Annotated[int, pydantic.Field(gt=0)]], pydantic.Field(min_length=1)
+    ]
+    num_items: Annotated[int, pydantic.Field(ge=0)]
+    has_model_state: bool
+    method: str | None = None
 
 
 @dataclass
@@ -105,18 +119,22 @@ def load_sid_table(folder: str | Path) -> SIDTable:
     for name in _FILES:
         if not (path / name).is_file():
             raise DataError(f"SID table folder {str(path)!r} lacks {name}")
-    meta = json.loads((path / "meta.json").read_text())
-    if meta.get("format_version") != FORMAT_VERSION:
+    meta = read_json(path / "meta.json", "SID table meta")
+    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+        found = meta.get("format_version") if isinstance(meta, dict) else None
         raise DataError(
-            f"SID table {str(path)!r} has format_version {meta.get('format_version')!r}; "
-            f"expected {FORMAT_VERSION}"
+            f"SID table {str(path)!r} has format_version {found!r}; expected {FORMAT_VERSION}"
         )
+    validated(_Meta, meta, f"SID table meta {str(path / 'meta.json')!r}")
     try:
-        item_ids = np.load(path / "item_ids.npy", allow_pickle=False).tolist()
+        ids = np.load(path / "item_ids.npy", allow_pickle=False)
         codes = np.load(path / "codes.npy", allow_pickle=False)
         codebooks = np.load(path / "codebooks.npy", allow_pickle=False)
     except ValueError as e:
         raise DataError(f"SID table {str(path)!r} has an unreadable array: {e}") from None
+    if ids.ndim != 1:
+        raise DataError(f"SID table item_ids.npy in {str(path)!r} has shape {list(ids.shape)}")
+    item_ids = ids.tolist()
     state: dict[str, torch.Tensor] = {}
     if meta.get("has_model_state"):
         if not (path / "model.pt").is_file():
@@ -129,6 +147,17 @@ def load_sid_table(folder: str | Path) -> SIDTable:
                 f"(refused to unpickle): {str(e).splitlines()[0] if str(e) else type(e).__name__}"
             ) from None
     sizes = [int(k) for k in meta["codebook_sizes"]]
+    where = f"SID table meta {str(path / 'meta.json')!r}"
+    if codes.ndim != 2 or codes.shape[1] != len(sizes):
+        raise DataError(
+            f"{where}: field 'codebook_sizes' has {len(sizes)} levels, but codes.npy has shape "
+            f"{list(codes.shape)}; expected [items, {len(sizes)}]"
+        )
+    if len(item_ids) != meta["num_items"]:
+        raise DataError(
+            f"{where}: field 'num_items' is {meta['num_items']}, but item_ids.npy holds "
+            f"{len(item_ids)} ids"
+        )
     extras = {
         k: v
         for k, v in meta.items()

@@ -14,6 +14,15 @@
       index/                 FAISS index + id map (retrieval.faiss_index.save_index)
       training_stats.json    bucketed distributions of the query features over the training
                              traffic (each training example's user, as served), for drift
+      manifest.sig           (with TORCHREC_RECSYS_BUNDLE_KEY set) HMAC-SHA256 of manifest.json
+
+Sealed: the manifest lists exactly :data:`BUNDLE_FILES` (relative paths, each with its sha256
+and size), the files the loader opens, and the loader opens nothing else. A registry copy
+also holds ``added.json``, the seal the registry recorded (the manifest's sha256); the loader
+checks the manifest against it, so editing a file and rewriting its manifest entry to match is
+refused. With ``TORCHREC_RECSYS_BUNDLE_KEY`` set (any secret string), ``export-bundle`` signs
+the manifest, and ``registry add`` and the loader refuse a bundle whose signature is missing
+or wrong.
 
 Models are stored as state dicts and rebuilt from the FeatureSpec with the package's own
 builders (``models/``), so the service runs exactly the trained code. One format serves both
@@ -31,14 +40,18 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import hmac
 import json
+import os
+import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import faiss
 import numpy as np
+import pydantic
 import torch
 from torch import nn
 
@@ -47,7 +60,7 @@ from torchrec_recsys.data.features import DenseFeature, FeatureSpec, SparseFeatu
 from torchrec_recsys.data.jagged import JaggedColumn
 from torchrec_recsys.data.vocab import load_vocabularies, save_vocabularies
 from torchrec_recsys.errors import ConfigError, DataError, UserError
-from torchrec_recsys.files import atomic_directory
+from torchrec_recsys.files import atomic_directory, read_json, validated
 from torchrec_recsys.models.dlrm import build_dlrm
 from torchrec_recsys.models.two_tower import TwoTower
 from torchrec_recsys.retrieval.faiss_index import (
@@ -58,7 +71,7 @@ from torchrec_recsys.retrieval.faiss_index import (
     save_index,
 )
 from torchrec_recsys.retrieval.predict import TrainedTask, item_embeddings
-from torchrec_recsys.serving.drift import training_statistics
+from torchrec_recsys.serving.drift import check_training_statistics, training_statistics
 from torchrec_recsys.serving.online import OnlineFeatures
 
 SCHEMA = "torchrec_recsys.serving.bundle"
@@ -70,6 +83,110 @@ QUANTIZATIONS = ("fp32", "int8")
 ROLES = {"retriever": "two_tower", "ranker": "dlrm"}
 METRIC = "cosine"  # the two-tower scores L2-normalised embeddings by inner product
 _HASH_CHUNK = 1 << 20
+SIGNATURE_FILE = "manifest.sig"
+SEAL_FILE = "added.json"
+"""The registry's record of a version (written by ``registry add`` into its copy)."""
+KEY_ENV = "TORCHREC_RECSYS_BUNDLE_KEY"
+"""Environment variable holding the HMAC key that signs and verifies bundle manifests."""
+ROLE_FILES = (
+    "model.pt",
+    "architecture.json",
+    "feature_spec.json",
+    "vocab.json",
+    "snapshot.json",
+    "snapshot.pt",
+)
+INDEX_FOLDER = "index"
+BUNDLE_FILES: tuple[str, ...] = (
+    *(f"{role}/{name}" for role in ROLES for name in ROLE_FILES),
+    f"{INDEX_FOLDER}/index.faiss",
+    f"{INDEX_FOLDER}/item_ids.json",
+    f"{INDEX_FOLDER}/metadata.json",
+    STATS_FILE,
+)
+"""Every file the loader opens besides the manifest (and its signature and seal): exactly
+the files a manifest must list."""
+_SHA256 = Annotated[str, pydantic.StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+_Positive = Annotated[int, pydantic.Field(gt=0)]
+_Count = Annotated[int, pydantic.Field(ge=0)]
+_Unix = Annotated[float, pydantic.Field(allow_inf_nan=False)]
+
+
+class _FileEntry(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    sha256: _SHA256
+    bytes: _Count
+
+
+class _Manifest(pydantic.BaseModel):
+    """The shape of ``manifest.json``."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+    schema_: Literal["torchrec_recsys.serving.bundle"] = pydantic.Field(alias="schema")
+    format_version: Literal[1]
+    created_unix: _Unix
+    torch_version: str
+    faiss_version: str
+    quantization: Literal["fp32", "int8"]
+    index_kind: Literal["flat", "ivf", "hnsw"]
+    embedding_dim: _Positive
+    items: _Positive
+    users: _Count
+    source: dict[str, Any]
+    files: dict[str, _FileEntry]
+
+
+class SealRecord(pydantic.BaseModel):
+    """What a registry records of an added version (in its state and in ``added.json``)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+    manifest_sha256: _SHA256
+    """sha256 of the version's ``manifest.json`` as added."""
+    added_unix: _Unix
+    signed: bool = False
+    """Whether its signature was verified when it was added (a key was set)."""
+
+
+class _Added(SealRecord):
+    from_: str = pydantic.Field(alias="from")
+
+
+class _Architecture(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    kind: Literal["two_tower", "dlrm"]
+    layers: list[_Positive] = []
+    dense_arch_layers: list[_Positive] = []
+    over_arch_layers: list[_Positive] = []
+    quantization: Literal["fp32", "int8"] = "fp32"
+
+
+class _Snapshot(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    name: str
+    user_ids: list[str]
+    item_ids: list[str]
+    titles: list[str]
+    user_sparse: list[str]
+    item_sparse: list[str]
+
+    @pydantic.model_validator(mode="after")
+    def _aligned(self) -> _Snapshot:
+        if len(self.titles) != len(self.item_ids):
+            raise ValueError(f"{len(self.titles)} titles for {len(self.item_ids)} item ids")
+        return self
+
+
+@dataclass(frozen=True)
+class BundleSeal:
+    """A verified bundle's manifest and what seals it."""
+
+    manifest: dict[str, Any]
+    manifest_sha256: str
+    """sha256 of ``manifest.json`` (what a registry records at ``add``)."""
+    signed: bool
+    """The signature was verified (a key is set)."""
+    has_signature: bool
+    """The folder holds ``manifest.sig``."""
 
 
 @dataclass(frozen=True)
@@ -97,23 +214,24 @@ class Architecture:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str) -> Architecture:
-        try:
-            arch = cls(
-                kind=str(data["kind"]),
-                layers=tuple(int(x) for x in data.get("layers", ())),
-                dense_arch_layers=tuple(int(x) for x in data.get("dense_arch_layers", ())),
-                over_arch_layers=tuple(int(x) for x in data.get("over_arch_layers", ())),
-                quantization=str(data.get("quantization", "fp32")),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DataError(f"{where} is not a model architecture ({exc!r})") from None
-        if arch.kind not in MODEL_KINDS or arch.quantization not in QUANTIZATIONS:
-            raise DataError(
-                f"{where} has kind {arch.kind!r} / quantization {arch.quantization!r}; "
-                f"expected one of {MODEL_KINDS} / {QUANTIZATIONS}"
-            )
-        return arch
+    def from_dict(cls, data: Any, where: str) -> Architecture:
+        """The architecture in ``data`` (parsed ``architecture.json``), its shape checked.
+
+        Raises:
+            DataError: one line naming ``where`` and the bad field.
+        """
+        model = validated(_Architecture, data, where)
+        if model.kind == "two_tower" and not model.layers:
+            raise DataError(f"{where}: field 'layers' is empty; a two_tower needs its layers")
+        if model.kind == "dlrm" and not (model.dense_arch_layers and model.over_arch_layers):
+            raise DataError(f"{where}: a dlrm needs dense_arch_layers and over_arch_layers")
+        return cls(
+            kind=model.kind,
+            layers=tuple(model.layers),
+            dense_arch_layers=tuple(model.dense_arch_layers),
+            over_arch_layers=tuple(model.over_arch_layers),
+            quantization=model.quantization,
+        )
 
 
 class InferenceTask(nn.Module):
@@ -159,24 +277,42 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def spec_from_dict(data: dict[str, Any], where: str) -> FeatureSpec:
-    """The inverse of ``FeatureSpec.to_dict``."""
+def spec_from_dict(data: Any, where: str) -> FeatureSpec:
+    """The inverse of ``FeatureSpec.to_dict``.
+
+    Raises:
+        DataError: ``data`` is not a FeatureSpec (one line naming ``where``).
+    """
     try:
         return FeatureSpec(
             sparse=tuple(SparseFeature(**f) for f in data["sparse"]),
             dense=tuple(DenseFeature(**f) for f in data["dense"]),
         )
-    except (KeyError, TypeError, ConfigError) as exc:
-        raise DataError(f"{where} is not a FeatureSpec ({exc})") from None
+    except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as exc:
+        raise DataError(f"{where} is not a FeatureSpec ({type(exc).__name__}: {exc})") from None
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"bundle file {str(path)!r} does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"bundle file {str(path)!r} is not valid JSON ({exc})") from None
+    return read_json(path, "bundle file")
+
+
+def bundle_key() -> bytes | None:
+    """The HMAC key from ``TORCHREC_RECSYS_BUNDLE_KEY`` (None when unset).
+
+    Raises:
+        ConfigError: the variable is set but empty.
+    """
+    value = os.environ.get(KEY_ENV)
+    if value is None:
+        return None
+    if not value:
+        raise ConfigError(f"{KEY_ENV} is set but empty; expected a secret key, or unset it")
+    return value.encode()
+
+
+def sign_manifest(manifest: bytes, key: bytes) -> str:
+    """Hex HMAC-SHA256 of the manifest's bytes (what ``manifest.sig`` holds)."""
+    return hmac.new(key, manifest, hashlib.sha256).hexdigest()
 
 
 def _write_json(path: Path, value: Any) -> None:
@@ -239,8 +375,11 @@ def _save_snapshot(folder: Path, data: RecDataset) -> None:
 
 
 def _load_snapshot(folder: Path) -> RecDataset:
-    meta = _read_json(folder / "snapshot.json")
-    spec = spec_from_dict(_read_json(folder / "feature_spec.json"), str(folder))
+    path = folder / "snapshot.json"
+    snapshot = validated(_Snapshot, _read_json(path), f"bundle file {str(path)!r}")
+    meta = snapshot.model_dump()
+    path = folder / "feature_spec.json"
+    spec = spec_from_dict(_read_json(path), f"bundle file {str(path)!r}")
     t = torch.load(folder / "snapshot.pt", weights_only=True)
 
     def column(prefix: str) -> JaggedColumn:
@@ -295,12 +434,16 @@ def write_bundle(
         source: provenance for the manifest (run dirs, checkpoints, steps).
         overwrite: replace an existing folder.
 
+    With ``TORCHREC_RECSYS_BUNDLE_KEY`` set, ``manifest.sig`` (HMAC-SHA256 of the manifest)
+    is written too.
+
     Raises:
         UserError: ``out`` exists (without ``overwrite``) or the models do not match roles.
     """
     out = Path(out)
     if out.exists() and not overwrite:
         raise UserError(f"bundle folder {str(out)!r} already exists; expected a new path")
+    key = bundle_key()  # read before any work: an empty key is refused at once
     if retriever_arch.kind != "two_tower" or ranker_arch.kind != "dlrm":
         raise UserError(
             f"a bundle needs a two_tower retriever and a dlrm ranker, got "
@@ -336,10 +479,12 @@ def write_bundle(
             build_seconds=build_seconds,
         )
         _write_json(staging / STATS_FILE, stats)
+        written = sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file())
+        if written != sorted(BUNDLE_FILES):  # the manifest seals exactly what the loader opens
+            raise RuntimeError(f"bundle writer wrote {written}; expected {sorted(BUNDLE_FILES)}")
         files = {
-            str(p.relative_to(staging)): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-            for p in sorted(staging.rglob("*"))
-            if p.is_file()
+            name: {"sha256": sha256_file(staging / name), "bytes": (staging / name).stat().st_size}
+            for name in BUNDLE_FILES
         }
         manifest = {
             "schema": SCHEMA,
@@ -355,18 +500,50 @@ def write_bundle(
             "source": source or {},
             "files": files,
         }
-        (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1))
+        raw = json.dumps(manifest, indent=1).encode()
+        (staging / MANIFEST_FILE).write_bytes(raw)
+        if key is not None:
+            (staging / SIGNATURE_FILE).write_text(sign_manifest(raw, key) + "\n")
     return out
 
 
 # --------------------------------------------------------------------------- verify / load
 
 
-def verify_bundle(folder: str | Path) -> dict[str, Any]:
-    """Check a bundle without loading its models: schema, files and their checksums.
+def _inside(folder: Path, path: Path) -> bool:
+    """``path`` resolves inside ``folder`` (no link leads out of the bundle)."""
+    return path.resolve().is_relative_to(folder.resolve())
 
-    Returns:
-        The manifest.
+
+def _check_signature(folder: Path, raw: bytes) -> tuple[bool, bool]:
+    """(verified, present) of ``manifest.sig``; refuse a missing or wrong one when a key is set."""
+    path = folder / SIGNATURE_FILE
+    present = path.is_file() and not path.is_symlink()
+    key = bundle_key()
+    if key is None:
+        return False, present
+    if not present:
+        raise DataError(
+            f"bundle {str(folder)!r} is not signed ({SIGNATURE_FILE} is missing) but {KEY_ENV} "
+            "is set; expected a bundle exported with the same key"
+        )
+    found = path.read_bytes()[:256].decode("ascii", "replace").strip()
+    if not hmac.compare_digest(found, sign_manifest(raw, key)):
+        raise DataError(
+            f"bundle {str(folder)!r} has a signature that does not match its manifest under "
+            f"{KEY_ENV}; the bundle was changed or signed with another key"
+        )
+    return True, present
+
+
+def inspect_bundle(
+    folder: str | Path, manifest_sha256: str | None = None, check_files: bool = True
+) -> BundleSeal:
+    """Check a bundle without loading its models: the manifest's shape, its sha256 against
+    ``manifest_sha256`` (and the registry's ``added.json``, if the folder holds one), the
+    signature when a key is set, and (``check_files``) that it lists exactly
+    :data:`BUNDLE_FILES`, each a regular file inside the folder with the recorded size and
+    sha256.
 
     Raises:
         DataError: one sentence naming what does not verify.
@@ -374,84 +551,129 @@ def verify_bundle(folder: str | Path) -> dict[str, Any]:
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"bundle {str(folder)!r} is not a folder")
-    manifest = _read_json(folder / MANIFEST_FILE)
-    if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
+    path = folder / MANIFEST_FILE
+    if not path.is_file() or not _inside(folder, path):
+        raise DataError(f"bundle {str(folder)!r} has no {MANIFEST_FILE}")
+    raw = path.read_bytes()
+    digest = hashlib.sha256(raw).hexdigest()
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        raise DataError(f"bundle file {str(path)!r} is not valid JSON") from None
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         raise DataError(
-            f"{str(folder / MANIFEST_FILE)!r} is not a serving-bundle manifest "
-            f"(schema {manifest.get('schema') if isinstance(manifest, dict) else None!r}, "
+            f"{str(path)!r} is not a serving-bundle manifest "
+            f"(schema {data.get('schema') if isinstance(data, dict) else None!r}, "
             f"expected {SCHEMA!r})"
         )
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if data.get("format_version") != FORMAT_VERSION:
         raise DataError(
-            f"bundle {str(folder)!r} has format version {manifest.get('format_version')!r}; "
+            f"bundle {str(folder)!r} has format version {data.get('format_version')!r}; "
             f"this server reads version {FORMAT_VERSION}"
         )
-    files = manifest.get("files")
-    if not isinstance(files, dict) or not files:
-        raise DataError(f"{str(folder / MANIFEST_FILE)!r} lists no files")
-    required = [
-        f"{r}/{n}"
-        for r in ROLES
-        for n in (
-            "model.pt",
-            "architecture.json",
-            "feature_spec.json",
-            "vocab.json",
-            "snapshot.json",
-            "snapshot.pt",
-        )
-    ]
-    required += ["index/index.faiss", STATS_FILE]
-    missing = [name for name in required if name not in files]
-    if missing:
-        raise DataError(f"bundle {str(folder)!r} manifest lacks {missing[0]!r}")
-    for name, entry in files.items():
-        path = folder / name
-        if not path.is_file():
-            raise DataError(f"bundle file {str(path)!r} listed in the manifest is missing")
-        digest = sha256_file(path)
-        if digest != entry.get("sha256"):
+    manifest = validated(_Manifest, data, f"bundle manifest {str(path)!r}")
+    recorded = [] if manifest_sha256 is None else [("the registry", manifest_sha256)]
+    seal_path = folder / SEAL_FILE
+    if seal_path.exists() or seal_path.is_symlink():
+        added = validated(_Added, _read_json(seal_path), f"version record {str(seal_path)!r}")
+        recorded.append((str(seal_path), added.manifest_sha256))
+    for who, expected in recorded:
+        if digest != expected:
             raise DataError(
-                f"bundle file {str(path)!r} has sha256 {digest[:12]}..., but the manifest "
-                f"records {str(entry.get('sha256'))[:12]}...; the file is corrupt or changed"
+                f"bundle manifest {str(path)!r} has sha256 {digest[:12]}..., but {who} "
+                f"recorded {str(expected)[:12]}... when it was added; the bundle changed"
             )
-    for role, kind in ROLES.items():
-        arch = Architecture.from_dict(
-            _read_json(folder / role / "architecture.json"), f"{role}/architecture.json"
-        )
-        if arch.kind != kind:
-            raise DataError(f"bundle {str(folder)!r}: {role} is a {arch.kind!r}; expected {kind!r}")
-        spec_from_dict(_read_json(folder / role / "feature_spec.json"), f"{role}/feature_spec.json")
-    return manifest
+    signed, present = _check_signature(folder, raw)
+    if check_files:
+        listed = set(manifest.files)
+        missing = [name for name in BUNDLE_FILES if name not in listed]
+        if missing:
+            raise DataError(f"bundle {str(folder)!r} manifest lacks {missing[0]!r}")
+        extra = sorted(listed - set(BUNDLE_FILES))
+        if extra:
+            raise DataError(
+                f"bundle manifest {str(path)!r} lists {extra[0]!r}, which is not a bundle "
+                "file; expected exactly the files the loader reads, as relative paths"
+            )
+        for name in BUNDLE_FILES:
+            entry = manifest.files[name]
+            file = folder / name
+            if not _inside(folder, file):
+                raise DataError(
+                    f"bundle file {str(file)!r} resolves to {str(file.resolve())!r}, outside "
+                    "the bundle; expected a plain file"
+                )
+            if not file.is_file():
+                raise DataError(f"bundle file {str(file)!r} listed in the manifest is missing")
+            size = file.stat().st_size
+            if size != entry.bytes:
+                raise DataError(
+                    f"bundle file {str(file)!r} has {size} bytes, but the manifest records "
+                    f"{entry.bytes}; the file is corrupt or changed"
+                )
+            found = sha256_file(file)
+            if found != entry.sha256:
+                raise DataError(
+                    f"bundle file {str(file)!r} has sha256 {found[:12]}..., but the manifest "
+                    f"records {entry.sha256[:12]}...; the file is corrupt or changed"
+                )
+        for role, kind in ROLES.items():
+            arch_path = folder / role / "architecture.json"
+            arch = Architecture.from_dict(_read_json(arch_path), f"bundle file {str(arch_path)!r}")
+            if arch.kind != kind:
+                raise DataError(
+                    f"bundle {str(folder)!r}: {role} is a {arch.kind!r}; expected {kind!r}"
+                )
+            spec_path = folder / role / "feature_spec.json"
+            spec_from_dict(_read_json(spec_path), f"bundle file {str(spec_path)!r}")
+    return BundleSeal(manifest=data, manifest_sha256=digest, signed=signed, has_signature=present)
 
 
-def load_bundle(folder: str | Path, verify: bool = True) -> ServingBundle:
-    """Verify (optionally) and load a bundle: models on CPU in eval mode, index, snapshots.
+def verify_bundle(folder: str | Path, manifest_sha256: str | None = None) -> dict[str, Any]:
+    """Check a bundle without loading its models (see :func:`inspect_bundle`).
+
+    Returns:
+        The manifest.
+
+    Raises:
+        DataError: one sentence naming what does not verify.
+    """
+    return inspect_bundle(folder, manifest_sha256).manifest
+
+
+def load_bundle(folder: str | Path, manifest_sha256: str | None = None) -> ServingBundle:
+    """Verify and load a bundle: models on CPU in eval mode, index, snapshots. Only the files
+    of :data:`BUNDLE_FILES` (checked against the manifest first) are opened.
+
+    Args:
+        folder: the bundle (or a registry version folder).
+        manifest_sha256: the manifest's sha256 the registry recorded at ``add``.
 
     Raises:
         DataError: the bundle does not verify or its parts disagree (dims, catalogue).
     """
     folder = Path(folder)
-    manifest = verify_bundle(folder) if verify else _read_json(folder / MANIFEST_FILE)
+    manifest = verify_bundle(folder, manifest_sha256)
     models = {}
     for role in ROLES:
-        arch = Architecture.from_dict(
-            _read_json(folder / role / "architecture.json"), f"{role}/architecture.json"
-        )
-        data = _load_snapshot(folder / role)
-        module = build_module(data.spec, arch)
-        state = torch.load(folder / role / "model.pt", weights_only=True)
+        arch_path = folder / role / "architecture.json"
+        arch = Architecture.from_dict(_read_json(arch_path), f"bundle file {str(arch_path)!r}")
         try:
+            data = _load_snapshot(folder / role)
+            module = build_module(data.spec, arch)
+            state = torch.load(folder / role / "model.pt", weights_only=True)
             module.load_state_dict(state)
-        except RuntimeError as exc:
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, EOFError,
+                RuntimeError, pickle.UnpicklingError) as exc:  # fmt: skip
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise DataError(
-                f"{role} weights in {str(folder)!r} do not fit its architecture: "
-                f"{str(exc).splitlines()[0]}"
+                f"{role} files in bundle {str(folder)!r} do not fit together or with its "
+                f"architecture ({type(exc).__name__}: {first[:200]})"
             ) from None
         task = InferenceTask(module).eval()
         models[role] = BundleModel(task=task, data=data, architecture=arch)
     index = load_index(
-        folder / "index",
+        folder / INDEX_FOLDER,
         expected_dim=models["retriever"].architecture.layers[-1],
         expected_metric=METRIC,
     )
@@ -460,12 +682,16 @@ def load_bundle(folder: str | Path, verify: bool = True) -> ServingBundle:
         raise DataError(
             f"bundle {str(folder)!r}: indexed item {missing[0]!r} is not in the ranker's catalogue"
         )
+    stats_path = folder / STATS_FILE
+    stats = check_training_statistics(
+        _read_json(stats_path), f"bundle file {str(stats_path)!r}", models["retriever"].data.spec
+    )
     return ServingBundle(
         folder=folder,
         manifest=manifest,
         retriever=models["retriever"],
         ranker=models["ranker"],
         index=index,
-        stats=_read_json(folder / STATS_FILE),
+        stats=stats,
         online=OnlineFeatures.build(models["retriever"], models["ranker"], index),
     )

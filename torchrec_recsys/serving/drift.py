@@ -29,20 +29,118 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
+import pydantic
 
 from torchrec_recsys.data.dataset import ExampleTable
 from torchrec_recsys.data.features import USER, FeatureSpec
 from torchrec_recsys.data.vocab import OOV_INDEX
-from torchrec_recsys.files import atomic_file
+from torchrec_recsys.errors import DataError
+from torchrec_recsys.files import atomic_file, validated
 
 DEFAULT_BUCKETS = 10
 PSI_FLOOR = 1e-4
 DEFAULT_PSI_THRESHOLD = 0.2
 DEFAULT_UNSEEN_THRESHOLD = 0.1
 DEFAULT_MIN_REQUESTS = 50
+
+_Finite = Annotated[float, pydantic.Field(allow_inf_nan=False)]
+_Share = Annotated[float, pydantic.Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+_Count = Annotated[int, pydantic.Field(ge=0)]
+
+
+class _Strict(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+
+class _SparseStats(_Strict):
+    bucket_of: list[_Count]
+    shares: list[_Share]
+    unseen_share: _Share
+
+    @pydantic.model_validator(mode="after")
+    def _buckets(self) -> _SparseStats:
+        if not self.shares or (self.bucket_of and max(self.bucket_of) >= len(self.shares)):
+            raise ValueError(f"bucket_of points past the {len(self.shares)} shares")
+        return self
+
+
+class _DenseStats(_Strict):
+    edges: list[_Finite]
+    shares: list[_Share]
+
+    @pydantic.model_validator(mode="after")
+    def _buckets(self) -> _DenseStats:
+        if len(self.shares) != len(self.edges) + 1:
+            raise ValueError(f"{len(self.shares)} shares for {len(self.edges)} edges")
+        return self
+
+
+class _TrainingStats(_Strict):
+    """The shape of ``training_stats.json`` (:func:`training_statistics`)."""
+
+    sparse: dict[str, _SparseStats]
+    dense: dict[str, _DenseStats]
+    examples: _Count
+    buckets: Annotated[int, pydantic.Field(gt=0)]
+
+
+class _FeatureRow(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="ignore")
+    feature: str
+    kind: Literal["sparse", "dense"]
+    psi: _Finite
+    flagged: bool
+    unseen_share: _Share | None = None
+    train_unseen_share: _Share | None = None
+
+
+class _Report(pydantic.BaseModel):
+    """The shape of a drift report (``GET /drift``, ``drift --json``); fields a newer service
+    adds are let through."""
+
+    model_config = pydantic.ConfigDict(extra="ignore")
+    window_started_unix: _Finite
+    requests: _Count
+    enough_requests: bool
+    min_requests: _Count
+    psi_threshold: _Finite
+    unseen_threshold: _Finite
+    features: list[_FeatureRow]
+    flagged: list[str]
+    version: str | None = None
+
+
+def check_training_statistics(
+    data: Any, where: str, spec: FeatureSpec | None = None
+) -> dict[str, Any]:
+    """``data`` (parsed ``training_stats.json``) if it has the shape
+    :func:`training_statistics` writes and, given ``spec``, covers its query features.
+
+    Raises:
+        DataError: one line naming ``where`` and the bad field.
+    """
+    validated(_TrainingStats, data, where)
+    if spec is not None:
+        want = {"sparse": {f.name for f in spec.sparse_features(USER)}}
+        want["dense"] = {spec.dense[c].name for c in spec.dense_indices(USER)}
+        for kind, names in want.items():
+            lacking = sorted(names - set(data[kind]))
+            if lacking:
+                raise DataError(f"{where}: field {kind!r} lacks the query feature {lacking[0]!r}")
+    return data
+
+
+def check_report(data: Any, where: str) -> dict[str, Any]:
+    """``data`` if it is a drift report (:func:`compare`, plus the service's ``version``).
+
+    Raises:
+        DataError: one line naming ``where`` and the bad field.
+    """
+    validated(_Report, data, where)
+    return data
 
 
 def _frequency_buckets(counts: np.ndarray, buckets: int) -> np.ndarray:
