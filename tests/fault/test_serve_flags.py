@@ -1,10 +1,12 @@
 """``serve`` flags are checked before anything starts (one ``error:`` line, exit 2, nothing
-loaded, bound or written); ``serve`` says one ready line once it answers; ``export-bundle
+loaded, bound or written); ``serve`` says one ready line once it answers, and over a real
+socket a hostile body still gets its answer (not a connection reset); ``export-bundle
 --out`` below a file is one line too.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import queue
@@ -29,6 +31,8 @@ BAD_FLAGS = {
     "poll seconds 0": (["--poll-seconds", "0"], "--poll-seconds 0.0"),
     "poll seconds nan": (["--poll-seconds", "nan"], "--poll-seconds nan"),
     "poll seconds inf": (["--poll-seconds", "inf"], "--poll-seconds inf"),
+    "poll seconds 1e-9": (["--poll-seconds", "1e-9"], "--poll-seconds 1e-09"),
+    "poll seconds 1e308": (["--poll-seconds", "1e308"], "--poll-seconds 1e+308"),
     "torch threads 0": (["--torch-threads", "0"], "--torch-threads 0"),
     "processes 0": (["--processes", "0"], "--processes 0"),
     "port 99999": (["--port", "99999"], "--port 99999"),
@@ -108,6 +112,28 @@ def test_export_bundle_out_on_or_below_a_file_is_one_line(
     assert file.read_text() == "keep me" and _listing(tmp_path) == ["a-file"]
 
 
+def _post(
+    port: int, body: bytes, headers: dict[str, str], chunked: bool = False
+) -> tuple[int, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        if chunked:  # no Content-Length: the size is known only while reading
+            conn.putrequest("POST", "/recommend")
+            for key, value in {**headers, "Transfer-Encoding": "chunked"}.items():
+                conn.putheader(key, value)
+            conn.endheaders()
+            for i in range(0, len(body), 1 << 16):
+                chunk = body[i : i + (1 << 16)]
+                conn.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            conn.send(b"0\r\n\r\n")
+        else:
+            conn.request("POST", "/recommend", body=body, headers=headers)
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())["error"]
+    finally:
+        conn.close()
+
+
 def test_serve_prints_one_ready_line_with_the_real_port(registry: Path, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
     env.pop("TORCHREC_RECSYS_ADMIN_TOKEN", None)
@@ -137,6 +163,18 @@ def test_serve_prints_one_ready_line_with_the_real_port(registry: Path, tmp_path
         assert json.loads(answer.value.read())["status"] == "no_live_version"
         token = (registry / "logs" / "admin.token").read_text().strip()
         assert len(token) >= 32
+        # a 10 MB body, with and without Content-Length: a 413 the client can read
+        big = b'{"user_id": "' + b"x" * 10_000_000 + b'"}'
+        json_type = {"Content-Type": "application/json"}
+        for chunked in (False, True):
+            status, error = _post(port, big, json_type, chunked)
+            assert status == 413 and "larger than 65536 bytes" in error and len(error) < 200
+        status, error = _post(port, b'{"user_id": "\\ud800"}', json_type)
+        assert status == 400 and "lone surrogate" in error
+        status, error = _post(port, b'{"user_id": "u1"}', {**json_type, "Host": "evil.test"})
+        assert status == 403 and "Host" in error
+        status, error = _post(port, b'{"user_id": "u1"}', {"Content-Type": "text/plain"})
+        assert status == 415
     finally:
         process.terminate()
         try:

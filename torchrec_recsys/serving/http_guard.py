@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import anyio
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -33,6 +34,10 @@ from torchrec_recsys.errors import UserError
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 """Largest request body (bytes) by default; a recommend request needs well under 1 KiB."""
+DRAIN_BYTES = 32 * 1024 * 1024
+"""A refused body up to this size is read to its end (and discarded) before the 413 is
+sent, so that a client still sending it gets the answer instead of a connection reset."""
+DRAIN_SECONDS = 10.0
 MAX_JSON_DEPTH = 8
 """Nesting levels a request body may have (a recommend request has 2)."""
 TOKEN_ENV = "TORCHREC_RECSYS_ADMIN_TOKEN"
@@ -115,7 +120,10 @@ class BodyLimit:
             if len(declared) != 1 or min(declared) < 0:
                 await self._refuse(scope, send, 400, "bad_length", "invalid Content-Length")
                 return
-            if declared.pop() > self.max_bytes:
+            length = declared.pop()
+            if length > self.max_bytes:
+                if length <= DRAIN_BYTES:
+                    await _drain(receive, 0)
                 await self._refuse(scope, send, 413, "body_too_large", too_large)
                 return
         chunks: list[bytes] = []
@@ -126,11 +134,14 @@ class BodyLimit:
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
+            more = message.get("more_body", False)
             if size > self.max_bytes:
+                if more:
+                    await _drain(receive, size)
                 await self._refuse(scope, send, 413, "body_too_large", too_large)
                 return
             chunks.append(chunk)
-            if not message.get("more_body", False):
+            if not more:
                 break
         replayed = False
 
@@ -142,6 +153,19 @@ class BodyLimit:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+async def _drain(receive: Receive, received: int) -> None:
+    """Read and discard the rest of a refused body (at most ``DRAIN_BYTES`` in all and
+    ``DRAIN_SECONDS``), so the refusal reaches a client that is still sending."""
+    with anyio.move_on_after(DRAIN_SECONDS):
+        while received <= DRAIN_BYTES:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            received += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
 
 
 # ---------------------------------------------------------------------------- JSON

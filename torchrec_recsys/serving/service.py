@@ -106,6 +106,8 @@ MAX_ID_CHARS = 256
 """Longest user or item id a request may carry."""
 MAX_HISTORY = 1000
 """Most history items a request may carry."""
+MIN_POLL_SECONDS = 0.01
+"""Shortest registry poll period."""
 
 
 def check_service_settings(
@@ -132,9 +134,18 @@ def check_service_settings(
     for name in ("max_k", "candidates", "max_concurrency", "workers", "drift_min_requests"):
         if name in values:
             need(name, integer(name) and values[name] >= 1, "an integer >= 1")
-    for name in ("poll_seconds", "drift_window_seconds"):
-        if name in values:
-            need(name, finite(name) and values[name] > 0, "a finite number of seconds > 0")
+    if "poll_seconds" in values:
+        need(
+            "poll_seconds",
+            finite("poll_seconds") and MIN_POLL_SECONDS <= values["poll_seconds"] <= 3600,
+            f"seconds in {MIN_POLL_SECONDS}..3600 (a shorter poll only spins)",
+        )
+    if "drift_window_seconds" in values:
+        need(
+            "drift_window_seconds",
+            finite("drift_window_seconds") and values["drift_window_seconds"] > 0,
+            "a finite number of seconds > 0",
+        )
     for name in ("psi_threshold", "unseen_threshold"):
         if name in values:
             need(name, finite(name) and values[name] >= 0, "a finite number >= 0")

@@ -226,7 +226,13 @@ class RegistryWatcher:
             self.store.fail(None, f"registry watcher error: {type(exc).__name__}: {exc}")
 
     def _watch(self) -> None:
-        while not self._stop.wait(self.poll_seconds):
+        while True:
+            try:
+                if self._stop.wait(self.poll_seconds):
+                    return
+            except Exception:  # noqa: BLE001 - e.g. a period too long for the clock
+                log.exception("registry watcher cannot wait %s s", self.poll_seconds)
+                self._stop.wait(1.0)
             self._poll()
 
     def stop(self) -> None:
