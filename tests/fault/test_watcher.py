@@ -9,6 +9,7 @@ of the registry folder, not bundle loading.
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -184,4 +185,31 @@ def test_no_state_and_nothing_served_is_not_a_problem(tmp_path, monkeypatch) -> 
         finally:
             fresh.stop()
     finally:
+        service.stop()
+
+
+def test_a_stuck_poll_is_reported_while_the_last_version_serves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app, service = fake_service(tmp_path, monkeypatch)
+    service.watcher.stop()
+    service.watcher = watcher.RegistryWatcher(service.store, poll_seconds=0.01)
+    monkeypatch.setattr(watcher, "STUCK_SECONDS", 0.05)
+    release = threading.Event()
+    monkeypatch.setattr(service.store, "refresh", lambda: release.wait(10))  # bounded
+    service.watcher._thread = threading.Thread(target=service.watcher._watch, daemon=True)
+    service.watcher._thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while _health(app)[1]["status"] != "degraded" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        status, health = _health(app)
+        assert (status, health["status"], health["live"]) == (200, "degraded", "v1")
+        assert "stuck in one poll" in health["last_reload_error"]
+        release.set()
+        while _health(app)[1]["status"] != "ok" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _health(app)[1]["status"] == "ok"
+    finally:
+        release.set()
         service.stop()

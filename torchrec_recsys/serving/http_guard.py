@@ -239,7 +239,7 @@ def _host_name(host_header: str) -> str | None:
 def allowed_host_names(bind_host: str | None, extra: Collection[str]) -> frozenset[str]:
     """Host names a state-changing request may name: loopback, the bound one (unless it is
     the any-address), and ``extra``."""
-    names = set(LOOPBACK_NAMES) | {h.lower() for h in extra}
+    names = set(LOOPBACK_NAMES) | {_host_name(h) or h.lower() for h in extra if h}
     if bind_host:
         try:
             unspecified = ipaddress.ip_address(bind_host).is_unspecified
@@ -325,6 +325,28 @@ def resolve_admin_token(folder: Path) -> str:
     except OSError as exc:
         staged.unlink(missing_ok=True)
         raise UserError(f"cannot write the admin token file {str(path)!r} ({exc})") from None
+    return token
+
+
+def read_admin_token(folder: Path) -> str:
+    """The token :func:`resolve_admin_token` gave (``TOKEN_ENV``, else the token file in
+    ``folder``), for the worker processes of one server.
+
+    Raises:
+        UserError: neither gives a token of at least ``MIN_TOKEN_CHARS`` characters.
+    """
+    if os.environ.get(TOKEN_ENV) is not None:
+        return resolve_admin_token(folder)
+    path = Path(folder) / TOKEN_FILE
+    try:
+        token = path.read_text().strip()
+    except OSError as exc:
+        raise UserError(f"cannot read the admin token file {str(path)!r} ({exc})") from None
+    if len(token) < MIN_TOKEN_CHARS:
+        raise UserError(
+            f"admin token file {str(path)!r} holds {len(token)} characters; expected at least "
+            f"{MIN_TOKEN_CHARS}"
+        )
     return token
 
 

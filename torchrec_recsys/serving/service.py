@@ -66,12 +66,14 @@ from torchrec_recsys.serving.drift import (
 )
 from torchrec_recsys.serving.http_guard import (
     DEFAULT_MAX_BODY_BYTES,
+    TOKEN_ENV,
     BodyLimit,
     HTTPProblem,
     allowed_host_names,
     check_same_origin,
     check_token,
     parse_json,
+    read_admin_token,
     resolve_admin_token,
     short,
 )
@@ -571,8 +573,9 @@ class RecommendService:
         problems = []
         if self.store.last_error:
             problems.append(self.store.last_error)
-        if not self.watcher.alive:
-            problems.append("the registry watcher stopped")
+        watcher_problem = self.watcher.problem
+        if watcher_problem:
+            problems.append(watcher_problem)
         impressions = None
         if self.impressions is not None:
             stats = self.impressions.stats
@@ -595,8 +598,7 @@ class RecommendService:
                 else None
             ),
             "shadow": routing.shadow_name,
-            "last_reload_error": self.store.last_error
-            or (None if self.watcher.alive else "the registry watcher stopped"),
+            "last_reload_error": self.store.last_error or watcher_problem,
             "problems": problems,
             "impression_log": impressions,
             "process": os.getpid(),  # which server process answered (serve --processes N)
@@ -647,7 +649,7 @@ class _StateCollector(Collector):
             "1 while the registry state cannot be followed (the last good version serves)",
         )
         degraded.add_metric(
-            [], int(service.store.last_error is not None or not service.watcher.alive)
+            [], int(service.store.last_error is not None or service.watcher.problem is not None)
         )
         yield from (live, degraded)
         if service.impressions is not None:
@@ -795,7 +797,9 @@ def app_from_env() -> FastAPI:
     settings = json.loads(os.environ[CONFIG_ENV])
     torch_threads = int(settings.pop("torch_threads"))
     _setup_process(torch_threads)
-    return create_app(ServiceConfig(**settings))
+    config = ServiceConfig(**settings)
+    # the token the parent process resolved (never passed through the environment itself)
+    return create_app(replace(config, admin_token=read_admin_token(config.logs)))
 
 
 def check_serve_options(
@@ -872,8 +876,11 @@ def serve(
         return
     from uvicorn.supervisors import Multiprocess
 
-    config = replace(config, admin_token=config.admin_token or resolve_admin_token(config.logs))
+    if config.admin_token is not None:  # a caller's own token reaches the workers as TOKEN_ENV
+        os.environ[TOKEN_ENV] = config.admin_token
+    resolve_admin_token(config.logs)  # once, for every worker process (read from its file)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
+    settings["admin_token"] = None  # never through the environment in plain settings
     with tempfile.TemporaryDirectory(prefix="recsys_metrics_") as metrics_dir:
         os.environ[MULTIPROC_ENV] = metrics_dir  # read by prometheus_client in each worker
         os.environ[CONFIG_ENV] = json.dumps({**settings, "torch_threads": torch_threads})

@@ -33,6 +33,9 @@ log = logging.getLogger("torchrec_recsys.serving")
 
 FIRST_RETRY_SECONDS = 1.0
 MAX_RETRY_SECONDS = 60.0
+STUCK_SECONDS = 120.0
+"""A poll running longer than this (and 20 poll periods) is reported as stuck (a state file
+that never finishes reading, a load that hangs); the last good version keeps serving."""
 
 
 @dataclass
@@ -205,6 +208,8 @@ class RegistryWatcher:
         """Unexpected exceptions caught in the loop (each reported, none fatal)."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._poll_started: float | None = None
+        """Monotonic start of the poll in progress (None between polls)."""
 
     def start(self) -> None:
         """Apply the current state once (in the caller's thread), then poll in the background."""
@@ -217,13 +222,29 @@ class RegistryWatcher:
         """False once started and the thread is gone (``/healthz`` reports it)."""
         return self._thread is None or self._thread.is_alive() or self._stop.is_set()
 
+    @property
+    def problem(self) -> str | None:
+        """Why the watcher does not follow the registry right now (stopped, or one poll
+        stuck), or None."""
+        if not self.alive:
+            return "the registry watcher stopped"
+        started = self._poll_started
+        if started is not None:
+            running = time.monotonic() - started
+            if running > max(STUCK_SECONDS, 20 * self.poll_seconds):
+                return f"the registry watcher has been stuck in one poll for {running:.0f} s"
+        return None
+
     def _poll(self) -> None:
+        self._poll_started = time.monotonic()
         try:
             self.store.refresh()
         except Exception as exc:  # noqa: BLE001 - never let the watcher die silently
             self.errors += 1
             log.exception("registry watcher error; still serving %s", self.store.routing.live_name)
             self.store.fail(None, f"registry watcher error: {type(exc).__name__}: {exc}")
+        finally:
+            self._poll_started = None
 
     def _watch(self) -> None:
         while True:
