@@ -270,3 +270,27 @@ def test_the_service_writes_its_token_file_at_start(tmp_path, monkeypatch) -> No
         assert token not in call(app, "GET", "/healthz").text + call(app, "GET", "/metrics").text
     finally:
         own.stop()
+
+
+def test_each_request_limit_is_its_own_answer(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    app, service = fake_service(tmp_path, monkeypatch, max_k=5, candidates=5, max_concurrency=1)
+    try:
+        for k in (0, -3, 6, 10**30):
+            _refused(call(app, "POST", "/recommend", json_body={"user_id": "u1", "k": k}), 422)
+        ids = ["i"] * 1001
+        _refused(
+            call(app, "POST", "/recommend", json_body={"user_id": "u1", "history": ids}),
+            422,
+            "'history'",
+        )
+        assert service.admission.admit()  # one request in flight: the bound is reached
+        answer = call(app, "POST", "/recommend", json_body={"user_id": "u1", "k": 3})
+        _refused(answer, 503, "overloaded")
+        service.admission.release()
+        assert service.admission.inflight == 0
+        service.store.routing = type(service.store.routing)(generation=0, live=None, live_name=None)
+        answer = call(app, "POST", "/recommend", json_body={"user_id": "u1", "k": 3})
+        _refused(answer, 503, "no live version")
+        assert service.admission.inflight == 0  # released on every way out
+    finally:
+        service.stop()

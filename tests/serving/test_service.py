@@ -32,12 +32,12 @@ from torchrec_recsys.app.retrieval_commands import export_main
 from torchrec_recsys.app.train import main as train_main
 from torchrec_recsys.app.trained import load_trained
 from torchrec_recsys.cli import main as cli_main
-from torchrec_recsys.data.readers import INTERACTION_COLUMNS, check_interactions, read_table
+from torchrec_recsys.data.readers import check_interactions
 from torchrec_recsys.distributed.env import init_distributed, shutdown_distributed
 from torchrec_recsys.files import atomic_write_text
 from torchrec_recsys.retrieval.faiss_index import load_index
 from torchrec_recsys.retrieval.two_stage import recommend
-from torchrec_recsys.serving.impressions import impressions_to_examples
+from torchrec_recsys.serving.impressions import impressions_to_examples, read_impressions
 from torchrec_recsys.serving.registry import Registry
 from torchrec_recsys.serving.routing import user_bucket
 
@@ -401,11 +401,9 @@ def test_impression_log_is_readable_training_data(server: Server) -> None:
     assert status == 200
     deadline = time.monotonic() + 10
     while True:
-        frames = [
-            read_table(p, INTERACTION_COLUMNS, "impressions")
-            for p in sorted(server.log_dir.glob("impressions-*.csv"))
-        ]
-        log = pd.concat(frames)
+        read = read_impressions(server.log_dir)
+        assert read.torn_lines == 0
+        log = read.frame
         rows = log[log["request_id"] == body["request_id"]]
         if len(rows) == 4 or time.monotonic() > deadline:
             break

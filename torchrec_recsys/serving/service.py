@@ -510,24 +510,6 @@ class RecommendService:
                 "k_out_of_range",
                 f"k = {short(body.k, 24)} is out of range; expected 1 <= k <= {config.max_k}",
             )
-        if self.admission.inflight >= config.max_concurrency:
-            raise HTTPProblem(
-                503,
-                "overloaded",
-                f"server overloaded: {config.max_concurrency} requests in flight; retry later",
-            )
-        routing = self.store.routing  # held for the whole request, whatever a reload does
-        chosen = routing.choose(body.user_id)
-        if chosen is None:
-            reason = "the registry has no live version; run 'registry promote VERSION'"
-            if self.store.last_error:
-                reason += f" (last load error: {self.store.last_error})"
-            raise HTTPProblem(503, "no_live_version", reason)
-        name, version = chosen
-        if body.k > version.candidates:
-            raise HTTPProblem(
-                422, "k_out_of_range", f"k = {body.k} exceeds the {version.candidates} candidates"
-            )
         if not self.admission.admit():
             raise HTTPProblem(
                 503,
@@ -536,6 +518,20 @@ class RecommendService:
             )
         self.metrics.inflight.set(self.admission.inflight)
         try:
+            routing = self.store.routing  # held for the whole request, whatever a reload does
+            chosen = routing.choose(body.user_id)
+            if chosen is None:
+                reason = "the registry has no live version; run 'registry promote VERSION'"
+                if self.store.last_error:
+                    reason += f" (last load error: {self.store.last_error})"
+                raise HTTPProblem(503, "no_live_version", reason)
+            name, version = chosen
+            if body.k > version.candidates:
+                raise HTTPProblem(
+                    422,
+                    "k_out_of_range",
+                    f"k = {body.k} exceeds the {version.candidates} candidates",
+                )
             answer = await anyio.to_thread.run_sync(
                 _answer, version, body, True, limiter=self.workers
             )
