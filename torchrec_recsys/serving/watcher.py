@@ -53,6 +53,18 @@ def _fingerprint(state: Any) -> tuple[Any, ...]:
     return (state.generation, state.live, repr(state.canary), state.shadow)
 
 
+def _canary(canary: Any) -> tuple[str | None, Any]:
+    """(version, share) of a state's canary: a ``{"version", "share"}`` mapping or an
+    object with those attributes; (None, 0) without one."""
+    if canary is None:
+        return None, 0.0
+    if isinstance(canary, dict):
+        return canary.get("version"), canary.get("share", 0.0)
+    if hasattr(canary, "version"):
+        return canary.version, getattr(canary, "share", 0.0)
+    raise ValueError(f"canary {canary!r:.80} is not a {{'version', 'share'}} mapping")
+
+
 class ModelStore:
     """Loads registry versions and holds the current :class:`Routing` (swapped atomically).
 
@@ -180,9 +192,10 @@ class ModelStore:
         live = self._load(state.live) if state.live else None
         canary = None
         share = 0.0
-        if state.canary and state.canary.get("version") and state.live:
-            canary = self._load(state.canary["version"])
-            share = float(state.canary.get("share", 0.0))
+        canary_name, canary_share = _canary(state.canary)
+        if canary_name and state.live:
+            canary = self._load(canary_name)
+            share = float(canary_share)
             if not 0.0 <= share <= 1.0:
                 raise ValueError(f"canary share {share} is outside [0, 1]")
         shadow = self._load(state.shadow) if state.shadow and state.live else None
