@@ -32,17 +32,18 @@ from torchrec_recsys.app.retrieval_commands import export_main
 from torchrec_recsys.app.train import main as train_main
 from torchrec_recsys.app.trained import load_trained
 from torchrec_recsys.cli import main as cli_main
-from torchrec_recsys.data.readers import INTERACTION_COLUMNS, check_interactions, read_table
+from torchrec_recsys.data.readers import check_interactions
 from torchrec_recsys.distributed.env import init_distributed, shutdown_distributed
 from torchrec_recsys.files import atomic_write_text
 from torchrec_recsys.retrieval.faiss_index import load_index
 from torchrec_recsys.retrieval.two_stage import recommend
-from torchrec_recsys.serving.impressions import impressions_to_examples
+from torchrec_recsys.serving.impressions import impressions_to_examples, read_impressions
 from torchrec_recsys.serving.registry import Registry
 from torchrec_recsys.serving.routing import user_bucket
 
 MAX_K = 20
 CANDIDATES = 30
+ADMIN_TOKEN = "test-admin-token-0123456789"
 PARITY_USERS = ["u0", "u7", "u33", "someone-new"]
 
 
@@ -71,7 +72,10 @@ class Server:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         try:
             data = raw if raw is not None else (None if body is None else json.dumps(body))
-            conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
+            headers = {"Content-Type": "application/json"}
+            if method == "POST":
+                headers["Authorization"] = f"Bearer {ADMIN_TOKEN}"
+            conn.request(method, path, body=data, headers=headers)
             response = conn.getresponse()
             text = response.read().decode()
             try:
@@ -124,7 +128,12 @@ def _offline(tt_dir: Path, dlrm_dir: Path, index_dir: Path) -> dict[Any, Any]:
 def _start_serve(registry: Registry, port: int, *flags: str) -> subprocess.Popen[str]:
     """``python -m torchrec_recsys serve`` over ``registry`` on ``port`` (1 thread, polling
     every 0.1 s, the tests' k and candidate limits) plus ``flags``; output piped."""
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO_ROOT),
+        "OMP_NUM_THREADS": "1",
+        "TORCHREC_RECSYS_ADMIN_TOKEN": ADMIN_TOKEN,
+    }
     command = [
         sys.executable, "-m", "torchrec_recsys", "serve", "--registry", str(registry.root),
         "--port", str(port), "--max-k", str(MAX_K), "--candidates", str(CANDIDATES),
@@ -208,6 +217,21 @@ def test_bad_inputs_get_clear_status_codes(server: Server) -> None:
     status, body = server.recommend("u1", k=3, history=["i3", "no-such-item"])
     assert status == 200 and body["unknown_history_items"] == ["no-such-item"]
     assert body["cold_start"] is False
+
+
+def test_a_history_that_leaves_too_few_items_is_said(server: Server) -> None:
+    status, body = server.recommend("u1", k=5)
+    assert status == 200 and body["returned"] == 5 and body["reason"] is None
+    catalogue = [f"i{i}" for i in range(80)]
+    status, body = server.recommend("cold-one", k=3, history=catalogue)
+    assert status == 422 and "nothing to recommend" in body["error"], body
+    status, body = server.recommend("cold-one", k=3)
+    left = [item["item_id"] for item in body["items"]]
+    history = [i for i in catalogue if i not in left]
+    status, body = server.recommend("cold-one", k=10, history=history)
+    assert status == 200 and body["returned"] == 3 == len(body["items"]), body
+    assert {item["item_id"] for item in body["items"]} == set(left)
+    assert "only 3" in body["reason"] and "k = 10" in body["reason"]
 
 
 def test_a_corrupt_bundle_is_refused_at_add(server: Server, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -377,11 +401,9 @@ def test_impression_log_is_readable_training_data(server: Server) -> None:
     assert status == 200
     deadline = time.monotonic() + 10
     while True:
-        frames = [
-            read_table(p, INTERACTION_COLUMNS, "impressions")
-            for p in sorted(server.log_dir.glob("impressions-*.csv"))
-        ]
-        log = pd.concat(frames)
+        read = read_impressions(server.log_dir)
+        assert read.torn_lines == 0
+        log = read.frame
         rows = log[log["request_id"] == body["request_id"]]
         if len(rows) == 4 or time.monotonic() > deadline:
             break

@@ -307,6 +307,19 @@ def serve_parser() -> argparse.ArgumentParser:
         "--drift-min-requests", type=int, default=50, help="requests before drift is flagged"
     )
     parser.add_argument("--torch-threads", type=int, default=1, help="intra-op threads")
+    parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=None,
+        help="largest request body; larger ones get 413 before they are read "
+        "(default: serving.http_guard.DEFAULT_MAX_BODY_BYTES, 64 KiB)",
+    )
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        help="another Host name POST requests may carry (besides loopback and --host); repeatable",
+    )
     return parser
 
 

@@ -9,6 +9,7 @@ drift --url http://127.0.0.1:8080 [--plot drift.png]
 from __future__ import annotations
 
 import json
+import os
 import sys
 import urllib.error
 import urllib.request
@@ -25,8 +26,14 @@ from torchrec_recsys.files import atomic_write_text
 from torchrec_recsys.retrieval.faiss_index import IndexSpec
 from torchrec_recsys.serving.bundle import METRIC, Architecture, write_bundle
 from torchrec_recsys.serving.drift import check_report, format_report, plot_report
+from torchrec_recsys.serving.http_guard import DEFAULT_MAX_BODY_BYTES
 from torchrec_recsys.serving.registry import Registry
-from torchrec_recsys.serving.service import ServiceConfig, serve
+from torchrec_recsys.serving.service import (
+    ServiceConfig,
+    check_serve_options,
+    check_service_settings,
+    serve,
+)
 
 
 def architecture(trained: TrainedModel, quantization: str) -> Architecture:
@@ -44,6 +51,7 @@ def architecture(trained: TrainedModel, quantization: str) -> Architecture:
 def export_bundle_main(argv: list[str]) -> None:
     parser = parsers.export_bundle_parser()
     args = parser.parse_args(argv)
+    check_writable_folder(args.out, "--out")
     check_two_stage_runs(args)
     owns_group = not dist.is_initialized()
     ctx = init_distributed()
@@ -153,34 +161,66 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 def serve_main(argv: list[str]) -> None:
     parser = parsers.serve_parser()
     args = parser.parse_args(argv)
+    if args.max_body_bytes is None:
+        args.max_body_bytes = DEFAULT_MAX_BODY_BYTES
+    # every flag is checked before anything starts (nothing loaded, bound or written)
     if args.host not in LOOPBACK and not args.allow_remote:
         raise UserError(
             f"--host {args.host!r} is not a loopback address; pass --allow-remote to expose "
             "the service beyond this machine"
         )
-    if not Path(args.registry).is_dir():
-        raise UserError(f"registry folder {args.registry!r} does not exist")
-    if not 1 <= args.max_k <= args.candidates:
-        raise UserError(f"--max-k {args.max_k} must be in 1..--candidates ({args.candidates})")
+    flag = lambda name: "--" + name.replace("_", "-")  # noqa: E731 - setting -> flag name
+    check_serve_options(args.host, args.port, args.torch_threads, args.processes, flag)
+    settings = {
+        "max_k": args.max_k,
+        "candidates": args.candidates,
+        "max_concurrency": args.max_concurrency,
+        "workers": args.workers,
+        "poll_seconds": args.poll_seconds,
+        "drift_window_seconds": args.drift_window_seconds,
+        "psi_threshold": args.psi_threshold,
+        "drift_min_requests": args.drift_min_requests,
+        "max_body_bytes": args.max_body_bytes,
+    }
+    check_service_settings(settings, flag)
+    registry = Path(args.registry)
+    if not registry.is_dir():
+        what = "is not a folder" if registry.exists() else "does not exist"
+        raise UserError(f"--registry {args.registry!r} {what}; expected a registry folder")
+    log_dir = Path(args.log_dir) if args.log_dir else registry / "logs"
+    check_writable_folder(log_dir, "--log-dir")
     config = ServiceConfig(
-        registry=Path(args.registry),
-        max_k=args.max_k,
-        candidates=args.candidates,
-        max_concurrency=args.max_concurrency,
-        workers=args.workers,
-        poll_seconds=args.poll_seconds,
+        registry=registry,
         log_dir=Path(args.log_dir) if args.log_dir else None,
-        drift_window_seconds=args.drift_window_seconds,
-        psi_threshold=args.psi_threshold,
-        drift_min_requests=args.drift_min_requests,
+        allowed_hosts=tuple(args.allowed_host),
+        **settings,
     )
-    if args.processes < 1:
-        raise UserError(f"--processes {args.processes} must be at least 1")
     serve(config, args.host, args.port, args.torch_threads, args.processes)
 
 
 MAX_REPORT_BYTES = 16 << 20
 """The largest drift answer ``drift`` reads."""
+
+
+def check_writable_folder(path: str | Path, flag: str) -> None:
+    """Refuse a folder path that cannot be created or written: an existing file, a path
+    below a file, or a folder without write permission.
+
+    Raises:
+        UserError: one line naming ``flag``, the path and the blocking file or folder.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {str(path)!r} is a file; expected a folder")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(
+            f"{flag} {str(path)!r} lies below the file {str(existing)!r}; expected a folder path"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {str(path)!r}: folder {str(existing)!r} is not writable")
 
 
 def drift_main(argv: list[str]) -> None:

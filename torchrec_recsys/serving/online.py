@@ -21,6 +21,7 @@ import torch
 from torchrec_recsys.data.dataset import RecDataset
 from torchrec_recsys.data.feature_rows import TowerRows, pair_batch, query_batch
 from torchrec_recsys.data.features import ITEM, USER
+from torchrec_recsys.errors import UserError
 from torchrec_recsys.retrieval.candidates import pipeline_pairs, retrieval_features
 from torchrec_recsys.retrieval.faiss_index import LoadedIndex, search
 from torchrec_recsys.retrieval.predict import TrainedTask, predict, predict_batch
@@ -32,6 +33,11 @@ from torchrec_recsys.retrieval.two_stage import (
     top_recommendations,
     user_query_table,
 )
+
+
+class NothingToRecommend(UserError):
+    """Every indexed item is excluded (the given history and the user's training items)."""
+
 
 QUERY_CACHE_ROWS = 1_000_000
 """Known users whose query embedding is kept (D floats each); later ones are recomputed."""
@@ -119,7 +125,10 @@ def recommend_online(
     """Top ``k`` of ``candidates`` retrieved items for ``user_id``, ordered by the DLRM: the
     answer of ``two_stage.recommend`` with the same arguments.
 
+    The answer holds fewer than ``k`` items when fewer are left after the exclusions.
+
     Raises:
+        NothingToRecommend: the exclusions leave no indexed item.
         UserError: ``k`` or ``candidates`` below 1, ``k > candidates``, or a retrieved item
             missing from the ranker's catalogue.
     """
@@ -136,8 +145,14 @@ def recommend_online(
             features.query_cache[row] = query
     # never recommend the given history back, nor a known user's training items
     seen = features.excluded_rows(index, None if cold else r_data.user_row_of[user_id], history)
-    scores, ids = search(index, query, candidates, exclude_rows=[seen])  # [1, C], C ids
+    scores, ids = search(index, query, candidates, exclude_rows=[seen])  # [1, C], <= C ids
     candidate_ids = ids[0]
+    if not candidate_ids:
+        raise NothingToRecommend(
+            f"nothing to recommend to user {user_id[:64]!r}: the history ({len(history)} items) "
+            f"and the user's training items exclude all {index.ntotal} indexed items"
+        )
+    scores = scores[:, : len(candidate_ids)]  # [1, C'] (the unused slots hold -inf)
     item_rows = np.array(ranker_rows(k_data, candidate_ids), dtype=np.int64)  # [C]
     if has_pairs(k_data):
         # a pipeline ranker also reads the retrieval score and rank and the time-aware context

@@ -1,40 +1,48 @@
 """The HTTP service: retrieve-then-rank for the registry's live version (FastAPI + uvicorn).
 
     POST /recommend {user_id, k, history?}
+        -> http_guard: body size (413), same origin and JSON content type (403/415),
+           JSON that parses (400), a body of the right shape (422)
         -> bounded admission (503 at once when ``max_concurrency`` requests are in flight),
            then one of ``workers`` threads (more threads than cores only thrash)
         -> routing (live, or canary by user hash), a version held for the whole request
         -> serving.online.recommend_online in a worker thread (the offline recommend's steps,
-           batches gathered from feature rows taken when the version loaded)
+           batches gathered from feature rows taken when the version loaded); a history that
+           leaves nothing to recommend -> 422; fewer than k left -> ``returned`` + ``reason``
         -> response; impression log row; drift counts; shadow copy after the response
-    GET /healthz   live / canary / shadow versions, last reload error (503 without live)
+    GET /healthz   live / canary / shadow versions, status ok | degraded | no_live_version,
+                   last reload error, impression log state (503 without live)
     GET /metrics   Prometheus text: requests, latency, errors, per-version, drift gauges
-    GET /drift     drift report of the live version's current window; POST /drift/reset
+    GET /drift     drift report of the live version's current window
+    POST /drift/reset   empties the drift windows (same origin + admin token)
 
-A watcher thread polls the registry's ``state.json``; on a change it loads the new versions
-in the background and swaps one immutable :class:`Routing` in. Requests already running keep
-the version they started with; a version that fails to load is logged and the old routing
-keeps serving.
+The pieces, each testable alone: :class:`ServiceConfig` (checked settings),
+:class:`Admission` (in-flight bounds), ``watcher.ModelStore`` + ``watcher.RegistryWatcher``
+(registry state -> routing), ``impressions.ImpressionLog`` (the durable writer),
+:class:`ShadowRunner`, :class:`RecommendService` (the endpoints' logic) and
+:func:`build_router` (the endpoints); :func:`create_app` puts them together.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import socket
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 import torch
-from fastapi import BackgroundTasks, FastAPI, Request
+from fastapi import APIRouter, BackgroundTasks, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -45,23 +53,35 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from torchrec_recsys.errors import UserError
-from torchrec_recsys.serving.bundle import ServingBundle, load_bundle
 from torchrec_recsys.serving.drift import (
     DEFAULT_MIN_REQUESTS,
     DEFAULT_PSI_THRESHOLD,
     DEFAULT_UNSEEN_THRESHOLD,
-    DriftAccumulator,
+)
+from torchrec_recsys.serving.http_guard import (
+    DEFAULT_MAX_BODY_BYTES,
+    TOKEN_ENV,
+    BodyLimit,
+    HTTPProblem,
+    allowed_host_names,
+    check_same_origin,
+    check_token,
+    parse_json,
+    read_admin_token,
+    resolve_admin_token,
+    short,
 )
 from torchrec_recsys.serving.impressions import ImpressionLog
-from torchrec_recsys.serving.online import recommend_online
-from torchrec_recsys.serving.registry import Registry, RegistryState
+from torchrec_recsys.serving.online import NothingToRecommend, recommend_online
+from torchrec_recsys.serving.registry import Registry
 from torchrec_recsys.serving.routing import Routing
+from torchrec_recsys.serving.watcher import LoadedVersion, ModelStore, RegistryWatcher
 
 log = logging.getLogger("torchrec_recsys.serving")
 
@@ -83,11 +103,70 @@ LATENCY_BUCKETS = (
     1.0,
     2.5,
 )
+ENDPOINTS = ("/recommend", "/healthz", "/metrics", "/drift", "/drift/reset")
+MAX_ID_CHARS = 256
+"""Longest user or item id a request may carry."""
+MAX_HISTORY = 1000
+"""Most history items a request may carry."""
+MIN_POLL_SECONDS = 0.01
+"""Shortest registry poll period."""
+
+
+def check_service_settings(
+    values: Mapping[str, Any], label: Callable[[str], str] = lambda name: name
+) -> None:
+    """Refuse settings a server cannot run with; ``label`` names a setting in the message
+    (``serve`` passes its flag names).
+
+    Raises:
+        UserError: one line naming the first bad setting and what was expected.
+    """
+
+    def need(name: str, ok: bool, expected: str) -> None:
+        if not ok:
+            raise UserError(f"{label(name)} {values[name]!r} is invalid; expected {expected}")
+
+    def finite(name: str) -> bool:
+        v = values[name]
+        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+    def integer(name: str) -> bool:
+        return isinstance(values[name], int) and not isinstance(values[name], bool)
+
+    for name in ("max_k", "candidates", "max_concurrency", "workers", "drift_min_requests"):
+        if name in values:
+            need(name, integer(name) and values[name] >= 1, "an integer >= 1")
+    if "poll_seconds" in values:
+        need(
+            "poll_seconds",
+            finite("poll_seconds") and MIN_POLL_SECONDS <= values["poll_seconds"] <= 3600,
+            f"seconds in {MIN_POLL_SECONDS}..3600 (a shorter poll only spins)",
+        )
+    if "drift_window_seconds" in values:
+        need(
+            "drift_window_seconds",
+            finite("drift_window_seconds") and values["drift_window_seconds"] > 0,
+            "a finite number of seconds > 0",
+        )
+    for name in ("psi_threshold", "unseen_threshold"):
+        if name in values:
+            need(name, finite(name) and values[name] >= 0, "a finite number >= 0")
+    if "shadow_max_inflight" in values:
+        need("shadow_max_inflight", integer("shadow_max_inflight"), "an integer >= 0")
+        need("shadow_max_inflight", values["shadow_max_inflight"] >= 0, "an integer >= 0")
+    if "max_body_bytes" in values:
+        need(
+            "max_body_bytes",
+            integer("max_body_bytes") and 1 <= values["max_body_bytes"] <= 1 << 30,
+            "an integer in 1..1073741824 (bytes)",
+        )
+    if {"max_k", "candidates"} <= set(values):
+        need("max_k", values["max_k"] <= values["candidates"], f"at most {label('candidates')}")
 
 
 @dataclass
 class ServiceConfig:
-    """Settings of one server process."""
+    """Settings of one server process (checked when constructed)."""
 
     registry: Path
     """Registry folder (``registry`` command)."""
@@ -102,7 +181,7 @@ class ServiceConfig:
     poll_seconds: float = 0.5
     """How often the registry state is checked."""
     log_dir: Path | None = None
-    """Impression and shadow logs (default: ``<registry>/logs``)."""
+    """Impression and shadow logs, admin token file (default: ``<registry>/logs``)."""
     drift_window_seconds: float = 300.0
     """Length of a drift statistics window."""
     psi_threshold: float = DEFAULT_PSI_THRESHOLD
@@ -110,25 +189,48 @@ class ServiceConfig:
     drift_min_requests: int = DEFAULT_MIN_REQUESTS
     shadow_max_inflight: int = 2
     """Shadow copies running at once; more are dropped (counted), never queued."""
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    """Largest request body; a larger one is refused with 413 before it is parsed."""
+    bind_host: str | None = None
+    """The address the server listens on (a Host header may name it)."""
+    allowed_hosts: tuple[str, ...] = ()
+    """More names a POST's Host header may carry (besides loopback and ``bind_host``)."""
+    admin_token: str | None = field(default=None, repr=False)
+    """Token of the state-changing endpoints (None: ``http_guard.resolve_admin_token`` at
+    start: the environment variable, or a new one in ``<log_dir>/admin.token``)."""
 
+    def __post_init__(self) -> None:
+        self.registry = Path(self.registry)
+        self.log_dir = Path(self.log_dir) if self.log_dir is not None else None
+        self.allowed_hosts = tuple(self.allowed_hosts)
+        check_service_settings(asdict(self))
 
-@dataclass
-class LoadedVersion:
-    """A loaded bundle with its own drift window."""
-
-    name: str
-    bundle: ServingBundle
-    drift: DriftAccumulator
-    candidates: int
+    @property
+    def logs(self) -> Path:
+        """The log folder in effect."""
+        return self.log_dir if self.log_dir is not None else self.registry / "logs"
 
 
 class RecommendRequest(BaseModel):
     """Body of ``POST /recommend``."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
-    user_id: str = Field(min_length=1, max_length=256)
+    user_id: Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=MAX_ID_CHARS, pattern=r"^[^\x00-\x1f\x7f]+$"),
+    ]
     k: int = 10
-    history: list[str] | None = Field(default=None, max_length=1000)
+    history: (
+        list[
+            Annotated[
+                str,
+                StringConstraints(
+                    min_length=1, max_length=MAX_ID_CHARS, pattern=r"^[^\x00-\x1f\x7f]+$"
+                ),
+            ]
+        ]
+        | None
+    ) = Field(default=None, max_length=MAX_HISTORY)
 
 
 @dataclass
@@ -177,159 +279,44 @@ class _Metrics:
             "recsys_shadow_requests", "Shadow copies by outcome", ["outcome"], registry=r
         )
 
-
-class _StateCollector(Collector):
-    """Gauges read from this process's state when scraped: the live version and the drift
-    of the live and canary windows (computed per scrape, so never stale; with several
-    processes, the drift of the answering process's window)."""
-
-    def __init__(self, store: ModelStore, report: Callable[[LoadedVersion], dict[str, Any]]):
-        self.store = store
-        self.report = report
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        routing = self.store.routing
-        live = GaugeMetricFamily(
-            "recsys_live_version", "1 for the live version", labels=["version"]
-        )
-        if routing.live_name:
-            live.add_metric([routing.live_name], 1)
-        labels = ["feature", "version"]
-        psi = GaugeMetricFamily(
-            "recsys_drift_psi", "PSI of a feature, live window vs training", labels=labels
-        )
-        unseen = GaugeMetricFamily(
-            "recsys_drift_unseen_share", "Share of unseen IDs in the window", labels=labels
-        )
-        flagged = GaugeMetricFamily(
-            "recsys_drift_flagged", "1 when the feature drifted", labels=labels
-        )
-        window = GaugeMetricFamily(
-            "recsys_drift_window_requests", "Requests in the drift window", labels=["version"]
-        )
-        for name, version in (
-            (routing.live_name, routing.live),
-            (routing.canary_name, routing.canary),
-        ):
-            if name is None or version is None:
-                continue
-            report = self.report(version)
-            window.add_metric([name], report["requests"])
-            for row in report["features"]:
-                psi.add_metric([row["feature"], name], row["psi"])
-                flagged.add_metric([row["feature"], name], int(row["flagged"]))
-                if "unseen_share" in row:
-                    unseen.add_metric([row["feature"], name], row["unseen_share"])
-        yield from (live, psi, unseen, flagged, window)
+    def refused(self, endpoint: str, status: int, reason: str) -> None:
+        """Count a refused request (the endpoint label only ever names a known route)."""
+        self.requests.labels(endpoint if endpoint in ENDPOINTS else "other", str(status)).inc()
+        self.errors.labels(reason).inc()
 
 
-class ModelStore:
-    """Loads registry versions and holds the current :class:`Routing` (swapped atomically)."""
+class Admission:
+    """In-flight bounds: requests admitted (``max_concurrency``) and shadow copies running
+    (``shadow_max``); a request over the bound is refused at once, never queued."""
 
-    def __init__(self, config: ServiceConfig, metrics: _Metrics) -> None:
-        self.config = config
-        self.registry = Registry(config.registry)
-        self.metrics = metrics
-        self.routing: Routing[LoadedVersion] = Routing(generation=-1, live=None, live_name=None)
-        self.last_error: str | None = None
-        self._failed_generation: int | None = None
-        self._loaded: dict[str, LoadedVersion] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+    def __init__(self, max_concurrency: int, shadow_max: int) -> None:
+        self.max_concurrency = max_concurrency
+        self.shadow_max = shadow_max
+        self.inflight = 0
+        self.shadow_inflight = 0
+        self._lock = threading.Lock()
 
-    def _load(self, name: str) -> LoadedVersion:
-        if name in self._loaded:
-            return self._loaded[name]
-        start = time.perf_counter()
-        bundle = load_bundle(self.registry.version_path(name))
-        spec = bundle.retriever.data.spec
-        version = LoadedVersion(
-            name=name,
-            bundle=bundle,
-            drift=DriftAccumulator(bundle.stats, spec, self.config.drift_window_seconds),
-            candidates=min(self.config.candidates, bundle.index.ntotal),
-        )
-        log.info("loaded version %s in %.2f s", name, time.perf_counter() - start)
-        return version
+    def admit(self) -> bool:
+        with self._lock:
+            if self.inflight >= self.max_concurrency:
+                return False
+            self.inflight += 1
+            return True
 
-    def refresh(self) -> None:
-        """Apply the registry state if it changed; keep the old routing if loading fails."""
-        try:
-            state = self.registry.state()
-        except UserError as exc:
-            self._fail(None, str(exc))
-            return
-        if state.generation in (self.routing.generation, self._failed_generation):
-            return
-        try:
-            routing = self._routing_for(state)
-        except Exception as exc:  # noqa: BLE001 - any load failure keeps the old version live
-            self._fail(state.generation, f"{type(exc).__name__}: {exc}")
-            return
-        # the rollback target stays loaded (it was live), so a rollback switches at once
-        rollback = state.history[-1] if state.history else None
-        keep = {routing.live_name, routing.canary_name, routing.shadow_name, rollback}
-        self._loaded = {n: v for n, v in self._loaded.items() if n in keep}
-        for name in (routing.live_name, routing.canary_name, routing.shadow_name):
-            if name is not None:
-                version = {
-                    routing.live_name: routing.live,
-                    routing.canary_name: routing.canary,
-                    routing.shadow_name: routing.shadow,
-                }[name]
-                assert version is not None
-                self._loaded[name] = version
-        self.routing = routing  # one reference assignment: requests see old or new
-        self.last_error = None
-        self._failed_generation = None
-        self.metrics.reloads.labels("ok").inc()
-        log.info(
-            "serving generation %d: live=%s canary=%s (%.0f%%) shadow=%s",
-            state.generation,
-            routing.live_name,
-            routing.canary_name,
-            100 * routing.canary_share,
-            routing.shadow_name,
-        )
+    def release(self) -> None:
+        with self._lock:
+            self.inflight -= 1
 
-    def _fail(self, generation: int | None, message: str) -> None:
-        self.last_error = message
-        self._failed_generation = generation
-        self.metrics.reloads.labels("failed").inc()
-        log.error("registry reload failed, still serving %s: %s", self.routing.live_name, message)
+    def admit_shadow(self) -> bool:
+        with self._lock:
+            if self.shadow_inflight >= self.shadow_max:
+                return False
+            self.shadow_inflight += 1
+            return True
 
-    def _routing_for(self, state: RegistryState) -> Routing[LoadedVersion]:
-        live = self._load(state.live) if state.live else None
-        canary = None
-        share = 0.0
-        if state.canary and state.canary.get("version") and state.live:
-            canary = self._load(state.canary["version"])
-            share = float(state.canary.get("share", 0.0))
-        shadow = self._load(state.shadow) if state.shadow and state.live else None
-        return Routing(
-            generation=state.generation,
-            live=live,
-            live_name=state.live,
-            canary=canary,
-            canary_name=canary.name if canary else None,
-            canary_share=share,
-            shadow=shadow,
-            shadow_name=shadow.name if shadow else None,
-        )
-
-    def start(self) -> None:
-        self.refresh()
-        self._thread = threading.Thread(target=self._watch, name="registry-watch", daemon=True)
-        self._thread.start()
-
-    def _watch(self) -> None:
-        while not self._stop.wait(self.config.poll_seconds):
-            self.refresh()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+    def release_shadow(self) -> None:
+        with self._lock:
+            self.shadow_inflight -= 1
 
 
 def _answer(version: LoadedVersion, body: RecommendRequest, observe: bool) -> dict[str, Any]:
@@ -351,6 +338,7 @@ def _answer(version: LoadedVersion, body: RecommendRequest, observe: bool) -> di
     if observe:
         version.drift.observe_row(answer.query_sparse, answer.query_dense)
     result = answer.result
+    returned = len(result.items)
     return {
         "user_id": body.user_id,
         "version": version.name,
@@ -366,200 +354,238 @@ def _answer(version: LoadedVersion, body: RecommendRequest, observe: bool) -> di
             }
             for i, rec in enumerate(result.items, 1)
         ],
+        "returned": returned,
+        "reason": (
+            None
+            if returned >= body.k
+            else f"only {returned} of the {bundle.index.ntotal} indexed items are left after "
+            f"excluding the history and the user's training items; asked for k = {body.k}"
+        ),
     }
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": message})
+class ShadowRunner:
+    """Answers a copy of a request with the shadow version and logs the comparison
+    (``shadow.jsonl``); never touches the response, drops copies over the bound."""
 
+    def __init__(self, log_dir: Path, admission: Admission, metrics: _Metrics) -> None:
+        self.path = log_dir / "shadow.jsonl"
+        self.admission = admission
+        self.metrics = metrics
+        self._lock = threading.Lock()
 
-def create_app(config: ServiceConfig) -> FastAPI:
-    """The FastAPI application for ``config`` (the registry watcher starts with it)."""
-    disable_created_metrics()
-    metrics = _Metrics()
-    store = ModelStore(config, metrics)
-    log_dir = Path(config.log_dir or Path(config.registry) / "logs")
-    state: dict[str, Any] = {"inflight": 0, "shadow_inflight": 0}
-    workers = anyio.CapacityLimiter(config.workers)  # admitted requests wait here, bounded
-    shadow_lock = threading.Lock()
-    shadow_log_lock = threading.Lock()
-
-    from contextlib import asynccontextmanager
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI):  # type: ignore[no-untyped-def]
-        state["impressions"] = ImpressionLog(log_dir)
-        await anyio.to_thread.run_sync(store.start)
-        yield
-        store.stop()
-        state["impressions"].close()
-
-    app = FastAPI(title="torchrec_recsys serving", lifespan=lifespan)
-    app.state.store = store
-    app.state.metrics = metrics
-
-    def _parse(raw: bytes) -> RecommendRequest | JSONResponse:
-        """The request body, or the 400/422 answer that names what is wrong with it."""
-        endpoint = "/recommend"
-        try:
-            payload = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            metrics.requests.labels(endpoint, "400").inc()
-            metrics.errors.labels("malformed_json").inc()
-            return _error(
-                400,
-                f"request body is not valid JSON ({exc}); expected an object like "
-                '{"user_id": "42", "k": 10}',
-            )
-        if not isinstance(payload, dict):
-            metrics.requests.labels(endpoint, "422").inc()
-            metrics.errors.labels("invalid_request").inc()
-            return _error(
-                422, f"request body is a JSON {type(payload).__name__}; expected a JSON object"
-            )
-        try:
-            return RecommendRequest.model_validate(payload)
-        except ValidationError as exc:
-            parts = []
-            for e in exc.errors():
-                where = ".".join(str(p) for p in e.get("loc", ())) or "body"
-                parts.append(f"field {where!r}: {e.get('msg')}")
-            metrics.requests.labels(endpoint, "422").inc()
-            metrics.errors.labels("invalid_request").inc()
-            return _error(422, "; ".join(parts))
-
-    def _shadow(
+    def run(
+        self,
         routing: Routing[LoadedVersion],
         body: RecommendRequest,
         primary: dict[str, Any],
         request_id: str,
     ) -> None:
-        """Answer a copy with the shadow version; log the comparison (never the response)."""
         shadow = routing.shadow
         if shadow is None:
             return
-        with shadow_lock:
-            if state["shadow_inflight"] >= config.shadow_max_inflight:
-                metrics.shadow.labels("dropped").inc()
-                return
-            state["shadow_inflight"] += 1
+        if not self.admission.admit_shadow():
+            self.metrics.shadow.labels("dropped").inc()
+            return
         try:
             start = time.perf_counter()
             other = _answer(shadow, body, observe=False)
-            seconds = time.perf_counter() - start
-            mine = {i["item_id"]: i for i in primary["items"]}
-            theirs = {i["item_id"]: i for i in other["items"]}
-            common = sorted(set(mine) & set(theirs))
-            overlap = len(common) / max(len(mine), 1)
-            record = {
-                "request_id": request_id,
-                "time": time.time(),
-                "user_id": body.user_id,
-                "primary_version": primary["version"],
-                "shadow_version": shadow.name,
-                "topk_overlap": overlap,
-                "mean_abs_ranking_delta": (
-                    sum(abs(mine[i]["ranking_score"] - theirs[i]["ranking_score"]) for i in common)
-                    / len(common)
-                    if common
-                    else None
-                ),
-                "mean_abs_retrieval_delta": (
-                    sum(
-                        abs(mine[i]["retrieval_score"] - theirs[i]["retrieval_score"])
-                        for i in common
-                    )
-                    / len(common)
-                    if common
-                    else None
-                ),
-                "primary_latency_ms": primary["latency_ms"],
-                "shadow_latency_ms": 1000 * seconds,
-                "primary_items": list(mine),
-                "shadow_items": list(theirs),
-            }
-            with shadow_log_lock:
-                log_dir.mkdir(parents=True, exist_ok=True)
-                with open(log_dir / "shadow.jsonl", "a", encoding="utf-8") as handle:
+            record = self._compare(body, primary, other, shadow.name, request_id)
+            record["shadow_latency_ms"] = 1000 * (time.perf_counter() - start)
+            with self._lock:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with open(self.path, "a", encoding="utf-8") as handle:
                     handle.write(json.dumps(record) + "\n")
-            metrics.shadow_overlap.observe(overlap)
-            metrics.shadow.labels("compared").inc()
+            self.metrics.shadow_overlap.observe(record["topk_overlap"])
+            self.metrics.shadow.labels("compared").inc()
         except Exception:  # noqa: BLE001 - a shadow failure must never reach a user
-            metrics.shadow.labels("failed").inc()
+            self.metrics.shadow.labels("failed").inc()
             log.exception("shadow version %s failed", shadow.name)
         finally:
-            with shadow_lock:
-                state["shadow_inflight"] -= 1
+            self.admission.release_shadow()
 
-    @app.post("/recommend")
-    async def recommend_endpoint(request: Request, background: BackgroundTasks) -> Any:
+    @staticmethod
+    def _compare(
+        body: RecommendRequest,
+        primary: dict[str, Any],
+        other: dict[str, Any],
+        shadow_name: str,
+        request_id: str,
+    ) -> dict[str, Any]:
+        mine = {i["item_id"]: i for i in primary["items"]}
+        theirs = {i["item_id"]: i for i in other["items"]}
+        common = sorted(set(mine) & set(theirs))
+
+        def mean_delta(key: str) -> float | None:
+            if not common:
+                return None
+            return sum(abs(mine[i][key] - theirs[i][key]) for i in common) / len(common)
+
+        return {
+            "request_id": request_id,
+            "time": time.time(),
+            "user_id": body.user_id,
+            "primary_version": primary["version"],
+            "shadow_version": shadow_name,
+            "topk_overlap": len(common) / max(len(mine), 1),
+            "mean_abs_ranking_delta": mean_delta("ranking_score"),
+            "mean_abs_retrieval_delta": mean_delta("retrieval_score"),
+            "primary_latency_ms": primary["latency_ms"],
+            "primary_items": list(mine),
+            "shadow_items": list(theirs),
+        }
+
+
+class RecommendService:
+    """The endpoints' logic over the registry's live routing; :func:`build_router` exposes it.
+
+    ``start`` applies the registry state, starts the watcher and the impression writer and
+    resolves the admin token; ``stop`` ends them (draining the impression log)."""
+
+    def __init__(self, config: ServiceConfig) -> None:
+        self.config = config
+        self.metrics = _Metrics()
+        self.store = ModelStore(
+            Registry(config.registry),
+            config.candidates,
+            config.drift_window_seconds,
+            on_reload=lambda outcome: self.metrics.reloads.labels(outcome).inc(),
+        )
+        self.watcher = RegistryWatcher(self.store, config.poll_seconds)
+        self.admission = Admission(config.max_concurrency, config.shadow_max_inflight)
+        self.shadow = ShadowRunner(config.logs, self.admission, self.metrics)
+        self.allowed_hosts = allowed_host_names(config.bind_host, config.allowed_hosts)
+        self.impressions: ImpressionLog | None = None
+        self.admin_token: str | None = config.admin_token
+        self._workers: anyio.CapacityLimiter | None = None
+
+    def start(self) -> None:
+        if self.admin_token is None:
+            self.admin_token = resolve_admin_token(self.config.logs)
+        self.impressions = ImpressionLog(self.config.logs)
+        self.watcher.start()
+
+    def stop(self) -> None:
+        self.watcher.stop()
+        if self.impressions is not None:
+            self.impressions.close()
+
+    @property
+    def workers(self) -> anyio.CapacityLimiter:
+        """Admitted requests wait here for one of ``workers`` threads (made in the loop)."""
+        if self._workers is None:
+            self._workers = anyio.CapacityLimiter(self.config.workers)
+        return self._workers
+
+    # ------------------------------------------------------------------ /recommend
+
+    @staticmethod
+    def parse(raw: bytes) -> RecommendRequest:
+        """The request body, or the 400/422 :class:`HTTPProblem` naming what is wrong."""
+        payload = parse_json(raw, 'an object like {"user_id": "42", "k": 10}')
+        if not isinstance(payload, dict):
+            raise HTTPProblem(
+                422,
+                "invalid_request",
+                f"request body is a JSON {type(payload).__name__}; expected a JSON object",
+            )
+        try:
+            return RecommendRequest.model_validate(payload)
+        except ValidationError as exc:
+            parts = []
+            for e in exc.errors()[:5]:
+                where = ".".join(str(p)[:40] for p in e.get("loc", ())) or "body"
+                parts.append(f"field {where!r}: {e.get('msg')}")
+            raise HTTPProblem(422, "invalid_request", "; ".join(parts)) from None
+
+    async def recommend(self, request: Request, background: BackgroundTasks) -> dict[str, Any]:
         endpoint = "/recommend"
         start = time.perf_counter()
-        body = _parse(await request.body())
-        if isinstance(body, JSONResponse):
-            return body
+        check_same_origin(request, self.allowed_hosts)
+        body = self.parse(await request.body())
+        config = self.config
         if not 1 <= body.k <= config.max_k:
-            metrics.requests.labels(endpoint, "422").inc()
-            metrics.errors.labels("k_out_of_range").inc()
-            return _error(422, f"k = {body.k} is out of range; expected 1 <= k <= {config.max_k}")
-        if state["inflight"] >= config.max_concurrency:
-            metrics.requests.labels(endpoint, "503").inc()
-            metrics.errors.labels("overloaded").inc()
-            return _error(
-                503, f"server overloaded: {config.max_concurrency} requests in flight; retry later"
+            raise HTTPProblem(
+                422,
+                "k_out_of_range",
+                f"k = {short(body.k, 24)} is out of range; expected 1 <= k <= {config.max_k}",
             )
-        routing = store.routing  # held for the whole request, whatever a reload does
-        chosen = routing.choose(body.user_id)
-        if chosen is None:
-            metrics.requests.labels(endpoint, "503").inc()
-            metrics.errors.labels("no_live_version").inc()
-            reason = "the registry has no live version; run 'registry promote VERSION'"
-            if store.last_error:
-                reason += f" (last load error: {store.last_error})"
-            return _error(503, reason)
-        name, version = chosen
-        if body.k > version.candidates:
-            metrics.requests.labels(endpoint, "422").inc()
-            metrics.errors.labels("k_out_of_range").inc()
-            return _error(422, f"k = {body.k} exceeds the {version.candidates} candidates")
-        state["inflight"] += 1
-        metrics.inflight.set(state["inflight"])
+        if not self.admission.admit():
+            raise HTTPProblem(
+                503,
+                "overloaded",
+                f"server overloaded: {config.max_concurrency} requests in flight; retry later",
+            )
+        self.metrics.inflight.set(self.admission.inflight)
         try:
-            answer = await anyio.to_thread.run_sync(_answer, version, body, True, limiter=workers)
+            routing = self.store.routing  # held for the whole request, whatever a reload does
+            chosen = routing.choose(body.user_id)
+            if chosen is None:
+                reason = "the registry has no live version; run 'registry promote VERSION'"
+                if self.store.last_error:
+                    reason += f" (last load error: {self.store.last_error})"
+                raise HTTPProblem(503, "no_live_version", reason)
+            name, version = chosen
+            if body.k > version.candidates:
+                raise HTTPProblem(
+                    422,
+                    "k_out_of_range",
+                    f"k = {body.k} exceeds the {version.candidates} candidates",
+                )
+            answer = await anyio.to_thread.run_sync(
+                _answer, version, body, True, limiter=self.workers
+            )
+        except NothingToRecommend as exc:
+            raise HTTPProblem(422, "nothing_to_recommend", str(exc)) from None
         except UserError as exc:
-            metrics.requests.labels(endpoint, "422").inc()
-            metrics.errors.labels("bad_request").inc()
-            return _error(422, str(exc))
-        except Exception as exc:  # noqa: BLE001
-            log.exception("request failed")
-            metrics.requests.labels(endpoint, "500").inc()
-            metrics.errors.labels("internal").inc()
-            return _error(500, f"internal error: {type(exc).__name__}")
+            raise HTTPProblem(422, "bad_request", str(exc)) from None
         finally:
-            state["inflight"] -= 1
-            metrics.inflight.set(state["inflight"])
+            self.admission.release()
+            self.metrics.inflight.set(self.admission.inflight)
         request_id = uuid.uuid4().hex
         seconds = time.perf_counter() - start
         answer["request_id"] = request_id
         answer["latency_ms"] = 1000 * seconds
         role = "canary" if name == routing.canary_name and name != routing.live_name else "live"
-        metrics.requests.labels(endpoint, "200").inc()
-        metrics.version_requests.labels(name, role).inc()
-        metrics.latency.labels(endpoint).observe(seconds)
+        self.metrics.requests.labels(endpoint, "200").inc()
+        self.metrics.version_requests.labels(name, role).inc()
+        self.metrics.latency.labels(endpoint).observe(seconds)
         if answer["cold_start"]:
-            metrics.cold.inc()
-        state["impressions"].log(
-            request_id, body.user_id, name, answer["items"], answer["cold_start"]
-        )
+            self.metrics.cold.inc()
+        if self.impressions is not None:
+            self.impressions.log(
+                request_id, body.user_id, name, answer["items"], answer["cold_start"]
+            )
         if routing.shadow is not None:
-            background.add_task(_shadow, routing, body, answer, request_id)
+            background.add_task(self.shadow.run, routing, body, answer, request_id)
         return answer
 
-    @app.get("/healthz")
-    async def healthz() -> JSONResponse:
-        routing = store.routing
+    # ------------------------------------------------------------------ the others
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """(status code, body) of ``/healthz``: 503 without a live version; ``degraded``
+        while the registry state, the watcher or the impression log has a problem."""
+        routing = self.store.routing
+        problems = []
+        if self.store.last_error:
+            problems.append(self.store.last_error)
+        watcher_problem = self.watcher.problem
+        if watcher_problem:
+            problems.append(watcher_problem)
+        impressions = None
+        if self.impressions is not None:
+            stats = self.impressions.stats
+            impressions = {
+                "rows_written": stats.rows_written,
+                "rows_dropped": stats.rows_dropped,
+                "write_errors": stats.write_errors,
+                "last_error": stats.last_error,
+            }
+            if not self.impressions.healthy:
+                problems.append(f"impression log: {stats.last_error or 'writer stopped'}")
+        status = "no_live_version" if routing.live is None else "degraded" if problems else "ok"
         body = {
-            "status": "ok" if routing.live is not None else "no_live_version",
+            "status": status,
             "generation": routing.generation,
             "live": routing.live_name,
             "canary": (
@@ -568,51 +594,183 @@ def create_app(config: ServiceConfig) -> FastAPI:
                 else None
             ),
             "shadow": routing.shadow_name,
-            "last_reload_error": store.last_error,
+            "last_reload_error": self.store.last_error or watcher_problem,
+            "problems": problems,
+            "impression_log": impressions,
             "process": os.getpid(),  # which server process answered (serve --processes N)
         }
-        return JSONResponse(status_code=200 if routing.live is not None else 503, content=body)
+        return (200 if routing.live is not None else 503), body
 
-    def _drift_report(version: LoadedVersion) -> dict[str, Any]:
-        return version.drift.report(
-            config.psi_threshold, config.unseen_threshold, config.drift_min_requests
-        )
+    def drift_report(self, version: LoadedVersion) -> dict[str, Any]:
+        c = self.config
+        return version.drift.report(c.psi_threshold, c.unseen_threshold, c.drift_min_requests)
 
-    state_collector = _StateCollector(store, _drift_report)
-    if multiprocess_dir():  # --processes N: every process's counters, from their files
-        scrape = CollectorRegistry()
-        MultiProcessCollector(scrape)
-    else:
-        scrape = metrics.registry
-    scrape.register(state_collector)
-
-    @app.get("/metrics")
-    async def metrics_endpoint() -> Response:
-        return Response(generate_latest(scrape), media_type=CONTENT_TYPE_LATEST)
-
-    @app.get("/drift")
-    async def drift() -> JSONResponse:
-        routing = store.routing
+    def drift(self) -> dict[str, Any]:
+        routing = self.store.routing
         if routing.live is None:
-            return _error(503, "the registry has no live version")
-        report = _drift_report(routing.live)
+            raise HTTPProblem(503, "no_live_version", "the registry has no live version")
+        report = self.drift_report(routing.live)
         report["version"] = routing.live_name
-        return JSONResponse(report)
+        return report
 
-    @app.post("/drift/reset")
-    async def drift_reset() -> JSONResponse:
-        routing = store.routing
+    def reset_drift(self, request: Request) -> dict[str, Any]:
+        check_same_origin(request, self.allowed_hosts)
+        assert self.admin_token is not None, "the service was not started"
+        check_token(request, self.admin_token)
+        routing = self.store.routing
         for version in (routing.live, routing.canary):
             if version is not None:
                 version.drift.reset()
-        return JSONResponse({"reset": True})
+        return {"reset": True}
 
+
+class _StateCollector(Collector):
+    """Gauges read from this process's state when scraped: the live version, the registry
+    and impression log health, and the drift of the live and canary windows (computed per
+    scrape, so never stale; with several processes, the answering process's values)."""
+
+    def __init__(self, service: RecommendService):
+        self.service = service
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        service = self.service
+        routing = service.store.routing
+        live = GaugeMetricFamily(
+            "recsys_live_version", "1 for the live version", labels=["version"]
+        )
+        if routing.live_name:
+            live.add_metric([routing.live_name], 1)
+        degraded = GaugeMetricFamily(
+            "recsys_registry_degraded",
+            "1 while the registry state cannot be followed (the last good version serves)",
+        )
+        degraded.add_metric(
+            [], int(service.store.last_error is not None or service.watcher.problem is not None)
+        )
+        yield from (live, degraded)
+        if service.impressions is not None:
+            stats = service.impressions.stats
+            rows = CounterMetricFamily(
+                "recsys_impression_rows", "Impression log rows by outcome", labels=["outcome"]
+            )
+            rows.add_metric(["written"], stats.rows_written)
+            rows.add_metric(["dropped"], stats.rows_dropped)
+            errors = CounterMetricFamily(
+                "recsys_impression_write_errors", "Failed impression log writes (retried)"
+            )
+            errors.add_metric([], stats.write_errors)
+            failing = GaugeMetricFamily(
+                "recsys_impression_log_failing", "1 while impression log writes fail"
+            )
+            failing.add_metric([], int(not service.impressions.healthy))
+            yield from (rows, errors, failing)
+        labels = ["feature", "version"]
+        psi = GaugeMetricFamily(
+            "recsys_drift_psi", "PSI of a feature, live window vs training", labels=labels
+        )
+        unseen = GaugeMetricFamily(
+            "recsys_drift_unseen_share", "Share of unseen IDs in the window", labels=labels
+        )
+        flagged = GaugeMetricFamily(
+            "recsys_drift_flagged", "1 when the feature drifted", labels=labels
+        )
+        window = GaugeMetricFamily(
+            "recsys_drift_window_requests", "Requests in the drift window", labels=["version"]
+        )
+        for name, version in (
+            (routing.live_name, routing.live),
+            (routing.canary_name, routing.canary),
+        ):
+            if name is None or version is None:
+                continue
+            report = service.drift_report(version)
+            window.add_metric([name], report["requests"])
+            for row in report["features"]:
+                psi.add_metric([row["feature"], name], row["psi"])
+                flagged.add_metric([row["feature"], name], int(row["flagged"]))
+                if "unseen_share" in row:
+                    unseen.add_metric([row["feature"], name], row["unseen_share"])
+        yield from (psi, unseen, flagged, window)
+
+
+def build_router(service: RecommendService) -> APIRouter:
+    """The service's endpoints (each a thin call into ``service``)."""
+    router = APIRouter()
+    scrape = service.metrics.registry
+    if multiprocess_dir():  # --processes N: every process's counters, from their files
+        scrape = CollectorRegistry()
+        MultiProcessCollector(scrape)
+    scrape.register(_StateCollector(service))
+
+    @router.post("/recommend")
+    async def recommend(request: Request, background: BackgroundTasks) -> Any:
+        return await service.recommend(request, background)
+
+    @router.get("/healthz")
+    async def healthz() -> JSONResponse:
+        status, body = service.health()
+        return JSONResponse(status_code=status, content=body)
+
+    @router.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(scrape), media_type=CONTENT_TYPE_LATEST)
+
+    @router.get("/drift")
+    async def drift() -> JSONResponse:
+        return JSONResponse(service.drift())
+
+    @router.post("/drift/reset")
+    async def drift_reset(request: Request) -> JSONResponse:
+        return JSONResponse(service.reset_drift(request))
+
+    return router
+
+
+def create_app(config: ServiceConfig) -> FastAPI:
+    """The FastAPI application for ``config`` (the registry watcher starts with it);
+    ``app.state.service`` is its :class:`RecommendService`."""
+    disable_created_metrics()
+    service = RecommendService(config)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):  # type: ignore[no-untyped-def]
+        await anyio.to_thread.run_sync(service.start)
+        yield
+        service.stop()
+
+    app = FastAPI(title="torchrec_recsys serving", lifespan=lifespan)
+    app.state.service = service
+    app.state.store = service.store
+    app.state.metrics = service.metrics
+    app.include_router(build_router(service))
+
+    async def problem(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPProblem)
+        service.metrics.refused(request.url.path, exc.status, exc.reason)
+        return JSONResponse(
+            status_code=exc.status, content={"error": exc.message}, headers=exc.headers
+        )
+
+    async def internal(request: Request, exc: Exception) -> JSONResponse:
+        log.error("request to %s failed", request.url.path, exc_info=exc)
+        service.metrics.refused(request.url.path, 500, "internal")
+        return JSONResponse(
+            status_code=500, content={"error": f"internal error: {type(exc).__name__}"}
+        )
+
+    app.add_exception_handler(HTTPProblem, problem)
+    app.add_exception_handler(Exception, internal)  # a JSON 500, never plain text
+    app.add_middleware(
+        BodyLimit, max_bytes=config.max_body_bytes, on_refuse=service.metrics.refused
+    )
     return app
 
 
 CONFIG_ENV = "TORCHREC_RECSYS_SERVE_CONFIG"
 """How ``serve --processes N`` hands the service settings to its worker processes."""
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+NO_LIVE_VERSION = "(no live version)"
+"""What the ready line names while the registry has no live version."""
 
 
 def multiprocess_dir() -> str | None:
@@ -635,10 +793,43 @@ def app_from_env() -> FastAPI:
     settings = json.loads(os.environ[CONFIG_ENV])
     torch_threads = int(settings.pop("torch_threads"))
     _setup_process(torch_threads)
-    for name in ("registry", "log_dir"):
-        if settings[name] is not None:
-            settings[name] = Path(settings[name])
-    return create_app(ServiceConfig(**settings))
+    config = ServiceConfig(**settings)
+    # the token the parent process resolved (never passed through the environment itself)
+    return create_app(replace(config, admin_token=read_admin_token(config.logs)))
+
+
+def check_serve_options(
+    host: str,
+    port: int,
+    torch_threads: int,
+    processes: int,
+    label: Callable[[str], str] = lambda name: name,
+) -> None:
+    """Refuse what uvicorn would fail on later (or hang with); ``label`` as in
+    :func:`check_service_settings`.
+
+    Raises:
+        UserError: port outside 0..65535 (0: any free port), threads or processes below 1.
+    """
+    for name, value, ok, expected in (
+        ("port", port, 0 <= port <= 65535, "0..65535 (0: any free port)"),
+        ("torch_threads", torch_threads, torch_threads >= 1, "an integer >= 1"),
+        ("processes", processes, processes >= 1, "an integer >= 1"),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or not ok:
+            raise UserError(f"{label(name)} {value!r} is invalid; expected {expected}")
+    if not host:
+        raise UserError(f"{label('host')} '' is invalid; expected an address such as 127.0.0.1")
+
+
+def ready_line(version: str | None, host: str, port: int) -> str:
+    """``serving <version> on http://<host>:<port>``, printed once the server answers."""
+    shown = f"[{host}]" if ":" in host else host
+    return f"serving {version or NO_LIVE_VERSION} on http://{shown}:{port}"
+
+
+def _announce(line: str) -> None:
+    print(line, flush=True)
 
 
 def serve(
@@ -647,27 +838,45 @@ def serve(
     port: int = 8080,
     torch_threads: int = 1,
     processes: int = 1,
+    announce: Callable[[str], None] = _announce,
 ) -> None:
-    """Run the service with uvicorn until interrupted.
+    """Run the service with uvicorn until interrupted; ``announce`` gets :func:`ready_line`
+    once it answers (with port 0, the port it got).
 
     ``processes`` > 1 runs that many worker processes on one listening socket (uvicorn's
     workers): each loads the live version and follows the registry on its own, so a promote or
     rollback reaches every process within ``poll_seconds``; ``/metrics`` sums the counters
     and histograms of all of them (prometheus_client multiprocess mode); the drift window,
-    admission limit and impression log are per process.
+    admission limit and impression log are per process; they share one admin token.
     """
     import uvicorn
 
-    if processes < 1:
-        raise UserError(f"processes = {processes}; expected at least 1")
-    options = {"host": host, "port": port, "log_level": "warning", "timeout_keep_alive": 30}
+    check_serve_options(host, port, torch_threads, processes)
+    config = replace(config, bind_host=host)
+    options = {"log_level": "warning", "timeout_keep_alive": 30}
     if processes == 1:
         _setup_process(torch_threads)
-        uvicorn.run(create_app(config), **options)  # type: ignore[arg-type]
+        app = create_app(config)
+        service: RecommendService = app.state.service
+
+        class AnnouncingServer(uvicorn.Server):
+            async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+                await super().startup(sockets)
+                if self.started and sockets:
+                    bound = sockets[0].getsockname()[1]
+                    announce(ready_line(service.store.routing.live_name, host, bound))
+
+        with _listening_socket(host, port) as sock:
+            server = AnnouncingServer(uvicorn.Config(app, **options))  # type: ignore[arg-type]
+            server.run(sockets=[sock])
         return
     from uvicorn.supervisors import Multiprocess
 
+    if config.admin_token is not None:  # a caller's own token reaches the workers as TOKEN_ENV
+        os.environ[TOKEN_ENV] = config.admin_token
+    resolve_admin_token(config.logs)  # once, for every worker process (read from its file)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
+    settings["admin_token"] = None  # never through the environment in plain settings
     with tempfile.TemporaryDirectory(prefix="recsys_metrics_") as metrics_dir:
         os.environ[MULTIPROC_ENV] = metrics_dir  # read by prometheus_client in each worker
         os.environ[CONFIG_ENV] = json.dumps({**settings, "torch_threads": torch_threads})
@@ -678,11 +887,48 @@ def serve(
             **options,  # type: ignore[arg-type]
         )
         with _listening_socket(host, port) as sock:
-            Multiprocess(uvicorn_config, sockets=[sock]).run()
+            stop = threading.Event()
+            bound = sock.getsockname()[1]
+            waiter = threading.Thread(
+                target=_announce_when_answering,
+                args=(host, bound, announce, stop),
+                name="ready-line",
+                daemon=True,
+            )
+            waiter.start()
+            try:
+                Multiprocess(uvicorn_config, sockets=[sock]).run()
+            finally:
+                stop.set()
+        os.environ.pop(CONFIG_ENV, None)
+
+
+def _announce_when_answering(
+    host: str, port: int, announce: Callable[[str], None], stop: threading.Event
+) -> None:
+    """Poll ``/healthz`` of the worker processes until one answers, then announce it."""
+    import http.client
+    import ipaddress
+
+    try:
+        local = "127.0.0.1" if ipaddress.ip_address(host).is_unspecified else host
+    except ValueError:
+        local = host
+    while not stop.wait(0.2):
+        conn = http.client.HTTPConnection(local, port, timeout=2)
+        try:
+            conn.request("GET", "/healthz")
+            health = json.loads(conn.getresponse().read())
+        except (OSError, ValueError, http.client.HTTPException):
+            continue
+        finally:
+            conn.close()
+        announce(ready_line(health.get("live"), host, port))
+        return
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:
-    """The TCP socket the worker processes share, created with ``IPPROTO_TCP``: uvicorn's own
+    """The TCP socket the server listens on, created with ``IPPROTO_TCP``: uvicorn's own
     (``--workers``) leaves the protocol 0, so asyncio never sets ``TCP_NODELAY`` on accepted
     connections and each keep-alive answer waits ~40 ms for a delayed ACK (uvicorn #3149)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
