@@ -353,6 +353,9 @@ class BaselineConfig:
     """Leaves per tree."""
     lightgbm_learning_rate: float = 0.05
     """Shrinkage per round."""
+    lightgbm_max_rows: int = 50_000
+    """Row budget: LightGBM fits on at most this many training rows (a seeded random subset
+    when the split is larger; the validation rows likewise); 0 = every row."""
     logistic_epochs: int = 5
     """Passes of minibatch Adam for the logistic regression."""
 
@@ -537,6 +540,7 @@ FIELD_RANGES: dict[str, Range] = {
     "baselines.lightgbm_num_leaves": Range(2),
     "baselines.lightgbm_learning_rate": POSITIVE,
     "baselines.logistic_epochs": POSITIVE,
+    "baselines.lightgbm_max_rows": Range(0, words="0 (every row) or positive"),
 }
 """Range of every numeric field (a list of numbers: each element). Each float field is also
 checked to be finite, whether listed here or not; a numeric field missing from this table
