@@ -6,7 +6,8 @@ import pytest
 import torch
 from _configs import dataset_configs
 
-from torchrec_recsys.config import BaselineConfig
+from torchrec_recsys.app import builders
+from torchrec_recsys.config import BaselineConfig, ExperimentConfig
 from torchrec_recsys.data.dataset import ExampleTable, build_dataset
 from torchrec_recsys.data.features import DenseFeature, FeatureSpec
 from torchrec_recsys.data.readers import read_files
@@ -136,3 +137,13 @@ def test_lightgbm_row_budget_keeps_whole_queries() -> None:
     groups = row_budget(table, 40, seed=0, group_size=4).labels.view(10, 4).long()  # [10, 4]
     assert bool((groups[:, 0] % 4 == 0).all())
     assert torch.equal(groups - groups[:, :1], torch.arange(4).expand(10, 4))
+
+
+def test_learned_baselines_run_only_when_enabled(data) -> None:  # type: ignore[no-untyped-def]
+    cfg = ExperimentConfig()
+    cfg.baselines.lightgbm_rounds = 5
+    assert not cfg.baselines.enabled  # the default run spends its time on the model
+    assert "logistic_regression" not in builders.baselines(cfg, data)
+    assert "item_positive_rate" in builders.baselines(cfg, data)  # non-learned: always
+    cfg.baselines.enabled = True
+    assert {"logistic_regression", "lightgbm"} <= set(builders.baselines(cfg, data))
