@@ -2,6 +2,8 @@
 
 Every ``import`` / ``from ... import`` in every module (at any depth, so a deferred import
 inside a function counts too) is read with ``ast`` and checked against :data:`LAYERS`.
+Within a package the modules form no circle either (one under ``TYPE_CHECKING`` counts:
+it is still two modules that each need the other).
 """
 
 from __future__ import annotations
@@ -91,6 +93,52 @@ def layering_violations(root: Path) -> list[str]:
     return problems
 
 
+def _module_name(root: Path, path: Path) -> str:
+    parts = path.relative_to(root.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_cycles(root: Path) -> list[list[str]]:
+    """Every circle of imports among the modules of the package at ``root``: the strongly
+    connected components of the module graph with more than one module (each sorted)."""
+    paths = {_module_name(root, p): p for p in sorted(root.rglob("*.py"))}
+    graph: dict[str, set[str]] = {name: set() for name in paths}
+    for name, path in paths.items():
+        for _, module, names in _imports(ast.parse(path.read_text(), filename=str(path))):
+            # ``from a.b import c`` imports module a.b, and a.b.c too when c is a module
+            for target in (module, *(f"{module}.{n}" for n in names)):
+                if target in paths and target != name:
+                    graph[name].add(target)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(node: str) -> None:  # Tarjan's strongly connected components
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for name in graph:
+        if name not in index:
+            visit(name)
+    return cycles
+
+
 def _package_root() -> Path:
     return Path(torchrec_recsys.__file__).parent
 
@@ -123,3 +171,24 @@ def test_a_planted_upward_import_is_caught(tmp_path: Path) -> None:
     assert "app/planted.py:1 imports torchrec_recsys.experiments" in joined
     assert "'newpkg' has no layer" in joined
     assert len(problems) == 6
+
+
+def test_no_two_modules_import_each_other() -> None:
+    assert import_cycles(_package_root()) == []
+
+
+def test_a_planted_import_circle_is_caught(tmp_path: Path) -> None:
+    copy = tmp_path / PACKAGE
+    shutil.copytree(_package_root(), copy, ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "data" / "planted_a.py").write_text("from torchrec_recsys.data import planted_b\n")
+    (copy / "data" / "planted_b.py").write_text(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n"
+        "    from torchrec_recsys.data.planted_c import C\n"
+    )
+    (copy / "data" / "planted_c.py").write_text(
+        "def f():\n    import torchrec_recsys.data.planted_a\n\nclass C: ...\n"
+    )
+    assert import_cycles(copy) == [
+        [f"{PACKAGE}.data.planted_a", f"{PACKAGE}.data.planted_b", f"{PACKAGE}.data.planted_c"]
+    ]

@@ -42,6 +42,7 @@ def runs(synthetic_paths, tmp_path_factory):  # type: ignore[no-untyped-def]
             "--model.candidates=20",
             "--model.hard_negatives=4",
             "--model.random_negatives=2",
+            "--baselines.enabled=true",
             "--baselines.lightgbm_rounds=20",
         ]
     )

@@ -293,7 +293,8 @@ def baselines(
     cfg: ExperimentConfig, data: RecDataset, learned: bool = True
 ) -> dict[str, dict[str, float] | float]:
     """Baselines on the test split, in the model's own metrics: non-learned ones, and for the
-    DLRM with ``learned`` also logistic regression and LightGBM (``[baselines]`` section).
+    DLRM with ``learned`` and ``baselines.enabled`` also logistic regression and LightGBM
+    (``[baselines]`` section).
     None for streamed shards (the baselines fit and score in-memory splits)."""
     if cfg.data.source == "shards":
         return {}
@@ -310,7 +311,7 @@ def baselines(
             )
         }
     out: dict[str, Any] = dict(baseline_aucs(data, "test"))
-    if learned:
+    if learned and cfg.baselines.enabled:
         out.update(learned_baselines(data, cfg.baselines, cfg.train.seed, "test"))
     return out
 

@@ -203,6 +203,7 @@ def run(
             sequences = builders.build_sequence_inputs(cfg, data)
     finally:  # said even when the data is then refused
         data_warnings = _report_warnings(caught, ctx.is_main)
+    phases = {"data": time.perf_counter() - wall_start}
     if ctx.is_main and data.read_report:
         counts = ", ".join(f"{k}={v:,}" for k, v in data.read_report.items())
         print(f"data {data.name}: {counts}", flush=True)
@@ -247,11 +248,16 @@ def run(
         patience=cfg.train.patience,
         validate=stream.rows("val") > 0 if stream is not None else None,
     )
+    phases["build"] = time.perf_counter() - wall_start - sum(phases.values())
     history = trainer.fit(state)
+    phases["fit"] = time.perf_counter() - wall_start - sum(phases.values())
     selection = read_selection(run_dir) if selection_metric(cfg) else None
     if selection is not None and selection["epoch"] != history[-1].epoch:
         load_checkpoint(best_checkpoint(run_dir), model, optimizer)  # test the selected epoch
     test = evaluator(model, "test")
+    phases["test"] = time.perf_counter() - wall_start - sum(phases.values())
+    baselines_test = builders.baselines(cfg, data, learned=ctx.is_main)
+    phases["baselines"] = time.perf_counter() - wall_start - sum(phases.values())
     trainer.logger.log(state.global_step, {f"test/{k}": v for k, v in test.items()})
     trainer.logger.close()
     summary = {
@@ -272,11 +278,14 @@ def run(
         "epochs": [asdict(r) for r in history],
         "selected_epoch": selection,
         "test": test,
-        "baselines_test": builders.baselines(cfg, data, learned=ctx.is_main),
+        "baselines_test": baselines_test,
         "train_samples_per_second": (
             float(np.mean([r.samples_per_second for r in history])) if history else None
         ),
         "wall_time_seconds": time.perf_counter() - wall_start,
+        # seconds per phase: data (read + encode), build (shard, restore), fit (epochs with
+        # validation and checkpoints), test (evaluation), baselines (fit + score)
+        "phase_seconds": phases,
         "warnings": data_warnings,
     }
     if ctx.is_main:

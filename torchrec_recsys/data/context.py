@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
-from torchrec_recsys.data.dataset import ExampleTable, RecDataset
 from torchrec_recsys.data.jagged import JaggedColumn
+from torchrec_recsys.data.tables import ExampleTable, ItemCatalogue
 
 POPULARITY_WINDOWS = (1_000, 10_000)
 """Sizes (in training interactions) of the recent-popularity windows."""
@@ -119,7 +120,15 @@ class PairContext:
         return (upper - lower).masked_fill(history < 0, 0)
 
 
-def build_pair_context(data: RecDataset, attribute_keys: list[str]) -> PairContext:
+class ContextSource(Protocol):
+    """What :func:`build_pair_context` reads of a dataset (a ``RecDataset`` is one)."""
+
+    splits: dict[str, ExampleTable]
+    items: ItemCatalogue
+    user_ids: list[str]
+
+
+def build_pair_context(data: ContextSource, attribute_keys: list[str]) -> PairContext:
     """The statistics of ``data``'s training split (it must carry times and histories, as
     :func:`~torchrec_recsys.data.dataset.build_dataset` makes them); ``attribute_keys``:
     item sparse features (e.g. ``item_genres``) compared with the user's history."""

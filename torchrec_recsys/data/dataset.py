@@ -20,13 +20,13 @@ import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
 
 from torchrec_recsys.config import DataConfig, FeatureConfig
+from torchrec_recsys.data.context import PairContext
 from torchrec_recsys.data.features import ITEM, USER, DenseFeature, FeatureSpec, SparseFeature
 from torchrec_recsys.data.jagged import JaggedColumn, segment_positions
 from torchrec_recsys.data.readers import RawData
@@ -38,10 +38,8 @@ from torchrec_recsys.data.splits import (
     random_split,
     temporal_order,
 )
+from torchrec_recsys.data.tables import ExampleTable, ItemCatalogue, UserTable
 from torchrec_recsys.data.vocab import Vocabulary, save_vocabularies
-
-if TYPE_CHECKING:  # context.py reads this module's tables
-    from torchrec_recsys.data.context import PairContext
 from torchrec_recsys.errors import DataError, warn_user
 from torchrec_recsys.files import atomic_write_text
 
@@ -55,67 +53,6 @@ class ItemTokens:
     ``user_history_<name>`` when ``history``), sharing table ``t_<name>``."""
     history: bool = True
     """Also give the items of ``user_history`` these tokens."""
-
-
-@dataclass
-class ExampleTable:
-    """The examples of one split, column-wise (row ``i`` is one interaction)."""
-
-    sparse: dict[str, JaggedColumn]  # KJT key -> per-example values
-    dense: torch.Tensor  # [N, num_dense] float32
-    labels: torch.Tensor  # [N] float32 (1 = positive)
-    user_rows: torch.Tensor  # [N] int64, index into RecDataset.user_ids
-    item_rows: torch.Tensor  # [N] int64, index into ItemCatalogue.item_ids
-    times: torch.Tensor | None = None
-    """[N] float64 time of each interaction (None: "now", after every interaction)."""
-    history: JaggedColumn | None = None
-    """Per example: catalogue rows of the user's previous items, oldest first (None: none
-    known). Read by the pipeline ranker's context features (``data/context.py``)."""
-
-    def __len__(self) -> int:
-        return self.labels.numel()
-
-    def select(self, rows: torch.Tensor) -> ExampleTable:
-        """The examples at ``rows`` [M], in that order."""
-        return ExampleTable(
-            sparse={k: c.select(rows) for k, c in self.sparse.items()},
-            dense=self.dense[rows],
-            labels=self.labels[rows],
-            user_rows=self.user_rows[rows],
-            item_rows=self.item_rows[rows],
-            times=None if self.times is None else self.times[rows],
-            history=None if self.history is None else self.history.select(rows),
-        )
-
-
-@dataclass
-class ItemCatalogue:
-    """Every item of the items file, with its item-side features."""
-
-    item_ids: list[str]  # raw IDs, row order
-    texts: list[str]  # free text per item (for semantic IDs and display)
-    sparse: dict[str, JaggedColumn]  # item-tower KJT key -> per-item values
-    dense: torch.Tensor  # [I, num_item_dense] float32
-    train_counts: torch.Tensor  # [I] int64, training interactions per item
-    cold: torch.Tensor  # [I] bool, items whose training interactions were held out
-
-    def __len__(self) -> int:
-        return len(self.item_ids)
-
-    @cached_property
-    def row_of(self) -> dict[str, int]:
-        """Raw item id -> catalogue row (built once; the catalogue is not mutated)."""
-        return {item: i for i, item in enumerate(self.item_ids)}
-
-
-@dataclass
-class UserTable:
-    """Every user, with their user-side features *now* (after all their interactions)."""
-
-    sparse: dict[str, JaggedColumn]  # user-tower KJT key -> per-user values (incl. history)
-    dense: torch.Tensor  # [U, num_user_dense] float32
-    train_items: JaggedColumn  # per user: catalogue rows of training interactions (to exclude)
-    history: JaggedColumn | None = None  # per user: catalogue rows of the last items, now
 
 
 @dataclass

@@ -110,7 +110,10 @@ def main(argv: list[str]) -> None:
     for seed in args.seeds:
         s = [*common, f"--train.seed={seed}"]
         tt = _train(["--config", args.retriever_config, *s], root / f"two_tower_s{seed}")
-        dlrm = _train(["--config", args.ranker_config, *s], root / f"dlrm_s{seed}")
+        dlrm = _train(
+            ["--config", args.ranker_config, *s, "--baselines.enabled=true"],
+            root / f"dlrm_s{seed}",
+        )
         dcn = _train(
             ["--config", args.ranker_config, *s, "--model.interaction=dcn", *no_learned],
             root / f"dcn_s{seed}",

@@ -57,6 +57,7 @@ def learned_baselines(
             num_leaves=options.lightgbm_num_leaves,
             learning_rate=options.lightgbm_learning_rate,
             seed=seed,
+            max_rows=options.lightgbm_max_rows or None,
         )
         probabilities = lightgbm_probabilities(booster, tabular_matrix(target, data.spec, layout))
         out["lightgbm"] = {
@@ -64,5 +65,6 @@ def learned_baselines(
             "rounds": int(getattr(booster, "best_iteration", 0) or booster.current_iteration()),
             "features_used": [*layout.dense, *layout.categorical, *layout.multi_hot],
             "features_skipped": layout.skipped,
+            "train_rows": min(len(train), options.lightgbm_max_rows or len(train)),
         }
     return out
