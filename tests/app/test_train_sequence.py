@@ -35,6 +35,8 @@ def test_sequence_model_trains_resumes_and_reports(
         *tiny_overrides(synthetic_paths, tmp_path),
         f"--model.name={model}",
         f"--semantic_ids.table_path={_sid_table(tmp_path / 'sid')}",
+        "--semantic_ids.levels=1",  # the table: 10 level-1 codes + an 8-way collision level
+        "--semantic_ids.codebook_size=10",
         "--sequence.max_history=5",
         "--sequence.heads=2",
         "--sequence.ff_dim=16",
