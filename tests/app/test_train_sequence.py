@@ -42,7 +42,11 @@ def test_sequence_model_trains_resumes_and_reports(
         "--sequence.ff_dim=16",
         "--sequence.beam_width=10",
         "--train.max_steps_per_epoch=3",
+        "--optimizer.schedule=warmup_cosine",  # resumed on the same curve
+        "--optimizer.warmup_steps=2",
     ]
+    if model == "generative":
+        args.append("--sequence.cold_share_grid=[0.0, 1.0]")
     first = main([*args, "--train.epochs=1"])
     run_dir = Path(first["run_dir"])
     test = first["test"]
@@ -50,6 +54,8 @@ def test_sequence_model_trains_resumes_and_reports(
     assert "popularity" in first["baselines_test"]
     if model == "generative":
         assert test["invalid_rate"] == 0.0
+        assert first["cold_share"]["chosen"] in (0.0, 1.0)
+        assert set(first["cold_share"]["val_recall@10"]) == {0.0, 1.0}
         assert "recall@20" not in test  # beyond the beam of 10
     else:
         assert "recall@100" not in test and "recall@20" in test  # 80 items, full ranking
