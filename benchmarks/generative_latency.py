@@ -3,7 +3,9 @@
 For the first ``--users`` test users of trained runs (``train`` summaries' run directories):
 
 * generative: encoder + constrained beam search at each ``--beams`` width, the user's
-  training items excluded inside the beam (what evaluation and ``recommend`` do);
+  training items excluded inside the beam (what evaluation and ``recommend`` do), with the
+  decoder's keys/values cached (the default search) and, with ``--uncached``, also
+  recomputing the decoder over every prefix (the reference search);
 * two-tower: query tower + exact FAISS (flat, cosine) top-10 over the catalogue, asking for
   10 + (user's training items) neighbours and dropping those, the same exclusion.
 
@@ -12,33 +14,31 @@ throughput is users/s with ``--batch`` users per call. Threads: ``--threads`` (2
 cores these machines have). The machine is shared: the load average is recorded.
 
     python benchmarks/generative_latency.py --generative runs/readme/generative_s0 \
-        --two-tower runs/readme/two_tower_s0 --out benchmarks/results/generative_latency.json
+        --two-tower runs/readme/two_tower_s0 --uncached
+
+writes ``results/generative_latency_<hardware>_<date>.json`` (+ ``.md``) with provenance.
+Latency does not depend on how well the runs are trained (the beam does the same work), so
+short runs serve.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import faiss
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from bench_utils import load_average  # noqa: E402
-
-from torchrec_recsys.app.trained import load_trained  # noqa: E402
-from torchrec_recsys.data.sequences import make_sequence_batch  # noqa: E402
-from torchrec_recsys.distributed.env import init_distributed, shutdown_distributed  # noqa: E402
-from torchrec_recsys.files import atomic_write_text  # noqa: E402
-from torchrec_recsys.metrics.retrieval import exclusion_mask  # noqa: E402
-from torchrec_recsys.observability.timing import percentile  # noqa: E402
-from torchrec_recsys.retrieval.faiss_index import IndexSpec, build_index  # noqa: E402
-from torchrec_recsys.retrieval.predict import item_embeddings, predict  # noqa: E402
+from torchrec_recsys.app.trained import load_trained
+from torchrec_recsys.data.sequences import make_sequence_batch
+from torchrec_recsys.distributed.env import init_distributed, shutdown_distributed
+from torchrec_recsys.metrics.retrieval import exclusion_mask
+from torchrec_recsys.observability.provenance import start_run_meta, write_result
+from torchrec_recsys.observability.timing import percentile
+from torchrec_recsys.retrieval.faiss_index import IndexSpec, build_index
+from torchrec_recsys.retrieval.predict import item_embeddings, predict
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -50,7 +50,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=64, help="users per call for throughput")
     p.add_argument("--warmup", type=int, default=5, help="untimed calls first")
     p.add_argument("--threads", type=int, default=2, help="torch and FAISS threads")
-    p.add_argument("--out", default="benchmarks/results/generative_latency.json")
+    p.add_argument("--uncached", action="store_true", help="also time the uncached search")
+    p.add_argument("--results", default="results", help="folder of the result files")
     return p.parse_args(argv)
 
 
@@ -78,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)
+    meta = start_run_meta(threads=args.threads)
     ctx = init_distributed()
     try:
         gen = load_trained(args.generative, ctx)
@@ -90,21 +92,25 @@ def main(argv: list[str] | None = None) -> None:
     n = min(args.users, len(test))
     features = gen.sequences.source.features
 
-    def gen_call(rows: torch.Tensor, beam: int) -> None:
+    def gen_call(rows: torch.Tensor, beam: int, cache: bool) -> None:
         batch = make_sequence_batch(test, features, rows, torch.ones(len(rows)))
         mask = exclusion_mask(
             data.users.train_items, batch.user_rows, batch.targets, len(data.items)
         )
-        gen.task.model.generate(batch.sparse_features, mask, beam)
+        gen.task.model.generate(batch.sparse_features, mask, beam, use_cache=cache)
 
     results = []
     for beam in [int(b) for b in args.beams.split(",")]:
-        per_user = per_call_ms(lambda i, w=beam: gen_call(torch.tensor([i]), w), n, args.warmup)
-        start = time.perf_counter()
-        for b in range(0, n, args.batch):
-            gen_call(torch.arange(b, min(b + args.batch, n)), beam)
-        results.append(row(f"generative beam {beam}", per_user, time.perf_counter() - start, n))
-        print(results[-1], flush=True)
+        for cache in (True, False) if args.uncached else (True,):
+            per_user = per_call_ms(
+                lambda i, w=beam, c=cache: gen_call(torch.tensor([i]), w, c), n, args.warmup
+            )
+            start = time.perf_counter()
+            for b in range(0, n, args.batch):
+                gen_call(torch.arange(b, min(b + args.batch, n)), beam, cache)
+            name = f"generative beam {beam}{'' if cache else ' (uncached)'}"
+            results.append(row(name, per_user, time.perf_counter() - start, n))
+            print(results[-1], flush=True)
 
     items = item_embeddings(tt.task, tt.data).numpy().astype(np.float32)  # [I, D]
     index = build_index(items, IndexSpec(kind="flat", metric="cosine"))
@@ -128,17 +134,23 @@ def main(argv: list[str] | None = None) -> None:
         tt_call(torch.arange(b, min(b + args.batch, n)))
     results.append(row("two-tower + FAISS flat", per_user, time.perf_counter() - start, n))
     print(results[-1], flush=True)
+    model = gen.task.model
     report = {
         "config": vars(args),
         "users": n,
         "catalogue": len(data.items),
-        "load_average": load_average(),
-        "torch_threads": torch.get_num_threads(),
+        "generative_input": model.input_mode,
+        "sid_levels": model.trie.sizes,
         "results": results,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, json.dumps(report, indent=2))
-    print(f"wrote {args.out}")
+    lines = ["| method | p50 ms/user | p95 ms/user | users/s batched |", "|---|---|---|---|"]
+    lines += [
+        f"| {r['method']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
+        f"{r['users_per_s_batched']:.0f} |"
+        for r in results
+    ]
+    path = write_result(args.results, "generative_latency", report, meta, "\n".join(lines))
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

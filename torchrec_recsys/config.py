@@ -29,7 +29,9 @@ from torchrec_recsys.errors import ConfigError
 
 SHARDING_TYPES = ("table_wise", "column_wise", "table_column_wise", "row_wise", "data_parallel")
 SPARSE_OPTIMIZERS = ("sgd", "adagrad", "rowwise_adagrad")
-DENSE_OPTIMIZERS = ("sgd", "adagrad", "adam")
+DENSE_OPTIMIZERS = ("sgd", "adagrad", "adam", "adamw")
+LR_SCHEDULES = ("constant", "warmup_cosine", "warmup_linear")
+"""Dense learning-rate schedules (``training/schedule.py``)."""
 MODELS = ("dlrm", "two_tower", "sasrec", "generative")
 SEQUENCE_MODELS = ("sasrec", "generative")
 """Models that read item sequences (``data/sequences.py``) through an EmbeddingCollection."""
@@ -227,7 +229,18 @@ class OptimizerConfig:
     dense: str = "adam"
     """Optimizer for MLPs and data-parallel tables: ``sgd``, ``adagrad`` or ``adam``."""
     dense_lr: float = 1e-3
-    """Learning rate of the dense optimizer."""
+    """Learning rate of the dense optimizer (the peak of ``schedule``)."""
+    weight_decay: float = 0.0
+    """Dense optimizer's weight decay (``adamw``: decoupled; the others: L2), >= 0."""
+    schedule: str = "constant"
+    """Dense learning rate over the run's steps (``training/schedule.py``): ``constant``,
+    ``warmup_cosine`` (linear warm-up to ``dense_lr``, cosine decay to
+    ``min_lr_ratio * dense_lr`` at the last step) or ``warmup_linear`` (linear decay). The
+    fused sparse optimizer keeps ``sparse_lr``."""
+    warmup_steps: int = 0
+    """Steps of the linear warm-up (0 = none), >= 0."""
+    min_lr_ratio: float = 0.0
+    """Final learning rate of the decay as a fraction of ``dense_lr``, in [0, 1]."""
 
 
 @dataclass
@@ -337,6 +350,17 @@ class SequenceConfig:
     """Generative model: prepend a hashed user-ID token to the history (as TIGER does)."""
     user_buckets: int = 2000
     """Hash buckets of the user token."""
+    generative_input: str = "tokens"
+    """Generative encoder input: ``tokens`` (TIGER: each history item's L' SID tokens at
+    their own positions, with a level embedding) or ``summed`` (each item's tokens summed
+    into one position: an L' times shorter encoder)."""
+    cold_share: float = 1.0
+    """Generative model: the most cold items (no training interactions) in a top-K list, as
+    a share of K, in [0, 1]: 0 = never recommend them, 1 = no limit (pure beam order)."""
+    cold_share_grid: list[float] = field(default_factory=list)
+    """Generative model: tune ``cold_share`` on validation over these values (each in
+    [0, 1]) after training, keeping the best validation Recall@``top_k``; empty = use
+    ``cold_share`` as given."""
 
 
 @dataclass
@@ -539,6 +563,11 @@ FIELD_RANGES: dict[str, Range] = {
     "sequence.beam_width": POSITIVE,
     "sequence.top_k": POSITIVE,
     "sequence.user_buckets": POSITIVE,
+    "sequence.cold_share": Range(0, 1),
+    "sequence.cold_share_grid": Range(0, 1),
+    "optimizer.weight_decay": NON_NEGATIVE,
+    "optimizer.warmup_steps": NON_NEGATIVE,
+    "optimizer.min_lr_ratio": Range(0, 1),
     "model.dcn_num_layers": POSITIVE,
     "model.dcn_low_rank_dim": POSITIVE,
     "model.candidates": POSITIVE,
@@ -637,6 +666,7 @@ def validate_config(cfg: ExperimentConfig) -> None:
         _check_choice(f"sharding.per_table.{table}", kind, SHARDING_TYPES)
     _check_choice("optimizer.sparse", cfg.optimizer.sparse, SPARSE_OPTIMIZERS)
     _check_choice("optimizer.dense", cfg.optimizer.dense, DENSE_OPTIMIZERS)
+    _check_choice("optimizer.schedule", cfg.optimizer.schedule, LR_SCHEDULES)
     _check_choice("features.history_pooling", cfg.features.history_pooling, ("sum", "mean"))
     _check_choice("data.source", cfg.data.source, DATA_SOURCES)
     _check_choice("data.split", cfg.data.split, ("temporal", "random"))
@@ -725,6 +755,7 @@ def _validate_sequence(cfg: ExperimentConfig) -> None:
             f"sequence.beam_width = {q.beam_width} is smaller than K = sequence.top_k = "
             f"{q.top_k}: the beam cannot fill a top-{q.top_k} list"
         )
+    _check_choice("sequence.generative_input", q.generative_input, ("tokens", "summed"))
     if cfg.features.embedding_dim % q.heads:
         raise ConfigError(
             f"sequence.heads = {q.heads} must divide features.embedding_dim = "

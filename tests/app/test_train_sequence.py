@@ -35,14 +35,18 @@ def test_sequence_model_trains_resumes_and_reports(
         *tiny_overrides(synthetic_paths, tmp_path),
         f"--model.name={model}",
         f"--semantic_ids.table_path={_sid_table(tmp_path / 'sid')}",
-        "--semantic_ids.levels=1",  # the table's shape: 1 quantizer level of 10 codes
+        "--semantic_ids.levels=1",  # the table: 10 level-1 codes + an 8-way collision level
         "--semantic_ids.codebook_size=10",
         "--sequence.max_history=5",
         "--sequence.heads=2",
         "--sequence.ff_dim=16",
         "--sequence.beam_width=10",
         "--train.max_steps_per_epoch=3",
+        "--optimizer.schedule=warmup_cosine",  # resumed on the same curve
+        "--optimizer.warmup_steps=2",
     ]
+    if model == "generative":
+        args.append("--sequence.cold_share_grid=[0.0, 1.0]")
     first = main([*args, "--train.epochs=1"])
     run_dir = Path(first["run_dir"])
     test = first["test"]
@@ -50,6 +54,8 @@ def test_sequence_model_trains_resumes_and_reports(
     assert "popularity" in first["baselines_test"]
     if model == "generative":
         assert test["invalid_rate"] == 0.0
+        assert first["cold_share"]["chosen"] in (0.0, 1.0)
+        assert set(first["cold_share"]["val_recall@10"]) == {0.0, 1.0}
         assert "recall@20" not in test  # beyond the beam of 10
     else:
         assert "recall@100" not in test and "recall@20" in test  # 80 items, full ranking

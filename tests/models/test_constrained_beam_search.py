@@ -24,7 +24,8 @@ def _random_step(vocab: int, seed: int):  # type: ignore[no-untyped-def]
     """A deterministic function of the prefix: random logits looked up by a prefix hash."""
     table = torch.randn(997, vocab, generator=torch.Generator().manual_seed(seed)) * 3
 
-    def step(prefixes: torch.Tensor) -> torch.Tensor:  # [Q, beams, t] -> [Q, beams, V]
+    def step(prefixes: torch.Tensor, parents: torch.Tensor | None = None) -> torch.Tensor:
+        # [Q, beams, t] -> [Q, beams, V]
         weights = torch.tensor([31, 17, 7, 3, 2])[: prefixes.shape[2]]
         key = (prefixes * weights).sum(-1) + 101 * prefixes.shape[2]  # [Q, beams]
         return table[key % 997].log_softmax(-1)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
 from _sequence_data import chain_split, item_id_features
 
+from torchrec_recsys.app.builders import check_cold_items_have_text, check_sid_table_shape
 from torchrec_recsys.config import load_config
 from torchrec_recsys.data.sequences import make_sequence_batch
 from torchrec_recsys.errors import ConfigError, DataError
@@ -57,3 +60,42 @@ def test_history_longer_than_the_context_is_refused() -> None:
         DataError, match=r"history of \d+ tokens is longer than the model's context of 3"
     ):
         model(batch.sparse_features)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["--sequence.cold_share=1.5"], r"sequence.cold_share must be in \[0, 1\], got 1.5"),
+        (["--sequence.cold_share=-0.2"], r"sequence.cold_share must be in \[0, 1\], got -0.2"),
+        (
+            ["--sequence.generative_input=bag"],
+            r"sequence.generative_input = 'bag' is not one of tokens, summed",
+        ),
+    ],
+)
+def test_generative_keys_out_of_range_are_refused(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config("configs/ml100k_generative.toml", overrides)
+
+
+def test_sid_table_shape_must_match_the_config() -> None:
+    table = _table([[0, 1, 0], [1, 0, 0]], [2, 2, 1])  # 2 quantizer levels + collision
+    check_sid_table_shape(table, levels=2, codebook_size=2)  # agrees: no error
+    with pytest.raises(DataError, match=r"2 quantizer level\(s\) of sizes \[2, 2\].*levels = 3"):
+        check_sid_table_shape(table, levels=3, codebook_size=64)
+    wide = _table([[0, 5, 0], [1, 0, 0]], [2, 8, 1])
+    with pytest.raises(DataError, match=r"sizes \[2, 8\].*codebook_size = 4"):
+        check_sid_table_shape(wide, levels=2, codebook_size=4)
+
+
+def test_cold_items_need_text() -> None:
+    items = SimpleNamespace(
+        train_counts=torch.tensor([3, 0, 0, 1]),
+        texts=["Toy Story", "", " ", ""],
+        item_ids=["a", "b", "c", "d"],
+    )
+    data = SimpleNamespace(items=items)
+    with pytest.raises(DataError, match=r"item 'b' and 1 other\(s\) has no training .* no text"):
+        check_cold_items_have_text(data, ["title"])  # type: ignore[arg-type]
+    items.texts = ["Toy Story", "Heat", "Fargo", ""]  # the warm item 'd' may lack text
+    check_cold_items_have_text(data, ["title"])  # type: ignore[arg-type]

@@ -159,3 +159,30 @@ def test_fit_progress_without_a_terminal_is_plain_lines(capsys: pytest.CaptureFi
 def test_negative_step_or_time_limit_is_rejected() -> None:
     with pytest.raises(ConfigError, match="max_steps = -1"):
         small_config(max_steps=-1)
+
+
+def test_kmeans_init_uses_every_code_on_clustered_data() -> None:
+    x, _ = clustered_embeddings(clusters=8)
+    cfg = dict(codebook_size=8, epochs=1, dead_code_reset=False, lr=1e-6)  # ~ the init
+    codes = RQVAE(small_config(kmeans_init=True, **cfg)).fit(x).encode(x)  # [N, L]
+    assert [len(np.unique(c)) for c in codes.T] == [8, 8]
+    random = RQVAE(small_config(kmeans_init=False, **cfg)).fit(x).encode(x)
+    assert sum(len(np.unique(c)) for c in random.T) < 16  # random codebooks leave codes dead
+
+
+def test_dead_code_reset_revives_a_forced_dead_code() -> None:
+    x, _ = clustered_embeddings(clusters=8)
+    model = RQVAE(small_config(codebook_size=8, epochs=2)).fit(x)
+    module = model.module
+    assert module is not None
+    module.codebooks.data[0, 3] = 1e3  # far from every residual: code (level 0, 3) is dead
+    assert 3 not in np.unique(model.encode(x)[:, 0])
+    usage = torch.ones(2, 8, dtype=torch.int64)
+    usage[0, 3] = 0
+    optimizer = torch.optim.Adam(module.parameters())
+    reset = model._reset_dead_codes(
+        module, torch.from_numpy(x), usage, optimizer, torch.Generator()
+    )
+    assert reset == 1
+    assert float(module.codebooks.data[0, 3].abs().max()) < 1e2  # re-seeded on a residual
+    assert 3 in np.unique(model.encode(x)[:, 0])

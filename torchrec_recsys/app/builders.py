@@ -142,10 +142,54 @@ class SequenceInputs:
     """EmbeddingCollection table names (for the sharding constraints)."""
 
 
+def check_sid_table_shape(table: SIDTable, levels: int, codebook_size: int) -> None:
+    """Fail unless ``table`` has at least ``levels`` quantizer levels (+ its collision level)
+    of at most ``codebook_size`` codes each, as ``semantic_ids.levels`` / ``codebook_size``
+    say.
+
+    Raises:
+        DataError: naming the table's shape and the config's.
+    """
+    quantizer = [int(k) for k in table.codebook_sizes[:-1]]  # the last column: collisions
+    if len(quantizer) < levels or max(quantizer[:levels], default=0) > codebook_size:
+        raise DataError(
+            f"the SID table has {len(quantizer)} quantizer level(s) of sizes {quantizer} + a "
+            f"collision level, but the config asks for semantic_ids.levels = {levels} of "
+            f"semantic_ids.codebook_size = {codebook_size}: rebuild the table or change them"
+        )
+
+
+def check_cold_items_have_text(data: RecDataset, columns: list[str]) -> None:
+    """Fail when an item without training interactions has no text: its learned semantic ID
+    would say nothing about it, yet the generative model would recommend it by that ID.
+
+    Raises:
+        DataError: naming the first such item.
+    """
+    cold = torch.nonzero(data.items.train_counts == 0).flatten().tolist()
+    empty = [i for i in cold if not data.items.texts[i].strip()]
+    if empty:
+        more = f" and {len(empty) - 1} other(s)" if len(empty) > 1 else ""
+        raise DataError(
+            f"item {data.items.item_ids[empty[0]]!r}{more} has no training interactions and no "
+            f"text (data.item_text_columns = {columns}): its semantic ID would be meaningless; "
+            f"give it text, or set sequence.cold_share = 0 to never recommend cold items"
+        )
+
+
 def build_sequence_tokenizer(cfg: ExperimentConfig, data: RecDataset) -> SIDTokenizer:
     """The configured SID table (``semantic_ids.table_path`` or learned, cached) as tokens of
-    the catalogue, optionally replaced by random codes of the same shape (control)."""
+    the catalogue, optionally replaced by random codes of the same shape (control).
+
+    Raises:
+        DataError: the table's shape disagrees with ``[semantic_ids]``, or (learning from
+            text, cold items allowed) an item without training interactions has no text.
+    """
+    q = cfg.sequence
+    if not cfg.semantic_ids.table_path and max([q.cold_share, *q.cold_share_grid]) > 0:
+        check_cold_items_have_text(data, cfg.data.item_text_columns)
     table = build_sid_table(cfg, build_raw_data(cfg))
+    check_sid_table_shape(table, cfg.semantic_ids.levels, cfg.semantic_ids.codebook_size)
     tokenizer = build_tokenizer(table, data.items.item_ids, levels=cfg.semantic_ids.levels)
     if cfg.semantic_ids.random_codes:
         tokenizer = random_tokenizer(tokenizer, seed=cfg.train.seed)
@@ -213,6 +257,10 @@ def build_sequence_model(
         q.beam_width,
         sparse_device,
         dense_device,
+        input_mode=q.generative_input,
+        cold_items=data.items.train_counts == 0,
+        cold_share=q.cold_share,
+        top_k=q.top_k,
     )
 
 

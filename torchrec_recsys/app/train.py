@@ -55,7 +55,13 @@ from torchrec_recsys.distributed.sharding import planner_hosts
 from torchrec_recsys.errors import DataWarning, UserError
 from torchrec_recsys.files import atomic_write_text
 from torchrec_recsys.training.checkpoint_io import latest_checkpoint, load_checkpoint
-from torchrec_recsys.training.selection import best_checkpoint, read_selection
+from torchrec_recsys.training.evaluation import unwrap
+from torchrec_recsys.training.schedule import build_schedule
+from torchrec_recsys.training.selection import (
+    best_checkpoint,
+    read_selection,
+    tune_on_validation,
+)
 from torchrec_recsys.training.state import TrainerState
 from torchrec_recsys.training.trainer import Trainer
 
@@ -248,12 +254,31 @@ def run(
         patience=cfg.train.patience,
         validate=stream.rows("val") > 0 if stream is not None else None,
     )
+    o = cfg.optimizer
+    if o.schedule != "constant" or o.warmup_steps:
+        dense = optimizer.optimizers[-1][1]  # CombinedOptimizer([fused sparse, dense])
+        total = trainer.steps_left(TrainerState()) * cfg.train.epochs
+        trainer.scheduler = build_schedule(
+            dense, o.dense_lr, o.schedule, total, o.warmup_steps, o.min_lr_ratio, state.global_step
+        )
     phases["build"] = time.perf_counter() - wall_start - sum(phases.values())
     history = trainer.fit(state)
     phases["fit"] = time.perf_counter() - wall_start - sum(phases.values())
     selection = read_selection(run_dir) if selection_metric(cfg) else None
     if selection is not None and selection["epoch"] != history[-1].epoch:
         load_checkpoint(best_checkpoint(run_dir), model, optimizer)  # test the selected epoch
+    cold_share = None
+    if cfg.model.name == "generative" and cfg.sequence.cold_share_grid:
+        ranker = unwrap(model).model
+        chosen, by_share = tune_on_validation(
+            lambda: evaluator(model, "val"),
+            lambda v: setattr(ranker, "cold_share", v),
+            cfg.sequence.cold_share_grid,
+            f"recall@{cfg.sequence.top_k}",
+        )
+        cold_share = {"chosen": chosen, f"val_recall@{cfg.sequence.top_k}": by_share}
+        if ctx.is_main:
+            print(f"cold_share {chosen} chosen on validation from {by_share}", flush=True)
     test = evaluator(model, "test")
     phases["test"] = time.perf_counter() - wall_start - sum(phases.values())
     baselines_test = builders.baselines(cfg, data, learned=ctx.is_main)
@@ -277,6 +302,7 @@ def run(
         "final_state": {k: v for k, v in asdict(state).items() if k != "history"},
         "epochs": [asdict(r) for r in history],
         "selected_epoch": selection,
+        "cold_share": cold_share,
         "test": test,
         "baselines_test": baselines_test,
         "train_samples_per_second": (

@@ -46,6 +46,7 @@ OPTIMIZER_CLASSES: dict[str, type[torch.optim.Optimizer]] = {
     "adagrad": torch.optim.Adagrad,
     "rowwise_adagrad": RowWiseAdagrad,
     "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
 }
 """Optimizer name -> class. Which names are valid as sparse (fused) or dense optimizers is
 ``config.SPARSE_OPTIMIZERS`` / ``config.DENSE_OPTIMIZERS``, checked by ``validate_config``."""
@@ -225,5 +226,8 @@ def shard_model(
     dmp = DistributedModelParallel(module=model, device=ctx.device, plan=plan, sharders=sharders())
     dense_params = dict(in_backward_optimizer_filter(dmp.named_parameters()))
     dense_cls = OPTIMIZER_CLASSES[optim.dense]
-    dense = KeyedOptimizerWrapper(dense_params, lambda ps: dense_cls(ps, lr=optim.dense_lr))
+    dense = KeyedOptimizerWrapper(
+        dense_params,
+        lambda ps: dense_cls(ps, lr=optim.dense_lr, weight_decay=optim.weight_decay),
+    )
     return dmp, CombinedOptimizer([dmp.fused_optimizer, dense])

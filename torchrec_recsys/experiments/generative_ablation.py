@@ -6,12 +6,14 @@ seeds (so a difference can be told from noise)::
 
     SID (base) | random codes of the same shape | levels 2 / 3 / 4 | codebook 32 / 64 / 128 / 256
     | residual k-means instead of RQ-VAE | without the user token
+    | summed encoder input (one position per item) instead of TIGER's token per position
 
 Writes a markdown table and the per-run JSON (``--out``, ``.json`` next to it). Variants can
 run as separate jobs (one ``--variants`` each, e.g. in parallel on one GPU) and be tabulated
 together with ``--merge A.json B.json ...`` (no training). Variants that
 change how the SID table is learned (levels, codebook size, method) learn their own table at
-start-up (cached under ``semantic_ids.cache_dir``).
+start-up (cached under ``semantic_ids.cache_dir``). ``--results TOPIC`` also writes
+``results/TOPIC_<hardware>_<date>.json`` (+ ``.md``) with the provenance block.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from torchrec_recsys.experiments import parsers
 from torchrec_recsys.experiments.outputs import read_reports, write_report
 from torchrec_recsys.experiments.parsers import VARIANTS
 from torchrec_recsys.metrics.spread import mean_spread
+from torchrec_recsys.observability.provenance import start_run_meta, write_result
 
 METRICS = ("recall@10", "ndcg@10", "mrr", "coverage@10", "cold_recall@10", "invalid_rate")
 
@@ -62,6 +65,7 @@ def main(argv: list[str]) -> None:
     if args.merge:
         write_report(args.out, *_merged(args.merge))
         return
+    meta = start_run_meta()
     results: dict[str, list[dict[str, Any]]] = {}
     for variant in args.variants or list(VARIANTS):
         results[variant] = []
@@ -84,3 +88,6 @@ def main(argv: list[str]) -> None:
             print(f"{variant} seed {seed}: {json.dumps(summary['test'])}", flush=True)
     table = markdown_table(results)
     write_report(args.out, table, results)
+    if args.results:
+        payload = {"config": args.config, "overrides": overrides, "results": results}
+        print(f"wrote {write_result('results', args.results, payload, meta, markdown=table)}")

@@ -20,6 +20,7 @@ VARIANTS: dict[str, list[str]] = {
     "codebook 256": ["--semantic_ids.codebook_size=256"],
     "residual k-means": ["--semantic_ids.method=rq_kmeans"],
     "no user token": ["--sequence.user_token=false"],
+    "summed input (one position per item)": ["--sequence.generative_input=summed"],
 }
 """The generative ablation's variants: name -> the overrides that make it."""
 
@@ -75,6 +76,9 @@ def generative_ablation_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument(
         "--variants", nargs="+", choices=list(VARIANTS), help="a subset (default: all)"
+    )
+    parser.add_argument(
+        "--results", metavar="TOPIC", help="also write results/TOPIC_* with provenance"
     )
     parser.add_argument(
         "--merge",

@@ -2,11 +2,14 @@
 
     KJT history_sid (each history item as its L' SID tokens) [+ user_token]
       -> EmbeddingCollection (unpooled, sharded by DMP)          [B, T * L', D]
-      -> sum of each item's L' token embeddings + recency embedding,
-         user token first                                        [B, 1 + T, D]
-      -> T5 encoder (``transformers``; relative position bias)   [B, 1 + T, D]
+      -> input "tokens" (TIGER): every token its own position,
+         + level embedding + its item's recency embedding       [B, 1 + T * L', D]
+         input "summed": each item's L' tokens summed + recency  [B, 1 + T, D]
+         (user token first in both)
+      -> T5 encoder (``transformers``; relative position bias)   [B, S, D]
       -> T5 decoder, teacher-forced on the target's SID tokens   [B, L', V]   (training)
-      -> constrained beam search over a PrefixTrie               [B, W] items (inference)
+      -> constrained beam search over a PrefixTrie, the decoder's
+         self- and cross-attention keys/values cached             [B, W] items (inference)
 
 The transformer is a small ``transformers.T5ForConditionalGeneration`` built from a config
 with our own vocabulary (1 + sum of the level sizes), not hand-written attention: T5 is
@@ -16,11 +19,21 @@ tiny. Beam search is our own short loop (L' steps): it needs per-query masks (tr
 excluded) and exact sequence log-probabilities, which ``generate`` + ``prefix_allowed_tokens_fn``
 make awkward and slower for a handful of steps.
 
-Encoder positions are items, not tokens: TIGER feeds the L' tokens of each history item as
-L' encoder positions; we sum them into one position per item (the token embeddings are still
-per level, so the item's code tuple is what the encoder sees). That makes the encoder as long
-as SASRec's sequence, which on 2 shared CPU cores was the difference between ~0.5 s and ~4 s
-per step of 256 examples at history 20 x 4 tokens.
+Encoder positions (``input_mode``): ``"tokens"`` is TIGER's input, the L' tokens of each
+history item at L' encoder positions, each with a learned level embedding (which of the L'
+levels it is) and its item's recency embedding (T5's cross-attention carries no position).
+``"summed"`` sums each item's tokens into one position per item (the token embeddings are
+still per level, so the item's code tuple is what the encoder sees): an encoder L' times
+shorter, as long as SASRec's. ``transformers`` runs T5's attention through
+``torch.nn.functional.scaled_dot_product_attention`` with the relative position bias as its
+additive mask (``config._attn_implementation == "sdpa"``).
+
+Cold items (no training interactions) are in the trie like every item. A cold item's
+collision code cannot be learned (no target ever spelled it), so at the collision level it
+is scored by its prefix's best continuation; with ``cold_share`` < 1 at most
+``floor(cold_share * top_k)`` cold items stay in a list's top ``top_k`` (the rest move
+behind the warm ones), and 0 removes them from the search (TIGER's threshold on the share of
+unseen items in the top K, tuned on validation).
 """
 
 from __future__ import annotations
@@ -30,9 +43,11 @@ from collections.abc import Callable
 import torch
 from torch import nn
 from transformers import T5Config, T5ForConditionalGeneration
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput
 
 from torchrec_recsys.data.features import SparseFeature
+from torchrec_recsys.errors import ConfigError, DataError
 from torchrec_recsys.models.embeddings import build_ec
 from torchrec_recsys.models.sasrec import padded_sequence
 from torchrec_recsys.semantic_ids.tokenizer import PrefixTrie
@@ -40,8 +55,12 @@ from torchrec_recsys.semantic_ids.tokenizer import PrefixTrie
 START = 0
 """Decoder start / padding token."""
 
-# (decoded token prefixes [Q, beams, t]) -> next-token log-probabilities [Q, beams, V]
-StepFn = Callable[[torch.Tensor], torch.Tensor]
+INPUT_MODES = ("tokens", "summed")
+"""Encoder inputs: every SID token its own position (TIGER), or each item's tokens summed."""
+
+# (decoded token prefixes [Q, beams, t], parent beam of each [Q, beams] or None at t = 0)
+#   -> next-token log-probabilities [Q, beams, V]
+StepFn = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 
 def constrained_beam_search(
@@ -51,6 +70,7 @@ def constrained_beam_search(
     beam_width: int,
     num_queries: int,
     allowed: torch.Tensor | None = None,
+    cold: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Beam search that only extends prefixes of valid SID tuples.
 
@@ -59,6 +79,9 @@ def constrained_beam_search(
     others get -inf. A beam's score is the sum of the model's log-probabilities of its tokens
     (``step`` returns log-softmax over the whole vocabulary), so with ``beam_width`` >= the
     number of items the result is every allowed item ranked by sequence log-probability.
+    ``step`` is also told each beam's parent beam of the previous depth (so a decoder cache
+    can follow the beams). With ``cold`` [I] bool, a cold item's last token is scored as the
+    best token of that level (its prefix's best continuation).
 
     Returns:
         items [Q, W] catalogue rows (-1 where fewer than W allowed items exist),
@@ -69,11 +92,16 @@ def constrained_beam_search(
     nodes = torch.zeros(num_queries, 1, dtype=torch.int64, device=device)  # [Q, beams]
     scores = torch.zeros(num_queries, 1, device=device)  # [Q, beams]
     tokens = torch.zeros(num_queries, 1, 0, dtype=torch.int64, device=device)  # [Q, beams, t]
+    parents: torch.Tensor | None = None  # [Q, beams] beam of the previous depth
     for t in range(trie.levels):
         size = trie.sizes[t]
-        logp = step(tokens)[..., offsets[t] : offsets[t] + size]  # [Q, beams, K_t]
+        logp = step(tokens, parents)[..., offsets[t] : offsets[t] + size]  # [Q, beams, K_t]
         child = trie.children[t][nodes]  # [Q, beams, K_t]
         valid = child >= 0
+        if cold is not None and t == trie.levels - 1:
+            is_cold = cold[trie.leaf_item[child.clamp(min=0)]] & valid  # [Q, beams, K_t]
+            best = logp.max(dim=-1, keepdim=True).values.expand_as(logp)
+            logp = torch.where(is_cold, best, logp)
         if allowed is not None:
             counts = trie.allowed_counts(allowed, t + 1)  # [Q, nodes_{t+1}]
             below = counts.gather(1, child.clamp(min=0).flatten(1)).view_as(child)
@@ -82,6 +110,7 @@ def constrained_beam_search(
         width = min(beam_width, cand.shape[1] * size)
         top = cand.flatten(1).topk(width, dim=1)  # [Q, width]
         beam, code = top.indices // size, top.indices % size
+        parents = beam
         scores = top.values
         nodes = child.flatten(1).gather(1, top.indices).clamp(min=0)  # [Q, width]
         prefix = tokens.gather(1, beam[..., None].expand(-1, -1, tokens.shape[2]))
@@ -95,6 +124,34 @@ def constrained_beam_search(
         scores = nn.functional.pad(scores, (0, pad), value=float("-inf"))
         tokens = nn.functional.pad(tokens, (0, 0, 0, pad), value=START)
     return items, scores, tokens
+
+
+def cap_cold_items(
+    items: torch.Tensor, scores: torch.Tensor, cold: torch.Tensor, top_k: int, share: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Ranked lists with at most ``floor(share * top_k)`` cold items in each top ``top_k``.
+
+    Cold items past that quota move behind every other item of the list (in their order);
+    the rest keep theirs. Args: ``items`` [Q, W] (-1 = empty), ``scores`` [Q, W], ``cold``
+    [I] bool. Returns items, scores and the permutation [Q, W] applied to the columns.
+    """
+    is_cold = cold[items.clamp(min=0)] & (items >= 0)  # [Q, W]
+    quota = int(share * top_k + 1e-9)
+    demoted = is_cold & (is_cold.long().cumsum(dim=1) > quota)  # [Q, W]
+    width = items.shape[1]
+    key = torch.arange(width, device=items.device)[None, :] + width * demoted.long()  # [Q, W]
+    order = key.argsort(dim=1, stable=True)
+    return items.gather(1, order), scores.gather(1, order), order
+
+
+def check_cold_share(share: float) -> None:
+    """Raise :class:`ConfigError` unless ``share`` (the cold items' share of a top K) is in
+    [0, 1]."""
+    if not 0.0 <= share <= 1.0:
+        raise ConfigError(
+            f"sequence.cold_share = {share!r} must be in [0, 1] (the most cold items' share "
+            f"of a top-K list; 0 = never recommend cold items, 1 = no limit)"
+        )
 
 
 class GenerativeRetriever(nn.Module):
@@ -114,9 +171,33 @@ class GenerativeRetriever(nn.Module):
         beam_width: int,
         sparse_device: torch.device | str = "meta",
         dense_device: torch.device | str = "cpu",
+        input_mode: str = "tokens",
+        cold_items: torch.Tensor | None = None,
+        cold_share: float = 1.0,
+        top_k: int = 10,
     ) -> None:
+        """``cold_items`` [I] bool: items without training interactions (see the module
+        docstring for ``cold_share`` and ``top_k``).
+
+        Raises:
+            ConfigError: ``input_mode`` is not one of :data:`INPUT_MODES`, ``cold_share`` is
+                outside [0, 1] or ``beam_width`` < ``top_k``.
+        """
         super().__init__()
+        if input_mode not in INPUT_MODES:
+            raise ConfigError(
+                f"sequence.generative_input = {input_mode!r} is not one of {', '.join(INPUT_MODES)}"
+            )
+        check_cold_share(cold_share)
+        if beam_width < top_k:
+            raise ConfigError(
+                f"beam width {beam_width} is smaller than K = {top_k}: the beam cannot fill a "
+                f"top-{top_k} list"
+            )
         d = history_feature.embedding_dim
+        self.input_mode = input_mode
+        self.cold_share = cold_share
+        self.top_k = top_k
         self.history_key = history_feature.name
         self.user_key = user_feature.name if user_feature is not None else None
         self.levels = len(sizes)
@@ -128,6 +209,8 @@ class GenerativeRetriever(nn.Module):
         # T5's cross-attention carries no position: tell every history item its recency
         self.recency = nn.Embedding(max_history, d, device=dense_device)
         nn.init.normal_(self.recency.weight, std=0.02)
+        self.level = nn.Embedding(self.levels, d, device=dense_device)  # which SID level
+        nn.init.normal_(self.level.weight, std=0.02)
         config = T5Config(
             vocab_size=1 + sum(sizes),
             d_model=d,
@@ -146,6 +229,14 @@ class GenerativeRetriever(nn.Module):
         )
         self.t5 = T5ForConditionalGeneration(config).to(dense_device)
         self.register_buffer("item_tokens", item_tokens.to(dense_device), persistent=False)
+        if cold_items is None:
+            cold_items = torch.zeros(item_tokens.shape[0], dtype=torch.bool)
+        if cold_items.shape != item_tokens.shape[:1]:
+            raise DataError(
+                f"cold_items has shape {tuple(cold_items.shape)}, expected "
+                f"({item_tokens.shape[0]},): one flag per catalogue item"
+            )
+        self.register_buffer("cold_items", cold_items.bool().to(dense_device), persistent=False)
         codes = item_tokens - torch.tensor(self.offsets)[None, :]  # [I, L']
         self.trie = PrefixTrie(codes, sizes)
 
@@ -156,12 +247,17 @@ class GenerativeRetriever(nn.Module):
         b, _, d = x.shape
         items = (x.shape[1] + self.levels - 1) // self.levels
         x = nn.functional.pad(x, (0, 0, 0, items * self.levels - x.shape[1]))
-        x = x.view(b, items, self.levels, d).sum(dim=2)  # [B, T, D]: one position per item
         steps = torch.arange(items, device=x.device)
         num_items = lengths // self.levels  # [B]
         mask = steps[None, :] < num_items[:, None]  # [B, T]
         recency = (num_items[:, None] - 1 - steps[None, :]).clamp(min=0)  # [B, T], 0 = newest
-        x = x + self.recency(recency)  # [B, T, D]
+        if self.input_mode == "summed":
+            x = x.view(b, items, self.levels, d).sum(dim=2)  # [B, T, D]: one position per item
+            x = x + self.recency(recency)  # [B, T, D]
+        else:  # TIGER: one position per token, told its level and its item's recency
+            x = x.view(b, items, self.levels, d) + self.level.weight  # [B, T, L', D]
+            x = (x + self.recency(recency)[:, :, None]).view(b, items * self.levels, d)
+            mask = mask.repeat_interleave(self.levels, dim=1)  # [B, T * L']
         if self.user_key is not None:
             u, _ = padded_sequence(out, self.user_key, 1)  # [B, 1, D]
             x = torch.cat([u, x], dim=1)  # [B, 1 + T, D]
@@ -184,9 +280,10 @@ class GenerativeRetriever(nn.Module):
         return out.logits  # [B, L', V]
 
     def step_fn(self, states: torch.Tensor, mask: torch.Tensor) -> StepFn:
-        """Next-token log-probabilities for beams of prefixes, the encoder run once."""
+        """Next-token log-probabilities for beams of prefixes, the encoder run once and the
+        decoder run over each whole prefix (no cache: the reference for :meth:`cached_step_fn`)."""
 
-        def step(prefixes: torch.Tensor) -> torch.Tensor:
+        def step(prefixes: torch.Tensor, parents: torch.Tensor | None = None) -> torch.Tensor:
             q, beams, t = prefixes.shape
             start = torch.full((q, beams, 1), START, dtype=torch.int64, device=prefixes.device)
             decoder_in = torch.cat([start, prefixes], dim=2).view(q * beams, t + 1)
@@ -195,6 +292,41 @@ class GenerativeRetriever(nn.Module):
                 encoder_outputs=BaseModelOutput(last_hidden_state=enc),
                 attention_mask=mask.repeat_interleave(beams, dim=0).long(),
                 decoder_input_ids=decoder_in,
+            )
+            logp = out.logits[:, -1].log_softmax(dim=-1)  # [Q * beams, V]
+            return logp.view(q, beams, -1)
+
+        return step
+
+    def cached_step_fn(self, states: torch.Tensor, mask: torch.Tensor) -> StepFn:
+        """As :meth:`step_fn`, but each step feeds only the newest token: the decoder's
+        self-attention keys/values (and the cross-attention ones over the encoder states,
+        computed at the first step) are kept in an ``EncoderDecoderCache`` whose rows follow
+        the beams (``reorder_cache`` by parent beam)."""
+        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        q = states.shape[0]
+        rows = torch.arange(q, device=states.device)  # [Q * beams] query of each cache row
+        width = 1  # beams per query of the cache rows
+
+        def step(prefixes: torch.Tensor, parents: torch.Tensor | None = None) -> torch.Tensor:
+            nonlocal rows, width
+            _, beams, t = prefixes.shape
+            if t == 0:
+                last = torch.full((q, 1), START, dtype=torch.int64, device=prefixes.device)
+            else:
+                assert parents is not None, "a cached step needs each beam's parent"
+                base = torch.arange(q, device=parents.device)[:, None] * width  # [Q, 1]
+                flat = (base + parents).flatten()  # [Q * beams] previous cache row
+                cache.reorder_cache(flat)
+                rows = rows[flat]
+                last = prefixes[:, :, -1].reshape(q * beams, 1)
+            width = beams
+            out = self.t5(
+                encoder_outputs=BaseModelOutput(last_hidden_state=states[rows]),
+                attention_mask=mask[rows].long(),
+                decoder_input_ids=last,
+                past_key_values=cache,
+                use_cache=True,
             )
             logp = out.logits[:, -1].log_softmax(dim=-1)  # [Q * beams, V]
             return logp.view(q, beams, -1)
@@ -212,19 +344,36 @@ class GenerativeRetriever(nn.Module):
 
     @torch.no_grad()
     def generate(
-        self, sparse: object, exclude: torch.Tensor | None = None, beam_width: int | None = None
+        self,
+        sparse: object,
+        exclude: torch.Tensor | None = None,
+        beam_width: int | None = None,
+        use_cache: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Constrained beam search: items [B, W], scores [B, W], tokens [B, W, L']."""
+        """Constrained beam search: items [B, W], scores [B, W], tokens [B, W, L'], with the
+        cold-item share of :attr:`cold_share` (``use_cache=False``: recompute the decoder
+        over each whole prefix, the reference the cached search must equal)."""
         states, mask = self.encode(sparse)
         self.trie = self.trie.to(states.device)
-        return constrained_beam_search(
-            self.step_fn(states, mask),
+        cold = self.cold_items if bool(self.cold_items.any()) else None
+        allowed = None if exclude is None else ~exclude  # [B, I]
+        if cold is not None and self.cold_share == 0:  # cold items are never recommended
+            allowed = ~cold.expand(states.shape[0], -1) if allowed is None else allowed & ~cold
+            cold = None
+        step = self.cached_step_fn if use_cache else self.step_fn
+        items, scores, tokens = constrained_beam_search(
+            step(states, mask),
             self.trie,
             self.offsets,
             beam_width or self.beam_width,
             states.shape[0],
-            allowed=None if exclude is None else ~exclude,
+            allowed=allowed,
+            cold=cold,
         )
+        if cold is not None and self.cold_share < 1:
+            items, scores, order = cap_cold_items(items, scores, cold, self.top_k, self.cold_share)
+            tokens = tokens.gather(1, order[..., None].expand_as(tokens))
+        return items, scores, tokens
 
     @torch.no_grad()
     def sequence_log_probs(self, sparse: object, items: torch.Tensor) -> torch.Tensor:

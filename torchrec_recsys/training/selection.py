@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,3 +109,35 @@ def keep_if_best(
             )
     dist.barrier()
     return is_best
+
+
+def tune_on_validation(
+    evaluate: Callable[[], dict[str, float]],
+    apply: Callable[[float], None],
+    grid: list[float],
+    metric: str,
+) -> tuple[float, dict[float, float]]:
+    """The value of ``grid`` with the best validation ``metric`` (earliest on ties), left
+    applied: for each value ``apply(value)`` then ``evaluate()`` (validation metrics).
+    Used for the generative model's cold-item share. Returns (chosen, metric per value).
+
+    Raises:
+        ConfigError: ``grid`` is empty, or the metrics lack ``metric``.
+    """
+    if not grid:
+        raise ConfigError("the tuning grid is empty: give at least one value")
+    values: dict[float, float] = {}
+    for value in grid:
+        apply(value)
+        metrics = evaluate()
+        if metric not in metrics:
+            raise ConfigError(
+                f"{metric!r} is not a validation metric; expected one of {', '.join(metrics)}"
+            )
+        values[value] = float(metrics[metric])
+    chosen = grid[0]
+    for value in grid[1:]:
+        if _better(values[value], values[chosen], metric):
+            chosen = value
+    apply(chosen)
+    return chosen, values

@@ -36,6 +36,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
 from torchrec.distributed.train_pipeline import (
     TrainPipeline,
     TrainPipelineBase,
@@ -160,11 +161,13 @@ class Trainer:
         select_metric: str = "",
         patience: int = 0,
         validate: bool | None = None,
+        scheduler: LRScheduler | None = None,
     ) -> None:
         """``select_metric`` (validation metric name, "" = none) picks the epoch kept in
         ``<run dir>/best/``; ``patience`` > 0 stops after that many epochs without a better
         one (see ``training/selection.py``). ``validate``: evaluate "val" after each epoch
-        (default: when ``data`` has validation examples in memory)."""
+        (default: when ``data`` has validation examples in memory). ``scheduler`` (e.g.
+        ``training/schedule.py``) is stepped after every optimizer step."""
         self.model = model
         self.optimizer = optimizer
         self.data = data
@@ -179,6 +182,7 @@ class Trainer:
         self.select_metric = select_metric
         self.patience = patience
         self.validate = len(data.splits["val"]) > 0 if validate is None else validate
+        self.scheduler = scheduler
         self.shard = ShardInfo(ctx.rank, ctx.world_size)
         self.logger = ScalarLogger(run_dir / "tensorboard", enabled=ctx.is_main)
 
@@ -286,6 +290,8 @@ class Trainer:
                 (bad_step < 0) & ~torch.isfinite(loss.detach()), state.global_step + 1, bad_step
             )
             state.count_batch(global_batch, 0.0)
+            if self.scheduler is not None:
+                self.scheduler.step()
             if profiler is not None:
                 profiler.step()
             if state.global_step % opts.log_every == 0:
