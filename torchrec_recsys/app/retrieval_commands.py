@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +13,12 @@ import torch.distributed as dist
 
 from torchrec_recsys.app import parsers
 from torchrec_recsys.app.pipeline import check_same_data, load_ranker
+from torchrec_recsys.app.results import (
+    GeneratedItem,
+    GeneratedRecommendations,
+    IndexExport,
+    PipelineResult,
+)
 from torchrec_recsys.app.trained import TrainedModel, load_trained, read_run_config
 from torchrec_recsys.config import ExperimentConfig
 from torchrec_recsys.data.batch import build_sequence_kjt
@@ -40,6 +46,7 @@ from torchrec_recsys.retrieval.faiss_index import (
 from torchrec_recsys.retrieval.predict import item_embeddings
 from torchrec_recsys.retrieval.two_stage import (
     PairScorer,
+    RecommendationList,
     evaluate_two_stage,
     format_recommendations,
     pipeline_scorer,
@@ -56,22 +63,16 @@ def _require(run_dir: str, model: str, flag: str) -> None:
         raise UserError(f"{flag} {run_dir!r} trained a {name!r} model; expected {model!r}")
 
 
-def _check_two_stage(args: argparse.Namespace) -> None:
-    """Flag values first (cheap), then that both run folders hold the right model."""
-    _check_flags(args)
-    check_two_stage_runs(args)
-
-
-def _check_flags(args: argparse.Namespace) -> None:
+def _check_flags(k: int, candidates: int) -> None:
     """``-k`` and ``--candidates``: at least 1, and k within the candidates."""
-    if args.k < 1:
-        raise UserError(f"-k {args.k} is invalid; expected at least 1 item")
-    if args.candidates < 1:
-        raise UserError(f"--candidates {args.candidates} is invalid; expected at least 1")
-    if args.k > args.candidates:
+    if k < 1:
+        raise UserError(f"-k {k} is invalid; expected at least 1 item")
+    if candidates < 1:
+        raise UserError(f"--candidates {candidates} is invalid; expected at least 1")
+    if k > candidates:
         raise UserError(
-            f"-k {args.k} exceeds --candidates {args.candidates}: k = {args.k} must not exceed "
-            f"the number of candidates ({args.candidates})"
+            f"-k {k} exceeds --candidates {candidates}: k = {k} must not exceed "
+            f"the number of candidates ({candidates})"
         )
 
 
@@ -113,23 +114,59 @@ def _check_history(history: list[str], catalogue: list[str]) -> None:
 def export_main(argv: list[str]) -> None:
     parser = parsers.export_parser()
     args = parser.parse_args(argv)
-    _require(args.run_dir, "two_tower", "--run-dir")
-    out = Path(args.out or Path(args.run_dir) / f"index_{args.kind}")
-    if out.exists() and not args.overwrite:
-        raise UserError(f"index folder {str(out)!r} already exists; pass --overwrite to replace it")
+    export = export_index(
+        args.run_dir,
+        args.out,
+        kind=args.kind,
+        nlist=args.nlist,
+        nprobe=args.nprobe,
+        hnsw_m=args.hnsw_m,
+        ef_search=args.ef_search,
+        overwrite=args.overwrite,
+    )
+    if export is not None:
+        print(
+            f"wrote {export.num_items} item embeddings ({export.dim}-d, {export.kind}, "
+            f"{export.metric}) to {export.index_dir}"
+        )
+
+
+def export_index(
+    run_dir: str | Path,
+    out: str | Path | None = None,
+    *,
+    kind: str = "flat",
+    nlist: int = 64,
+    nprobe: int = 16,
+    hnsw_m: int = 32,
+    ef_search: int = 128,
+    overwrite: bool = False,
+) -> IndexExport | None:
+    """Embed every catalogue item with the two-tower run ``run_dir`` and save a FAISS index
+    (default folder: ``<run_dir>/index_<kind>``); None on ranks other than 0.
+
+    Raises:
+        UserError: not a two-tower run, the folder exists without ``overwrite``, bad spec.
+    """
+    _require(str(run_dir), "two_tower", "--run-dir")
+    folder = Path(out or Path(run_dir) / f"index_{kind}")
+    if folder.exists() and not overwrite:
+        raise UserError(
+            f"index folder {str(folder)!r} already exists; pass --overwrite to replace it"
+        )
     owns_group = not dist.is_initialized()
     ctx = init_distributed()
     try:
-        trained = load_trained(args.run_dir, ctx)
+        trained = load_trained(run_dir, ctx)
         if not ctx.is_main:
-            return
+            return None
         spec = IndexSpec(
-            kind=args.kind,
+            kind=kind,
             metric=METRIC,
-            ivf_nlist=args.nlist,
-            ivf_nprobe=args.nprobe,
-            hnsw_m=args.hnsw_m,
-            hnsw_ef_search=args.ef_search,
+            ivf_nlist=nlist,
+            ivf_nprobe=nprobe,
+            hnsw_m=hnsw_m,
+            hnsw_ef_search=ef_search,
         )
         embeddings = (
             item_embeddings(trained.task, trained.data).numpy().astype(np.float32)
@@ -138,18 +175,22 @@ def export_main(argv: list[str]) -> None:
         index = build_index(embeddings, spec)
         seconds = time.perf_counter() - start
         save_index(
-            out,
+            folder,
             index,
             trained.data.items.item_ids,
             spec,
             {"model": "two_tower", "global_step": trained.state.global_step},
             checkpoint_path=trained.checkpoint,
             build_seconds=seconds,
-            overwrite=args.overwrite,
+            overwrite=overwrite,
         )
-        print(
-            f"wrote {len(embeddings)} item embeddings ({embeddings.shape[1]}-d, {args.kind}, "
-            f"{METRIC}) to {out}"
+        return IndexExport(
+            index_dir=folder,
+            num_items=len(embeddings),
+            dim=int(embeddings.shape[1]),
+            kind=kind,
+            metric=METRIC,
+            build_seconds=seconds,
         )
     finally:
         if owns_group:
@@ -159,68 +200,112 @@ def export_main(argv: list[str]) -> None:
 def recommend_main(argv: list[str]) -> None:
     parser = parsers.recommend_parser()
     args = parser.parse_args(argv)
-    if read_run_config(Path(args.retriever)).model.name == "generative":
-        _recommend_generative(args)
-        return
-    if not args.ranker:
+    result = recommend_items(
+        args.retriever,
+        args.ranker,
+        user=args.user,
+        history=[h.strip() for h in args.history.split(",") if h.strip()],
+        k=args.k,
+        candidates=args.candidates,
+        index=args.index,
+        beam=args.beam,
+    )
+    if isinstance(result, RecommendationList):
+        print(format_recommendations(result))
+    elif result is not None:
+        print(format_generated(result))
+
+
+def recommend_items(
+    retriever: str | Path,
+    ranker: str | Path | None = None,
+    *,
+    user: str,
+    history: Sequence[str] = (),
+    k: int = 10,
+    candidates: int = 100,
+    index: str | Path | None = None,
+    beam: int | None = None,
+) -> RecommendationList | GeneratedRecommendations | None:
+    """The top ``k`` items for ``user``: retrieved by the two-tower run ``retriever`` from its
+    FAISS ``index`` (default ``<retriever>/index_flat``) and re-ranked by the DLRM run
+    ``ranker``; or, for a generative ``retriever`` (no ranker), decoded by beam search
+    (``beam``: default the run's). None on ranks other than 0 (generative).
+
+    Raises:
+        UserError: a wrong run kind, sizes out of range, an unknown history item, an index
+            exported from another checkpoint.
+    """
+    history = list(history)
+    if read_run_config(Path(retriever)).model.name == "generative":
+        return _recommend_generative(str(retriever), ranker, user, history, k, beam)
+    if not ranker:
         raise UserError("--ranker is required with a two-tower --retriever")
-    _check_two_stage(args)
+    _check_flags(k, candidates)
+    _require(str(retriever), "two_tower", "--retriever")
+    _require(str(ranker), "dlrm", "--ranker")
+    owns_group = not dist.is_initialized()
     ctx = init_distributed()
     try:
-        retriever = load_trained(args.retriever, ctx)
-        ranker = load_ranker(args.ranker, ctx)
-        dim = retriever.cfg.model.tower_layers[-1]
-        folder = Path(args.index or Path(args.retriever) / "index_flat")
-        index = load_index(folder, expected_dim=dim, expected_metric=METRIC)
-        _check_index_source(index, folder, retriever.checkpoint)
-        if args.candidates > index.ntotal:
-            raise UserError(
-                f"--candidates {args.candidates} exceeds the {index.ntotal} indexed items"
-            )
-        history = [h.strip() for h in args.history.split(",") if h.strip()]
-        _check_history(history, retriever.data.items.item_ids)
+        trained = load_trained(retriever, ctx)
+        reranker = load_ranker(ranker, ctx)
+        dim = trained.cfg.model.tower_layers[-1]
+        folder = Path(index or Path(retriever) / "index_flat")
+        loaded = load_index(folder, expected_dim=dim, expected_metric=METRIC)
+        _check_index_source(loaded, folder, trained.checkpoint)
+        if candidates > loaded.ntotal:
+            raise UserError(f"--candidates {candidates} exceeds the {loaded.ntotal} indexed items")
+        _check_history(history, trained.data.items.item_ids)
         result = recommend(
-            retriever,
-            ranker,
-            index,
-            args.user,
-            args.k,
-            args.candidates,
+            trained,
+            reranker,
+            loaded,
+            user,
+            k,
+            candidates,
             history,
-            rank_cap=ranker.cfg.model.candidates,
+            rank_cap=reranker.cfg.model.candidates,
         )
-        if len(result.items) < args.k:
+        if len(result.items) < k:
             warn_user(
-                f"only {len(result.items)} of the {args.k} items asked for (-k): the other "
+                f"only {len(result.items)} of the {k} items asked for (-k): the other "
                 f"candidates were items the user already has; raise --candidates for more"
             )
-        print(format_recommendations(result))
+        return result
     finally:
-        shutdown_distributed()
+        if owns_group:
+            shutdown_distributed()
 
 
-def _recommend_generative(args: argparse.Namespace) -> None:
-    """Print the items a generative run decodes for a user, with titles and beam scores."""
-    if args.ranker:
+def _recommend_generative(
+    retriever: str,
+    ranker: str | Path | None,
+    user: str,
+    history: list[str],
+    k: int,
+    beam: int | None,
+) -> GeneratedRecommendations | None:
+    """The items a generative run decodes for a user, with titles and beam scores."""
+    if ranker:
         raise UserError("--ranker is not used with a generative --retriever; leave it out")
+    owns_group = not dist.is_initialized()
     ctx = init_distributed()
     try:
-        trained = load_trained(args.retriever, ctx)
+        trained = load_trained(retriever, ctx)
         if not ctx.is_main:
-            return
-        beam = args.beam or trained.cfg.sequence.beam_width
-        if beam < args.k:
-            raise UserError(f"--beam {beam} is smaller than -k {args.k}: the beam cannot fill it")
-        history = [h for h in args.history.split(",") if h]
-        result = generate_for_user(trained, args.user, history, args.k, beam)
-        print(result)
+            return None
+        width = beam or trained.cfg.sequence.beam_width
+        if width < k:
+            raise UserError(f"--beam {width} is smaller than -k {k}: the beam cannot fill it")
+        return generate_for_user(trained, user, history, k, width)
     finally:
-        shutdown_distributed()
+        if owns_group:
+            shutdown_distributed()
 
 
 def generate_for_user(
     trained: TrainedModel, user: str, history_ids: list[str], k: int, beam: int
-) -> str:
+) -> GeneratedRecommendations:
     """The ``k`` best generated items for ``user`` (history: ``history_ids`` or, if empty, the
     user's last ``data.history_length`` items), the user's training items excluded."""
     data, sequences = trained.data, trained.sequences
@@ -253,18 +338,36 @@ def generate_for_user(
         features.user_feature,
         features.user_tokens,
     )
-    items, scores, tokens = trained.task.model.generate(kjt, exclude, beam)
-    lines = [f"user {user}: {len(rows)} history items, beam {beam}, top {k} generated"]
+    items, scores, tokens = trained.task.model.generate(kjt, exclude, beam)  # [1, B] each
+    found = []
     for rank in range(k):
         item = int(items[0, rank])
         if item < 0:
             break
-        sid = "-".join(str(int(t)) for t in tokens[0, rank])
-        title = data.items.texts[item]
-        score = float(scores[0, rank])
+        found.append(
+            GeneratedItem(
+                item_id=data.items.item_ids[item],
+                title=data.items.texts[item],
+                log_prob=float(scores[0, rank]),
+                tokens=tuple(int(t) for t in tokens[0, rank]),
+            )
+        )
+    return GeneratedRecommendations(
+        user_id=user, history_length=len(rows), beam=beam, k=k, items=found
+    )
+
+
+def format_generated(result: GeneratedRecommendations) -> str:
+    """A human-readable table of generated items (rank, id, title, log p, SID tokens)."""
+    lines = [
+        f"user {result.user_id}: {result.history_length} history items, beam {result.beam}, "
+        f"top {result.k} generated"
+    ]
+    for rank, rec in enumerate(result.items):
+        sid = "-".join(str(t) for t in rec.tokens)
         lines.append(
-            f"{rank + 1:3d}. {data.items.item_ids[item]:>6} {title[:50]:<50} "
-            f"log p = {score:8.3f}  tokens {sid}"
+            f"{rank + 1:3d}. {rec.item_id:>6} {rec.title[:50]:<50} "
+            f"log p = {rec.log_prob:8.3f}  tokens {sid}"
         )
     return "\n".join(lines)
 
@@ -285,68 +388,110 @@ def objective_label(cfg: ExperimentConfig) -> str:
 def evaluate_pipeline_main(argv: list[str]) -> None:
     parser = parsers.evaluate_pipeline_parser()
     args = parser.parse_args(argv)
-    _check_flags(args)
+    _check_flags(args.k, args.candidates)
     if args.out and not Path(args.out).resolve().parent.is_dir():
         raise UserError(f"--out {args.out!r}: its folder does not exist")
     if args.out and Path(args.out).is_dir():
         raise UserError(f"--out {args.out!r} is a folder; expected a file path for the JSON")
-    _require(args.retriever, "two_tower", "--retriever")
-    for run in args.ranker:
+    result = evaluate_pipeline(
+        args.retriever,
+        args.ranker,
+        split=args.split,
+        candidates=args.candidates,
+        k=args.k,
+        tabular=not args.no_tabular,
+    )
+    if result is None:
+        return
+    text = result.to_json()
+    print(text)
+    print(pipeline_table(result.metrics, args.k))
+    if args.out:
+        atomic_write_text(args.out, text)
+
+
+def evaluate_pipeline(
+    retriever: str | Path,
+    rankers: Sequence[str | Path],
+    *,
+    split: str = "test",
+    candidates: int = 100,
+    k: int = 10,
+    tabular: bool = True,
+) -> PipelineResult | None:
+    """Score retrieval alone (the two-tower run ``retriever``, exact search over
+    ``candidates``) and re-ranked by each DLRM run of ``rankers`` (and, with ``tabular``,
+    by logistic regression and LightGBM on the first pipeline ranker's pairs) on ``split``;
+    None on ranks other than 0.
+
+    Raises:
+        UserError: a wrong run kind, runs on different data, sizes out of range.
+    """
+    _check_flags(k, candidates)
+    if split not in ("val", "test"):
+        raise UserError(f"--split {split!r} is not one of val, test")
+    rankers = [str(r) for r in rankers]
+    if not rankers:
+        raise UserError("--ranker: give at least one DLRM run directory")
+    _require(str(retriever), "two_tower", "--retriever")
+    for run in rankers:
         _require(run, "dlrm", "--ranker")
+    owns_group = not dist.is_initialized()
     ctx = init_distributed()
     try:
-        retriever = load_trained(args.retriever, ctx)
+        trained = load_trained(retriever, ctx)
         scorers: dict[str, PairScorer] = {}
         pairs_ranker = None
-        for run in args.ranker:
+        for run in rankers:
             ranker_cfg = read_run_config(Path(run))
             name = ranker_name(ranker_cfg)
             if name in scorers:
                 name = f"{name} [{run}]"
             if ranker_cfg.model.objective == "pipeline":
-                if Path(ranker_cfg.model.retriever_run).resolve() != Path(args.retriever).resolve():
+                if Path(ranker_cfg.model.retriever_run).resolve() != Path(retriever).resolve():
                     raise UserError(
                         f"--ranker {run!r} learned to re-rank the candidates of "
-                        f"{ranker_cfg.model.retriever_run!r}, not of --retriever {args.retriever!r}"
+                        f"{ranker_cfg.model.retriever_run!r}, not of --retriever {str(retriever)!r}"
                     )
                 ranker = load_ranker(run, ctx)
-                check_same_data(retriever.data, ranker.data, f"--ranker {run!r}", splits=False)
+                check_same_data(trained.data, ranker.data, f"--ranker {run!r}", splits=False)
                 scorers[name] = pipeline_scorer(ranker)
                 pairs_ranker = pairs_ranker or ranker
             else:
                 same_data = all(
-                    getattr(ranker_cfg, section) == getattr(retriever.cfg, section)
+                    getattr(ranker_cfg, section) == getattr(trained.cfg, section)
                     for section in ("data", "features", "semantic_ids")
                 )  # then the encoded dataset is identical: build it once
-                ranker = load_trained(run, ctx, data=retriever.data if same_data else None)
-                check_same_data(retriever.data, ranker.data, f"--ranker {run!r}")
+                ranker = load_trained(run, ctx, data=trained.data if same_data else None)
+                check_same_data(trained.data, ranker.data, f"--ranker {run!r}")
                 scorers[name] = rating_scorer(ranker)
-        if args.candidates > len(retriever.data.items):
+        if candidates > len(trained.data.items):
             raise UserError(
-                f"--candidates {args.candidates} exceeds the {len(retriever.data.items)} "
-                f"catalogue items"
+                f"--candidates {candidates} exceeds the {len(trained.data.items)} catalogue items"
             )
-        if not len(retriever.data.splits[args.split]):
-            raise UserError(f"--split {args.split}: the {args.split} split of the data is empty")
+        if not len(trained.data.splits[split]):
+            raise UserError(f"--split {split}: the {split} split of the data is empty")
         if not ctx.is_main:
-            return
-        if pairs_ranker is not None and not args.no_tabular:
+            return None
+        if pairs_ranker is not None and tabular:
             m = pairs_ranker.cfg.model
             group = 1 + m.hard_negatives + m.random_negatives  # pairs per query, positive first
             label = objective_label(pairs_ranker.cfg)
             scorers.update(
                 tabular_scorers(pairs_ranker.data, pairs_ranker.cfg.train.seed, group, label)
             )
-        metrics = evaluate_two_stage(
-            retriever, None, args.split, args.candidates, args.k, scorers=scorers
+        metrics = evaluate_two_stage(trained, None, split, candidates, k, scorers=scorers)
+        return PipelineResult(
+            metrics=metrics,
+            retriever=Path(retriever),
+            rankers=[Path(r) for r in rankers],
+            split=split,
+            candidates=candidates,
+            k=k,
         )
-        text = json.dumps(metrics, indent=2)
-        print(text)
-        print(pipeline_table(metrics, args.k))
-        if args.out:
-            atomic_write_text(args.out, text)
     finally:
-        shutdown_distributed()
+        if owns_group:
+            shutdown_distributed()
 
 
 LAMBDARANK_ROUNDS = 150

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from torchrec_recsys.app import parsers
 from torchrec_recsys.app.builders import build_raw_data
-from torchrec_recsys.config import load_config
+from torchrec_recsys.app.results import SemanticIdBuild
+from torchrec_recsys.config import ExperimentConfig, load_config
 from torchrec_recsys.data.dataset import item_texts
 from torchrec_recsys.errors import UserError
 from torchrec_recsys.files import check_output_folder
@@ -31,17 +32,35 @@ def build(args: argparse.Namespace, overrides: list[str]) -> None:
     }  # given flags become overrides, so validate_config checks them like any setting
     overrides += [f"--semantic_ids.{k}={v}" for k, v in flags.items() if v is not None]
     cfg = load_config(args.config, overrides)
+    build = build_semantic_ids(cfg, args.out)
+    print(f"semantic IDs for {build.num_items} items in {build.seconds:.1f} s -> {args.out}")
+    print(_format(build.report))
+    print(f"report: {build.report_json}, plot: {build.report_plot}")
+
+
+def build_semantic_ids(cfg: ExperimentConfig, out: str | Path) -> SemanticIdBuild:
+    """Encode the items' text of ``cfg``'s data, learn their semantic IDs with
+    ``cfg.semantic_ids`` and save the table and its quality report (JSON + plot) in ``out``.
+
+    Raises:
+        UserError: the data cannot be read.
+    """
     raw = build_raw_data(cfg)
     texts = item_texts(raw.items, cfg.data.item_text_columns)
     genres = list(raw.items["genres"]) if "genres" in raw.items.columns else None
     start = time.perf_counter()
     result = learn_sid_table(list(raw.items["item_id"]), texts, genres, cfg.semantic_ids)
     seconds = time.perf_counter() - start
-    save_sid_table(args.out, result.table)
-    paths = write_report(result.report, args.out)
-    print(f"semantic IDs for {len(texts)} items in {seconds:.1f} s -> {args.out}")
-    print(_format(result.report.to_dict()))
-    print(f"report: {paths['json']}, plot: {paths['png']}")
+    save_sid_table(out, result.table)
+    paths = write_report(result.report, out)
+    return SemanticIdBuild(
+        table_dir=Path(out),
+        num_items=len(texts),
+        seconds=seconds,
+        report=result.report.to_dict(),
+        report_json=paths["json"],
+        report_plot=paths["png"],
+    )
 
 
 def report(args: argparse.Namespace) -> None:

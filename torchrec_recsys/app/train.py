@@ -31,6 +31,7 @@ import torch.distributed as dist
 
 from torchrec_recsys.app import builders, parsers
 from torchrec_recsys.app.pipeline import build_run_data
+from torchrec_recsys.app.results import SUMMARY_FILE, RunResult
 from torchrec_recsys.app.run_folder import (
     HEARTBEAT_S,
     STALE_AFTER_S,
@@ -65,7 +66,6 @@ from torchrec_recsys.training.selection import (
 from torchrec_recsys.training.state import TrainerState
 from torchrec_recsys.training.trainer import Trainer
 
-SUMMARY_FILE = "summary.json"
 STREAM_FILE = "shards.json"
 """With ``data.source = "shards"``: the shard folder and vocabulary hash the run trained on
 (a resume must stream shards with the same hash)."""
@@ -91,7 +91,11 @@ def parse_config(argv: list[str] | None) -> tuple[ExperimentConfig, argparse.Nam
 
 
 def resolve_run_dir(
-    cfg: ExperimentConfig, args: argparse.Namespace, ctx: DistContext
+    cfg: ExperimentConfig,
+    ctx: DistContext,
+    run_dir_arg: str | Path | None = None,
+    run_id: str | None = None,
+    resume_if_any: bool = False,
 ) -> tuple[Path, Path | None, RunLock | None]:
     """The run directory, the checkpoint to resume from and (rank 0) the folder's lock.
 
@@ -107,13 +111,13 @@ def resolve_run_dir(
     if ctx.is_main:
         root = Path(cfg.train.output_dir) / cfg.name
         run_dir: Path | None = None
-        resuming = cfg.train.resume or args.resume_if_any
+        resuming = cfg.train.resume or resume_if_any
         try:
-            if args.run_dir:
-                run_dir = Path(args.run_dir)
-            elif args.run_id:
-                check_plain_name(args.run_id, "--run-id")
-                run_dir = root / args.run_id
+            if run_dir_arg:
+                run_dir = Path(run_dir_arg)
+            elif run_id:
+                check_plain_name(run_id, "--run-id")
+                run_dir = root / run_id
             elif resuming:
                 run_dir = newest_run_with_checkpoint(root)
             if cfg.train.resume and run_dir is None:
@@ -127,7 +131,7 @@ def resolve_run_dir(
                     f"--resume: run directory {str(run_dir)!r} has no complete checkpoint"
                 )
             found = existing_files(run_dir)
-            if checkpoint is None and not args.resume_if_any and found:
+            if checkpoint is None and not resume_if_any and found:
                 raise UserError(
                     f"run directory {str(run_dir)!r} already holds {', '.join(found[:4])}"
                     f"{' ...' if len(found) > 4 else ''}; a fresh run needs an empty or new "
@@ -137,7 +141,7 @@ def resolve_run_dir(
                 raise UserError(f"run directory {str(run_dir)!r} exists and is not a folder")
             lock = RunLock(run_dir)
             # a retried job (--resume-if-any) may start before the dead attempt's lock is stale
-            lock.acquire(wait_s=STALE_AFTER_S + HEARTBEAT_S if args.resume_if_any else 0.0)
+            lock.acquire(wait_s=STALE_AFTER_S + HEARTBEAT_S if resume_if_any else 0.0)
             choice[:2] = [str(run_dir), str(checkpoint) if checkpoint else None]
         except UserError as e:
             choice[2] = str(e)
@@ -347,17 +351,43 @@ def _report_warnings(caught: list[warnings.WarningMessage], show: bool) -> list[
     return texts
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Parse ``argv``, join/create the process group, train; returns the run summary."""
-    cfg, args = parse_config(argv)
+def train(
+    cfg: ExperimentConfig,
+    run_dir: str | Path | None = None,
+    *,
+    run_id: str | None = None,
+    resume_if_any: bool = False,
+) -> RunResult:
+    """Join (or create) the process group, pick the run folder, train, evaluate, and return
+    the run's result (every rank; rank 0 also wrote it to ``summary.json``).
+
+    Args:
+        cfg: the resolved experiment (``train.resume`` continues the newest run).
+        run_dir: train into this folder (default: ``<train.output_dir>/<name>/<timestamp>``).
+        run_id: train into ``<train.output_dir>/<name>/<run_id>`` instead.
+        resume_if_any: continue the folder's newest checkpoint if it has one, else start.
+
+    Raises:
+        UserError: see :func:`resolve_run_dir`, and any invalid data or settings.
+    """
+    if run_dir is not None and run_id is not None:
+        raise UserError("give a run directory or a run id, not both")
     owns_group = not dist.is_initialized()
     ctx = init_distributed()
     lock: RunLock | None = None
     try:
-        run_dir, checkpoint, lock = resolve_run_dir(cfg, args, ctx)
-        return run(cfg, ctx, run_dir, checkpoint)
+        folder, checkpoint, lock = resolve_run_dir(cfg, ctx, run_dir, run_id, resume_if_any)
+        summary = run(cfg, ctx, folder, checkpoint)
+        return RunResult.from_summary(summary, where=str(folder / SUMMARY_FILE))
     finally:
         if lock is not None:
             lock.release()
         if owns_group:
             shutdown_distributed()
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Parse ``argv`` and :func:`train`; returns the run summary."""
+    cfg, args = parse_config(argv)
+    result = train(cfg, args.run_dir, run_id=args.run_id, resume_if_any=args.resume_if_any)
+    return result.summary

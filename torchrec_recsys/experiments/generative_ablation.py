@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from torchrec_recsys.app.train import main as train_main
+from torchrec_recsys import api
 from torchrec_recsys.errors import UserError
 from torchrec_recsys.experiments import parsers
 from torchrec_recsys.experiments.outputs import read_reports, write_report
@@ -71,21 +71,25 @@ def main(argv: list[str]) -> None:
         results[variant] = []
         slug = "".join(c if c.isalnum() else "_" for c in variant.lower()).strip("_")
         for seed in args.seeds:
-            summary = train_main(
+            cfg = api.load_config(
+                args.config,
                 [
-                    "--config",
-                    args.config,
                     f"--train.output_dir={args.runs_dir}",
                     "--train.progress_bar=false",
                     f"--train.seed={seed}",
                     f"--name=gen_ablation_{slug}_s{seed}",
                     *VARIANTS[variant],
                     *overrides,
-                ]
+                ],
             )
-            keep = {k: summary[k] for k in ("run_dir", "test", "wall_time_seconds")}
+            result = api.train(cfg)
+            keep = {
+                "run_dir": str(result.run_dir),
+                "test": result.metrics,
+                "wall_time_seconds": result.wall_time_seconds,
+            }
             results[variant].append({"seed": seed, **keep})
-            print(f"{variant} seed {seed}: {json.dumps(summary['test'])}", flush=True)
+            print(f"{variant} seed {seed}: {json.dumps(result.metrics)}", flush=True)
     table = markdown_table(results)
     write_report(args.out, table, results)
     if args.results:

@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
-from torchrec_recsys.app.retrieval_commands import evaluate_pipeline_main
-from torchrec_recsys.app.train import SUMMARY_FILE
-from torchrec_recsys.app.train import main as train_main
+from torchrec_recsys import api
+from torchrec_recsys.app.retrieval_commands import pipeline_table as method_table
+from torchrec_recsys.errors import UserError
 from torchrec_recsys.experiments import parsers
 from torchrec_recsys.files import atomic_write_text
 from torchrec_recsys.metrics.spread import mean_spread
@@ -42,31 +41,50 @@ RANKING_ROWS = (
 PIPELINE_COLUMNS = ("recall@10", "ndcg@10", "mrr", "coverage@10")
 
 
-def _train(argv: list[str], run_dir: Path) -> dict[str, Any]:
-    summary = run_dir / SUMMARY_FILE
-    if summary.is_file():
-        return json.loads(summary.read_text())
-    return train_main([*argv, "--run-dir", str(run_dir)])
+def _train(config: str, overrides: list[str], run_dir: Path) -> api.RunResult:
+    """The run in ``run_dir``: read back when it finished before, else trained now."""
+    if (run_dir / api.SUMMARY_FILE).is_file():
+        result = api.load_run(run_dir).result
+        assert result is not None
+        return result
+    return api.train(api.load_config(config, overrides), run_dir=run_dir)
 
 
-def ranking_table(per_seed: list[dict[str, dict[str, Any]]]) -> str:
+def _evaluate(
+    out: Path, retriever: api.RunResult, rankers: list[api.RunResult], candidates: int
+) -> dict[str, dict[str, float]]:
+    """``evaluate-pipeline`` of ``rankers`` on ``retriever``'s candidates; its metrics are
+    kept in ``out`` (JSON) and read back from there when it exists."""
+    if out.is_file():
+        return json.loads(out.read_text())
+    result = api.evaluate_pipeline(retriever, rankers, candidates=candidates)
+    if result is None:
+        raise UserError("the ranking report evaluates in one process; run it without a launcher")
+    text = result.to_json()
+    print(text)
+    print(method_table(result.metrics, result.k))
+    atomic_write_text(out, text)
+    return result.metrics
+
+
+def ranking_table(per_seed: list[dict[str, api.RunResult]]) -> str:
     """Rows = methods; AUC and NE on the test split, mean ± std over seeds."""
     lines = ["| ranker (rating label) | test AUC | test NE |", "|---|---|---|"]
     for label, source, key, ne_key in RANKING_ROWS:
         aucs, nes = [], []
         for runs in per_seed:
             if source == "baseline":
-                value = runs["dlrm"]["baselines_test"].get(key)
+                value = runs["dlrm"].baselines.get(key)
                 if isinstance(value, dict):
                     aucs.append(value["auc"])
                     nes.append(value["ne"])
                 elif value is not None:
                     aucs.append(value)
                     if ne_key:
-                        nes.append(runs["dlrm"]["baselines_test"][ne_key])
+                        nes.append(runs["dlrm"].baselines[ne_key])
             else:
-                aucs.append(runs[source]["test"]["auc"])
-                nes.append(runs[source]["test"]["ne"])
+                aucs.append(runs[source].metrics["auc"])
+                nes.append(runs[source].metrics["ne"])
         lines.append(f"| {label} | {mean_spread(aucs)} | {mean_spread(nes)} |")
     return "\n".join(lines)
 
@@ -85,19 +103,13 @@ def pipeline_table(per_seed: list[dict[str, dict[str, float]]]) -> str:
 
 
 def _evaluate_alone(
-    retriever: dict[str, Any], ranker: dict[str, Any], candidates: int, root: Path, seed: int
+    retriever: api.RunResult, ranker: api.RunResult, candidates: int, root: Path, seed: int
 ) -> dict[str, dict[str, float]]:
     """``evaluate-pipeline`` of a pipeline ranker without context features: its rows (the
     DLRM and the tabular second stages on its pairs) only."""
     out = root / f"evaluate_pipeline_noctx_s{seed}.json"
-    if not out.is_file():
-        evaluate_pipeline_main(
-            [
-                *("--retriever", retriever["run_dir"], "--ranker", ranker["run_dir"]),
-                *("--candidates", str(candidates), "--out", str(out)),
-            ]
-        )
-    return {k: v for k, v in json.loads(out.read_text()).items() if "no context" in k}
+    metrics = _evaluate(out, retriever, [ranker], candidates)
+    return {k: v for k, v in metrics.items() if "no context" in k}
 
 
 def main(argv: list[str]) -> None:
@@ -109,52 +121,33 @@ def main(argv: list[str]) -> None:
     ranking_runs, pipeline_runs = [], []
     for seed in args.seeds:
         s = [*common, f"--train.seed={seed}"]
-        tt = _train(["--config", args.retriever_config, *s], root / f"two_tower_s{seed}")
-        dlrm = _train(
-            ["--config", args.ranker_config, *s, "--baselines.enabled=true"],
-            root / f"dlrm_s{seed}",
-        )
+        tt = _train(args.retriever_config, s, root / f"two_tower_s{seed}")
+        dlrm = _train(args.ranker_config, [*s, "--baselines.enabled=true"], root / f"dlrm_s{seed}")
         dcn = _train(
-            ["--config", args.ranker_config, *s, "--model.interaction=dcn", *no_learned],
-            root / f"dcn_s{seed}",
+            args.ranker_config, [*s, "--model.interaction=dcn", *no_learned], root / f"dcn_s{seed}"
         )
-        pipe_args = [
-            "--config",
-            args.ranker_config,
+        pipe_overrides = [
             *s,
             "--model.objective=pipeline",
-            f"--model.retriever_run={tt['run_dir']}",
+            f"--model.retriever_run={tt.run_dir}",
             f"--model.candidates={args.candidates}",
             *no_learned,
             *args.pipeline_flag,
         ]
-        pipe = _train(pipe_args, root / f"pipeline_s{seed}")
+        pipe = _train(args.ranker_config, pipe_overrides, root / f"pipeline_s{seed}")
         ranking_runs.append({"dlrm": dlrm, "dcn": dcn})
         out = root / f"evaluate_pipeline_s{seed}.json"
-        if not out.is_file():
-            evaluate_pipeline_main(
-                [
-                    "--retriever",
-                    tt["run_dir"],
-                    "--ranker",
-                    dlrm["run_dir"],
-                    "--ranker",
-                    pipe["run_dir"],
-                    "--candidates",
-                    str(args.candidates),
-                    "--out",
-                    str(out),
-                ]
-            )
-        metrics = json.loads(out.read_text())
+        metrics = _evaluate(out, tt, [dlrm, pipe], args.candidates)
         if args.ablate_context:
             plain = _train(
-                [*pipe_args, "--model.context_features=false"], root / f"pipeline_noctx_s{seed}"
+                args.ranker_config,
+                [*pipe_overrides, "--model.context_features=false"],
+                root / f"pipeline_noctx_s{seed}",
             )
             metrics.update(_evaluate_alone(tt, plain, args.candidates, root, seed))
         pipeline_runs.append(metrics)
         selected = {
-            n: r["selected_epoch"]
+            n: r.selected_epoch
             for n, r in (("dlrm", dlrm), ("dcn", dcn), ("pipeline", pipe), ("two_tower", tt))
         }
         print(f"seed {seed}: selected epochs {json.dumps(selected)}", flush=True)
@@ -171,7 +164,14 @@ def main(argv: list[str]) -> None:
     atomic_write_text(out_path, text)
     atomic_write_text(
         out_path.with_suffix(".json"),
-        json.dumps({"ranking": ranking_runs, "pipeline": pipeline_runs}, indent=2, default=str),
+        json.dumps(
+            {
+                "ranking": [{n: r.summary for n, r in runs.items()} for runs in ranking_runs],
+                "pipeline": pipeline_runs,
+            },
+            indent=2,
+            default=str,
+        ),
     )
     print(text)
     print(f"wrote {out_path}")

@@ -21,9 +21,7 @@ from typing import Any
 
 import torch
 
-from torchrec_recsys.app.train import main as train_main
-from torchrec_recsys.app.trained import load_trained
-from torchrec_recsys.distributed.env import init_distributed, shutdown_distributed
+from torchrec_recsys import api
 from torchrec_recsys.errors import UserError
 from torchrec_recsys.experiments import parsers
 from torchrec_recsys.experiments.outputs import read_reports, write_report
@@ -39,13 +37,13 @@ VARIANTS: dict[str, list[str]] = {
 }
 
 
-def test_buckets(run_dir: Path, long_tail_max: int) -> tuple[dict[str, torch.Tensor], Any]:
+def test_buckets(
+    run_dir: Path, long_tail_max: int
+) -> tuple[dict[str, torch.Tensor], api.TrainedModel]:
     """Masks over the test split: all, cold, long tail; plus the loaded trained model."""
-    ctx = init_distributed()
-    try:
-        trained = load_trained(run_dir, ctx)
-    finally:
-        shutdown_distributed()
+    trained = api.load_run(run_dir).load_model()
+    if trained is None:
+        raise UserError("the ablation scores runs in one process; run it without a launcher")
     data = trained.data
     test = data.splits["test"]
     counts = data.items.train_counts[test.item_rows]
@@ -166,7 +164,6 @@ def main(argv: list[str]) -> None:
         write_report(args.out, markdown_table(merged, tuple(args.ks)), merged)
         return
     base = [
-        *(["--config", args.config] if args.config else []),
         f"--data.cold_item_fraction={args.cold_item_fraction}",
         f"--train.output_dir={args.runs_dir}",
         "--train.progress_bar=false",
@@ -180,16 +177,19 @@ def main(argv: list[str]) -> None:
             per_seed = []
             for seed in args.seeds:
                 suffix = f"_s{seed}" if len(args.seeds) > 1 else ""
-                argv_run = [
-                    *base,
-                    *flags,
-                    f"--model.name={model}",
-                    f"--train.seed={seed}",
-                    f"--name=sid_ablation_{slug}_{model}{suffix}",
-                ]
-                summary = train_main(argv_run)
+                cfg = api.load_config(
+                    args.config,
+                    [
+                        *base,
+                        *flags,
+                        f"--model.name={model}",
+                        f"--train.seed={seed}",
+                        f"--name=sid_ablation_{slug}_{model}{suffix}",
+                    ],
+                )
+                result = api.train(cfg)
                 per_seed.append(
-                    score_run(Path(summary["run_dir"]), model, args.long_tail_max, tuple(args.ks))
+                    score_run(result.run_dir, model, args.long_tail_max, tuple(args.ks))
                 )
             results[variant][model] = mean_over_seeds(per_seed)
             print(f"{variant} / {model}: {json.dumps(results[variant][model])}", flush=True)
