@@ -543,13 +543,21 @@ def recommend(
 # --------------------------------------------------------------------------- semantic IDs
 
 
-def build_semantic_ids(config: ExperimentConfig, out: str | Path) -> SemanticIdBuild:
+def build_semantic_ids(
+    config: ExperimentConfig, out: str | Path, *, overwrite: bool = False
+) -> SemanticIdBuild:
     """Encode the catalogue's item text, learn semantic IDs (``config.semantic_ids``: method,
     levels, codebook size) and save the table and its quality report in ``out``
     (``sid build``).
 
+    Args:
+        config: a resolved config (:func:`load_config`).
+        out: folder for the table and report; must be new or empty unless ``overwrite``.
+        overwrite: replace what an earlier build wrote in ``out``.
+
     Raises:
-        UserError: the data cannot be read or the settings are invalid.
+        UserError: the data cannot be read, the settings are invalid, or ``out`` is a
+            non-empty folder and ``overwrite`` is False.
 
     Example::
 
@@ -564,4 +572,4 @@ def build_semantic_ids(config: ExperimentConfig, out: str | Path) -> SemanticIdB
         raise ConfigError(
             f"config is a {type(config).__name__}; expected an ExperimentConfig from load_config"
         )
-    return run_build(config, out)
+    return run_build(config, out, overwrite=overwrite)

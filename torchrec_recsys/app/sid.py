@@ -21,7 +21,6 @@ from torchrec_recsys.semantic_ids.store import load_sid_table, save_sid_table
 
 def build(args: argparse.Namespace, overrides: list[str]) -> None:
     """``sid build``: learn a SID table from the configured items' text and report on it."""
-    check_output_folder(args.out, args.overwrite)
     flags = {
         "method": args.method,
         "levels": args.levels,
@@ -32,19 +31,23 @@ def build(args: argparse.Namespace, overrides: list[str]) -> None:
     }  # given flags become overrides, so validate_config checks them like any setting
     overrides += [f"--semantic_ids.{k}={v}" for k, v in flags.items() if v is not None]
     cfg = load_config(args.config, overrides)
-    build = build_semantic_ids(cfg, args.out)
+    build = build_semantic_ids(cfg, args.out, overwrite=args.overwrite)
     print(f"semantic IDs for {build.num_items} items in {build.seconds:.1f} s -> {args.out}")
     print(_format(build.report))
     print(f"report: {build.report_json}, plot: {build.report_plot}")
 
 
-def build_semantic_ids(cfg: ExperimentConfig, out: str | Path) -> SemanticIdBuild:
+def build_semantic_ids(
+    cfg: ExperimentConfig, out: str | Path, overwrite: bool = False
+) -> SemanticIdBuild:
     """Encode the items' text of ``cfg``'s data, learn their semantic IDs with
     ``cfg.semantic_ids`` and save the table and its quality report (JSON + plot) in ``out``.
 
     Raises:
-        UserError: the data cannot be read.
+        UserError: the data cannot be read, or ``out`` is a non-empty folder and
+            ``overwrite`` is False (checked before any work).
     """
+    check_output_folder(out, overwrite)
     raw = build_raw_data(cfg)
     texts = item_texts(raw.items, cfg.data.item_text_columns)
     genres = list(raw.items["genres"]) if "genres" in raw.items.columns else None
