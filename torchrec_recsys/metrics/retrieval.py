@@ -27,17 +27,31 @@ def query_chunks(num_queries: int, num_items: int, chunk_elements: int = CHUNK_E
         yield begin, min(begin + step, num_queries)
 
 
-def drop_excluded(
-    scores: torch.Tensor,
-    exclude: JaggedColumn | None,
-    exclude_rows: torch.Tensor | None,
-) -> None:
-    """Set the excluded (query, item) scores of one chunk to -inf, in place. scores [q, I]"""
-    if exclude is None or exclude_rows is None:
-        return
-    lengths, values = exclude.gather(exclude_rows)
-    query_index = torch.repeat_interleave(torch.arange(len(scores)), lengths)
-    scores[query_index, values] = float("-inf")
+TILE_ELEMENTS = 1 << 21
+"""Scores computed at once inside a chunk: 2M floats (8 MB), small enough to stay in cache
+while they are masked, compared and ranked, so the pass runs at the speed of the matmul."""
+
+MIN_TILE_ROWS = 64
+"""Queries per tile when the catalogue is wide (a thinner matmul wastes the BLAS kernel)."""
+
+
+def tile_shape(num_queries: int, num_items: int, elements: int) -> tuple[int, int]:
+    """``(query rows, item columns)`` of one score tile of about ``elements`` floats: whole
+    item rows when they fit ``MIN_TILE_ROWS`` queries, else ``MIN_TILE_ROWS`` queries by as
+    many items as fit."""
+    rows = max(min(MIN_TILE_ROWS, elements), elements // max(num_items, 1))
+    rows = max(1, min(num_queries, rows))
+    return rows, max(1, min(num_items, elements // rows))
+
+
+def target_dot(queries: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Row-wise ``q . v`` [Q] of queries [Q, D] and their target embeddings [Q, D], computed
+    by the same matmul kernel as the score tiles (so ties with other items stay ties)."""
+    out = torch.empty(len(queries), dtype=queries.dtype)
+    for begin in range(0, len(queries), MIN_TILE_ROWS):
+        end = min(begin + MIN_TILE_ROWS, len(queries))
+        out[begin:end] = torch.mm(queries[begin:end], targets[begin:end].T).diagonal()
+    return out
 
 
 def ranks_and_top_k(
@@ -49,13 +63,15 @@ def ranks_and_top_k(
     exclude_rows: torch.Tensor | None = None,
     chunk_elements: int = CHUNK_ELEMENTS,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One chunked scoring pass: ``(target ranks [Q], top scores [Q, k], top rows [Q, k],
+    """One tiled scoring pass: ``(target ranks [Q], top scores [Q, k], top rows [Q, k],
     target scores [Q])``.
 
     A target's rank counts the items scoring above it, excluded items and NaN scores left out
     (the target itself is never dropped from that count); a target scored NaN gets rank
     ``len(items)``, a miss. The top ``k`` lists hold no excluded item and no NaN score.
-    Memory is bounded by one chunk of scores (``chunk_elements`` floats), never Q x I.
+    Memory is bounded by one tile of scores (at most ``chunk_elements`` floats, and
+    :data:`TILE_ELEMENTS` so that a tile stays in cache), never Q x I; the top ``k`` of
+    each tile is merged into the running lists.
 
     Args:
         queries: [Q, D] query embeddings.
@@ -67,24 +83,59 @@ def ranks_and_top_k(
         exclude_rows: [Q] which row of ``exclude`` applies to each query.
         chunk_elements: score-matrix elements computed at once.
     """
-    k = min(k, len(items))
+    num_items = len(items)
+    k = min(k, num_items)
     n = len(queries) if targets is not None else 0
     ranks = torch.empty(n, dtype=torch.int64)
     target_scores = torch.empty(n, dtype=queries.dtype)
     top_scores = torch.empty(len(queries), k, dtype=queries.dtype)
     top_rows = torch.empty(len(queries), k, dtype=torch.int64)
-    for begin, end in query_chunks(len(queries), len(items), chunk_elements):
-        scores = queries[begin:end] @ items.T  # [q, I]
-        own = None if targets is None else scores.gather(1, targets[begin:end, None])  # [q, 1]
-        scores = scores.nan_to_num(nan=float("-inf"))  # a NaN score never outranks anything
-        if exclude_rows is not None:
-            drop_excluded(scores, exclude, exclude_rows[begin:end])
-        if own is not None:
-            missed = own[:, 0].isnan()  # a NaN target: a miss
-            ranks[begin:end] = (scores > own).sum(dim=1).masked_fill(missed, len(items))
-            target_scores[begin:end] = own[:, 0]
-        if k:
-            top_scores[begin:end], top_rows[begin:end] = torch.topk(scores, k, dim=1)  # [q, k]
+    rows, cols = tile_shape(len(queries), num_items, min(chunk_elements, TILE_ELEMENTS))
+    buffer = torch.empty(rows * cols, dtype=queries.dtype)  # one tile, reused
+    for begin in range(0, len(queries), rows):
+        end = min(begin + rows, len(queries))
+        block = queries[begin:end]  # [m, D]
+        m = end - begin
+        dropped = None
+        if exclude is not None and exclude_rows is not None:
+            lengths, values = exclude.gather(exclude_rows[begin:end])
+            dropped = (torch.repeat_interleave(torch.arange(m), lengths), values)
+        own = count = None
+        if targets is not None:
+            rows_t = targets[begin:end]  # [m]
+            own = target_dot(block, items[rows_t])  # [m], q . v_target
+            count = torch.zeros(m, dtype=torch.int64)
+        best: tuple[torch.Tensor, torch.Tensor] | None = None
+        for first in range(0, num_items, cols):
+            last = min(first + cols, num_items)
+            scores = torch.mm(block, items[first:last].T, out=buffer[: m * (last - first)]
+                              .view(m, last - first))  # [m, w]  # fmt: skip
+            if dropped is not None:
+                inside = (dropped[1] >= first) & (dropped[1] < last)
+                scores[dropped[0][inside], dropped[1][inside] - first] = float("-inf")
+            if k:
+                scores.nan_to_num_(nan=float("-inf"))  # a NaN score never enters a list
+            if own is not None and count is not None:
+                count += (scores > own[:, None]).sum(dim=1)  # NaN > x is False: never counted
+                here = ((rows_t >= first) & (rows_t < last)).nonzero().flatten()
+                if len(here):  # the target never counts itself, whatever the rounding
+                    self_score = scores[here, rows_t[here] - first]
+                    count[here] -= (self_score > own[here]).long()
+            if k:
+                tile_scores, tile_rows = torch.topk(scores, min(k, last - first), dim=1)
+                tile_rows += first
+                if best is not None:
+                    merged_scores = torch.cat([best[0], tile_scores], dim=1)
+                    merged_rows = torch.cat([best[1], tile_rows], dim=1)
+                    keep = min(k, merged_scores.shape[1])
+                    tile_scores, position = torch.topk(merged_scores, keep, dim=1)
+                    tile_rows = merged_rows.gather(1, position)
+                best = (tile_scores, tile_rows)
+        if own is not None and count is not None:
+            ranks[begin:end] = count.masked_fill(own.isnan(), num_items)  # a NaN target: a miss
+            target_scores[begin:end] = own
+        if best is not None:
+            top_scores[begin:end], top_rows[begin:end] = best
     return ranks, top_scores, top_rows, target_scores
 
 
