@@ -72,3 +72,34 @@ def test_cli_sets_torch_and_faiss_threads() -> None:
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     ).stdout
     assert out.strip().splitlines()[-1] == "1 1"
+
+
+def _wait_policy_seen_by_torch(extra_env: dict[str, str]) -> list[str]:
+    """``[policy when torch was first imported, policy after]`` in a fresh CLI process."""
+    code = (
+        "import os, sys\n"
+        "seen = []\n"
+        "class Probe:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'torch' and not seen:\n"
+        "            seen.append(os.environ.get('OMP_WAIT_POLICY', 'unset'))\n"
+        "sys.meta_path.insert(0, Probe())\n"
+        "from torchrec_recsys.cli import SUBCOMMANDS, main\n"
+        "SUBCOMMANDS['probe'] = ('builtins:print', '')\n"
+        "main(['--threads', '1', 'probe'])\n"
+        "print(seen[0], os.environ['OMP_WAIT_POLICY'])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", THREADS_ENV)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env={**env, **extra_env}, capture_output=True,
+        text=True, check=True,
+    ).stdout  # fmt: skip
+    return out.strip().splitlines()[-1].split()
+
+
+def test_openmp_waits_passively_from_before_torch_is_loaded() -> None:
+    assert _wait_policy_seen_by_torch({}) == ["PASSIVE", "PASSIVE"]
+
+
+def test_a_wait_policy_from_the_environment_is_kept() -> None:
+    assert _wait_policy_seen_by_torch({"OMP_WAIT_POLICY": "ACTIVE"}) == ["ACTIVE", "ACTIVE"]

@@ -15,6 +15,12 @@ torchrun sets); ``cores`` is the CPUs this process may run on (``os.sched_getaff
 matters: with a load of ~4 on 2 cores, ML-100K DLRM training at 2 threads ran at 1,369
 samples/s against 16,682 at 1 thread (README, "Threads"). A setting above ``cores`` is an
 error: it can only oversubscribe.
+
+The load average lags: a CPU-bound process started just before a run is not in it yet. So
+the OpenMP pools also wait passively (``OMP_WAIT_POLICY=PASSIVE``, unless the environment
+sets it): a thread that finishes its share sleeps instead of spinning, and a busy core is not
+fought over between parallel regions. It is set before torch is first imported, when the
+OpenMP runtime reads it.
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ import os
 from collections.abc import Mapping
 
 from torchrec_recsys.errors import ConfigError
+
+WAIT_POLICY = "PASSIVE"
+"""``OMP_WAIT_POLICY`` for processes that do not set their own (see the module docstring)."""
 
 THREADS_ENV = "TORCHREC_RECSYS_THREADS"
 """Threads per process for every subcommand (``--threads`` wins over it)."""
@@ -107,7 +116,9 @@ def configure_threads(override: int | str | None = None) -> int:
 
     Sets ``torch.set_num_threads``, ``faiss.omp_set_num_threads`` (when FAISS is installed)
     and ``$OMP_NUM_THREADS`` / ``$MKL_NUM_THREADS`` (inherited by data-loader workers and
-    other subprocesses). Idempotent; call it once at the start of every entry point.
+    other subprocesses), and ``$OMP_WAIT_POLICY`` to :data:`WAIT_POLICY` when it is unset
+    (effective when torch is not imported yet). Idempotent; call it once at the start of
+    every entry point.
 
     Raises:
         ConfigError: see :func:`resolve_threads`.
@@ -115,6 +126,7 @@ def configure_threads(override: int | str | None = None) -> int:
     threads, _ = resolve_threads(override)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ["MKL_NUM_THREADS"] = str(threads)
+    os.environ.setdefault("OMP_WAIT_POLICY", WAIT_POLICY)
     import torch  # (deferred: ``--help`` need not pay for it)
 
     torch.set_num_threads(threads)
