@@ -1,4 +1,4 @@
-"""End-to-end DLRM throughput on Criteo-shaped synthetic data (issue 11, item 8b).
+"""End-to-end DLRM throughput on Criteo-shaped synthetic data, per table size and sharding.
 
 The model is the project's DLRM (``models.dlrm.build_dlrm`` + ``tasks.RankingTask``) with the
 layers, embedding dim and optimizers of ``configs/criteo_synthetic_dlrm.toml`` (dim 16, the

@@ -30,8 +30,8 @@ Run (from the repo root)::
 
     python benchmarks/ebc_benchmark.py --quick                 # smoke run, < 1 min
     python benchmarks/ebc_benchmark.py --preset headline --threads 1 \
-        --out benchmarks/results/ebc_headline_t1_a.json          # the README ratios, ~1 min
-    python benchmarks/ebc_benchmark.py --preset readme         # README grid, ~10 min quiet
+        --out benchmarks/results/ebc_headline_t1_a.json          # the headline ratios, ~1 min
+    python benchmarks/ebc_benchmark.py --preset readme         # the broad grid, ~10 min quiet
     python benchmarks/ebc_benchmark.py --rows 1e5 1e6 --sharding-types table_wise row_wise \\
         --world-sizes 1 2 --optimizers sgd rowwise_adagrad --profile /tmp/ebc_prof
     python benchmarks/plot_ebc.py --input benchmarks/results/ebc_readme.json
@@ -146,7 +146,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "copy_probe_mib": 64,
         "out": "ebc_quick.json",
     },
-    # The README's headline ratios: the reference config, fused DMP table_wise on 1 rank
+    # The headline ratios: the reference config, fused DMP table_wise on 1 rank
     # against the three unsharded baselines (run once per --threads, twice for run-to-run).
     "headline": {
         "grids": [_ref_grid()],
@@ -373,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--preset",
         choices=sorted(PRESETS),
-        help="named grid; 'readme' is the README grid (~10 min on 2 quiet cores); sweep flags "
+        help="named grid; 'readme' is the broad grid (~10 min on 2 quiet cores); sweep flags "
         "given alongside replace that list in every grid of the preset",
     )
     p.add_argument(

@@ -1,4 +1,4 @@
-"""Growth curves (issue 11, item 8c, small sizes): time and peak memory as the problem grows.
+"""Growth curves (small sizes): time and peak memory as the problem grows.
 
 Cases (each row records seconds, peak RSS growth over the block, and the load average):
 

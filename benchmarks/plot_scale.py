@@ -1,4 +1,4 @@
-"""Turn the scale benchmarks' JSON (issue 11) into markdown tables and PNG plots (Agg).
+"""Turn the scale benchmarks' JSON into markdown tables and PNG plots (Agg).
 
 Reads whichever of these exist in ``benchmarks/results/``: ``threads.json``,
 ``train_pipeline_*.json``, ``growth_catalogue.json``, ``growth_eval_pipeline.json``,

@@ -1,4 +1,4 @@
-"""Streaming benchmark (issue 11, item 3): flat RSS while streaming and training on N examples.
+"""Streaming benchmark: flat RSS while streaming and training on N examples.
 
 1. Writes ``--rows`` synthetic Criteo-shaped examples straight into Parquet shards (the
    ``preprocess --synthetic-rows`` path; the last 5% + 5% are validation and test shards),

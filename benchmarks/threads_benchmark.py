@@ -1,4 +1,4 @@
-"""One process with the default thread policy vs the same run under torchrun (issue 11, item 1).
+"""One process with the default thread policy vs the same run under torchrun.
 
 Runs ``python -m torchrec_recsys train`` (one epoch of the default ML-100K DLRM) as
 

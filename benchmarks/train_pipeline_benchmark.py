@@ -1,4 +1,4 @@
-"""Training-pipeline benchmark (issue 11, item 8a): the ML-100K DLRM step, measured per engine.
+"""Training-pipeline benchmark: the ML-100K DLRM step, measured per engine.
 
 For each thread count and engine (``none`` = the plain loop, TorchRec's ``base`` and
 ``sparse_dist`` pipelines), and for batches that are

@@ -1,4 +1,4 @@
-"""The catalogue of bad inputs (issue #10): each row is one bad setting, degenerate split,
+"""The catalogue of bad inputs: each row is one bad setting, degenerate split,
 damaged file or misuse, how it is made, the exit code and a fragment of the one-line message.
 
 Every row runs ``torchrec_recsys.cli.main`` in-process (a traceback fails the test: ``main``
@@ -8,7 +8,7 @@ a row with ``check`` states its own promise instead (e.g. a diverged run keeps n
 of a non-finite step and writes no summary). Rows that exit 0 (``WARNED``) must say what is
 suspicious on stderr and in the run's ``summary.json``.
 
-The README's "Errors" section lists the same inputs with what each gets.
+The "Errors" page of the docs (docs/errors.md) lists the same inputs with what each gets.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ class Bad:
     """One bad input: ``make`` prepares files and returns the CLI argv."""
 
     id: str
-    issue_class: int  # the numbered class of issue #10 (0 = beyond the issue's list)
+    kind: int  # 1 settings, 2 degenerate data, 3 readers, 4 run folders (0 = any other)
     make: Callable[[Env], list[str]]
     fragment: str
     code: int = 2
@@ -350,7 +350,7 @@ BAD: list[Bad] = [
         _resume_changed("--model.name=two_tower"),
         "this run changes model.name ('dlrm' -> 'two_tower')",
     ),
-    # beyond the issue's list
+    # 0. other misuse
     Bad(
         "resume_with_fewer_epochs_than_done",
         0,
@@ -557,9 +557,9 @@ def test_bad_input_gets_one_line_and_writes_nothing(
 
 
 def test_catalogue_covers_every_class_and_more() -> None:
-    classes = {c.issue_class for c in BAD}
-    assert {1, 2, 3, 4} <= classes  # 5, 6, 7 have their own tests below
-    assert sum(c.issue_class == 0 for c in BAD) + len(SERVING) >= 10
+    classes = {c.kind for c in BAD}
+    assert {1, 2, 3, 4} <= classes  # warnings, locks and launch: their own tests below
+    assert sum(c.kind == 0 for c in BAD) + len(SERVING) >= 10
 
 
 # --- suspicious but usable input: exit 0, said on stderr and in the summary ----------------
@@ -568,7 +568,7 @@ def test_catalogue_covers_every_class_and_more() -> None:
 @dataclass(frozen=True)
 class Warned:
     id: str
-    issue_class: int
+    kind: int
     make: Callable[[Env], list[str]]
     fragment: str
 

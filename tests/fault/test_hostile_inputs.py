@@ -1,10 +1,10 @@
 """Bad inputs end in one clear :class:`UserError` sentence, never in silent damage.
 
-The rest of the catalogue is tested where the code lives (see the README's "Fault
-tolerance" table): config keys and types (tests/test_config.py), missing files, columns and
-malformed rows (tests/data/test_readers.py), out-of-range and negative IDs
-(tests/data/test_batch.py), unknown items (tests/data/test_dataset.py), FAISS indexes of
-another dimension or metric or truncated (tests/export/test_faiss_index.py).
+The rest of the catalogue is tested where the code lives (see the "Damaged and hostile
+inputs" table of docs/fault_tolerance.md): config keys and types (tests/test_config.py),
+missing files, columns and malformed rows (tests/data/test_readers.py), out-of-range and
+negative IDs (tests/data/test_batch.py), unknown items (tests/data/test_dataset.py), FAISS
+indexes of another dimension or metric or truncated (tests/retrieval/test_faiss_index.py).
 """
 
 from __future__ import annotations

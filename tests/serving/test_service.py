@@ -1,6 +1,6 @@
 """The serving stack end to end: bundle -> registry -> real server (subprocess) over HTTP.
 
-One session's worth of setup (two tiny runs, two bundles, one server) serves every test:
+One pytest-session fixture's setup (two tiny runs, two bundles, one server) serves every test:
 bad inputs, offline-online parity, promote/rollback under a request loop, a failed reload,
 canary share and stickiness, shadow, drift, the impression log, overload, metrics.
 """

@@ -12,7 +12,7 @@ A KJT for keys [user_id, user_history, item_genres] and a batch of 3 examples::
     values  = [17, 4, 17, 3, 9, 3, 9, 12, 2, 2, 5, 7]  # same order as lengths
 
 Every ID is checked against its table's rows here: TorchRec would silently clamp an
-out-of-range ID to row 0 (TorchRec issue #575).
+out-of-range ID to row 0 (https://github.com/pytorch/torchrec/issues/575).
 """
 
 from __future__ import annotations

@@ -144,7 +144,7 @@ def read_files(
     item_columns: list[str],
     user_columns: list[str],
 ) -> RawData:
-    """Read a bring-your-own dataset (see README, "Your own data")."""
+    """Read a bring-your-own dataset (see docs/data.md, "Bring your own files")."""
     interactions = check_interactions(
         read_table(interactions_path, INTERACTION_COLUMNS, "interactions"), interactions_path
     )

@@ -56,9 +56,9 @@ class AnyDeviceShardingTypes:
     """Mixin for a stock TorchRec sharder: offer every sharding type on CPU too.
 
     The stock sharders withhold row_wise/table_row_wise/grid_shard on CPU because gloo once
-    lacked reduce-scatter (TorchRec issue #1252); with current gloo they run and match the
-    unsharded model (see tests/distributed/test_sharded_models.py and
-    tests/distributed/test_sharded_ec.py).
+    lacked reduce-scatter (https://github.com/pytorch/torchrec/issues/1252); with current
+    gloo they run and match the unsharded model (see tests/distributed/test_sharded_models.py
+    and tests/distributed/test_sharded_ec.py).
     """
 
     def sharding_types(self, compute_device_type: str) -> list[str]:

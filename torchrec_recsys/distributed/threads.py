@@ -13,8 +13,8 @@ torchrun sets); ``cores`` is the CPUs this process may run on (``os.sched_getaff
 ``local_world_size`` the processes on this host (``$LOCAL_WORLD_SIZE``, 1 without torchrun);
 ``idle cores`` is ``cores`` minus the 1-minute load average, rounded (at least 1). The cap
 matters: with a load of ~4 on 2 cores, ML-100K DLRM training at 2 threads ran at 1,369
-samples/s against 16,682 at 1 thread (README, "Threads"). A setting above ``cores`` is an
-error: it can only oversubscribe.
+samples/s against 16,682 at 1 thread (docs/scale_and_gpu.md, "Threads"). A setting above
+``cores`` is an error: it can only oversubscribe.
 
 The load average lags: a CPU-bound process started just before a run is not in it yet. So
 the OpenMP pools also wait passively (``OMP_WAIT_POLICY=PASSIVE``, unless the environment

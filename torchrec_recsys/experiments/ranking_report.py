@@ -1,4 +1,4 @@
-"""Ranking and pipeline report over seeds: the README's two tables, measured in one command.
+"""Ranking and pipeline report over seeds: the ranking and pipeline tables, in one command.
 
 Per seed (``train.seed``; the temporal split is the same for every seed)::
 

@@ -6,9 +6,10 @@ ever downloaded: ``HF_HUB_OFFLINE=1`` is set in-process and every load uses
 ``local_files_only=True``.
 
 Missing text fallback: an item whose text is ``None``, NaN, empty/whitespace, or a known
-placeholder (``"unknown"``, and MovieLens' misspelt ``"unkonwn"`` for item 267) is encoded as the
-literal string ``"item <id>"`` (its item id, or its row position when no ids are given). Such
-items are counted in :attr:`EncodeResult.num_fallback` so a report can show how many there were.
+placeholder (``"unknown"``, and MovieLens' misspelt ``"unkonwn"``, the title of ID 267) is
+encoded as the literal string ``"item <id>"`` (its item id, or its row position when no ids
+are given). Such items are counted in :attr:`EncodeResult.num_fallback` so a report can show
+how many there were.
 
 Cache: :meth:`TextEncoder.encode_cached` stores the matrix as ``<cache_dir>/<sha256>.npy``,
 keyed by the model folder's identity (config + tokenizer + weight files' sizes and mtimes),

@@ -1,8 +1,9 @@
 """Learned baselines on the DLRM's split and features, scored with the DLRM's AUC and NE.
 
-The ranking table of the README is the DLRM run's ``summary.json["baselines_test"]``:
-popularity and item positive rate (non-learned, ``metrics/baselines.py``), logistic
-regression and LightGBM (``models/tabular.py``), all on the same test split.
+The rating rankers' table of a ranking report is the DLRM run's
+``summary.json["baselines_test"]``: popularity and item positive rate (non-learned,
+``metrics/baselines.py``), logistic regression and LightGBM (``models/tabular.py``), all on
+the same test split.
 """
 
 from __future__ import annotations
