@@ -1,4 +1,4 @@
-"""One-off import of the pre-provenance result files into ``results/`` (run once, kept for the record).
+"""One-off import of the pre-provenance result files into ``results/`` (run once, kept).
 
 The files under ``benchmarks/results/`` and ``reports/`` were written before
 :mod:`torchrec_recsys.observability.provenance` existed, each with its own metadata (a ``meta``
@@ -61,92 +61,219 @@ class Item:
 
 
 ITEMS = [
-    Item("dlrm_scale", "DLRM step time vs table rows and sharding type", B + "dlrm_scale.json",
-         figures={"scale_dlrm": B + "scale_dlrm.png"}),
-    Item("dlrm_scale_rerun", "DLRM step time vs table rows (rerun, run-to-run spread)",
-         B + "dlrm_scale_rerun.json"),
-    Item("ebc_headline", "EBC headline ratios, run to run", md=B + "ebc_headline.md",
-         runs=[B + f"ebc_headline_{r}.json" for r in
-               ("t1_a", "t1_b", "t2_a", "t2_b", "t2_r40_c", "t2_r40_d")]),
-    Item("ebc_readme", "EmbeddingBagCollection vs nn.EmbeddingBag (README preset)",
-         B + "ebc_readme.json", B + "ebc_table.md",
-         figures={"throughput": B + "ebc_throughput.png", "memory": B + "ebc_memory.png"}),
-    Item("ebc_reference", "EBC benchmark, reference preset", B + "ebc_reference.json",
-         B + "ebc_reference_table.md", figures={"memory": B + "ebc_reference_memory.png"}),
-    Item("faiss_benchmark", "FAISS flat / IVF / HNSW recall and latency",
-         B + "faiss_benchmark.json"),
-    Item("generative_latency", "Generative retrieval latency vs beams",
-         B + "generative_latency.json"),
-    Item("growth_catalogue", "Retrieval cost vs catalogue size", B + "growth_catalogue.json",
-         figures={"scale_catalogue": B + "scale_catalogue.png"}),
-    Item("growth_eval_pipeline", "Evaluation pipeline cost vs size",
-         B + "growth_eval_pipeline.json"),
-    Item("growth_interactions", "Training cost vs interactions",
-         B + "growth_interactions.json",
-         figures={"scale_interactions": B + "scale_interactions.png"}),
+    Item(
+        "dlrm_scale",
+        "DLRM step time vs table rows and sharding type",
+        B + "dlrm_scale.json",
+        figures={"scale_dlrm": B + "scale_dlrm.png"},
+    ),
+    Item(
+        "dlrm_scale_rerun",
+        "DLRM step time vs table rows (rerun, run-to-run spread)",
+        B + "dlrm_scale_rerun.json",
+    ),
+    Item(
+        "ebc_headline",
+        "EBC headline ratios, run to run",
+        md=B + "ebc_headline.md",
+        runs=[
+            B + f"ebc_headline_{r}.json"
+            for r in ("t1_a", "t1_b", "t2_a", "t2_b", "t2_r40_c", "t2_r40_d")
+        ],
+    ),
+    Item(
+        "ebc_readme",
+        "EmbeddingBagCollection vs nn.EmbeddingBag (README preset)",
+        B + "ebc_readme.json",
+        B + "ebc_table.md",
+        figures={"throughput": B + "ebc_throughput.png", "memory": B + "ebc_memory.png"},
+    ),
+    Item(
+        "ebc_reference",
+        "EBC benchmark, reference preset",
+        B + "ebc_reference.json",
+        B + "ebc_reference_table.md",
+        figures={"memory": B + "ebc_reference_memory.png"},
+    ),
+    Item(
+        "faiss_benchmark", "FAISS flat / IVF / HNSW recall and latency", B + "faiss_benchmark.json"
+    ),
+    Item(
+        "generative_latency", "Generative retrieval latency vs beams", B + "generative_latency.json"
+    ),
+    Item(
+        "growth_catalogue",
+        "Retrieval cost vs catalogue size",
+        B + "growth_catalogue.json",
+        figures={"scale_catalogue": B + "scale_catalogue.png"},
+    ),
+    Item(
+        "growth_eval_pipeline", "Evaluation pipeline cost vs size", B + "growth_eval_pipeline.json"
+    ),
+    Item(
+        "growth_interactions",
+        "Training cost vs interactions",
+        B + "growth_interactions.json",
+        figures={"scale_interactions": B + "scale_interactions.png"},
+    ),
     Item("growth_sid", "Semantic-ID learning cost vs items", B + "growth_sid.json"),
-    Item("growth_tables", "DLRM step vs number of tables", B + "growth_tables.json",
-         figures={"scale_num_tables": B + "scale_num_tables.png"}),
-    Item("growth_tables_rerun", "DLRM step vs number of tables (rerun)",
-         B + "growth_tables_rerun.json"),
-    Item("planner_budget", "Sharding planner under a memory cap", B + "planner_budget.json",
-         B + "planner_budget.md"),
-    Item("scale_tables", "Scaling tables (derived from the growth / scale results)",
-         md=B + "scale_tables.md",
-         derived_from=["threads", "train_pipeline_*", "growth_catalogue", "growth_eval_pipeline",
-                       "growth_sid", "growth_interactions", "streaming", "dlrm_scale",
-                       "growth_tables"]),
-    Item("sequence_results", "Sequential retrieval: generative vs SASRec vs two-tower",
-         B + "sequence_results.json"),
-    Item("serve_cpu", "Serving latency per bundle, one process", B + "serve_cpu.json",
-         B + "serve_cpu.md"),
-    Item("serve_load", "HTTP serving load test and rollout", B + "serve_load.json",
-         B + "serve_load.md"),
-    Item("serve_load_processes1", "Serving load test, 1 worker process",
-         B + "serve_load_processes1.json", B + "serve_load_processes1.md"),
-    Item("serve_load_processes2", "Serving load test, 2 worker processes",
-         B + "serve_load_processes2.json", B + "serve_load_processes2.md"),
+    Item(
+        "growth_tables",
+        "DLRM step vs number of tables",
+        B + "growth_tables.json",
+        figures={"scale_num_tables": B + "scale_num_tables.png"},
+    ),
+    Item(
+        "growth_tables_rerun",
+        "DLRM step vs number of tables (rerun)",
+        B + "growth_tables_rerun.json",
+    ),
+    Item(
+        "planner_budget",
+        "Sharding planner under a memory cap",
+        B + "planner_budget.json",
+        B + "planner_budget.md",
+    ),
+    Item(
+        "scale_tables",
+        "Scaling tables (derived from the growth / scale results)",
+        md=B + "scale_tables.md",
+        derived_from=[
+            "threads",
+            "train_pipeline_*",
+            "growth_catalogue",
+            "growth_eval_pipeline",
+            "growth_sid",
+            "growth_interactions",
+            "streaming",
+            "dlrm_scale",
+            "growth_tables",
+        ],
+    ),
+    Item(
+        "sequence_results",
+        "Sequential retrieval: generative vs SASRec vs two-tower",
+        B + "sequence_results.json",
+    ),
+    Item(
+        "serve_cpu",
+        "Serving latency per bundle, one process",
+        B + "serve_cpu.json",
+        B + "serve_cpu.md",
+    ),
+    Item(
+        "serve_load",
+        "HTTP serving load test and rollout",
+        B + "serve_load.json",
+        B + "serve_load.md",
+    ),
+    Item(
+        "serve_load_processes1",
+        "Serving load test, 1 worker process",
+        B + "serve_load_processes1.json",
+        B + "serve_load_processes1.md",
+    ),
+    Item(
+        "serve_load_processes2",
+        "Serving load test, 2 worker processes",
+        B + "serve_load_processes2.json",
+        B + "serve_load_processes2.md",
+    ),
     Item("serving_drift", "Serving drift window plot", figures={"drift": B + "serving_drift.png"}),
     Item("sid_benchmark", "Semantic-ID learning time and memory", B + "sid_benchmark.json"),
-    Item("streaming", "Streaming preprocessing and training RSS", B + "streaming.json",
-         figures={"scale_streaming_rss": B + "scale_streaming_rss.png"}),
+    Item(
+        "streaming",
+        "Streaming preprocessing and training RSS",
+        B + "streaming.json",
+        figures={"scale_streaming_rss": B + "scale_streaming_rss.png"},
+    ),
     Item("threads", "Intra-op threads vs epoch time", B + "threads.json"),
-    Item("threads_quiet", "Intra-op threads vs epoch time (quiet machine)",
-         B + "threads_quiet.json"),
-    Item("train_pipeline_1proc_t1", "Train pipeline, 1 process, 1 thread",
-         B + "train_pipeline_1proc_t1.json"),
-    Item("train_pipeline_1proc_t1_rerun", "Train pipeline, 1 process, 1 thread (rerun)",
-         B + "train_pipeline_1proc_t1_rerun.json"),
-    Item("train_pipeline_1proc_t2", "Train pipeline, 1 process, 2 threads",
-         B + "train_pipeline_1proc_t2.json"),
-    Item("train_pipeline_2proc_t1", "Train pipeline, 2 processes, 1 thread each",
-         B + "train_pipeline_2proc_t1.json"),
+    Item(
+        "threads_quiet", "Intra-op threads vs epoch time (quiet machine)", B + "threads_quiet.json"
+    ),
+    Item(
+        "train_pipeline_1proc_t1",
+        "Train pipeline, 1 process, 1 thread",
+        B + "train_pipeline_1proc_t1.json",
+    ),
+    Item(
+        "train_pipeline_1proc_t1_rerun",
+        "Train pipeline, 1 process, 1 thread (rerun)",
+        B + "train_pipeline_1proc_t1_rerun.json",
+    ),
+    Item(
+        "train_pipeline_1proc_t2",
+        "Train pipeline, 1 process, 2 threads",
+        B + "train_pipeline_1proc_t2.json",
+    ),
+    Item(
+        "train_pipeline_2proc_t1",
+        "Train pipeline, 2 processes, 1 thread each",
+        B + "train_pipeline_2proc_t1.json",
+    ),
     Item("ebc_b65536", "EBC benchmark on GPU, batch 65536", G + "ebc_h100_b65536.json"),
     Item("ebc_b8192", "EBC benchmark on GPU, batch 8192", G + "ebc_h100_b8192.json"),
-    Item("generative_ablation", "Generative retrieval ablation (GPU)",
-         G + "generative_ablation_gpu.json", G + "generative_ablation_gpu.md"),
+    Item(
+        "generative_ablation",
+        "Generative retrieval ablation (GPU)",
+        G + "generative_ablation_gpu.json",
+        G + "generative_ablation_gpu.md",
+    ),
     Item("hbm_probe", "HBM bandwidth probe", G + "hbm_probe_h100.json"),
-    Item("sequence_results_gpu", "Sequential retrieval at larger scale (GPU)",
-         G + "sequence_results_gpu.json"),
-    Item("train_dlrm_summary", "DLRM training run summary (GPU)",
-         G + "train_dlrm_h100_summary.json"),
-    Item("train_pipeline_b256", "Train pipeline on GPU, batch 256",
-         G + "train_pipeline_h100_b256.json"),
-    Item("train_pipeline_b4096", "Train pipeline on GPU, batch 4096",
-         G + "train_pipeline_h100_b4096.json"),
-    Item("bookx_ranking", "Book-Crossing ranking and pipeline, 3 seeds",
-         R + "bookx_ranking.json", R + "bookx_ranking.md"),
-    Item("bookx_sid_ablation", "Book-Crossing semantic-ID ablation, 3 seeds",
-         R + "bookx_sid_ablation.json", R + "bookx_sid_ablation.md"),
-    Item("bookx_sid_ablation_no_popularity",
-         "Book-Crossing semantic-ID ablation without item popularity, 3 seeds",
-         R + "bookx_sid_ablation_no_popularity.json", R + "bookx_sid_ablation_no_popularity.md"),
-    Item("ml100k_ranking", "MovieLens-100K ranking and pipeline, 3 seeds",
-         R + "ml100k_ranking.json", R + "ml100k_ranking.md"),
-    Item("sid_ablation", "MovieLens-100K semantic-ID ablation", R + "sid_ablation.json",
-         R + "sid_ablation.md"),
-    Item("sid_ablation_no_popularity", "MovieLens-100K semantic-ID ablation without popularity",
-         R + "sid_ablation_no_popularity.json", R + "sid_ablation_no_popularity.md"),
+    Item(
+        "sequence_results_gpu",
+        "Sequential retrieval at larger scale (GPU)",
+        G + "sequence_results_gpu.json",
+    ),
+    Item(
+        "train_dlrm_summary", "DLRM training run summary (GPU)", G + "train_dlrm_h100_summary.json"
+    ),
+    Item(
+        "train_pipeline_b256",
+        "Train pipeline on GPU, batch 256",
+        G + "train_pipeline_h100_b256.json",
+    ),
+    Item(
+        "train_pipeline_b4096",
+        "Train pipeline on GPU, batch 4096",
+        G + "train_pipeline_h100_b4096.json",
+    ),
+    Item(
+        "bookx_ranking",
+        "Book-Crossing ranking and pipeline, 3 seeds",
+        R + "bookx_ranking.json",
+        R + "bookx_ranking.md",
+    ),
+    Item(
+        "bookx_sid_ablation",
+        "Book-Crossing semantic-ID ablation, 3 seeds",
+        R + "bookx_sid_ablation.json",
+        R + "bookx_sid_ablation.md",
+    ),
+    Item(
+        "bookx_sid_ablation_no_popularity",
+        "Book-Crossing semantic-ID ablation without item popularity, 3 seeds",
+        R + "bookx_sid_ablation_no_popularity.json",
+        R + "bookx_sid_ablation_no_popularity.md",
+    ),
+    Item(
+        "ml100k_ranking",
+        "MovieLens-100K ranking and pipeline, 3 seeds",
+        R + "ml100k_ranking.json",
+        R + "ml100k_ranking.md",
+    ),
+    Item(
+        "sid_ablation",
+        "MovieLens-100K semantic-ID ablation",
+        R + "sid_ablation.json",
+        R + "sid_ablation.md",
+    ),
+    Item(
+        "sid_ablation_no_popularity",
+        "MovieLens-100K semantic-ID ablation without popularity",
+        R + "sid_ablation_no_popularity.json",
+        R + "sid_ablation_no_popularity.md",
+    ),
 ]
 
 SUPERSEDED = {
@@ -186,9 +313,12 @@ def _first(*values: Any) -> Any:
 def _recorded(doc: dict[str, Any]) -> dict[str, Any]:
     """The metadata dicts an old document may carry, merged (later keys do not override)."""
     found: dict[str, Any] = {}
-    for part in (doc.get("meta"), doc.get("machine"), doc.get("environment"),
-                 (doc.get("config") or {}).get("machine") if isinstance(doc.get("config"), dict)
-                 else None):
+    for part in (
+        doc.get("meta"),
+        doc.get("machine"),
+        doc.get("environment"),
+        (doc.get("config") or {}).get("machine") if isinstance(doc.get("config"), dict) else None,
+    ):
         if isinstance(part, dict):
             for k, v in part.items():
                 found.setdefault(k, v)
@@ -212,38 +342,57 @@ def run_meta_from(doc: dict[str, Any], path: str, gpu_folder: bool) -> dict[str,
 
     versions = {
         name: rec[key]
-        for key, name in (("torch", "torch"), ("torchrec", "torchrec"),
-                          ("fbgemm_gpu", "fbgemm-gpu"), ("faiss_version", "faiss"),
-                          ("numpy_version", "numpy"))
+        for key, name in (
+            ("torch", "torch"),
+            ("torchrec", "torchrec"),
+            ("fbgemm_gpu", "fbgemm-gpu"),
+            ("faiss_version", "faiss"),
+            ("numpy_version", "numpy"),
+        )
         if rec.get(key) is not None
     } or None
 
-    threads = _first(rec.get("torch_threads"), doc.get("torch_threads"), doc.get("threads")
-                     if isinstance(doc.get("threads"), int) else None,
-                     rec.get("omp_threads"), config.get("threads"))
+    threads = _first(
+        rec.get("torch_threads"),
+        doc.get("torch_threads"),
+        doc.get("threads") if isinstance(doc.get("threads"), int) else None,
+        rec.get("omp_threads"),
+        config.get("threads"),
+    )
 
     hardware: dict[str, Any] | None = {
         k: v
-        for k, v in (("cores", rec.get("cpu_count")), ("platform", rec.get("platform")),
-                     ("python", rec.get("python")), ("cuda_available", rec.get("cuda_available")),
-                     ("gpu", doc.get("device") if isinstance(doc.get("device"), str)
-                      and "cuda:" not in doc["device"] else None))
+        for k, v in (
+            ("cores", rec.get("cpu_count")),
+            ("platform", rec.get("platform")),
+            ("python", rec.get("python")),
+            ("cuda_available", rec.get("cuda_available")),
+            (
+                "gpu",
+                doc.get("device")
+                if isinstance(doc.get("device"), str) and "cuda:" not in doc["device"]
+                else None,
+            ),
+        )
         if v is not None
     } or None
     if gpu_folder and not (hardware or {}).get("gpu"):
         msg = _git("log", "-1", "--format=%s", sha)
         if "H100" in msg or "h100" in path:
-            hardware = {**(hardware or {}), "gpu": "H100",
-                        "gpu_from": f"file name / message of commit {sha[:12]}"}
+            hardware = {
+                **(hardware or {}),
+                "gpu": "H100",
+                "gpu_from": f"file name / message of commit {sha[:12]}",
+            }
 
     started = None
     if rec.get("started_unix") is not None:
         started = datetime.fromtimestamp(rec["started_unix"], UTC).isoformat(timespec="seconds")
     finished = None
     if started and rec.get("elapsed_s") is not None:
-        finished = datetime.fromtimestamp(
-            rec["started_unix"] + rec["elapsed_s"], UTC
-        ).isoformat(timespec="seconds")
+        finished = datetime.fromtimestamp(rec["started_unix"] + rec["elapsed_s"], UTC).isoformat(
+            timespec="seconds"
+        )
 
     return {
         "commit": sha,
@@ -253,10 +402,12 @@ def run_meta_from(doc: dict[str, Any], path: str, gpu_folder: bool) -> dict[str,
         "argv": argv,
         "threads": threads,
         "hardware": hardware,
-        "load_start": _first(rec.get("loadavg_start"), doc.get("loadavg_start"),
-                             rec.get("loadavg_before")),
-        "load_end": _first(rec.get("loadavg_end"), doc.get("loadavg_end"),
-                           rec.get("loadavg_after")),
+        "load_start": _first(
+            rec.get("loadavg_start"), doc.get("loadavg_start"), rec.get("loadavg_before")
+        ),
+        "load_end": _first(
+            rec.get("loadavg_end"), doc.get("loadavg_end"), rec.get("loadavg_after")
+        ),
         "started": started or day,
         "finished": finished,
         "imported": True,
@@ -290,8 +441,7 @@ def render_table(doc: Any, limit: int = 40) -> str:
         keys = [k for k in rows[0] if not isinstance(rows[0][k], (dict, list))][:10]
         if keys:
             lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-            lines += ["| " + " | ".join(_cell(r.get(k)) for k in keys) + " |"
-                      for r in rows[:limit]]
+            lines += ["| " + " | ".join(_cell(r.get(k)) for k in keys) + " |" for r in rows[:limit]]
             return "\n".join(lines)
     leaves: list[tuple[str, Any]] = []
 
@@ -317,8 +467,12 @@ def render_table(doc: Any, limit: int = 40) -> str:
 def markdown(item: Item, stem: str, meta: dict[str, Any], doc: dict[str, Any]) -> str:
     """Title, command, the table (the old Markdown if there was one), figures, run_meta."""
     argv = meta.get("argv")
-    parts = [f"# {item.title}", "",
-             f"Command: `{' '.join(argv)}`" if argv else "Command: not recorded", ""]
+    parts = [
+        f"# {item.title}",
+        "",
+        f"Command: `{' '.join(argv)}`" if argv else "Command: not recorded",
+        "",
+    ]
     if item.md:
         old = (REPO / item.md).read_text().strip().splitlines()
         if old and old[0].startswith("# "):
@@ -358,9 +512,18 @@ def import_item(item: Item) -> str:
     meta["source"] = sources if len(sources) > 1 else main
     stem = f"{item.topic}_{hardware_tag(meta)}_{adding_commit(main)[1].replace('-', '')}"
     atomic_write_text(OUT / f"{stem}.json", json.dumps({"run_meta": meta, **doc}, indent=1) + "\n")
-    text = markdown(item, stem, meta, doc) + "\n" + meta_footer(
-        {**meta, "commit": meta["commit"], "versions": meta["versions"] or {},
-         "hardware": meta["hardware"] or {}, "argv": meta["argv"] or []}
+    text = (
+        markdown(item, stem, meta, doc)
+        + "\n"
+        + meta_footer(
+            {
+                **meta,
+                "commit": meta["commit"],
+                "versions": meta["versions"] or {},
+                "hardware": meta["hardware"] or {},
+                "argv": meta["argv"] or [],
+            }
+        )
     )
     atomic_write_text(OUT / f"{stem}.md", text)
     for name, png in item.figures.items():
@@ -375,8 +538,12 @@ def main() -> None:
         stem = import_item(item)
         covered.update(p for p in (item.json, item.md, *item.runs, *item.figures.values()) if p)
         print(f"{stem}  <- {item.json or item.md or list(item.figures.values())}")
-    old = {str(p.relative_to(REPO)) for d in ("benchmarks/results", "reports")
-           for p in (REPO / d).rglob("*") if p.is_file()}
+    old = {
+        str(p.relative_to(REPO))
+        for d in ("benchmarks/results", "reports")
+        for p in (REPO / d).rglob("*")
+        if p.is_file()
+    }
     if missing := sorted(old - covered):
         sys.exit(f"not imported and not listed as superseded: {missing}")
     print(f"{len(ITEMS)} results written; {len(SUPERSEDED)} superseded files to git rm")
