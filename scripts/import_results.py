@@ -18,13 +18,16 @@ The payload is the old document unchanged (nothing recomputed, no number invente
 ``yyyymmdd`` of the name is the date of the adding commit. Superseded files (listed in
 :data:`SUPERSEDED`) are not imported; ``git rm`` them afterwards (history keeps them).
 
-Run from the repository root, before deleting the old folders::
+Run from the repository root, before deleting the old folders, or afterwards from the last
+commit that had them::
 
     python scripts/import_results.py
+    python scripts/import_results.py --rev bf8d260^
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import shlex
 import subprocess
@@ -38,9 +41,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from torchrec_recsys.files import atomic_write_text  # noqa: E402
-from torchrec_recsys.observability.provenance import meta_footer  # noqa: E402
 
 OUT = REPO / "results"
+REV: str | None = None
+"""Read the old files from this git revision instead of the working tree (``--rev``)."""
 B = "benchmarks/results/"
 G = "benchmarks/results/gpu/"
 R = "reports/"
@@ -299,6 +303,30 @@ def _git(*args: str) -> str:
     ).stdout.strip()
 
 
+def _read(path: str) -> bytes:
+    if REV is None:
+        return (REPO / path).read_bytes()
+    return subprocess.run(
+        ["git", "-C", str(REPO), "show", f"{REV}:{path}"], capture_output=True, check=True
+    ).stdout
+
+
+def _read_json(path: str) -> Any:
+    return json.loads(_read(path))
+
+
+def _old_files() -> set[str]:
+    if REV is not None:
+        listing = _git("ls-tree", "-r", "--name-only", REV, "--", "benchmarks/results", "reports")
+        return set(listing.splitlines())
+    return {
+        str(p.relative_to(REPO))
+        for d in ("benchmarks/results", "reports")
+        for p in (REPO / d).rglob("*")
+        if p.is_file()
+    }
+
+
 def adding_commit(path: str) -> tuple[str, str]:
     """``(sha, yyyy-mm-dd)`` of the commit that added ``path`` (the oldest if re-added)."""
     lines = _git("log", "--diff-filter=A", "--format=%H %cs", "--", path).splitlines()
@@ -474,7 +502,7 @@ def markdown(item: Item, stem: str, meta: dict[str, Any], doc: dict[str, Any]) -
         "",
     ]
     if item.md:
-        old = (REPO / item.md).read_text().strip().splitlines()
+        old = _read(item.md).decode().strip().splitlines()
         if old and old[0].startswith("# "):
             old = old[1:]
         parts += ["\n".join(old).strip(), ""]
@@ -482,20 +510,55 @@ def markdown(item: Item, stem: str, meta: dict[str, Any], doc: dict[str, Any]) -
         parts += [render_table(doc), ""]
     for name in item.figures:
         parts += [f"![{name}]({stem}.{name}.png)", ""]
-    parts.append(
-        f"Imported from `{meta['source']}` (added in commit `{meta['commit'][:12]}` on "
-        f"{meta['started'][:10]}); fields the old file did not record are null in the JSON.\n"
-    )
+    parts.append(import_footer(meta))
     return "\n".join(parts)
+
+
+def import_footer(meta: dict[str, Any]) -> str:
+    """The run_meta summary of an imported result: what was recorded, what was not."""
+    sources = meta["source"] if isinstance(meta["source"], list) else [meta["source"]]
+    hw = meta.get("hardware") or {}
+    recorded = []
+    if hw:
+        recorded.append(", ".join(f"{k} {v}" for k, v in hw.items()))
+    if meta.get("threads") is not None:
+        recorded.append(f"threads {meta['threads']}")
+    if meta.get("load_start") or meta.get("load_end"):
+        recorded.append(f"load {meta.get('load_start')} -> {meta.get('load_end')}")
+    if meta.get("versions"):
+        recorded.append(", ".join(f"{k} {v}" for k, v in meta["versions"].items()))
+    if meta.get("started") and len(str(meta["started"])) > 10:
+        recorded.append(f"measured {meta['started']} - {meta.get('finished') or '?'}")
+    missing = [
+        k
+        for k in (
+            "dirty",
+            "versions",
+            "argv",
+            "threads",
+            "hardware",
+            "load_start",
+            "load_end",
+            "finished",
+        )
+        if meta.get(k) is None
+    ]
+    return (
+        f"Imported from {', '.join(f'`{s}`' for s in sources)} by `scripts/import_results.py`: "
+        f"commit `{meta['commit'][:12]}` is the commit that added the file, on "
+        f"{str(meta['started'])[:10]}. Recorded by the old file: "
+        f"{'; '.join(recorded) or 'nothing'}. Not recorded (null in the JSON): "
+        f"{', '.join(missing) or 'nothing'}.\n"
+    )
 
 
 def import_item(item: Item) -> str:
     """Write ``results/<stem>.json`` / ``.md`` / figures for one item; return the stem."""
     sources = [p for p in (item.json, *item.runs, item.md, *item.figures.values()) if p]
     main = sources[0] if not item.json else item.json
-    doc: dict[str, Any] = json.loads((REPO / item.json).read_text()) if item.json else {}
+    doc: dict[str, Any] = _read_json(item.json) if item.json else {}
     if item.runs:
-        doc = {"runs": {Path(p).stem: json.loads((REPO / p).read_text()) for p in item.runs}}
+        doc = {"runs": {Path(p).stem: _read_json(p) for p in item.runs}}
         meta = run_meta_from(doc["runs"][Path(item.runs[0]).stem], item.runs[0], False)
         meta["argv"] = ["benchmarks/plot_ebc.py", "--runs", *item.runs]
         meta["started"] = adding_commit(item.md or item.runs[0])[1]
@@ -512,38 +575,25 @@ def import_item(item: Item) -> str:
     meta["source"] = sources if len(sources) > 1 else main
     stem = f"{item.topic}_{hardware_tag(meta)}_{adding_commit(main)[1].replace('-', '')}"
     atomic_write_text(OUT / f"{stem}.json", json.dumps({"run_meta": meta, **doc}, indent=1) + "\n")
-    text = (
-        markdown(item, stem, meta, doc)
-        + "\n"
-        + meta_footer(
-            {
-                **meta,
-                "commit": meta["commit"],
-                "versions": meta["versions"] or {},
-                "hardware": meta["hardware"] or {},
-                "argv": meta["argv"] or [],
-            }
-        )
-    )
+    text = markdown(item, stem, meta, doc)
     atomic_write_text(OUT / f"{stem}.md", text)
     for name, png in item.figures.items():
-        (OUT / f"{stem}.{name}.png").write_bytes((REPO / png).read_bytes())
+        (OUT / f"{stem}.{name}.png").write_bytes(_read(png))
     return stem
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    global REV
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rev", help="read the old files from this git revision")
+    REV = parser.parse_args(argv).rev
     OUT.mkdir(exist_ok=True)
     covered = set(SUPERSEDED)
     for item in ITEMS:
         stem = import_item(item)
         covered.update(p for p in (item.json, item.md, *item.runs, *item.figures.values()) if p)
         print(f"{stem}  <- {item.json or item.md or list(item.figures.values())}")
-    old = {
-        str(p.relative_to(REPO))
-        for d in ("benchmarks/results", "reports")
-        for p in (REPO / d).rglob("*")
-        if p.is_file()
-    }
+    old = _old_files()
     if missing := sorted(old - covered):
         sys.exit(f"not imported and not listed as superseded: {missing}")
     print(f"{len(ITEMS)} results written; {len(SUPERSEDED)} superseded files to git rm")
