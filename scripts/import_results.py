@@ -12,7 +12,8 @@ only from what the old file records:
 * ``versions``, ``argv``, ``threads``, ``hardware``, ``load_start`` / ``load_end``: from the
   file's ``meta`` / ``machine`` / ``command`` / ``environment`` / ``config`` fields, null where
   it records nothing;
-* ``imported: true`` and ``source`` (the old path(s)).
+* ``imported: true`` and ``source`` (the old path(s)); ``last_changed`` (commit and date) when
+  a later commit rewrote the old file.
 
 The payload is the old document unchanged (nothing recomputed, no number invented). The
 ``yyyymmdd`` of the name is the date of the adding commit. Superseded files (listed in
@@ -334,6 +335,13 @@ def adding_commit(path: str) -> tuple[str, str]:
     return sha, day
 
 
+def last_commit(path: str) -> tuple[str, str]:
+    """``(sha, yyyy-mm-dd)`` of the last commit (up to ``--rev``) that changed ``path``."""
+    rev = [REV] if REV else []
+    sha, day = _git("log", "-1", "--format=%H %cs", *rev, "--", path).split()
+    return sha, day
+
+
 def _first(*values: Any) -> Any:
     return next((v for v in values if v is not None), None)
 
@@ -440,7 +448,14 @@ def run_meta_from(doc: dict[str, Any], path: str, gpu_folder: bool) -> dict[str,
         "finished": finished,
         "imported": True,
         "source": path,
+        **_changed_after(path, sha),
     }
+
+
+def _changed_after(path: str, added: str) -> dict[str, Any]:
+    """``{"last_changed": {"commit", "date"}}`` when a later commit rewrote the file."""
+    sha, day = last_commit(path)
+    return {} if sha == added else {"last_changed": {"commit": sha, "date": day}}
 
 
 def hardware_tag(meta: dict[str, Any]) -> str:
@@ -543,10 +558,12 @@ def import_footer(meta: dict[str, Any]) -> str:
         )
         if meta.get(k) is None
     ]
+    last = meta.get("last_changed")
+    changed = f" (last rewritten in `{last['commit'][:12]}` on {last['date']})" if last else ""
     return (
         f"Imported from {', '.join(f'`{s}`' for s in sources)} by `scripts/import_results.py`: "
         f"commit `{meta['commit'][:12]}` is the commit that added the file, on "
-        f"{str(meta['started'])[:10]}. Recorded by the old file: "
+        f"{str(meta['started'])[:10]}{changed}. Recorded by the old file: "
         f"{'; '.join(recorded) or 'nothing'}. Not recorded (null in the JSON): "
         f"{', '.join(missing) or 'nothing'}.\n"
     )
