@@ -177,9 +177,11 @@ def render_results_index(root: Path, here: Path) -> str:
         meta = load(root, stem).get("run_meta") or {}
         m = STEM_RE.match(stem)
         claim = RESULTS_INDEX.get(stem, "**not indexed: add a claim to RESULTS_INDEX**")
-        commit = str(meta.get("commit") or "?")[:12]
+        commit = f"`{str(meta.get('commit') or '?')[:12]}`"
         if meta.get("imported"):
             commit += " (adding commit)"
+            if last := meta.get("last_changed"):
+                commit += f"; rewritten in `{last['commit'][:12]}` on {last['date']}"
         elif meta.get("dirty"):
             commit += " (dirty)"
         hw = m["hw"] if m else "?"
@@ -188,7 +190,7 @@ def render_results_index(root: Path, here: Path) -> str:
             hw += f", {cores} cores"
         lines.append(
             f"| {_cell(claim)} | [{stem}]({rel}{stem}.md) | {_command(meta.get('argv'))} | "
-            f"{str(meta.get('started') or '?')[:10]} | `{commit}` | {hw} |"
+            f"{str(meta.get('started') or '?')[:10]} | {commit} | {hw} |"
         )
     return "\n".join(lines) + "\n"
 
