@@ -23,7 +23,7 @@ and what the plan put on each rank (shards, rows, MiB of weights).
 
     python benchmarks/dlrm_scale_benchmark.py --threads 1 --rows 1e3 1e5 1e6 kaggle \\
         --sharding-types table_wise row_wise column_wise \\
-        --out benchmarks/results/dlrm_scale.json
+        --out results/dlrm_scale.json     # -> results/dlrm_scale_<hw>_<date>.json
     python benchmarks/plot_scale.py      # markdown table + scale_dlrm.png
 """
 
@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import gc
 import itertools
-import json
 import os
 import sys
 import time
@@ -66,13 +65,16 @@ from torchrec_recsys.distributed.env import (  # noqa: E402
 )
 from torchrec_recsys.distributed.sharding import shard_model  # noqa: E402
 from torchrec_recsys.distributed.threads import configure_threads  # noqa: E402
-from torchrec_recsys.files import atomic_write_text  # noqa: E402
 from torchrec_recsys.models.dlrm import build_dlrm  # noqa: E402
 from torchrec_recsys.models.tasks import RankingTask  # noqa: E402
+from torchrec_recsys.observability.provenance import (  # noqa: E402
+    start_run_meta,
+    write_result_to,
+)
 from torchrec_recsys.observability.timing import percentile  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "criteo_synthetic_dlrm.toml"
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parents[1] / "results"
 SHARDING_TYPES = ("table_wise", "row_wise", "column_wise")
 # Criteo Kaggle (Display Advertising Challenge) rows per categorical feature, as in TorchRec's
 # DLRM example; capped at KAGGLE_CAP like the reference DLRM's --max-ind-range.
@@ -276,13 +278,15 @@ def write(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
         "benchmark": "dlrm_scale",
         "command": "python benchmarks/dlrm_scale_benchmark.py " + " ".join(args.argv),
         "settings": {
-            k: v for k, v in vars(args).items() if k not in ("argv", "out") and v is not None
+            k: v
+            for k, v in vars(args).items()
+            if k not in ("argv", "out", "run_meta") and v is not None
         },
         "model_config": str(CONFIG.relative_to(CONFIG.parents[1])),
         "machine": bu.machine_info(threads=args.threads),
         "rows": rows,
     }
-    atomic_write_text(Path(args.out), json.dumps(doc, indent=1))
+    args.written = str(write_result_to(args.out, "dlrm_scale", doc, args.run_meta))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -307,7 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     p.add_argument("--steps", type=int, default=10, help="steps per timed window")
     p.add_argument("--windows", type=int, default=5, help="timed windows (p50 over them)")
-    p.add_argument("--out", default=str(RESULTS / "dlrm_scale.json"), help="JSON output")
+    p.add_argument(
+        "--out",
+        default=str(RESULTS),
+        help="results folder, or a .json path whose name is the topic",
+    )
     return p
 
 
@@ -316,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
+    args.run_meta = start_run_meta(threads=args.threads)
     try:
         for size in args.rows:
             table_rows(size, args.tables)
@@ -331,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     mp.spawn(_rank_main, args=(args, free_loopback_port()), nprocs=args.nproc, join=True)
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out} (results/<topic>_<hardware>_<date>.json)")
     return 0
 
 

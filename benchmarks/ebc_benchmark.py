@@ -30,11 +30,11 @@ Run (from the repo root)::
 
     python benchmarks/ebc_benchmark.py --quick                 # smoke run, < 1 min
     python benchmarks/ebc_benchmark.py --preset headline --threads 1 \
-        --out benchmarks/results/ebc_headline_t1_a.json          # the headline ratios, ~1 min
+        --out /tmp/ebc/ebc_headline_t1_a.json                    # the headline ratios, ~1 min
     python benchmarks/ebc_benchmark.py --preset readme         # the broad grid, ~10 min quiet
     python benchmarks/ebc_benchmark.py --rows 1e5 1e6 --sharding-types table_wise row_wise \\
         --world-sizes 1 2 --optimizers sgd rowwise_adagrad --profile /tmp/ebc_prof
-    python benchmarks/plot_ebc.py --input benchmarks/results/ebc_readme.json
+    python benchmarks/plot_ebc.py      # table + plots of the newest results/ebc_readme_*.json
 """
 
 from __future__ import annotations
@@ -69,8 +69,11 @@ from torchrec_recsys.distributed.sharding import (  # noqa: E402
     sharders,
     sharding_constraints,
 )
-from torchrec_recsys.files import atomic_write_text  # noqa: E402
 from torchrec_recsys.observability.profiler import maybe_enable_profiling  # noqa: E402
+from torchrec_recsys.observability.provenance import (  # noqa: E402
+    start_run_meta,
+    write_result_to,
+)
 from torchrec_recsys.observability.timing import percentile, summarize, time_calls  # noqa: E402
 
 SHARDING_TYPES = (
@@ -94,7 +97,7 @@ TARGET_ESTIMATE_TOLERANCE = 0.15
 CONTENDED_SHARE = 0.10  # rows timed while others used more than this are flagged
 MEMORY_NOISE_FLOOR = 64 * 2**20  # estimates below this are not checked against RSS
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
 FEATURE = "f0"
 TABLE = "t0"
 
@@ -416,7 +419,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="write torch.profiler traces (wait 1, warmup 1, active 3 steps per case) and a "
         "top-ops table per case to DIR, and print the top ops by self CPU time",
     )
-    p.add_argument("--out", help="JSON output path (default benchmarks/results/ebc_<preset>.json)")
+    p.add_argument(
+        "--out",
+        help="a .json path, or a folder for results/<topic>_<hardware>_<date>.json (default: "
+        "results/, topic ebc_<preset>)",
+    )
     return p
 
 
@@ -431,7 +438,7 @@ def resolve(args: argparse.Namespace) -> tuple[list[Case], Settings, Path, str]:
     """Validate arguments and expand the grid into cases.
 
     Returns:
-        (cases, settings, json output path, preset name)
+        (cases, settings, json output path (or ``<folder>/<topic>``), preset name)
     """
     _check_names("sharding type", args.sharding_types, SHARDING_TYPES)
     _check_names("kernel", args.kernels, KERNELS)
@@ -487,7 +494,11 @@ def resolve(args: argparse.Namespace) -> tuple[list[Case], Settings, Path, str]:
     )
     if settings.warmup < 0:
         raise BenchmarkError(f"--warmup must be >= 0, got {settings.warmup}")
-    out = Path(args.out) if args.out else RESULTS_DIR / preset["out"]
+    topic = Path(preset["out"]).stem
+    if args.out and args.out.endswith(".json"):
+        out = Path(args.out)
+    else:  # a folder: the dated name is chosen when writing
+        out = Path(args.out or RESULTS_DIR) / topic
     return list(cases), settings, out, preset_name
 
 
@@ -1265,6 +1276,7 @@ def run(cases: list[Case], settings: Settings, out: Path, preset: str, argv: lis
     torch.set_num_threads(settings.threads)
     started = time.time()
     load_start = bu.load_average()
+    run_meta = start_run_meta(settings.threads, argv=["benchmarks/ebc_benchmark.py", *argv])
     n_w2 = sum(c.world_size == 2 for c in cases)
     print(
         f"ebc_benchmark: preset={preset} cases={len(cases)} (world-2: {n_w2}) "
@@ -1391,7 +1403,7 @@ def run(cases: list[Case], settings: Settings, out: Path, preset: str, argv: lis
         "rows": rows,
         "targets": targets,
     }
-    atomic_write_text(out, json.dumps(doc, indent=1))
+    out = write_result_to(out if out.suffix == ".json" else out.parent, out.stem, doc, run_meta)
     print(
         f"\nwrote {out} ({len(rows)} rows) in {doc['meta']['elapsed_s']:.0f} s, "
         f"loadavg start {load_start} end {doc['meta']['loadavg_end']}",

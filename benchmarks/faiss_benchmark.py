@@ -5,7 +5,7 @@ How to run (from the repo root, virtualenv active)::
     python benchmarks/faiss_benchmark.py --quick            # smoke run: 10k items, ~10 s
     python benchmarks/faiss_benchmark.py --sizes 10000 100000
     python benchmarks/faiss_benchmark.py --sizes 10000 100000 1000000 --dim 64 --queries 1000 \
-        --out benchmarks/results/faiss_benchmark.json      # full run: quiet machine only
+        --out results                                      # full run: quiet machine only
 
 What it measures, per corpus size N and index kind, through the library path
 (``torchrec_recsys.retrieval.faiss_index.build_index`` / ``search``, inner product):
@@ -38,7 +38,6 @@ import argparse
 import dataclasses
 import functools
 import gc
-import json
 import math
 import os
 import platform
@@ -51,7 +50,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from torchrec_recsys.files import atomic_write_text
+from torchrec_recsys.observability.provenance import start_run_meta, write_result_to
 from torchrec_recsys.observability.timing import percentile, time_calls
 from torchrec_recsys.retrieval.faiss_index import IndexSpec, LoadedIndex, build_index, search
 
@@ -134,8 +133,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--out",
         type=Path,
-        default=Path("benchmarks/results/faiss_benchmark.json"),
-        help="JSON output path",
+        default=Path("results"),
+        help="results folder, or a .json path",
     )
     args = p.parse_args(argv)
     if args.quick:
@@ -334,6 +333,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     if args.threads:
         faiss.omp_set_num_threads(args.threads)
+    meta = start_run_meta(threads=faiss.omp_get_max_threads())
     env = {
         "faiss_version": faiss.__version__,
         "numpy_version": np.__version__,
@@ -364,8 +364,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(markdown_table(rows, args.k))
     config = {key: (str(v) if isinstance(v, Path) else v) for key, v in vars(args).items()}
     result = {"benchmark": "faiss_index", "config": config, "environment": env, "results": rows}
-    atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    table = markdown_table(rows, args.k)
+    print(f"wrote {write_result_to(args.out, 'faiss_benchmark', result, meta, markdown=table)}")
     return result
 
 

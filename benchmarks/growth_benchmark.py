@@ -16,10 +16,10 @@ Cases (each row records seconds, peak RSS growth over the block, and the load av
                    of windows) and peak RSS
 
     python benchmarks/growth_benchmark.py --case tables --sizes 1,4,16,26,64 --threads 1 \
-        --out benchmarks/results/growth_tables.json
+        --out results
 
     python benchmarks/growth_benchmark.py --case catalogue --sizes 1000,10000,100000,1000000 \\
-        --out benchmarks/results/growth_catalogue.json
+        --out results
 
 The machine is shared: every row records the 1-minute load average.
 """
@@ -43,8 +43,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import bench_utils as bu  # noqa: E402
 
 from torchrec_recsys.distributed.threads import configure_threads  # noqa: E402
-from torchrec_recsys.files import atomic_write_text  # noqa: E402
 from torchrec_recsys.metrics.retrieval import chunked_top_k, target_ranks  # noqa: E402
+from torchrec_recsys.observability.provenance import start_run_meta, write_result_to  # noqa: E402
 
 MiB = 2**20
 
@@ -275,9 +275,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows-per-table", type=int, default=100_000, help="tables: rows each")
     parser.add_argument("--windows", type=int, default=5, help="tables: timed windows")
     parser.add_argument("--threads", default=None, help="threads (default: the project policy)")
-    parser.add_argument("--out", required=True, help="JSON output")
+    parser.add_argument("--out", default="results", help="results folder, or a .json path")
     args = parser.parse_args(argv)
     threads = configure_threads(args.threads)
+    meta = start_run_meta(threads=threads)
     sizes = [int(s) for s in args.sizes.split(",")]
     if args.case == "catalogue":
         rows = catalogue(sizes, args.queries)
@@ -296,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine": bu.machine_info(threads=threads),
         "rows": rows,
     }
-    atomic_write_text(Path(args.out), json.dumps(result, indent=2))
+    print(f"wrote {write_result_to(args.out, f'growth_{args.case}', result, meta)}")
 
 
 if __name__ == "__main__":

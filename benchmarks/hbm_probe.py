@@ -8,7 +8,7 @@ Prints and writes JSON (GB/s, CUDA-event timed, mean of 20 after 3 warm-ups):
 * ``gather_scatter_add_<rows>_gbps``: the same gather, then ``index_add_`` of those rows back
   into the table (5 row-sized transfers per id), the read-modify-write of an SGD update.
 
-    python benchmarks/hbm_probe.py --out benchmarks/results/hbm_probe_h100.json
+    python benchmarks/hbm_probe.py     # -> results/hbm_probe_<gpu>_<date>.json
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from functools import partial
 
 import torch
 
-from torchrec_recsys.files import atomic_write_text
+from torchrec_recsys.observability.provenance import start_run_meta, write_result_to
 
 
 def seconds_per_call(fn: Callable[[], object], repeats: int = 20) -> float:
@@ -71,15 +71,16 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[10**6, 10**7])
     parser.add_argument("--ids", type=int, default=65536 * 20, help="ids per step")
     parser.add_argument("--dim", type=int, default=64)
-    parser.add_argument("--out", default="benchmarks/results/hbm_probe.json")
+    parser.add_argument("--out", default="results", help="results folder, or a .json path")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit(
             "hbm_probe: no CUDA device is visible (torch.cuda.is_available() is False)"
         )
+    meta = start_run_meta()
     result = {"device": torch.cuda.get_device_name(0), **probe(args.rows, args.ids, args.dim)}
     print(json.dumps(result, indent=1))
-    atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
+    print(f"wrote {write_result_to(args.out, 'hbm_probe', result, meta)}")
 
 
 if __name__ == "__main__":

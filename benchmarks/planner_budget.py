@@ -18,7 +18,7 @@ Run (from the repo root)::
     python benchmarks/planner_budget.py                      # 2M x 64 table, 400 MiB per rank
     python benchmarks/planner_budget.py --rows 4e6 --cap-mb 700 --steps 10
 
-Writes ``benchmarks/results/planner_budget.json`` and ``planner_budget.md``.
+Writes ``results/planner_budget_<hardware>_<date>.json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ import ebc_benchmark as eb  # noqa: E402
 
 from torchrec_recsys.distributed.env import free_loopback_port  # noqa: E402
 from torchrec_recsys.distributed.sharding import planner_topology, sharders  # noqa: E402
-from torchrec_recsys.files import atomic_write_text  # noqa: E402
+from torchrec_recsys.observability.provenance import start_run_meta, write_result_to  # noqa: E402
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,8 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of ids and targets")
     p.add_argument(
         "--out",
-        default=str(RESULTS_DIR / "planner_budget.json"),
-        help="JSON output (a .md summary is written next to it)",
+        default=str(RESULTS_DIR),
+        help="results folder, or a .json path (a .md summary is written next to it)",
     )
     return p
 
@@ -215,6 +215,7 @@ def _rank_main(
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (2 for bad input or a plan that cannot be found)."""
     args = build_parser().parse_args(argv)
+    meta = start_run_meta(threads=args.threads)
     if args.optimizer not in eb.OPTIMIZERS:
         print(
             f"planner_budget: error: unknown optimizer {args.optimizer!r}; "
@@ -328,9 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     doc["loadavg_end"] = bu.load_average()
     print(f"trains: {trains} (loss {losses[0]:.3e} -> {losses[-1]:.3e})")
 
-    out = Path(args.out)
-    atomic_write_text(out, json.dumps(doc, indent=1))
-    atomic_write_text(out.with_suffix(".md"), _markdown(doc))
+    out = write_result_to(args.out, "planner_budget", doc, meta, markdown=_markdown(doc))
     print(f"wrote {out} and {out.with_suffix('.md')}")
     return 0 if trains else 1
 

@@ -1,19 +1,20 @@
 """Turn ebc_benchmark.py JSON into a markdown table and two PNG plots (matplotlib Agg).
 
-Outputs (defaults, in ``benchmarks/results/``):
+Outputs (defaults: beside the input, the newest ``results/ebc_readme_<hw>_<date>.json``):
 
-* ``ebc_table.md``: one row per benchmark row, plus the probes and the target checks;
-* ``ebc_throughput.png``: samples/s vs table rows, one line per variant, for the
+* ``<stem>.md``: one row per benchmark row, plus the probes and the target checks;
+* ``<stem>.throughput.png``: samples/s vs table rows, one line per variant, for the
   (dim, pooling, batch, optimizer) group that sweeps the most row counts;
-* ``ebc_memory.png``: planner memory estimate vs measured peak, with the +-15% band;
-* with ``--runs``: ``ebc_headline.md``, the headline ratios (fused DMP table_wise on 1 rank vs
+* ``<stem>.memory.png``: planner memory estimate vs measured peak, with the +-15% band;
+* with ``--runs``: ``results/ebc_headline_<hw>_<date>.{json,md}`` (the runs folded into one
+  result), the headline ratios (fused DMP table_wise on 1 rank vs
   the dense-gradient and the sparse-gradient ``nn.EmbeddingBag``) of each run, grouped by thread
   count, with the run-to-run difference of each ratio.
 
 Run (from the repo root)::
 
-    python benchmarks/plot_ebc.py --input benchmarks/results/ebc_readme.json
-    python benchmarks/plot_ebc.py --runs benchmarks/results/ebc_headline_t*.json
+    python benchmarks/plot_ebc.py
+    python benchmarks/plot_ebc.py --runs /tmp/ebc/ebc_headline_t*.json
 """
 
 from __future__ import annotations
@@ -26,8 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from torchrec_recsys.files import atomic_write_text
+from torchrec_recsys.observability.provenance import (
+    latest_result,
+    start_run_meta,
+    write_result,
+)
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
 MiB = 2**20
 MIN_PLOT_BYTES = 8 * MiB  # smaller tables are below the RSS measurement noise
 HEADLINE = "DMP/table_wise/fused/w1"
@@ -40,21 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="plot_ebc", description=__doc__.splitlines()[0])
     p.add_argument(
         "--input",
-        default=str(RESULTS_DIR / "ebc_readme.json"),
-        help="JSON written by ebc_benchmark.py",
+        help="JSON written by ebc_benchmark.py (default: the newest results/ebc_readme_*)",
     )
-    p.add_argument(
-        "--table", default=str(RESULTS_DIR / "ebc_table.md"), help="markdown table output"
-    )
+    p.add_argument("--table", help="markdown table output (default: the input's .md)")
     p.add_argument(
         "--throughput-png",
-        default=str(RESULTS_DIR / "ebc_throughput.png"),
-        help="throughput vs rows plot output",
+        help="throughput vs rows plot output (default: <input stem>.throughput.png)",
     )
     p.add_argument(
         "--memory-png",
-        default=str(RESULTS_DIR / "ebc_memory.png"),
-        help="planner estimate vs measured memory plot output",
+        help="planner estimate vs measured memory plot output (default: <stem>.memory.png)",
     )
     p.add_argument("--note", help="a caveat paragraph put under the title of the markdown table")
     p.add_argument(
@@ -66,8 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--repro-table",
-        default=str(RESULTS_DIR / "ebc_headline.md"),
-        help="markdown output of --runs",
+        help="markdown output of --runs (default: results/ebc_headline_<hw>_<date>.md + .json)",
     )
     return p
 
@@ -311,6 +311,7 @@ def plot_memory(rows: list[dict[str, Any]], path: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (2 when the input is missing or not benchmark JSON)."""
     args = build_parser().parse_args(argv)
+    meta = start_run_meta()
     if args.runs:
         try:
             docs = {Path(f).stem: json.loads(Path(f).read_text()) for f in args.runs}
@@ -319,17 +320,27 @@ def main(argv: list[str] | None = None) -> int:
             err_text = f"plot_ebc: error: cannot read headline rows from --runs: {err!r}"
             print(err_text, file=sys.stderr)
             return 2
-        atomic_write_text(Path(args.repro_table), text)
-        print(text + f"wrote {args.repro_table}; every ratio within 10% run to run: {ok}")
+        if args.repro_table:
+            atomic_write_text(Path(args.repro_table), text)
+            written = args.repro_table
+        else:
+            written = write_result(RESULTS_DIR, "ebc_headline", {"runs": docs}, meta, text)
+        print(text + f"wrote {written}; every ratio within 10% run to run: {ok}")
         return 0
-    src = Path(args.input)
+    src = Path(args.input) if args.input else latest_result(RESULTS_DIR, "ebc_readme")
+    if src is None:
+        print("plot_ebc: error: no results/ebc_readme_*.json; pass --input", file=sys.stderr)
+        return 2
+    base = src.with_suffix("")
+    args.throughput_png = args.throughput_png or f"{base}.throughput.png"
+    args.memory_png = args.memory_png or f"{base}.memory.png"
     try:
         doc = json.loads(src.read_text())
         rows = doc["rows"]
     except (OSError, ValueError, KeyError, TypeError) as err:
         print(f"plot_ebc: error: cannot read benchmark rows from {src}: {err}", file=sys.stderr)
         return 2
-    table = Path(args.table)
+    table = Path(args.table) if args.table else src.with_suffix(".md")
     atomic_write_text(table, markdown(doc, str(src), args.note))
     group = plot_throughput(rows, Path(args.throughput_png))
     n = plot_memory(rows, Path(args.memory_png))

@@ -7,7 +7,7 @@ Recall@10, NDCG@10, MRR, coverage@10, cold-item Recall@10 and training-loop seco
 of the epochs' ``seconds``: training steps only, no evaluation or data building).
 
     python benchmarks/sequence_results_table.py --runs runs/readme \
-        --out benchmarks/results/sequence_results.json
+        --out results
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import argparse
 import json
 from pathlib import Path
 
-from torchrec_recsys.files import atomic_write_text
 from torchrec_recsys.metrics.spread import mean_spread
+from torchrec_recsys.observability.provenance import start_run_meta, write_result_to
 
 METRICS = ("recall@10", "ndcg@10", "mrr", "coverage@10", "cold_recall@10")
 MODELS = {
@@ -30,8 +30,10 @@ MODELS = {
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default="runs/readme")
-    parser.add_argument("--out", default="benchmarks/results/sequence_results.json")
+    parser.add_argument("--out", default="results", help="results folder, or a .json path")
+    parser.add_argument("--topic", default="sequence_results", help="result topic")
     args = parser.parse_args(argv)
+    meta = start_run_meta()
     rows, raw = [], {}
     popularity = None
     for model, label in MODELS.items():
@@ -61,8 +63,8 @@ def main(argv: list[str] | None = None) -> None:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     print("\n".join(lines))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, json.dumps(raw, indent=2))
+    path = write_result_to(args.out, args.topic, raw, meta, markdown="\n".join(lines))
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """CPU cost of one retrieve-then-rank request, in process (no HTTP), per serving bundle.
 
     python benchmarks/serve_cpu.py --bundle ml100k_fp32=BUNDLE ... \
-        --out benchmarks/results/serve_cpu
+        --out results
 
 Loads each bundle as the service does (``serving.bundle.load_bundle``), warms up with 20
 users, then times each path (top 10 of 100 retrieved) for up to 400 known users, one torch
@@ -28,6 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_utils import load_average, machine_info  # noqa: E402
 
+from torchrec_recsys.observability.provenance import start_run_meta, write_result_to  # noqa: E402
 from torchrec_recsys.observability.timing import percentile  # noqa: E402
 from torchrec_recsys.retrieval.two_stage import recommend  # noqa: E402
 from torchrec_recsys.serving.bundle import ServingBundle, load_bundle  # noqa: E402
@@ -54,8 +55,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", action="append", required=True, help="NAME=BUNDLE")
     parser.add_argument("--users", type=int, default=400, help="timed requests per bundle")
-    parser.add_argument("--out", default="benchmarks/results/serve_cpu", help="output stem")
+    parser.add_argument("--out", default="results", help="results folder, or a .json path")
     args = parser.parse_args(argv)
+    meta = start_run_meta(threads=1)
     torch.set_num_threads(1)
     rows = []
     for item in args.bundle:
@@ -87,9 +89,6 @@ def main(argv: list[str] | None = None) -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
     config = {"command": " ".join(["python", *sys.argv]), "machine": machine_info(threads=1)}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"config": config, "rows": rows}, indent=1))
     lines = [
         "| bundle | path | items | index | requests | CPU p50 ms | CPU p95 ms | wall p50 ms | "
         "wall p95 ms | load avg (1 min) |",
@@ -102,7 +101,9 @@ def main(argv: list[str] | None = None) -> None:
             f"{r['wall_p95_ms']:.2f} | {r['load_average'][0] if r['load_average'] else ''} |"
         )
     table = "\n".join(lines)
-    out.with_suffix(".md").write_text(f"`{config['command']}`\n\n{table}\n")
+    payload = {"config": config, "rows": rows}
+    md = f"`{config['command']}`\n\n{table}\n"
+    print(f"wrote {write_result_to(args.out, 'serve_cpu', payload, meta, markdown=md)}")
     print(table)
 
 

@@ -2,7 +2,7 @@
 
     python benchmarks/serve_load.py --bundle ml100k_fp32=BUNDLE --bundle ml100k_int8=BUNDLE \
         --rates 50,100,200 --concurrency 4,16 --seconds 10 \
-        --rollout ml100k_fp32,ml100k_int8 --out benchmarks/results/serve_load
+        --rollout ml100k_fp32,ml100k_int8 --out results
 
 For each bundle: a fresh registry (the bundle promoted), ``python -m torchrec_recsys serve``
 on a free 127.0.0.1 port, then one case per (rate, concurrency): an *open-loop* schedule of
@@ -45,6 +45,7 @@ from bench_utils import (  # noqa: E402
 )
 
 from torchrec_recsys.distributed.env import free_loopback_port  # noqa: E402
+from torchrec_recsys.observability.provenance import start_run_meta, write_result_to  # noqa: E402
 from torchrec_recsys.observability.timing import percentile  # noqa: E402
 from torchrec_recsys.serving.registry import Registry  # noqa: E402
 
@@ -272,8 +273,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rollout", help="A,B: promote B and roll back under 100 req/s")
     parser.add_argument("--rollout-seconds", type=float, default=20.0, help="rollout length")
     parser.add_argument("--rollout-rate", type=float, default=100.0, help="rollout req/s")
-    parser.add_argument("--out", default="benchmarks/results/serve_load", help="output stem")
+    parser.add_argument("--out", default="results", help="results folder, or a .json path")
+    parser.add_argument("--topic", default="serve_load", help="result topic")
     args = parser.parse_args(argv)
+    meta = start_run_meta(threads=1)
     bundles = dict(item.split("=", 1) for item in args.bundle)
     rates = [float(x) for x in args.rates.split(",")]
     levels = [int(x) for x in args.concurrency.split(",")]
@@ -326,11 +329,6 @@ def main(argv: list[str] | None = None) -> None:
             print(json.dumps(rollout), flush=True)
         finally:
             server.stop()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(
-        json.dumps({"config": config, "results": results, "rollout": rollout}, indent=1)
-    )
     table = _table(results)
     if rollout:
         table += (
@@ -338,7 +336,9 @@ def main(argv: list[str] | None = None) -> None:
             f"({rollout['bundle']}): {rollout['requests']} requests, {rollout['errors']} "
             f"failed, versions answered {rollout['versions']}, p95 {rollout['p95_ms']:.1f} ms"
         )
-    out.with_suffix(".md").write_text(f"`{config['command']}`\n\n{table}\n")
+    payload = {"config": config, "results": results, "rollout": rollout}
+    md = f"`{config['command']}`\n\n{table}\n"
+    print(f"wrote {write_result_to(args.out, args.topic, payload, meta, markdown=md)}")
     print(table)
 
 

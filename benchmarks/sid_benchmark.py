@@ -21,7 +21,6 @@ Standalone: never imported by the package.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
@@ -31,14 +30,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "sid_benchmark.json"
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Time text encoding and semantic-ID learning on MovieLens-100K titles.",
     )
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file.")
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help="results folder, or a .json path."
+    )
     parser.add_argument(
         "--repeats", type=int, default=1, help="Fits per method (p50/p90 over these)."
     )
@@ -80,13 +81,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from torchrec_recsys.data.movielens import load_movielens_100k
     from torchrec_recsys.errors import UserError
-    from torchrec_recsys.files import atomic_write_text
+    from torchrec_recsys.observability.provenance import start_run_meta, write_result_to
     from torchrec_recsys.observability.timing import percentile
     from torchrec_recsys.semantic_ids.encoder import TextEncoder
     from torchrec_recsys.semantic_ids.learn import learn_semantic_ids, make_quantizer
     from torchrec_recsys.semantic_ids.report import write_report
     from torchrec_recsys.semantic_ids.rq_kmeans import RQKMeansConfig
     from torchrec_recsys.semantic_ids.rqvae import RQVAEConfig
+
+    meta = start_run_meta()
 
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
@@ -220,8 +223,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "encoder_plus_sid_learning_s": pipeline_s,
         "peak_rss_mib": peak_rss_mib(),
     }
-    atomic_write_text(args.out, json.dumps(out, indent=2))
-    print(f"\npeak RSS {out['peak_rss_mib']:.0f} MiB; wrote {args.out}")
+    path = write_result_to(args.out, "sid_benchmark", out, meta)
+    print(f"\npeak RSS {out['peak_rss_mib']:.0f} MiB; wrote {path}")
     return out
 
 

@@ -11,7 +11,7 @@
    process and of its DataLoader workers every ``--sample-seconds``.
 
     python benchmarks/streaming_benchmark.py --rows 10000000 --shards /tmp/synth10m \\
-        --out benchmarks/results/streaming.json
+        --out results
 
 RSS is VmRSS; the workers' RSS counts pages they share with the train process again (an
 upper bound). The machine is shared, so load averages are recorded.
@@ -34,6 +34,7 @@ from torchrec_recsys.app.preprocess import main as preprocess_main  # noqa: E402
 from torchrec_recsys.data.loader import ShardInfo  # noqa: E402
 from torchrec_recsys.data.shards import MANIFEST, ShardSource  # noqa: E402
 from torchrec_recsys.distributed.threads import configure_threads  # noqa: E402
+from torchrec_recsys.observability.provenance import start_run_meta, write_result_to  # noqa: E402
 
 MiB = 2**20
 REPO = Path(__file__).resolve().parents[1]
@@ -143,9 +144,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sample-seconds", type=float, default=0.5)
     parser.add_argument("--run-dir", default="/tmp/streaming_benchmark_run")
     parser.add_argument("--skip-stream", action="store_true", help="skip step 2")
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--out", default="results", help="results folder, or a .json path")
     args = parser.parse_args(argv)
     threads = configure_threads(1)
+    meta = start_run_meta(threads=threads)
     result: dict = {
         "benchmark": "streaming",
         "command": "python " + " ".join(sys.argv),
@@ -201,8 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     result["train"] = train_on_shards(args)
     shown = ("samples", "output_tail")
     print(json.dumps({k: v for k, v in result["train"].items() if k not in shown}), flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    print(f"wrote {write_result_to(args.out, 'streaming', result, meta)}")
 
 
 if __name__ == "__main__":

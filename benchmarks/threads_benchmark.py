@@ -10,7 +10,7 @@ Runs ``python -m torchrec_recsys train`` (one epoch of the default ML-100K DLRM)
 in rounds (variants interleaved, so a change of machine load hits all of them), and records
 each run's training samples/s from its summary.json, wall time, and the load average.
 
-    python benchmarks/threads_benchmark.py --rounds 3 --out benchmarks/results/threads.json
+    python benchmarks/threads_benchmark.py --rounds 3      # -> results/threads_<hw>_<date>.json
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 import bench_utils as bu  # noqa: E402
 
+from torchrec_recsys.observability.provenance import start_run_meta, write_result_to  # noqa: E402
 from torchrec_recsys.observability.timing import percentile  # noqa: E402
 
 VARIANTS = {
@@ -79,8 +80,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="runs of every variant")
     parser.add_argument("--epochs", type=int, default=1, help="epochs per run")
     parser.add_argument("--variants", default="default,t1,t2,torchrun", help="comma-separated")
-    parser.add_argument("--out", default="benchmarks/results/threads.json", help="JSON output")
+    parser.add_argument("--out", default="results", help="results folder, or a .json path")
+    parser.add_argument("--topic", default="threads", help="result topic")
     args = parser.parse_args(argv)
+    meta = start_run_meta(threads=0)
     names = args.variants.split(",")
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -106,8 +109,7 @@ def main(argv: list[str] | None = None) -> None:
         "runs": runs,
         "summary": summary,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    print(f"wrote {write_result_to(args.out, args.topic, result, meta)}")
     print(json.dumps(summary, indent=2))
 
 

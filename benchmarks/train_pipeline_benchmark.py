@@ -12,11 +12,11 @@ of a real step of the plain loop). ``--compile`` adds the sparse-dist engine wit
 ``model.compile = true`` (compilation happens in the warm-up, outside the timed windows).
 
 One process:   python benchmarks/train_pipeline_benchmark.py --threads 1,2 --compile \\
-                   --out benchmarks/results/train_pipeline_1proc.json
+                   --topic train_pipeline_1proc
 Two processes: torchrun --nproc_per_node 2 benchmarks/train_pipeline_benchmark.py \\
-                   --threads 1 --out benchmarks/results/train_pipeline_2proc.json
+                   --threads 1 --topic train_pipeline_2proc
 One GPU:       torchrun --nproc_per_node 1 benchmarks/train_pipeline_benchmark.py \\
-                   --batch-size 4096 --out benchmarks/results/gpu/train_pipeline_h100.json
+                   --batch-size 4096 --topic train_pipeline_b4096
 
 The machine is shared: every window records the 1-minute load average beside its timing.
 """
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import sys
 import time
 from collections.abc import Iterator
@@ -42,6 +41,7 @@ from torchrec_recsys.data.batch import Batch  # noqa: E402
 from torchrec_recsys.data.dataset import RecDataset  # noqa: E402
 from torchrec_recsys.data.loader import ShardInfo, train_batches  # noqa: E402
 from torchrec_recsys.distributed.env import DistContext, init_distributed  # noqa: E402
+from torchrec_recsys.observability.provenance import start_run_meta, write_result_to  # noqa: E402
 from torchrec_recsys.observability.timing import percentile  # noqa: E402
 from torchrec_recsys.training.trainer import make_pipeline  # noqa: E402
 
@@ -103,8 +103,7 @@ def write(args: argparse.Namespace, rows: list[dict[str, object]]) -> None:
         "machine": bu.machine_info(threads=torch.get_num_threads()),
         "rows": rows,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    write_result_to(args.out, args.topic, result, args.run_meta)
 
 
 def measure(args: argparse.Namespace, ctx: DistContext) -> list[dict[str, object]]:
@@ -177,9 +176,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed windows")
     parser.add_argument("--compile", action="store_true", help="also model.compile = true")
     parser.add_argument("--batch-size", type=int, help="per-process batch (default: the config's)")
-    parser.add_argument("--out", required=True, help="JSON output (rank 0)")
+    parser.add_argument("--out", default="results", help="results folder, or a .json path (rank 0)")
+    parser.add_argument("--topic", default="train_pipeline", help="result topic")
     args = parser.parse_args(argv)
     ctx = init_distributed()
+    args.run_meta = start_run_meta()
     measure(args, ctx)
 
 

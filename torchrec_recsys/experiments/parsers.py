@@ -33,7 +33,12 @@ def sid_ablation_parser() -> argparse.ArgumentParser:
         "flags go to every training run.",
     )
     parser.add_argument("--config", help="base experiment TOML (default: built-in defaults)")
-    parser.add_argument("--out", default="reports/sid_ablation.md", help="markdown table path")
+    parser.add_argument(
+        "--out", default="runs/reports/sid_ablation.md", help="markdown table path (+ .json)"
+    )
+    parser.add_argument(
+        "--results", metavar="TOPIC", help="also write results/TOPIC_* with provenance"
+    )
     parser.add_argument("--runs-dir", default="runs/ablation", help="where the runs are written")
     parser.add_argument(
         "--cold-item-fraction", type=float, default=0.1, help="share of items held out of training"
@@ -71,7 +76,7 @@ def generative_ablation_parser() -> argparse.ArgumentParser:
         "std of the test metrics. Extra --section.key=value flags go to every run.",
     )
     parser.add_argument("--config", default="configs/ml100k_generative.toml")
-    parser.add_argument("--out", default="reports/generative_ablation.md")
+    parser.add_argument("--out", default="runs/reports/generative_ablation.md")
     parser.add_argument("--runs-dir", default="runs/generative_ablation")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument(
@@ -100,7 +105,12 @@ def ranking_report_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ranker-config", required=True, help="DLRM TOML (rating label)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="train.seed values")
     parser.add_argument("--runs-dir", default="runs/ranking_report", help="where runs are written")
-    parser.add_argument("--out", default="reports/ranking_report.md", help="markdown tables")
+    parser.add_argument(
+        "--out", default="runs/reports/ranking_report.md", help="markdown tables (+ .json)"
+    )
+    parser.add_argument(
+        "--results", metavar="TOPIC", help="also write results/TOPIC_* with provenance"
+    )
     parser.add_argument("--candidates", type=int, default=100, help="retrieved per query")
     parser.add_argument(
         "--pipeline-flag",

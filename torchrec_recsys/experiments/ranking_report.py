@@ -29,6 +29,7 @@ from torchrec_recsys.errors import UserError
 from torchrec_recsys.experiments import parsers
 from torchrec_recsys.files import atomic_write_text
 from torchrec_recsys.metrics.spread import mean_spread
+from torchrec_recsys.observability.provenance import start_run_meta, write_result
 
 RANKING_ROWS = (
     ("popularity", "baseline", "popularity", None),
@@ -115,6 +116,7 @@ def _evaluate_alone(
 def main(argv: list[str]) -> None:
     parser = parsers.ranking_report_parser()
     args, overrides = parser.parse_known_args(argv)
+    meta = start_run_meta()
     root = Path(args.runs_dir)
     common = ["--train.progress_bar=false", *overrides]
     no_learned = ["--baselines.logistic_regression=false", "--baselines.lightgbm=false"]
@@ -162,16 +164,13 @@ def main(argv: list[str]) -> None:
     out_path = Path(args.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_path, text)
-    atomic_write_text(
-        out_path.with_suffix(".json"),
-        json.dumps(
-            {
-                "ranking": [{n: r.summary for n, r in runs.items()} for runs in ranking_runs],
-                "pipeline": pipeline_runs,
-            },
-            indent=2,
-            default=str,
-        ),
-    )
+    payload = {
+        "ranking": [{n: r.summary for n, r in runs.items()} for runs in ranking_runs],
+        "pipeline": pipeline_runs,
+    }
+    atomic_write_text(out_path.with_suffix(".json"), json.dumps(payload, indent=2, default=str))
+    if args.results:
+        payload = json.loads(json.dumps(payload, default=str))
+        print(f"wrote {write_result('results', args.results, payload, meta, markdown=text)}")
     print(text)
     print(f"wrote {out_path}")

@@ -27,6 +27,7 @@ from torchrec_recsys.experiments import parsers
 from torchrec_recsys.experiments.outputs import read_reports, write_report
 from torchrec_recsys.metrics.ranking import auc
 from torchrec_recsys.metrics.retrieval import recall_ndcg, target_ranks
+from torchrec_recsys.observability.provenance import start_run_meta, write_result
 from torchrec_recsys.retrieval.predict import predict
 
 VARIANTS: dict[str, list[str]] = {
@@ -159,9 +160,13 @@ def merge_single_seed_runs(parts: list[dict[str, Any]]) -> dict[str, dict[str, A
 def main(argv: list[str]) -> None:
     parser = parsers.sid_ablation_parser()
     args, overrides = parser.parse_known_args(argv)
+    meta = start_run_meta()
     if args.merge:
         merged = merge_single_seed_runs(read_reports(args.merge))
-        write_report(args.out, markdown_table(merged, tuple(args.ks)), merged)
+        table = markdown_table(merged, tuple(args.ks))
+        write_report(args.out, table, merged)
+        if args.results:
+            print(f"wrote {write_result('results', args.results, merged, meta, markdown=table)}")
         return
     base = [
         f"--data.cold_item_fraction={args.cold_item_fraction}",
@@ -195,3 +200,5 @@ def main(argv: list[str]) -> None:
             print(f"{variant} / {model}: {json.dumps(results[variant][model])}", flush=True)
     table = markdown_table(results, tuple(args.ks))
     write_report(args.out, table, results)
+    if args.results:
+        print(f"wrote {write_result('results', args.results, results, meta, markdown=table)}")

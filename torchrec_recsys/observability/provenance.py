@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -198,3 +199,40 @@ def meta_footer(meta: dict[str, Any]) -> str:
         f"load {meta.get('load_start')} -> {meta.get('load_end')}; {versions}.\n"
         f"Command: `{' '.join(meta.get('argv', []))}`\n"
     )
+
+
+def write_result_to(
+    out: str | Path,
+    topic: str,
+    payload: dict[str, Any],
+    meta: dict[str, Any],
+    markdown: str | None = None,
+) -> Path:
+    """Write a result where a script's ``--out`` says; return the JSON path.
+
+    ``out`` is a folder (the default ``results``): :func:`write_result` names the files
+    ``<topic>_<hardware>_<date>.{json,md}`` there. ``out`` ending in ``.json`` is an explicit
+    file (tests, scratch runs): it is written as given, ``{"run_meta": ..., **payload}``, with
+    the Markdown (if any) beside it as ``.md``.
+    """
+    out = Path(out)
+    if out.suffix != ".json":
+        return write_result(out, topic, payload, meta, markdown=markdown)
+    meta = finish_run_meta(meta) if "finished" not in meta else meta
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps({"run_meta": meta, **payload}, indent=2) + "\n")
+    if markdown is not None:
+        text = markdown.rstrip() + "\n\n" + meta_footer(meta)
+        atomic_write_text(out.with_suffix(".md"), text)
+    return out
+
+
+def latest_result(folder: str | Path, topic: str) -> Path | None:
+    """The newest ``<folder>/<topic>_<hardware>_<yyyymmdd>.json`` (by date, then name)."""
+    pattern = re.compile(rf"^{re.escape(topic)}_[a-z0-9]+_(\d{{8}})\.json$")
+    found = [
+        (m.group(1), p.name, p)
+        for p in Path(folder).glob(f"{topic}_*.json")
+        if (m := pattern.match(p.name))
+    ]
+    return max(found)[2] if found else None

@@ -1,0 +1,425 @@
+"""Rewrite the generated blocks of the docs from the result files and the config dataclasses.
+
+A generated block is the text between ``<!-- BEGIN GENERATED: <name> -->`` and
+``<!-- END GENERATED: <name> -->`` in ``README.md``, ``docs/*.md`` or ``results/README.md``
+(files without markers are left alone). The blocks:
+
+* ``headline``: the headline numbers of the stack, each linked to its report in ``results/``;
+* ``config``: every config key with its type, default, range and doc, from the same
+  :func:`torchrec_recsys.config.config_keys` that ``config show`` prints;
+* ``results_index``: claim -> report -> command -> date / commit / hardware for every result
+  JSON in ``results/``, from its ``run_meta`` block and :data:`RESULTS_INDEX`.
+
+Run from the repository root::
+
+    python scripts/gen_docs.py            # rewrite the blocks
+    python scripts/gen_docs.py --check    # exit 1 naming each stale block
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+RESULTS_INDEX: dict[str, str] = {
+    "bookx_ranking_unknown_20261123": "Book-Crossing: re-ranking the two-tower candidates "
+    "beats retrieval alone; ranker AUCs over 3 seeds",
+    "bookx_sid_ablation_no_popularity_unknown_20261123": "Book-Crossing, no popularity "
+    "feature: semantic-ID features vs item IDs, all / cold / long-tail items, 3 seeds",
+    "bookx_sid_ablation_unknown_20261123": "Book-Crossing: semantic-ID features vs item IDs "
+    "for DLRM and two-tower, all / cold / long-tail items, 3 seeds",
+    "cli_help_times_cpu2_20261202": "Every `--help` answers in well under 1.5 s (no torch import)",
+    "dlrm_scale_cpu2_20261123": "DLRM step time vs table rows (1e3 to Criteo-Kaggle sizes) "
+    "and sharding type on 2 processes",
+    "dlrm_scale_rerun_cpu2_20261123": "Rerun of the DLRM scale sweep: the run-to-run spread "
+    "on the shared 2-core box",
+    "ebc_b65536_h100_20261123": "EBC benchmark on an H100 at batch 65,536: fused TorchRec "
+    "kernels vs nn.EmbeddingBag",
+    "ebc_b8192_h100_20261123": "EBC benchmark on an H100 at batch 8,192",
+    "ebc_headline_cpu2_20261123": "Fused TorchRec EBC (DMP table_wise) vs nn.EmbeddingBag "
+    "dense / sparse gradients, run to run at 1 and 2 threads",
+    "ebc_readme_cpu2_20261122": "EBC grid: throughput vs rows per variant and planner memory "
+    "estimate vs measured peak",
+    "ebc_reference_cpu2_20261122": "EBC at the reference shape (1M x 64, pooling 20, batch "
+    "4,096) with the target checks",
+    "faiss_benchmark_cpu2_20261122": "FAISS flat / IVF / HNSW build time, recall@100 and QPS "
+    "up to 1M vectors",
+    "generative_ablation_h100_20261123": "Generative retrieval ablation (SID shape, codebook, "
+    "user token, random codes), 3 seeds on an H100",
+    "generative_latency_unknown_20261122": "Generative beam search latency (beams 10/20/50) vs "
+    "two-tower + FAISS flat",
+    "generative_step_time_cpu2_20261202": "Generative training step time: summed vs "
+    "per-token SID inputs",
+    "growth_catalogue_cpu2_20261122": "Retrieval top-k time and memory vs catalogue size",
+    "growth_eval_pipeline_cpu2_20261122": "evaluate-pipeline retrieval part: time and memory "
+    "at 20k users x 150k items",
+    "growth_interactions_cpu2_20261122": "In-memory data path: build time and memory grow "
+    "linearly with interactions",
+    "growth_sid_cpu2_20261122": "Semantic-ID fit + report time and memory vs items",
+    "growth_tables_cpu2_20261123": "DLRM step time and memory vs number of tables",
+    "growth_tables_rerun_cpu2_20261123": "Rerun of the tables sweep: the run-to-run spread",
+    "hbm_probe_h100_20261123": "H100 HBM bandwidth probe: copy and gather / scatter-add GB/s",
+    "ml100k_ranking_unknown_20261123": "MovieLens-100K: LightGBM re-ranking beats retrieval "
+    "alone; ranker AUCs, with and without context features, 3 seeds",
+    "planner_budget_unknown_20261122": "The sharding planner under a per-rank memory cap "
+    "picks a plan that fits and trains",
+    "scale_tables_unknown_20261122": "The scaling tables derived from the growth / scale "
+    "results (plot_scale.py)",
+    "sequence_results_gpu_h100_20261123": "Sequential retrieval at larger scale on an H100: "
+    "generative vs SASRec vs two-tower",
+    "sequence_results_unknown_20261122": "MovieLens-100K sequential retrieval: generative vs "
+    "SASRec vs two-tower vs popularity, 3 seeds",
+    "serve_cpu_cpu2_20261122": "In-process serving latency per bundle and path, 1 thread",
+    "serve_load_cpu2_20261122": "HTTP load test at 25-100 req/s and a promote + rollback "
+    "under load without failed requests",
+    "serve_load_processes1_cpu2_20261123": "HTTP load test at 100 req/s, 1 server process",
+    "serve_load_processes2_cpu2_20261123": "HTTP load test at 100 req/s, 2 server processes",
+    "serving_drift_unknown_20261122": "The drift window plot of the serving walk-through",
+    "sid_ablation_no_popularity_unknown_20261122": "MovieLens-100K, no popularity feature: "
+    "semantic-ID features vs item IDs, one split",
+    "sid_ablation_unknown_20261122": "MovieLens-100K: semantic-ID features vs item IDs for "
+    "DLRM and two-tower, all / cold / long-tail items, one split",
+    "sid_benchmark_cpu2_20261122": "Text encoding + semantic-ID learning time and peak RSS "
+    "on MovieLens-100K titles",
+    "streaming_cpu2_20261122": "Streaming preprocess + training of 10M rows in bounded RSS",
+    "threads_cpu2_20261122": "Intra-op threads vs epoch throughput (default, 1 thread, torchrun)",
+    "threads_quiet_cpu2_20261123": "Intra-op threads vs epoch throughput on a quiet machine",
+    "train_dlrm_summary_h100_20261123": "DLRM training run on an H100: test AUC / NE and baselines",
+    "train_pipeline_1proc_t1_cpu2_20261122": "Train pipeline engines (none / base / "
+    "sparse_dist), 1 process x 1 thread",
+    "train_pipeline_1proc_t1_rerun_cpu2_20261122": "Rerun of the 1-process 1-thread pipeline "
+    "benchmark",
+    "train_pipeline_1proc_t2_cpu2_20261122": "Train pipeline engines, 1 process x 2 threads",
+    "train_pipeline_2proc_t1_cpu2_20261122": "Train pipeline engines, 2 processes x 1 thread",
+    "train_pipeline_b256_h100_20261123": "Train pipeline engines on an H100, batch 256",
+    "train_pipeline_b4096_h100_20261123": "Train pipeline engines on an H100, batch 4,096",
+}
+"""Result stem -> the one-line claim it supports (hand-written; the rest comes from run_meta)."""
+
+REQUIRED_META = (
+    "commit",
+    "dirty",
+    "versions",
+    "argv",
+    "threads",
+    "hardware",
+    "load_start",
+    "load_end",
+    "started",
+)
+"""Keys every ``run_meta`` block has (null where an imported file did not record them)."""
+
+STEM_RE = re.compile(r"^(?P<topic>.+)_(?P<hw>[a-z0-9]+)_(?P<day>\d{8})$")
+BLOCK_RE = re.compile(
+    r"(?P<begin><!-- BEGIN GENERATED: (?P<name>[\w-]+) -->\n)(?P<body>.*?)"
+    r"(?P<end><!-- END GENERATED: (?P=name) -->)",
+    re.S,
+)
+
+
+# --------------------------------------------------------------------------- results
+
+
+def result_stems(root: Path) -> list[str]:
+    """Stems of the result JSON files in ``<root>/results``."""
+    return sorted(p.stem for p in (root / "results").glob("*.json"))
+
+
+def load(root: Path, stem: str) -> dict[str, Any]:
+    return json.loads((root / "results" / f"{stem}.json").read_text())
+
+
+def latest(root: Path, topic: str) -> tuple[str, dict[str, Any]] | None:
+    """The newest result of ``topic`` (by the date in its name): ``(stem, document)``."""
+    found = [
+        (m["day"], stem)
+        for stem in result_stems(root)
+        if (m := STEM_RE.match(stem)) and m["topic"] == topic
+    ]
+    if not found:
+        return None
+    stem = max(found)[1]
+    return stem, load(root, stem)
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _command(argv: list[str] | None, limit: int = 90) -> str:
+    if not argv:
+        return "not recorded"
+    text = " ".join(argv)
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return f"`{_cell(text)}`"
+
+
+def render_results_index(root: Path, here: Path) -> str:
+    """The ``results_index`` block: one row per result JSON."""
+    rel = os.path.relpath(root / "results", here.parent)
+    rel = "" if rel == "." else rel + "/"
+    lines = [
+        "| claim | report | command | date | commit | hardware |",
+        "|---|---|---|---|---|---|",
+    ]
+    for stem in result_stems(root):
+        meta = load(root, stem).get("run_meta") or {}
+        m = STEM_RE.match(stem)
+        claim = RESULTS_INDEX.get(stem, "**not indexed: add a claim to RESULTS_INDEX**")
+        commit = f"`{str(meta.get('commit') or '?')[:12]}`"
+        if meta.get("imported"):
+            commit += " (adding commit)"
+            if last := meta.get("last_changed"):
+                commit += f"; rewritten in `{last['commit'][:12]}` on {last['date']}"
+        elif meta.get("dirty"):
+            commit += " (dirty)"
+        hw = m["hw"] if m else "?"
+        cores = (meta.get("hardware") or {}).get("cores")
+        if cores and not hw.startswith("cpu"):
+            hw += f", {cores} cores"
+        lines.append(
+            f"| {_cell(claim)} | [{stem}]({rel}{stem}.md) | {_command(meta.get('argv'))} | "
+            f"{str(meta.get('started') or '?')[:10]} | {commit} | {hw} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- headline
+
+
+def _spread(values: list[float], digits: int = 4) -> str:
+    from torchrec_recsys.metrics.spread import mean_spread
+
+    return mean_spread(values, digits)
+
+
+def _ebc_headline(doc: dict[str, Any]) -> str:
+    dense, sparse = [], []
+    for run in doc["runs"].values():
+        rows = {r["label"]: r for r in run["rows"] if r["config"]["optimizer"] == "sgd"}
+        head = rows["DMP/table_wise/fused/w1"]
+        if head["config"].get("threads", run["meta"]["torch_threads"]) != 1:
+            continue
+        dense.append(head["samples_per_s"] / rows["nn.EmbeddingBag/dense"]["samples_per_s"])
+        sparse.append(head["samples_per_s"] / rows["nn.EmbeddingBag/sparse"]["samples_per_s"])
+    d = ", ".join(f"{x:.1f}x" for x in dense)
+    s = ", ".join(f"{x:.1f}x" for x in sparse)
+    return f"{d} (dense grad); {s} (sparse grad); {len(dense)} runs at 1 thread"
+
+
+def _pipeline_engines(doc: dict[str, Any]) -> str:
+    rate = {
+        r["engine"]: r["p50_samples_per_second"]
+        for r in doc["rows"]
+        if r.get("batches") == "prebuilt"
+    }
+    return (
+        f"{rate['sparse_dist'] / rate['none']:.2f}x the plain loop "
+        f"({rate['sparse_dist']:,.0f} vs {rate['none']:,.0f} samples/s)"
+    )
+
+
+def _rerank(doc: dict[str, Any]) -> str:
+    rerank = [p["LightGBM (pipeline)"]["recall@10"] for p in doc["pipeline"]]
+    alone = [p["retrieval"]["recall@10"] for p in doc["pipeline"]]
+    return f"{_spread(rerank)} vs {_spread(alone)} ({len(alone)} seeds)"
+
+
+def _seq(doc: dict[str, Any], model: str) -> list[float]:
+    return [s["test"]["recall@10"] for s in doc[model]]
+
+
+def _two_tower(doc: dict[str, Any]) -> str:
+    return f"{_spread(_seq(doc, 'two_tower'))} ({len(doc['two_tower'])} seeds)"
+
+
+def _generative(doc: dict[str, Any]) -> str:
+    gen, sas = _seq(doc, "generative"), _seq(doc, "sasrec")
+    return f"{_spread(gen)} vs {_spread(sas)} ({len(gen)} / {len(sas)} seeds)"
+
+
+def _sid(doc: dict[str, Any]) -> str:
+    def auc(variant: str) -> str:
+        cell = doc[variant]["dlrm"]["cold"]
+        std = cell.get("auc_std")
+        return f"{cell['auc']:.4f}" + (f" ± {std:.4f}" if std is not None else "")
+
+    seeds = doc["ID only"]["dlrm"]["cold"].get("seeds", 1)
+    return f"{auc('ID + SID')} vs {auc('ID only')} ({seeds} seed{'s' * (seeds > 1)})"
+
+
+def _sid_time(doc: dict[str, Any]) -> str:
+    return f"{doc['encoder_plus_sid_learning_s']:.1f} s, peak RSS {doc['peak_rss_mib']:,.0f} MiB"
+
+
+def _serve(doc: dict[str, Any]) -> str:
+    worst = max(doc["results"], key=lambda r: r["p95_ms"])
+    errors = sum(r["errors"] for r in doc["results"])
+    return (
+        f"p95 <= {worst['p95_ms']:.1f} ms over {len(doc['results'])} cases "
+        f"(worst: {worst['bundle']}, {worst['concurrency']} connections); {errors} errors"
+    )
+
+
+def _faiss(doc: dict[str, Any]) -> str:
+    rows = [r for r in doc["results"] if r["kind"] == "hnsw"]
+    best = max(rows, key=lambda r: (r["size"], r["recall_at_100"]))
+    return (
+        f"recall@100 {best['recall_at_100']:.3f} at {best['qps']:,.0f} QPS "
+        f"({best['size']:,} vectors, {best['params']})"
+    )
+
+
+def _help(doc: dict[str, Any]) -> str:
+    slowest = doc["times"][doc["slowest"]]["median_s"]
+    torch_s = doc["times"].get("python -c 'import torch'", {}).get("median_s")
+    tail = f" (`import torch` alone: {torch_s:.2f} s)" if torch_s else ""
+    return f"slowest median {slowest:.2f} s: `{doc['slowest']}`{tail}"
+
+
+HEADLINE: list[tuple[str, str, Callable[[dict[str, Any]], str]]] = [
+    ("ebc_headline", "Fused TorchRec EBC step vs nn.EmbeddingBag (1M x 64)", _ebc_headline),
+    (
+        "train_pipeline_1proc_t1",
+        "DLRM step: TorchRec TrainPipelineSparseDist vs plain loop (1 proc x 1 thread)",
+        _pipeline_engines,
+    ),
+    ("ml100k_ranking", "MovieLens-100K Recall@10: LightGBM re-rank vs retrieval alone", _rerank),
+    ("bookx_ranking", "Book-Crossing Recall@10: LightGBM re-rank vs retrieval alone", _rerank),
+    ("sequence_results", "MovieLens-100K two-tower Recall@10", _two_tower),
+    ("sequence_results", "MovieLens-100K Recall@10: generative vs SASRec", _generative),
+    ("sid_ablation", "MovieLens-100K cold-item DLRM AUC: ID + SID vs ID only", _sid),
+    ("bookx_sid_ablation", "Book-Crossing cold-item DLRM AUC: ID + SID vs ID only", _sid),
+    ("sid_benchmark", "Semantic IDs for 1,682 titles: encode + learn", _sid_time),
+    ("serve_load_processes2", "HTTP serving at 100 req/s, 2 processes, 5 bundles", _serve),
+    ("faiss_benchmark", "FAISS HNSW", _faiss),
+    ("cli_help_times", "CLI `--help` wall time", _help),
+]
+"""(result topic, claim, the number from its newest JSON) per headline row."""
+
+
+def render_headline(root: Path, here: Path) -> str:
+    """The ``headline`` block: one row per :data:`HEADLINE` entry whose result exists."""
+    rel = os.path.relpath(root / "results", here.parent)
+    rel = "" if rel == "." else rel + "/"
+    lines = ["| claim | measured | report |", "|---|---|---|"]
+    for topic, claim, number in HEADLINE:
+        found = latest(root, topic)
+        if found is None:
+            continue
+        stem, doc = found
+        hw = STEM_RE.match(stem)["hw"]  # type: ignore[index]
+        lines.append(
+            f"| {_cell(claim)} | {_cell(number(doc))} | [{hw}, "
+            f"{stem[-8:-4]}-{stem[-4:-2]}-{stem[-2:]}]({rel}{stem}.md) |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- config
+
+
+def _type_name(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin is None:
+        return getattr(hint, "__name__", str(hint))
+    args = ", ".join(_type_name(a) for a in typing.get_args(hint))
+    name = {list: "list", dict: "dict", tuple: "tuple"}.get(origin, str(origin))
+    return f"{name}[{args}]" if args else name
+
+
+def _hint(cfg: Any, dotted: str) -> Any:
+    *sections, name = dotted.split(".")
+    obj = cfg
+    for part in sections:
+        obj = getattr(obj, part)
+    return typing.get_type_hints(type(obj))[name]
+
+
+def render_config(root: Path, here: Path) -> str:
+    """The ``config`` block: every key of :class:`ExperimentConfig` as ``config show`` has it."""
+    from torchrec_recsys.app.config_command import toml_value
+    from torchrec_recsys.config import ExperimentConfig, config_keys
+
+    cfg = ExperimentConfig()
+    lines = ["| key | type | default | range | doc |", "|---|---|---|---|---|"]
+    for entry in config_keys(cfg):
+        doc = " ".join(entry.doc.split())
+        lines.append(
+            f"| `{entry.key}` | {_cell(_type_name(_hint(cfg, entry.key)))} | "
+            f"`{_cell(toml_value(entry.value))}` | {_cell(entry.allowed or '')} | {_cell(doc)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+RENDERERS: dict[str, Callable[[Path, Path], str]] = {
+    "headline": render_headline,
+    "config": render_config,
+    "results_index": render_results_index,
+}
+
+
+# --------------------------------------------------------------------------- blocks
+
+
+def doc_files(root: Path) -> list[Path]:
+    """The files that may hold generated blocks (those that exist)."""
+    files = [root / "README.md", *sorted((root / "docs").glob("*.md")), root / "results/README.md"]
+    return [f for f in files if f.is_file()]
+
+
+def rewrite(text: str, root: Path, here: Path) -> tuple[str, list[str]]:
+    """``text`` with every generated block re-rendered, and the names of the blocks changed."""
+    changed: list[str] = []
+
+    def repl(m: re.Match[str]) -> str:
+        name = m["name"]
+        if name not in RENDERERS:
+            raise SystemExit(f"{here}: unknown generated block {name!r}; known: {list(RENDERERS)}")
+        body = RENDERERS[name](root, here)
+        if body != m["body"]:
+            changed.append(name)
+        return m["begin"] + body + m["end"]
+
+    return BLOCK_RE.sub(repl, text), changed
+
+
+def run(root: Path, check: bool) -> list[str]:
+    """Rewrite (or with ``check`` only compare) every block; return ``file: block`` stale."""
+    stale = []
+    for path in doc_files(root):
+        text = path.read_text()
+        new, changed = rewrite(text, root, path)
+        stale += [f"{path.relative_to(root)}: {name}" for name in changed]
+        if changed and not check:
+            path.write_text(new)
+    return stale
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if a block is stale")
+    parser.add_argument("--root", type=Path, default=REPO, help="repository root")
+    args = parser.parse_args(argv)
+    stale = run(args.root, args.check)
+    for item in stale:
+        print(f"{'stale' if args.check else 'rewrote'} generated block {item}")
+    if args.check and stale:
+        print("run: python scripts/gen_docs.py", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
