@@ -6,7 +6,7 @@
 Every command shown on the page is run here, as written, by ``bash`` in a fresh working
 folder (tiny synthetic data, one epoch per model, so the whole walkthrough takes a few
 minutes on 2 CPU cores); its output is what the page shows, between the markers
-``<!-- BEGIN GENERATED: serving-walkthrough -->`` and ``<!-- END GENERATED: ... -->``. The
+``<!-- BEGIN RECORDED: serving-walkthrough -->`` and ``<!-- END RECORDED: ... -->``. The
 server is started on 127.0.0.1 only, on ``--port`` (18931 by default). Between commands the
 script waits, with bounded loops, for the server to reach the registry's generation (the
 server polls the registry) and for the shadow log to be written (shadow copies run after the
@@ -33,8 +33,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 PAGE = REPO / "docs" / "serving.md"
-BEGIN = "<!-- BEGIN GENERATED: serving-walkthrough -->"
-END = "<!-- END GENERATED: serving-walkthrough -->"
+BEGIN = "<!-- BEGIN RECORDED: serving-walkthrough -->"
+END = "<!-- END RECORDED: serving-walkthrough -->"
 JSON = "-H 'Content-Type: application/json'"
 TIMEOUT_S = 300
 """Longest any one command may run (training on a loaded machine included)."""
