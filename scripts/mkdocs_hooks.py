@@ -21,9 +21,6 @@ log = logging.getLogger("mkdocs.hooks.outside_links")
 
 LINK = re.compile(r"\[([^\]]+)\]\((?!https?:|mailto:|#)([^)\s]+)\)")
 """A Markdown inline link with a relative target: ``[text](target)``."""
-GENERATED_ELSEWHERE = {"results/README.md"}
-"""Repository files written by another build step (the results index generator); a checkout
-that has not run it lacks them, which is not a broken link."""
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
@@ -40,7 +37,7 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
         if resolved.is_relative_to(docs_dir):
             return match.group(0)  # a page or file under docs/: mkdocs validates it
         relative = resolved.relative_to(repo).as_posix() if resolved.is_relative_to(repo) else None
-        if relative is None or not (resolved.exists() or relative in GENERATED_ELSEWHERE):
+        if relative is None or not resolved.exists():
             log.warning(
                 "Doc file '%s' links to '%s', which is not a file of the repository",
                 page.file.src_uri,
