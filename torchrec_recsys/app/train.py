@@ -55,6 +55,7 @@ from torchrec_recsys.distributed.env import DistContext, init_distributed, shutd
 from torchrec_recsys.distributed.sharding import planner_hosts
 from torchrec_recsys.errors import DataWarning, UserError
 from torchrec_recsys.files import atomic_write_text
+from torchrec_recsys.observability.tensorboard import flatten_hparams
 from torchrec_recsys.training.checkpoint_io import latest_checkpoint, load_checkpoint
 from torchrec_recsys.training.evaluation import unwrap
 from torchrec_recsys.training.schedule import build_schedule
@@ -288,6 +289,15 @@ def run(
     baselines_test = builders.baselines(cfg, data, learned=ctx.is_main)
     phases["baselines"] = time.perf_counter() - wall_start - sum(phases.values())
     trainer.logger.log(state.global_step, {f"test/{k}": v for k, v in test.items()})
+    final_val = _final_validation(history, selection)
+    trainer.logger.hparams(
+        flatten_hparams(config_to_dict(cfg)),
+        {
+            **{f"hparams/val_{k}": v for k, v in final_val.items()},
+            **{f"hparams/test_{k}": v for k, v in test.items()},
+        },
+        step=state.global_step,
+    )
     trainer.logger.close()
     summary = {
         "run_dir": str(run_dir),
@@ -329,6 +339,14 @@ def run(
         )
         print(f"test{at} {metrics}; summary: {path}", flush=True)
     return summary
+
+
+def _final_validation(history: list[Any], selection: dict[str, Any] | None) -> dict[str, float]:
+    """Validation metrics of the tested epoch: the selected one, else the last."""
+    if not history:
+        return {}
+    epoch = selection["epoch"] if selection is not None else history[-1].epoch
+    return next((r.val for r in history if r.epoch == epoch), history[-1].val)
 
 
 def _recorded_vocab_hash(run_dir: Path) -> str | None:
