@@ -30,6 +30,49 @@ def test_default_config_file_equals_builtin_defaults() -> None:
     assert load_config(REPO_ROOT / "configs" / "ml100k_dlrm.toml") == ExperimentConfig()
 
 
+SPLIT_KEYS = (
+    "split",
+    "val_per_user",
+    "test_per_user",
+    "random_val_fraction",
+    "random_test_fraction",
+    "split_seed",
+    "cold_item_fraction",
+)
+"""The ``[data]`` keys that decide which interactions are trained on and which are scored."""
+OWN_PROTOCOL = {"ml100k_two_tower_tfrs.toml": "reproduces TFRS's published random 80/20 split"}
+"""Configs that reproduce a published protocol on its own split (and say so in the header)."""
+
+
+def _dataset(path: Path) -> str:
+    d = load_config(path).data
+    return d.source if d.source != "files" else f"files:{d.interactions_path}"
+
+
+def test_configs_of_one_dataset_share_one_explicit_split() -> None:
+    by_dataset: dict[str, dict[str, tuple]] = {}
+    for path in CONFIG_FILES:
+        if path.name in OWN_PROTOCOL:
+            continue
+        d = load_config(path).data
+        by_dataset.setdefault(_dataset(path), {})[path.name] = tuple(
+            getattr(d, k) for k in SPLIT_KEYS
+        )
+    shared = {name: splits for name, splits in by_dataset.items() if len(splits) > 1}
+    assert "movielens-100k" in shared and len(shared["movielens-100k"]) >= 5
+    for dataset, splits in shared.items():
+        assert len(set(splits.values())) == 1, f"{dataset}: configs differ in split: {splits}"
+        for name in splits:  # written out, so a changed default cannot split them silently
+            table = tomllib.loads((REPO_ROOT / "configs" / name).read_text()).get("data", {})
+            kinds = ("split", "split_seed", "cold_item_fraction", "val_per_user", "test_per_user")
+            assert all(k in table for k in kinds), f"{name} leaves its split implicit"
+
+
+def test_own_protocol_configs_say_so() -> None:
+    for name, why in OWN_PROTOCOL.items():
+        assert "random" in (REPO_ROOT / "configs" / name).read_text().split("\n\n")[0], why
+
+
 def test_overrides_parse_toml_values() -> None:
     cfg = load_config(
         None,

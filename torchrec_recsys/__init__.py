@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from torchrec_recsys.api import (
         ConfigError,
         DataError,
+        DataReport,
         ExperimentConfig,
         GeneratedItem,
         GeneratedRecommendations,
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
         build_semantic_ids,
         evaluate_pipeline,
         export_index,
+        inspect_data,
         load_config,
         load_run,
         recommend,
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ConfigError",
     "DataError",
+    "DataReport",
     "ExperimentConfig",
     "GeneratedItem",
     "GeneratedRecommendations",
@@ -61,6 +64,7 @@ __all__ = [
     "build_semantic_ids",
     "evaluate_pipeline",
     "export_index",
+    "inspect_data",
     "load_config",
     "load_run",
     "recommend",

@@ -8,6 +8,7 @@
     evaluate_pipeline(retriever, rankers)        -> PipelineResult
     recommend(retriever, ranker, user=...)       -> RecommendationList (or generated items)
     build_semantic_ids(config, out)              -> SemanticIdBuild
+    inspect_data(config)                         -> DataReport (columns, splits, ...; no training)
 
 Each ``python -m torchrec_recsys`` subcommand parses its flags, calls one of these (through
 the command modules of ``app/``) and prints the result; nothing is passed as argv lists or
@@ -40,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from torchrec_recsys.app.results import (
     SUMMARY_FILE,
+    DataReport,
     GeneratedItem,
     GeneratedRecommendations,
     IndexExport,
@@ -48,7 +50,7 @@ from torchrec_recsys.app.results import (
     SemanticIdBuild,
     read_summary,
 )
-from torchrec_recsys.config import ExperimentConfig, validate_config
+from torchrec_recsys.config import ExperimentConfig, default_item_columns, validate_config
 from torchrec_recsys.config import load_config as _load_config
 from torchrec_recsys.errors import ConfigError, DataError, UserError
 
@@ -61,6 +63,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ConfigError",
     "DataError",
+    "DataReport",
     "ExperimentConfig",
     "GeneratedItem",
     "GeneratedRecommendations",
@@ -76,6 +79,7 @@ __all__ = [
     "build_semantic_ids",
     "evaluate_pipeline",
     "export_index",
+    "inspect_data",
     "load_config",
     "load_run",
     "recommend",
@@ -210,7 +214,11 @@ def use_dataframes(
         "interactions": (interactions, list(INTERACTION_COLUMNS), ""),
         "items": (
             items,
-            ["item_id", *d.item_text_columns, *d.item_categorical_columns],
+            [
+                "item_id",
+                *d.item_text_columns,
+                *([] if default_item_columns(d) else d.item_categorical_columns),
+            ],
             "data.item_text_columns / data.item_categorical_columns",
         ),
     }
@@ -573,3 +581,30 @@ def build_semantic_ids(
             f"config is a {type(config).__name__}; expected an ExperimentConfig from load_config"
         )
     return run_build(config, out, overwrite=overwrite)
+
+
+def inspect_data(config: ExperimentConfig) -> DataReport:
+    """Read, encode and split the configured data as :func:`train` would, and report its
+    columns, the separators found in categorical cells, the feature cardinalities, the split
+    sizes and the warnings (``data inspect``); trains nothing.
+
+    Raises:
+        UserError: the data cannot be read or encoded (the message names the file, column or
+            config key).
+
+    Example::
+
+        cfg = load_config(overrides={"data.source": "files",
+                                     "data.interactions_path": "mine/interactions.csv",
+                                     "data.items_path": "mine/items.csv"})
+        report = inspect_data(cfg)
+        print(report.splits, report.cardinalities, report.warnings)
+    """
+    from torchrec_recsys.app.data_command import inspect_data as run_inspect
+
+    if not isinstance(config, ExperimentConfig):
+        raise ConfigError(
+            f"config is a {type(config).__name__}; expected an ExperimentConfig from load_config"
+        )
+    validate_config(config)
+    return run_inspect(config)

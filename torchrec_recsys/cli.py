@@ -140,6 +140,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "torchrec_recsys.app.serving_commands:drift_main",
         "compare live request features with the training statistics (PSI), plot",
     ),
+    "data": (
+        "torchrec_recsys.app.data_command:main",
+        "data inspect: columns, separators, cardinalities, split sizes, warnings; no training",
+    ),
     "config": (
         "torchrec_recsys.app.config_command:main",
         "config show: the resolved config, every key with its meaning and range",
@@ -166,6 +170,7 @@ PARSERS: dict[str, str] = {
     "registry": f"{_APP}:registry_parser",
     "serve": f"{_APP}:serve_parser",
     "drift": f"{_APP}:drift_parser",
+    "data": f"{_APP}:data_parser",
     "config": f"{_APP}:config_parser",
 }
 """Subcommand -> "module:function" building its argparse parser (the one its entry point parses

@@ -39,6 +39,9 @@ PIPELINES = ("auto", "sparse_dist", "base", "none")
 INTERACTIONS = ("dot", "dcn")
 OBJECTIVES = ("rating", "pipeline")
 DATA_SOURCES = ("movielens-100k", "book-crossing", "files", "criteo", "shards")
+DEFAULT_ITEM_CATEGORICAL_COLUMNS = ("genres", "decade")
+"""``data.item_categorical_columns``'s default (MovieLens's multi-valued genres and release
+decade); a files source keeps those of them its items table has."""
 RUN_CONFIG_FILE = "config.json"
 """Name of the resolved config that every run directory holds."""
 
@@ -90,14 +93,20 @@ class DataConfig:
     """With ``source = "files"``: optional CSV or Parquet with user_id and categorical columns."""
     item_text_columns: list[str] = field(default_factory=lambda: ["title"])
     """Item columns joined (with ". ") into the item's free text, for semantic IDs."""
-    item_categorical_columns: list[str] = field(default_factory=lambda: ["genres", "decade"])
-    """Item columns that become sparse features ``item_<column>``."""
+    item_categorical_columns: list[str] = field(
+        default_factory=lambda: list(DEFAULT_ITEM_CATEGORICAL_COLUMNS)
+    )
+    """Item columns that become sparse features ``item_<column>``. The default names
+    MovieLens's; with ``source = "files"`` (or ``use_dataframes``) the default takes those of
+    them that the items table has (e.g. ``genres`` alone, or none), while a list you set must
+    be there: a missing column is an error naming this key and the columns the table has."""
     user_categorical_columns: list[str] = field(
         default_factory=lambda: ["age_group", "gender", "occupation"]
     )
     """User columns that become sparse features ``user_<column>``."""
     multi_value_separator: str = "|"
-    """Separator inside a multi-valued categorical cell (e.g. ``Action|Comedy``)."""
+    """Separator inside a multi-valued categorical cell (e.g. ``Action|Comedy``); any
+    non-empty string, a single space included (``"Action Comedy"``)."""
     positive_rating: float = 4.0
     """Ranking label: 1 when rating >= this value, else 0."""
     split: str = "temporal"
@@ -259,8 +268,10 @@ class TrainConfig:
     """Parent folder of run directories."""
     max_steps_per_epoch: int = 0
     """Stop an epoch after this many steps (0 = the whole split); for smoke tests."""
-    log_every: int = 50
-    """Write training scalars to TensorBoard every this many steps."""
+    log_every: int = 10
+    """Write training scalars to TensorBoard every this many steps: the step's loss, the mean
+    loss and the throughput since the previous log step, and every learning rate (10: about 40
+    points per epoch of the default run on 1 process)."""
     resume: bool = False
     """Continue from the newest checkpoint in the run directory."""
     checkpoint_every_steps: int = 0
@@ -414,6 +425,12 @@ class ExperimentConfig:
     def run_dir(self) -> Path:
         """Folder holding this run's checkpoints, TensorBoard events and summary."""
         return Path(self.train.output_dir) / self.name
+
+
+def default_item_columns(data: DataConfig) -> bool:
+    """Whether ``data.item_categorical_columns`` is the default, which a files source fits to
+    its items table (:data:`DEFAULT_ITEM_CATEGORICAL_COLUMNS`)."""
+    return tuple(data.item_categorical_columns) == DEFAULT_ITEM_CATEGORICAL_COLUMNS
 
 
 def selection_metric(cfg: ExperimentConfig) -> str:
@@ -587,7 +604,10 @@ checked to be finite, whether listed here or not; a numeric field missing from t
 fails :func:`validate_config` (so a new field cannot skip validation)."""
 
 NON_EMPTY_STRINGS = ("name", "data.multi_value_separator", "train.output_dir")
-"""String fields that must not be empty (or only whitespace)."""
+"""String fields that must not be empty (the names: nor only whitespace; the separator may be
+a space)."""
+WHITESPACE_ALLOWED = ("data.multi_value_separator",)
+"""Of :data:`NON_EMPTY_STRINGS`, those for which whitespace is a value (a space separator)."""
 
 PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:@+=-]*")
 """A run name or run id: one folder name, no path separators, no leading dot or dash
@@ -654,7 +674,8 @@ def validate_config(cfg: ExperimentConfig) -> None:
     """
     for key, value, hint in _numeric_fields(cfg):
         _check_field(key, value, hint)
-        if key in NON_EMPTY_STRINGS and not str(value).strip():
+        text = str(value) if key in WHITESPACE_ALLOWED else str(value).strip()
+        if key in NON_EMPTY_STRINGS and not text:
             raise ConfigError(f"{key} must not be empty, got {value!r}")
     check_plain_name(cfg.name, "name")
     _check_choice("model.name", cfg.model.name, MODELS)

@@ -130,7 +130,8 @@ def test_unknown_item_in_interactions_is_an_error() -> None:
 
 
 def test_missing_configured_column_is_an_error() -> None:
-    with pytest.raises(DataError, match="item column 'year'"):
+    expected = r"lacks column\(s\) 'year' named by data.item_categorical_columns"
+    with pytest.raises(DataError, match=expected):
         _build(_raw(), item_categorical_columns=["year"])
 
 

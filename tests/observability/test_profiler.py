@@ -28,3 +28,8 @@ def test_profile_trace_contains_embedding_lookup_ops(synthetic_paths, tmp_path: 
     backward = "fbgemm::split_embedding_backward_codegen_rowwise_adagrad"
     assert any(n.startswith(backward) for n in names)
     assert any("[lookup]_[model.sparse_arch.embedding_bag_collection]" in n for n in names)
+    # TensorBoard's PyTorch Profiler tab (torch-tb-profiler, pinned) reads the same file
+    tb_profiler = pytest.importorskip("torch_tb_profiler.profiler.data")
+    profile = tb_profiler.RunProfileData.parse("rank0", "1", str(trace), str(tmp_path / "cache"))
+    profile.process()
+    assert len(profile.events) > 100

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,7 +12,13 @@ from torch import nn
 from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.optim.keyed import CombinedOptimizer
 
-from torchrec_recsys.config import SEQUENCE_MODELS, ExperimentConfig, resolve_pipeline
+from torchrec_recsys.config import (
+    SEQUENCE_MODELS,
+    DataConfig,
+    ExperimentConfig,
+    default_item_columns,
+    resolve_pipeline,
+)
 from torchrec_recsys.data.book_crossing import load_book_crossing
 from torchrec_recsys.data.criteo import build_criteo_dataset
 from torchrec_recsys.data.dataset import ItemTokens, RecDataset, build_dataset, item_texts
@@ -61,13 +68,38 @@ def build_raw_data(cfg: ExperimentConfig) -> RawData:
         return load_movielens_100k()
     if d.source == "book-crossing":
         return load_book_crossing()
+    optional = list(d.item_categorical_columns) if default_item_columns(d) else []
+    required = [*d.item_text_columns, *(c for c in d.item_categorical_columns if c not in optional)]
+    keys = {
+        **{c: "data.item_categorical_columns" for c in d.item_categorical_columns},
+        **{c: "data.item_text_columns" for c in d.item_text_columns},
+    }
     return read_files(
         d.interactions_path,
         d.items_path,
         d.users_path,
-        item_columns=list(dict.fromkeys([*d.item_text_columns, *d.item_categorical_columns])),
+        item_columns=list(dict.fromkeys(required)),
         user_columns=d.user_categorical_columns,
+        optional_item_columns=optional,
+        column_keys=keys,
     )
+
+
+def resolve_data_config(cfg: ExperimentConfig, raw: RawData) -> DataConfig:
+    """``cfg.data`` as the dataset is built from ``raw``: the default item columns of a files
+    source narrowed to those its items table has (said once, as a data warning)."""
+    d = cfg.data
+    if d.source != "files" or not default_item_columns(d):
+        return d
+    present = [c for c in d.item_categorical_columns if c in raw.items.columns]
+    if present != d.item_categorical_columns:
+        absent = [c for c in d.item_categorical_columns if c not in present]
+        warn_user(
+            f"the items table has no {', '.join(map(repr, absent))} column: the default "
+            f"data.item_categorical_columns {list(d.item_categorical_columns)} became "
+            f"{present}; set data.item_categorical_columns to choose the item features"
+        )
+    return dataclasses.replace(d, item_categorical_columns=present)
 
 
 def build_data(cfg: ExperimentConfig) -> RecDataset:
@@ -81,7 +113,7 @@ def build_data(cfg: ExperimentConfig) -> RecDataset:
     tokens = ItemTokens(history=cfg.semantic_ids.history)
     if cfg.semantic_ids.enabled:
         tokens.features = build_sid_features(cfg, raw)
-    return build_dataset(raw, cfg.data, cfg.features, tokens)
+    return build_dataset(raw, resolve_data_config(cfg, raw), cfg.features, tokens)
 
 
 def build_stream(

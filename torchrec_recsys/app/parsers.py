@@ -137,6 +137,25 @@ def config_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def data_parser() -> argparse.ArgumentParser:
+    """``data inspect [--config FILE] [--json] [--section.key=value ...]``."""
+    parser = argparse.ArgumentParser(
+        prog="torchrec_recsys data",
+        description="Look at the configured data without training.",
+    )
+    sub = parser.add_subparsers(dest="action", required=True, metavar="{inspect}")
+    inspect = sub.add_parser(
+        "inspect",
+        help="columns, separators, feature cardinalities, split sizes and warnings",
+        description="Read and encode the configured data as a run would and print its columns, "
+        "the separators found in categorical columns, the feature cardinalities, the split "
+        "sizes and any warnings; trains nothing." + CONFIG_EPILOG_SHORT,
+    )
+    inspect.add_argument("--config", help="TOML experiment file (default: built-in defaults)")
+    inspect.add_argument("--json", action="store_true", help="print the report as JSON")
+    return parser
+
+
 def preprocess_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="torchrec_recsys preprocess",

@@ -190,6 +190,54 @@ class SemanticIdBuild:
 
 
 @dataclass(frozen=True)
+class DataReport:
+    """What ``data inspect`` found in the configured data, without training."""
+
+    source: str
+    """``data.source``."""
+    name: str
+    """The dataset's name (the interactions file's stem for ``files``)."""
+    columns: dict[str, list[str]]
+    """Raw table -> its columns (``interactions``, ``items``, ``users``; empty for the
+    encoded-only sources ``criteo`` and ``shards``)."""
+    item_categorical_columns: list[str]
+    """The item columns that became features (the default narrowed to the file's columns)."""
+    separators: dict[str, dict[str, Any]]
+    """Categorical column -> ``{"configured": sep, "found": [separators in most cells],
+    "multi_valued_cells": share of cells split by the configured one}``."""
+    cardinalities: dict[str, int]
+    """Sparse feature -> rows of its embedding table (vocabulary + out-of-vocabulary row)."""
+    dense_features: list[str]
+    splits: dict[str, int]
+    """Examples per split (``train``, ``val``, ``test``)."""
+    counts: dict[str, int]
+    """``interactions``, ``users``, ``items`` (and the reader's skipped rows by reason)."""
+    warnings: list[str]
+    """Data warnings, and the reason a run would refuse this data ("error: ...")."""
+
+    def render(self) -> str:
+        """The report as lines of text (what ``data inspect`` prints)."""
+        lines = [f"data {self.name} (source {self.source})"]
+        lines.append("  " + ", ".join(f"{k}={v:,}" for k, v in self.counts.items()))
+        for table, cols in self.columns.items():
+            lines.append(f"  {table} columns: {', '.join(cols)}")
+        lines.append(f"  item features from columns: {self.item_categorical_columns or 'none'}")
+        for col, sep in self.separators.items():
+            found = ", ".join(repr(s) for s in sep["found"]) or "none"
+            lines.append(
+                f"  separator of {col}: configured {sep['configured']!r} "
+                f"({sep['multi_valued_cells']:.0%} of cells hold several values); "
+                f"found in most cells: {found}"
+            )
+        lines.append("  sparse features (table rows):")
+        lines += [f"    {k:<28} {v:>10,}" for k, v in self.cardinalities.items()]
+        lines.append(f"  dense features: {', '.join(self.dense_features) or 'none'}")
+        lines.append("  splits: " + ", ".join(f"{k}={v:,}" for k, v in self.splits.items()))
+        lines += [f"  warning: {w}" for w in self.warnings] or ["  no warnings"]
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
 class GeneratedItem:
     """One item a generative retriever decoded, with its beam score and SID tokens."""
 

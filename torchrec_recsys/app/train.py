@@ -13,6 +13,7 @@ makes one rank die right after that global step, once per run directory.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -20,7 +21,7 @@ import random
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ from torchrec_recsys.distributed.env import DistContext, init_distributed, shutd
 from torchrec_recsys.distributed.sharding import planner_hosts
 from torchrec_recsys.errors import DataWarning, UserError
 from torchrec_recsys.files import atomic_write_text
+from torchrec_recsys.observability.tensorboard import flatten_hparams
 from torchrec_recsys.training.checkpoint_io import latest_checkpoint, load_checkpoint
 from torchrec_recsys.training.evaluation import unwrap
 from torchrec_recsys.training.schedule import build_schedule
@@ -187,19 +189,51 @@ def fault_injection_hook(run_dir: Path, rank: int) -> Callable[[TrainerState], N
 
 
 def seed_everything(seed: int) -> None:
+    """Seed every global generator a run draws from: Python's ``random``, NumPy's legacy
+    global state and torch's (CPU and every CUDA device). The data order, negatives and
+    splits use generators of their own, seeded from the config."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
+@contextlib.contextmanager
+def deterministic_algorithms() -> Iterator[None]:
+    """Deterministic kernels while a run trains (same seed, data and threads: the same
+    numbers bit for bit); an op without a deterministic implementation only warns. The
+    process's previous setting is restored afterwards (the API may call :func:`run` inside
+    a longer-lived process)."""
+    was_on = torch.are_deterministic_algorithms_enabled()
+    was_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    was_benchmark = torch.backends.cudnn.benchmark
+    if torch.cuda.is_available():  # cuBLAS needs a fixed workspace to be deterministic
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(was_on, warn_only=was_warn_only)
+        torch.backends.cudnn.benchmark = was_benchmark
+
+
 def run(
     cfg: ExperimentConfig, ctx: DistContext, run_dir: Path, checkpoint: Path | None = None
 ) -> dict[str, Any]:
-    """Train and evaluate ``cfg`` in ``run_dir`` (from ``checkpoint`` if given).
+    """Train and evaluate ``cfg`` in ``run_dir`` (from ``checkpoint`` if given), seeded from
+    ``train.seed`` with deterministic algorithms: with the same seed, data, world size and
+    threads per process, two runs give the same metrics and parameters bit for bit.
 
     Returns the summary (all ranks); rank 0 writes it to ``summary.json`` atomically, and
     only after training and testing finished, so a failed run leaves none.
     """
+    with deterministic_algorithms():
+        return _run(cfg, ctx, run_dir, checkpoint)
+
+
+def _run(
+    cfg: ExperimentConfig, ctx: DistContext, run_dir: Path, checkpoint: Path | None
+) -> dict[str, Any]:
     wall_start = time.perf_counter()
     seed_everything(cfg.train.seed)
     caught: list[warnings.WarningMessage] = []
@@ -288,6 +322,15 @@ def run(
     baselines_test = builders.baselines(cfg, data, learned=ctx.is_main)
     phases["baselines"] = time.perf_counter() - wall_start - sum(phases.values())
     trainer.logger.log(state.global_step, {f"test/{k}": v for k, v in test.items()})
+    final_val = _final_validation(history, selection)
+    trainer.logger.hparams(
+        flatten_hparams(config_to_dict(cfg)),
+        {
+            **{f"hparams/val_{k}": v for k, v in final_val.items()},
+            **{f"hparams/test_{k}": v for k, v in test.items()},
+        },
+        step=state.global_step,
+    )
     trainer.logger.close()
     summary = {
         "run_dir": str(run_dir),
@@ -296,6 +339,8 @@ def run(
         "planner_hosts": planner_hosts(ctx),
         "device": str(ctx.device),
         "backend": ctx.backend,
+        # what else the numbers depend on: same seed + data + these = the same numbers
+        "threads": torch.get_num_threads(),
         "dataset": {
             "name": data.name,
             **{k: stream.rows(k) if stream else len(v) for k, v in data.splits.items()},
@@ -329,6 +374,14 @@ def run(
         )
         print(f"test{at} {metrics}; summary: {path}", flush=True)
     return summary
+
+
+def _final_validation(history: list[Any], selection: dict[str, Any] | None) -> dict[str, float]:
+    """Validation metrics of the tested epoch: the selected one, else the last."""
+    if not history:
+        return {}
+    epoch = selection["epoch"] if selection is not None else history[-1].epoch
+    return next((r.val for r in history if r.epoch == epoch), history[-1].val)
 
 
 def _recorded_vocab_hash(run_dir: Path) -> str | None:

@@ -29,7 +29,7 @@ from torchrec_recsys.config import DataConfig, FeatureConfig
 from torchrec_recsys.data.context import PairContext
 from torchrec_recsys.data.features import ITEM, USER, DenseFeature, FeatureSpec, SparseFeature
 from torchrec_recsys.data.jagged import JaggedColumn, segment_positions
-from torchrec_recsys.data.readers import RawData
+from torchrec_recsys.data.readers import RawData, check_configured_columns
 from torchrec_recsys.data.splits import (
     DROPPED,
     SPLIT_NAMES,
@@ -259,13 +259,12 @@ def build_dataset(
             configured attribute column is missing.
     """
     tokens = tokens if tokens is not None else ItemTokens()
-    for col in data.item_categorical_columns:
-        if col not in raw.items.columns:
-            raise DataError(f"item column {col!r} is configured but not in the items table")
+    keys = {c: "data.item_categorical_columns" for c in data.item_categorical_columns}
+    check_configured_columns(raw.items, data.item_categorical_columns, keys, "the items table")
     user_cols = [c for c in data.user_categorical_columns if c in raw.users.columns]
     if len(raw.users) and len(user_cols) != len(data.user_categorical_columns):
-        missing = sorted(set(data.user_categorical_columns) - set(user_cols))
-        raise DataError(f"user column(s) {missing} are configured but not in the users table")
+        keys = {c: "data.user_categorical_columns" for c in data.user_categorical_columns}
+        check_configured_columns(raw.users, data.user_categorical_columns, keys, "the users table")
     if not len(raw.users):
         if data.user_categorical_columns:
             warn_user(

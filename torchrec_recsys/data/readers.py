@@ -12,6 +12,7 @@ Nothing is dropped silently: a malformed row is an error naming how many and the
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -137,21 +138,56 @@ def check_interactions(frame: pd.DataFrame, source: str) -> pd.DataFrame:
     return out
 
 
+def check_configured_columns(
+    frame: pd.DataFrame, columns: list[str], keys: Mapping[str, str], what: str
+) -> None:
+    """Fail when ``frame`` lacks a configured column, naming the config key that asks for it
+    (``keys``: column -> key) and the columns the table has.
+
+    Raises:
+        DataError: one line: the missing column(s), the key to change, the columns there are.
+    """
+    missing = [c for c in columns if c not in frame.columns]
+    if not missing:
+        return
+    asked = sorted({keys.get(c, "the config") for c in missing})
+    raise DataError(
+        f"{what} lacks column(s) {', '.join(map(repr, missing))} named by {' / '.join(asked)}; "
+        f"its columns are {', '.join(map(str, frame.columns))}: set {' / '.join(asked)} to "
+        f"columns it has (or [])"
+    )
+
+
 def read_files(
     interactions_path: str,
     items_path: str,
     users_path: str,
     item_columns: list[str],
     user_columns: list[str],
+    optional_item_columns: list[str] | tuple[str, ...] = (),
+    column_keys: Mapping[str, str] | None = None,
 ) -> RawData:
-    """Read a bring-your-own dataset (see docs/data.md, "Bring your own files")."""
+    """Read a bring-your-own dataset (see docs/data.md, "Bring your own files").
+
+    ``item_columns`` must be in the items file; ``optional_item_columns`` are read when it
+    has them (a default list that may not fit the file). ``column_keys`` (column -> config
+    key) names the key to change when a column is missing.
+    """
+    keys = dict(column_keys or {})
     interactions = check_interactions(
         read_table(interactions_path, INTERACTION_COLUMNS, "interactions"), interactions_path
     )
-    items = read_table(items_path, ["item_id", *item_columns], "items")
+    items = read_table(items_path, ["item_id"], "items")
+    check_configured_columns(items, item_columns, keys, f"items file {items_path!r}")
+    item_columns = [
+        *item_columns,
+        *(c for c in optional_item_columns if c in items.columns and c not in item_columns),
+    ]
     items = _strip_ids(items[["item_id", *item_columns]].fillna(""), "item_id")
     if users_path:
-        users = read_table(users_path, ["user_id", *user_columns], "users")
+        users = read_table(users_path, ["user_id"], "users")
+        user_keys = {c: keys.get(c, "data.user_categorical_columns") for c in user_columns}
+        check_configured_columns(users, user_columns, user_keys, f"users file {users_path!r}")
         users = _strip_ids(users[["user_id", *user_columns]].fillna(""), "user_id")
     else:
         users = pd.DataFrame({"user_id": pd.Series([], dtype="string")})

@@ -50,6 +50,7 @@ import hashlib
 import json
 import multiprocessing
 import multiprocessing.context
+import random
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -499,6 +500,14 @@ def _one_line(batches: Iterable[Batch]) -> Iterator[Batch]:
         raise DataError(last.split("DataError: ", 1)[-1]) from None
 
 
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: seed Python's and NumPy's generators in the worker from
+    its torch seed (which the loader's seeded generator fixes), as torch seeds only its own."""
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+
+
 @functools.cache
 def _worker_context() -> multiprocessing.context.BaseContext:
     """Where DataLoader workers start: a forkserver that has already imported this module.
@@ -573,6 +582,9 @@ class ShardSource:
             num_workers=self.workers,
             pin_memory=self.pin_memory,
             multiprocessing_context=context,
+            # fixed worker seeds: a worker's generators start the same in every run
+            generator=torch.Generator().manual_seed(0),
+            worker_init_fn=seed_worker,
         )
         return _one_line(iter(loader))
 

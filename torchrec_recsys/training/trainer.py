@@ -128,6 +128,38 @@ def check_data_position(
     state.data_order = order
 
 
+def learning_rates(optimizer: Optimizer) -> dict[str, float]:
+    """``lr/<optimizer>/group<i>`` -> learning rate of every parameter group; a
+    ``CombinedOptimizer`` is split into its parts, each by its own name or, unnamed, as
+    ``sparse`` (the first: the fused embedding optimizer) and ``dense`` (the last)."""
+    parts = list(getattr(optimizer, "optimizers", None) or [("dense", optimizer)])
+    default = {0: "sparse", len(parts) - 1: "dense"}
+    named = [(name or default.get(i, f"part{i}"), part) for i, (name, part) in enumerate(parts)]
+    out: dict[str, float] = {}
+    for name, part in named:
+        for i, group in enumerate(part.param_groups):
+            if "lr" in group:
+                out[f"lr/{name}/group{i}"] = float(group["lr"])
+    return out
+
+
+class _LogWindow:
+    """The steps since the previous log step: their mean loss and their throughput (so the
+    throughput chart has a point at every log step, not one per epoch)."""
+
+    def __init__(self, start: float, loss_sum: float, global_step: int) -> None:
+        self.time, self.loss_sum, self.step = start, loss_sum, global_step
+
+    def advance(self, state: TrainerState, global_batch: int) -> dict[str, float]:
+        now, steps = time.perf_counter(), state.global_step - self.step
+        out = {
+            "train/loss_mean": (state.epoch_loss_sum - self.loss_sum) / max(steps, 1),
+            "train/samples_per_second": steps * global_batch / max(now - self.time, 1e-9),
+        }
+        self.time, self.loss_sum, self.step = now, state.epoch_loss_sum, state.global_step
+        return out
+
+
 def make_pipeline(
     kind: str, model: nn.Module, optimizer: Optimizer, device: torch.device
 ) -> TrainPipeline | None:
@@ -279,6 +311,7 @@ class Trainer:
             state.epoch_loss_sum = float(loss_sum)
 
         start = time.perf_counter()
+        window = _LogWindow(start, state.epoch_loss_sum, state.global_step)
         for steps_run in range(1, steps + 1):
             if pipeline is not None:
                 loss = pipeline.progress(batch_iter)[0]  # (detached loss, scores, ...)
@@ -297,7 +330,9 @@ class Trainer:
             if state.global_step % opts.log_every == 0:
                 read_loss()
                 loss_value = float(loss)
-                self.logger.log(state.global_step, {"train/loss": loss_value})
+                scalars = {"train/loss": loss_value, **learning_rates(self.optimizer)}
+                scalars.update(window.advance(state, global_batch))
+                self.logger.log(state.global_step, scalars)
                 bar.set_loss(loss_value)
             every = opts.checkpoint_every_steps
             if every and state.global_step % every == 0 and steps_run < steps:
@@ -328,7 +363,7 @@ class Trainer:
             state.global_step,
             {
                 "train/epoch_loss": record.train_loss,
-                "train/samples_per_second": throughput,
+                "train/epoch_samples_per_second": throughput,
                 **{f"val/{k}": v for k, v in val.items()},
             },
         )
