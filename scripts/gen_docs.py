@@ -61,7 +61,12 @@ RESULTS_INDEX: dict[str, str] = {
     "two-tower + FAISS flat",
     "generative_step_time_cpu2_20261202": "Generative training step time: summed vs "
     "per-token SID inputs",
-    "growth_catalogue_cpu2_20261122": "Retrieval top-k time and memory vs catalogue size",
+    "growth_catalogue_cpu2_20261122": "Retrieval top-k time and memory vs catalogue size "
+    "(before the cache-sized score tiles)",
+    "growth_catalogue_t1_cpu2_20261202": "Target ranks and top-k at 0.45-0.73x the time of a "
+    "FAISS flat search, 10k to 1M items, 1 thread (interleaved)",
+    "growth_catalogue_t2_cpu2_20261202": "Target ranks and top-k at 0.62-0.97x the time of a "
+    "FAISS flat search, 10k to 1M items, 2 threads (interleaved)",
     "growth_eval_pipeline_cpu2_20261122": "evaluate-pipeline retrieval part: time and memory "
     "at 20k users x 150k items",
     "growth_interactions_cpu2_20261122": "In-memory data path: build time and memory grow "
