@@ -61,6 +61,8 @@ RESULTS_INDEX: dict[str, str] = {
     "two-tower + FAISS flat",
     "generative_step_time_cpu2_20261202": "Generative training step time: summed vs "
     "per-token SID inputs",
+    "busy_box_threads_cpu2_20261202": "Passive OpenMP waiting: 2-thread eval 1.73x and training "
+    "1.54x faster beside a just-started CPU-bound process, 8-12 % slower on an idle box",
     "growth_catalogue_cpu2_20261122": "Retrieval top-k time and memory vs catalogue size "
     "(before the cache-sized score tiles)",
     "growth_catalogue_t1_cpu2_20261202": "Target ranks and top-k at 0.45-0.73x the time of a "
