@@ -135,3 +135,18 @@ def test_inspect_criteo_sample(tmp_path: Path) -> None:
     assert report.source == "criteo" and report.columns == {}
     assert sum(report.splits.values()) == 400 and len(report.dense_features) == 13
     assert len(report.cardinalities) == 26
+
+
+def test_inspect_streamed_shards_reads_the_split_sizes_from_the_manifest(
+    synthetic_paths, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    argv = tiny_overrides(synthetic_paths, tmp_path / "runs")
+    out = tmp_path / "shards"
+    assert cli_main(["preprocess", "--out", str(out), "--rows-per-shard", "500", *argv]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    cfg = api.load_config(overrides={"data.source": "shards", "data.shards_dir": str(out)})
+    report = api.inspect_data(cfg)
+    expected = {s: manifest["splits"][s]["rows"] for s in ("train", "val", "test")}
+    assert report.source == "shards" and report.splits == expected
+    assert min(expected.values()) > 0 and report.counts["examples"] == sum(expected.values())
+    assert not [w for w in report.warnings if w.startswith("error:")]

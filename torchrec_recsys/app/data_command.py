@@ -17,6 +17,7 @@ from torchrec_recsys.app import builders, parsers
 from torchrec_recsys.app.results import DataReport
 from torchrec_recsys.config import ExperimentConfig, load_config
 from torchrec_recsys.data.dataset import SEPARATOR_CANDIDATES, ItemTokens, build_dataset
+from torchrec_recsys.data.shards import ShardSource
 from torchrec_recsys.errors import DataWarning, UserError
 
 INSPECT_SEPARATORS = (*SEPARATOR_CANDIDATES, " ")
@@ -45,9 +46,16 @@ def inspect_data(cfg: ExperimentConfig) -> DataReport:
     separators: dict[str, dict[str, object]] = {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DataWarning)
-        if cfg.data.source in ("criteo", "shards"):
-            data = builders.build_data(cfg)
+        stream = None
+        if cfg.data.source == "shards":  # streamed: the manifest holds the split sizes
+            stream = ShardSource(cfg.data.shards_dir, cfg.features.embedding_dim)
+            data = stream.dataset()
             item_columns: list[str] = []
+            splits = {name: stream.rows(name) for name in ("train", "val", "test")}
+            counts = {"examples": sum(splits.values())}
+        elif cfg.data.source == "criteo":
+            data = builders.build_data(cfg)
+            item_columns = []
             counts = {"examples": sum(len(t) for t in data.splits.values())}
         else:
             raw = builders.build_raw_data(cfg)
@@ -77,7 +85,7 @@ def inspect_data(cfg: ExperimentConfig) -> DataReport:
                     "inspect leaves them out"
                 )
         try:
-            builders.check_data(cfg, data, world_size=1)
+            builders.check_data(cfg, data, world_size=1, stream=stream)
         except UserError as e:
             problems.append(f"error: {e}")
     said = [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
@@ -89,7 +97,7 @@ def inspect_data(cfg: ExperimentConfig) -> DataReport:
         separators=separators,
         cardinalities={f.name: f.num_embeddings for f in data.spec.sparse_features()},
         dense_features=list(data.spec.dense_names()),
-        splits={name: len(table) for name, table in data.splits.items()},
+        splits=splits if stream is not None else {n: len(t) for n, t in data.splits.items()},
         counts=counts,
         warnings=[*said, *problems],
     )
