@@ -32,6 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from torchrec_recsys.observability.provenance import RUN_META_KEYS  # noqa: E402
+
 RESULTS_INDEX: dict[str, str] = {
     "bookx_ranking_unknown_20261123": "Book-Crossing: re-ranking the two-tower candidates "
     "beats retrieval alone; ranker AUCs over 3 seeds",
@@ -114,18 +116,9 @@ RESULTS_INDEX: dict[str, str] = {
 }
 """Result stem -> the one-line claim it supports (hand-written; the rest comes from run_meta)."""
 
-REQUIRED_META = (
-    "commit",
-    "dirty",
-    "versions",
-    "argv",
-    "threads",
-    "hardware",
-    "load_start",
-    "load_end",
-    "started",
-)
-"""Keys every ``run_meta`` block has (null where an imported file did not record them)."""
+REQUIRED_META = RUN_META_KEYS[:-1]
+"""Keys every ``run_meta`` block has (null where an imported file did not record them; an
+imported file may lack ``finished``)."""
 
 STEM_RE = re.compile(r"^(?P<topic>.+)_(?P<hw>[a-z0-9]+)_(?P<day>\d{8})$")
 BLOCK_RE = re.compile(

@@ -42,6 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from torchrec_recsys.files import atomic_write_text  # noqa: E402
+from torchrec_recsys.observability.provenance import RUN_META_KEYS  # noqa: E402
 
 OUT = REPO / "results"
 REV: str | None = None
@@ -544,20 +545,7 @@ def import_footer(meta: dict[str, Any]) -> str:
         recorded.append(", ".join(f"{k} {v}" for k, v in meta["versions"].items()))
     if meta.get("started") and len(str(meta["started"])) > 10:
         recorded.append(f"measured {meta['started']} - {meta.get('finished') or '?'}")
-    missing = [
-        k
-        for k in (
-            "dirty",
-            "versions",
-            "argv",
-            "threads",
-            "hardware",
-            "load_start",
-            "load_end",
-            "finished",
-        )
-        if meta.get(k) is None
-    ]
+    missing = [k for k in RUN_META_KEYS if k not in ("commit", "started") and meta.get(k) is None]
     last = meta.get("last_changed")
     changed = f" (last rewritten in `{last['commit'][:12]}` on {last['date']})" if last else ""
     return (

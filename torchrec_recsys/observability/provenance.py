@@ -44,6 +44,20 @@ PACKAGES = (
 )
 """Distributions whose versions are recorded (those not installed are left out)."""
 
+RUN_META_KEYS = (
+    "commit",
+    "dirty",
+    "versions",
+    "argv",
+    "threads",
+    "hardware",
+    "load_start",
+    "load_end",
+    "started",
+    "finished",
+)
+"""Keys of every finished ``run_meta`` block (null where an imported file did not record one)."""
+
 
 def _git(*args: str) -> str | None:
     repo = Path(__file__).resolve().parents[2]
