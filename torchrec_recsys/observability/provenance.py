@@ -190,13 +190,20 @@ def write_result(
     provenance footer. Both are written atomically.
     """
     meta = finish_run_meta(meta) if "finished" not in meta else meta
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    stem = result_stem(topic, meta)
-    path = folder / f"{stem}.json"
+    path = Path(folder) / f"{result_stem(topic, meta)}.json"
+    return _write_files(path, payload, meta, markdown)
+
+
+def _write_files(
+    path: Path, payload: dict[str, Any], meta: dict[str, Any], markdown: str | None
+) -> Path:
+    """Write ``path`` = ``{"run_meta": meta, **payload}`` and, if given, the Markdown report
+    with its provenance footer beside it (``.md``), both atomically; return ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps({"run_meta": meta, **payload}, indent=2) + "\n")
     if markdown is not None:
-        atomic_write_text(folder / f"{stem}.md", markdown.rstrip() + "\n\n" + meta_footer(meta))
+        text = markdown.rstrip() + "\n\n" + meta_footer(meta)
+        atomic_write_text(path.with_suffix(".md"), text)
     return path
 
 
@@ -233,12 +240,7 @@ def write_result_to(
     if out.suffix != ".json":
         return write_result(out, topic, payload, meta, markdown=markdown)
     meta = finish_run_meta(meta) if "finished" not in meta else meta
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, json.dumps({"run_meta": meta, **payload}, indent=2) + "\n")
-    if markdown is not None:
-        text = markdown.rstrip() + "\n\n" + meta_footer(meta)
-        atomic_write_text(out.with_suffix(".md"), text)
-    return out
+    return _write_files(out, payload, meta, markdown)
 
 
 def latest_result(folder: str | Path, topic: str) -> Path | None:
