@@ -13,7 +13,6 @@ The "Errors" page of the docs (docs/errors.md) lists the same inputs with what e
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -29,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from _files import tree_snapshot
 from conftest import REPO_ROOT, tiny_config_file
 
 from torchrec_recsys.app.run_folder import LOCK_FILE, RUN_META_FILE, STALE_AFTER_S
@@ -513,15 +513,6 @@ BAD: list[Bad] = [
 ]
 
 
-def _snapshot(root: Path) -> dict[str, str]:
-    """Every file and folder under ``root``: path -> content hash ("dir" for folders)."""
-    out = {}
-    for path in sorted(root.rglob("*")):
-        rel = str(path.relative_to(root))
-        out[rel] = "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
-    return out
-
-
 @pytest.fixture(scope="module")
 def finished_run(synthetic_paths: SyntheticPaths, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("finished")
@@ -542,7 +533,7 @@ def test_bad_input_gets_one_line_and_writes_nothing(
 ) -> None:
     argv = case.make(env)
     capsys.readouterr()
-    before = _snapshot(env.root)
+    before = tree_snapshot(env.root)
     code = main(argv)
     err = capsys.readouterr().err
     assert code == case.code, err[-2000:]
@@ -553,7 +544,7 @@ def test_bad_input_gets_one_line_and_writes_nothing(
     if case.check is not None:
         case.check(env)
     else:
-        assert _snapshot(env.root) == before, "a refused run wrote or changed files"
+        assert tree_snapshot(env.root) == before, "a refused run wrote or changed files"
 
 
 def test_catalogue_covers_every_class_and_more() -> None:
@@ -664,10 +655,10 @@ def test_stale_lock_is_taken_over(env: Env, where: str) -> None:
 
 def test_failed_resume_leaves_the_old_run_as_it_was(env: Env) -> None:
     run = env.copy_finished()
-    before = _snapshot(run)
+    before = tree_snapshot(run)
     argv = env.train("--resume", "--run-dir", str(run), "--model.name=two_tower")
     assert main(argv) == 2
-    assert _snapshot(run) == before
+    assert tree_snapshot(run) == before
 
 
 def test_resume_picks_the_newest_run_by_recorded_time_not_by_name(env: Env) -> None:
@@ -678,10 +669,10 @@ def test_resume_picks_the_newest_run_by_recorded_time_not_by_name(env: Env) -> N
     shutil.copytree(named, newer)
     (newer / RUN_META_FILE).write_text(json.dumps({"created_unix": 2.0}))
     (newer / "summary.json").unlink()
-    untouched = _snapshot(named)
+    untouched = tree_snapshot(named)
     assert main(env.train("--resume", "--train.epochs=2")) == 0
     assert (newer / "summary.json").exists()  # the newer one was resumed ...
-    assert _snapshot(named) == untouched  # ... not the one whose name sorts last
+    assert tree_snapshot(named) == untouched  # ... not the one whose name sorts last
 
 
 def test_auto_named_runs_in_the_same_second_get_separate_folders(env: Env) -> None:
@@ -803,12 +794,12 @@ def test_serving_misuse_gets_one_line(
     fragment: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    before = _snapshot(served["root"])
+    before = tree_snapshot(served["root"])
     capsys.readouterr()
     assert main(make(served)) == 2
     err = capsys.readouterr().err
     assert fragment in err and "Traceback" not in err, err[-2000:]
-    assert _snapshot(served["root"]) == before
+    assert tree_snapshot(served["root"]) == before
 
 
 def test_damaged_run_config_is_a_clear_error(

@@ -3,21 +3,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import pytest
+from _files import tree_snapshot
 from conftest import tiny_config_file
 
 from torchrec_recsys.cli import main
-
-
-def _snapshot(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 @pytest.fixture
@@ -51,13 +43,13 @@ def test_a_non_empty_out_is_refused_and_left_as_it_was(
     capsys,  # type: ignore[no-untyped-def]
 ) -> None:
     config = tiny_config_file(synthetic_paths, tmp_path)
-    before = _snapshot(occupied)
+    before = tree_snapshot(occupied)
     capsys.readouterr()
     assert main(COMMANDS[command](config, occupied)) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert repr(str(occupied)) in err and "pass --overwrite" in err
-    assert _snapshot(occupied) == before
+    assert tree_snapshot(occupied) == before
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))

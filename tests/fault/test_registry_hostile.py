@@ -4,12 +4,12 @@ is let in, and the rollback history survives the loss of ``state.json``."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
 
 import pytest
+from _files import tree_snapshot
 
 from torchrec_recsys.cli import main as cli_main
 from torchrec_recsys.errors import UserError
@@ -20,20 +20,6 @@ from torchrec_recsys.serving.registry import (
     RegistryStateError,
     check_version_name,
 )
-
-
-def _snapshot(root: Path) -> dict[str, str]:
-    """Every path under ``root`` -> content hash ("dir" / "link" for folders and links)."""
-    out = {}
-    for path in sorted(root.rglob("*")):
-        rel = str(path.relative_to(root))
-        if path.is_symlink():
-            out[rel] = "link"
-        elif path.is_dir():
-            out[rel] = "dir"
-        else:
-            out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -72,13 +58,13 @@ BAD_NAMES = ["../../../b1", "/abs/path", "v1/../v2", "..", ".hidden", "a b", "v1
 def test_a_malformed_version_name_is_refused_by_every_command(
     registry: Registry, tiny_bundle, capsys, command: list[str], name: str
 ) -> None:  # type: ignore[no-untyped-def]
-    before = _snapshot(registry.root)
+    before = tree_snapshot(registry.root)
     argv = [str(tiny_bundle.bundle) if a == "BUNDLE" else a for a in command]
     argv = [*argv[:1], name, *argv[1:]] if command[0] != "add" else [*argv, name]
     code, err = _cli(capsys, registry.root, *argv)
     assert code == 2
     assert err.startswith("error: version name") and "malformed" in err and "\n" not in err
-    assert _snapshot(registry.root) == before
+    assert tree_snapshot(registry.root) == before
 
 
 def test_the_one_name_check_accepts_ordinary_names_only() -> None:
@@ -133,13 +119,13 @@ def test_a_wrong_shaped_state_is_one_line_naming_the_file_and_field(
         registry.read_state()
     message = str(raised.value)
     assert STATE_FILE in message and expected in message and "\n" not in message
-    before = _snapshot(registry.root)
+    before = tree_snapshot(registry.root)
     for argv in (["list"], ["promote", "v1"], ["rollback"], ["canary", "v1"], ["shadow", "v1"]):
         code, err = _cli(capsys, registry.root, *argv)
         assert code == 2 and STATE_FILE in err and err.count("\n") == 0, (argv, err)
     code, err = _cli(capsys, registry.root, "add", str(registry.version_path("v1")))
     assert code == 2 and STATE_FILE in err
-    assert _snapshot(registry.root) == before  # nothing written, no version let in
+    assert tree_snapshot(registry.root) == before  # nothing written, no version let in
 
 
 def test_a_lost_state_is_rebuilt_from_the_journal_with_its_history(
@@ -200,7 +186,7 @@ def test_a_version_folder_linked_outside_the_registry_is_refused(
     shutil.copytree(registry.version_path("v1"), outside)
     shutil.rmtree(registry.version_path("v1"))
     (registry.root / "versions" / "v1").symlink_to(outside)
-    before = _snapshot(registry.root)
+    before = tree_snapshot(registry.root)
     code, err = _cli(capsys, registry.root, "rollback")
     assert code == 2 and "is a link to" in err and str(outside) in err
     with pytest.raises(RegistryStateError, match="expected a plain folder inside the registry"):
@@ -208,7 +194,7 @@ def test_a_version_folder_linked_outside_the_registry_is_refused(
     for argv in (["promote", "v1"], ["canary", "v1"], ["shadow", "v1"]):
         code, err = _cli(capsys, registry.root, *argv)
         assert code == 2 and "v1" in err, (argv, err)
-    assert _snapshot(registry.root) == before and registry.read_state().live == "v2"
+    assert tree_snapshot(registry.root) == before and registry.read_state().live == "v2"
 
 
 def test_a_versions_folder_linked_outside_is_refused(registry: Registry, tmp_path: Path) -> None:
@@ -243,7 +229,7 @@ def test_a_folder_that_is_not_a_registry(tmp_path: Path, tiny_bundle, capsys) ->
         (some_file / "below", "is below the file"),
     ]
     for root, expected in cases:
-        before = _snapshot(tmp_path)
+        before = tree_snapshot(tmp_path)
         for argv in (["list"], ["promote", "v1"], ["rollback"], ["shadow", "--off"]):
             code, err = _cli(capsys, root, *argv)
             assert code == 2 and err.count("\n") == 0, (root, argv, err)
@@ -251,7 +237,7 @@ def test_a_folder_that_is_not_a_registry(tmp_path: Path, tiny_bundle, capsys) ->
         if root.name != "missing":  # add creates a missing registry; the others are refused
             code, err = _cli(capsys, root, "add", str(tiny_bundle.bundle))
             assert code == 2 and expected in err, (root, err)
-        assert _snapshot(tmp_path) == before  # nothing created, nothing added
+        assert tree_snapshot(tmp_path) == before  # nothing created, nothing added
 
 
 def test_list_of_an_empty_folder_says_it_holds_no_versions(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
