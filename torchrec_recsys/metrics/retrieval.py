@@ -17,7 +17,9 @@ import torch
 from torchrec_recsys.data.jagged import JaggedColumn
 
 CHUNK_ELEMENTS = 1 << 24
-"""Default score-matrix budget per chunk: 16M floats (64 MB), e.g. 110 queries x 150k items."""
+"""Default budget of one chunk of queries (queries x items: 16M, e.g. 110 queries x 150k
+items), the unit in which callers such as the two-stage evaluation process queries; the
+scores themselves are computed in tiles of at most :data:`TILE_ELEMENTS`."""
 
 
 def query_chunks(num_queries: int, num_items: int, chunk_elements: int = CHUNK_ELEMENTS):  # noqa: ANN201
