@@ -96,3 +96,33 @@ def test_prepare_texts_without_model() -> None:
     assert is_missing_text(float("nan")) and not is_missing_text("Unknown Soldier")
     with pytest.raises(DataError, match="2 texts but 1 item ids"):
         prepare_texts(["a", "b"], item_ids=["1"])
+
+
+def test_batches_follow_token_counts_and_respect_both_caps() -> None:
+    enc = TextEncoder(default_model_dir(), batch_size=4, max_length=8, max_batch_tokens=12)
+    lengths = [8, 1, 3, 2, 8, 1, 5, 2, 3]
+    batches = enc.plan_batches(lengths)
+    rows = np.concatenate(batches)
+    assert sorted(rows.tolist()) == list(range(len(lengths)))  # every row exactly once
+    assert [lengths[i] for i in rows] == sorted(lengths)  # shortest first
+    for batch in batches:
+        assert 1 <= len(batch) <= 4
+        assert len(batch) * max(lengths[i] for i in batch) <= 12
+    assert [len(b) for b in batches] == [4, 2, 1, 1, 1]  # 1 1 2 2 | 3 3 | 5 | 8 | 8
+
+
+def test_stats_count_real_and_padded_positions(encoder: TextEncoder) -> None:
+    texts = ["Heat", "The Good, the Bad and the Ugly", "Fargo", "Star Wars", "Alien"]
+    encoder.encode(texts)
+    stats = encoder.last_stats
+    assert stats is not None and stats.texts == 5 and stats.batches == 2
+    real = sum(len(ids) for ids in encoder.tokenize(texts))
+    assert stats.real_tokens == real and real <= stats.padded_tokens
+    # the four short titles share a batch padded to the longest of them; the long one is alone
+    short = sorted(len(ids) for ids in encoder.tokenize(texts))[:4]
+    assert stats.padded_tokens == 4 * short[-1] + (real - sum(short))
+
+
+def test_max_batch_tokens_below_max_length_is_refused() -> None:
+    with pytest.raises(DataError, match="max_batch_tokens = 64 is invalid"):
+        TextEncoder(default_model_dir(), max_length=128, max_batch_tokens=64)

@@ -21,8 +21,8 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import math
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,6 +124,20 @@ class EncodeResult:
         return len(self.fallback_rows)
 
 
+@dataclass
+class EncodeStats:
+    """What the last model run over a list of texts cost (tokens are after truncation)."""
+
+    texts: int
+    batches: int
+    real_tokens: int
+    """Token positions of the texts themselves."""
+    padded_tokens: int
+    """Token positions the model computed: real + padding."""
+    seconds: float
+    """Tokenising, batching and the model, together."""
+
+
 class TextEncoder:
     """Sentence embeddings from a local Hugging Face model: masked mean pooling + L2 norm.
 
@@ -132,8 +146,9 @@ class TextEncoder:
 
     Args:
         model_dir: local model folder; default: :func:`default_model_dir`.
-        batch_size: texts per forward pass.
+        batch_size: at most this many texts per forward pass.
         max_length: tokens kept per text (longer texts are truncated).
+        max_batch_tokens: at most this many padded token positions per forward pass.
         show_progress: show progress over batches (a bar on a terminal, lines without one).
         device: torch device string, ``"cpu"`` or ``"cuda"``.
 
@@ -147,6 +162,7 @@ class TextEncoder:
         *,
         batch_size: int = 64,
         max_length: int = 128,
+        max_batch_tokens: int = 8192,
         show_progress: bool = True,
         device: str = "cpu",
     ) -> None:
@@ -160,9 +176,16 @@ class TextEncoder:
             )
         if batch_size < 1:
             raise DataError(f"batch_size = {batch_size} is invalid; expected at least 1")
+        if max_batch_tokens < max_length:
+            raise DataError(
+                f"max_batch_tokens = {max_batch_tokens} is invalid; expected at least "
+                f"max_length = {max_length}"
+            )
         self.model_dir = folder.resolve()
         self.batch_size = batch_size
         self.max_length = max_length
+        self.max_batch_tokens = max_batch_tokens
+        self.last_stats: EncodeStats | None = None
         self.show_progress = show_progress
         self.device = device
         self.model_calls = 0
@@ -217,41 +240,84 @@ class TextEncoder:
 
     # -- encoding ----------------------------------------------------------------------------
 
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of each text, truncated to ``max_length``, unpadded (loads the model)."""
+        self.load()
+        return list(
+            self._tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+        )
+
+    def plan_batches(self, lengths: Sequence[int]) -> list[np.ndarray]:
+        """Row groups to run together: rows sorted by token count, then cut into buckets of at
+        most ``batch_size`` texts and ``max_batch_tokens`` padded positions, so each batch pads
+        to nearly its own length (sorting by characters instead padded about half as many
+        positions again on Book-Crossing texts: ``benchmarks/encoder_benchmark.py``)."""
+        counts = np.asarray(lengths, dtype=np.int64)  # [N]
+        order = np.argsort(counts, kind="stable")  # [N]
+        batches: list[np.ndarray] = []
+        start = 0
+        while start < len(order):
+            stop = start + 1
+            # rows come shortest first, so the row added is the new longest of the bucket
+            while (
+                stop < len(order)
+                and stop - start < self.batch_size
+                and (stop - start + 1) * counts[order[stop]] <= self.max_batch_tokens
+            ):
+                stop += 1
+            batches.append(order[start:stop])
+            start = stop
+        return batches
+
     def _embed(self, texts: list[str]) -> np.ndarray:
-        """Run the model over ``texts`` (no fallback handling) -> [N, D] float32, L2-normalised."""
+        """Run the model over ``texts`` (no fallback handling) -> [N, D] float32, L2-normalised.
+
+        Texts are tokenised once and batched by token count (:meth:`plan_batches`);
+        :attr:`last_stats` records the real and padded token positions and the seconds.
+        """
         import torch
 
         self.load()
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        # Sort by length so each batch pads to similar lengths; undo the order at the end.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        start_time = time.perf_counter()
+        token_ids = self.tokenize(texts)
+        lengths = [len(ids) for ids in token_ids]
+        batches = self.plan_batches(lengths)
+        pad_id = int(self._tokenizer.pad_token_id or 0)
         out = np.empty((len(texts), self._model.config.hidden_size), dtype=np.float32)  # [N, D]
+        padded = 0
         bar = Progress(
-            total=math.ceil(len(texts) / self.batch_size),
-            desc="encode text",
-            units="batches",
-            enabled=self.show_progress,
+            total=len(batches), desc="encode text", units="batches", enabled=self.show_progress
         )
         with torch.inference_mode():
-            for start in range(0, len(texts), self.batch_size):
-                rows = order[start : start + self.batch_size]
-                batch = self._tokenizer(
-                    [texts[i] for i in rows],
-                    padding=True,
-                    truncation=True,
-                    max_length=self.max_length,
-                    return_tensors="pt",
-                ).to(self.device)
+            for rows in batches:
+                width = max(lengths[i] for i in rows)
+                ids = np.full((len(rows), width), pad_id, dtype=np.int64)  # [B, T]
+                mask = np.zeros((len(rows), width), dtype=np.int64)  # [B, T]
+                for j, i in enumerate(rows):
+                    ids[j, : lengths[i]] = token_ids[i]
+                    mask[j, : lengths[i]] = 1
+                padded += ids.size
+                attention = torch.from_numpy(mask).to(self.device)  # [B, T]
                 self.model_calls += 1
-                hidden = self._model(**batch).last_hidden_state  # [B, T, D]
-                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # [B, T, 1]
-                summed = (hidden * mask).sum(dim=1)  # [B, D]
-                pooled = summed / mask.sum(dim=1).clamp(min=1e-9)  # [B, D]
+                hidden = self._model(
+                    input_ids=torch.from_numpy(ids).to(self.device), attention_mask=attention
+                ).last_hidden_state  # [B, T, D]
+                weights = attention.unsqueeze(-1).to(hidden.dtype)  # [B, T, 1]
+                summed = (hidden * weights).sum(dim=1)  # [B, D]
+                pooled = summed / weights.sum(dim=1).clamp(min=1e-9)  # [B, D]
                 normed = torch.nn.functional.normalize(pooled, p=2, dim=-1)  # [B, D]
                 out[rows] = normed.float().cpu().numpy()
                 bar.update()
         bar.close()
+        self.last_stats = EncodeStats(
+            texts=len(texts),
+            batches=len(batches),
+            real_tokens=int(sum(lengths)),
+            padded_tokens=padded,
+            seconds=time.perf_counter() - start_time,
+        )
         return out
 
     def encode(
