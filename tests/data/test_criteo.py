@@ -13,6 +13,8 @@ from torchrec_recsys.config import CriteoConfig, load_config
 from torchrec_recsys.data.criteo import (
     NUM_COLUMNS,
     FrequencyVocab,
+    _parse_arrow,
+    _parse_pandas,
     build_criteo_dataset,
     hash_rows,
     parse_hex,
@@ -67,6 +69,30 @@ def test_hashing_and_frequency_schemes() -> None:
     vocab = FrequencyVocab.fit(iter([chunk]), min_count=2)  # type: ignore[list-item]
     assert vocab.table_rows()[:2] == [2, 2]  # value 5 in column 0, 9 in column 1, + row 0
     assert vocab.rows(raw)[:, :2].tolist() == [[1, 0], [0, 1], [1, 1]]
+
+
+def test_fast_and_careful_parsers_agree(criteo_file: Path) -> None:
+    lines = criteo_file.read_text().splitlines(keepends=True)[:500]
+    edge = ["1", "-3", "", "0", *["7"] * 10, "68fd1e64", "", "0", "FFFFFFFF", "a", "Be"]
+    lines.append("\t".join(edge + [""] * (NUM_COLUMNS - len(edge))) + "\n")
+    lines.append("0" + "\t" * (NUM_COLUMNS - 1))  # a last line without its newline
+    fast, careful = _parse_arrow(lines), _parse_pandas(lines, 1, "f")
+    assert fast is not None
+    assert torch.equal(fast.labels, careful.labels) and torch.equal(fast.dense, careful.dense)
+    np.testing.assert_array_equal(fast.raw_sparse, careful.raw_sparse)
+    assert fast.raw_sparse[500, :6].tolist() == [0x68FD1E64, -1, 0, 0xFFFFFFFF, 10, 0xBE]
+    assert fast.dense[500, :3].tolist() == [0.0, 0.0, 0.0]  # -3 and missing -> log1p(0)
+    assert fast.num_bytes == careful.num_bytes
+
+
+@pytest.mark.parametrize(
+    "cell", ["zz", "123456789", "0x12"], ids=["not hex", "nine digits", "prefix"]
+)
+def test_fast_parser_hands_bad_hex_to_the_careful_one(cell: str) -> None:
+    line = "1" + "\t" * 14 + cell + "\t" * 25 + "\n"
+    assert _parse_arrow(["0" + "\t" * 39 + "\n", line]) is None
+    with pytest.raises(DataError, match="hexadecimal|not 8 hex"):
+        _parse_pandas(["0" + "\t" * 39 + "\n", line], 1, "f")
 
 
 @pytest.mark.parametrize(
