@@ -64,6 +64,7 @@ _NIBBLE = np.full(256, -1, dtype=np.int64)
 _NIBBLE[np.frombuffer(b"0123456789", np.uint8)] = np.arange(10)
 _NIBBLE[np.frombuffer(b"abcdef", np.uint8)] = np.arange(10, 16)
 _NIBBLE[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16)
+_NIBBLE16 = _NIBBLE.astype(np.int16)
 
 
 def parse_hex(cells: np.ndarray) -> np.ndarray:
@@ -112,16 +113,21 @@ def _hex_column(column: pa.ChunkedArray) -> np.ndarray | None:
         array.offset : array.offset + len(array) + 1
     ]  # [N + 1]
     data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer else np.zeros(1, np.uint8)
-    width = np.diff(offsets).astype(np.int64)  # [N]
+    width = np.diff(offsets)  # [N]
     if (width > 8).any():
         return None
-    position = offsets[:-1, None].astype(np.int64) + np.arange(8)[None, :]  # [N, 8]
-    present = np.arange(8)[None, :] < width[:, None]  # [N, 8]
-    nibbles = _NIBBLE[data[np.minimum(position, len(data) - 1)]]  # [N, 8]
-    if (nibbles[present] < 0).any():
+    start, last = offsets[:-1], len(data) - 1  # [N]
+    value = np.zeros(len(width), dtype=np.int64)  # [N]
+    bad = np.zeros(len(width), dtype=bool)  # [N]
+    for k in range(8):  # digit k of every cell at once: value = 16 * value + digit
+        present = width > k  # [N]
+        if not present.any():
+            break
+        digit = _NIBBLE16[data[np.minimum(start + k, last)]]  # [N], -1 = not hex
+        bad |= present & (digit < 0)
+        value = np.where(present, (value << 4) | np.maximum(digit, 0), value)
+    if bad.any():
         return None
-    shifts = 4 * (width[:, None] - 1 - np.arange(8)[None, :])  # [N, 8]
-    value = np.where(present, nibbles << np.maximum(shifts, 0), 0).sum(axis=1)
     return np.where(width == 0, -1, value)
 
 
