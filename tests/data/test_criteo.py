@@ -76,7 +76,8 @@ def test_fast_and_careful_parsers_agree(criteo_file: Path) -> None:
     edge = ["1", "-3", "", "0", *["7"] * 10, "68fd1e64", "", "0", "FFFFFFFF", "a", "Be"]
     lines.append("\t".join(edge + [""] * (NUM_COLUMNS - len(edge))) + "\n")
     lines.append("0" + "\t" * (NUM_COLUMNS - 1))  # a last line without its newline
-    fast, careful = _parse_arrow(lines), _parse_pandas(lines, 1, "f")
+    fast = _parse_arrow("".join(lines).encode(), len(lines))
+    careful = _parse_pandas(lines, 1, "f")
     assert fast is not None
     assert torch.equal(fast.labels, careful.labels) and torch.equal(fast.dense, careful.dense)
     np.testing.assert_array_equal(fast.raw_sparse, careful.raw_sparse)
@@ -90,7 +91,7 @@ def test_fast_and_careful_parsers_agree(criteo_file: Path) -> None:
 )
 def test_fast_parser_hands_bad_hex_to_the_careful_one(cell: str) -> None:
     line = "1" + "\t" * 14 + cell + "\t" * 25 + "\n"
-    assert _parse_arrow(["0" + "\t" * 39 + "\n", line]) is None
+    assert _parse_arrow(("0" + "\t" * 39 + "\n" + line).encode(), 2) is None
     with pytest.raises(DataError, match="hexadecimal|not 8 hex"):
         _parse_pandas(["0" + "\t" * 39 + "\n", line], 1, "f")
 
@@ -110,6 +111,13 @@ def test_bad_lines_name_the_line(tmp_path: Path, line: str, message: str) -> Non
     with pytest.raises(DataError, match=message) as info:
         list(read_criteo(path))
     assert "line 2" in str(info.value) or "lines 1..2" in str(info.value)
+
+
+def test_a_line_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.tsv"
+    path.write_bytes(b"0" + b"\t" * 39 + b"\n" + b"1\t\xe9" + b"\t" * 38 + b"\n")
+    with pytest.raises(DataError, match="line 2 is not UTF-8"):
+        list(read_criteo(path))
 
 
 def test_dataset_splits_and_tables(criteo_file: Path) -> None:

@@ -22,6 +22,7 @@ downloaded here), with clicks that depend on a few features so a model can learn
 from __future__ import annotations
 
 import io
+import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,20 +132,20 @@ def _hex_column(column: pa.ChunkedArray) -> np.ndarray | None:
     return np.where(width == 0, -1, value)
 
 
-def _parse_arrow(lines: Sequence[str]) -> CriteoChunk | None:
+def _parse_arrow(data: bytes, rows: int) -> CriteoChunk | None:
     """The fast path of :func:`_parse_lines` (pyarrow's CSV reader, hex decoded from the
-    column buffers); None when anything in the chunk is off, so the careful path can name it."""
-    text = "".join(lines).encode()
+    column buffers) over ``rows`` lines of ``data``; None when anything in the chunk is off,
+    so the careful path can name it."""
     try:
         table = pa_csv.read_csv(
-            pa.py_buffer(text),
+            pa.py_buffer(data),
             read_options=_ARROW_READ,
             parse_options=_ARROW_PARSE,
             convert_options=_ARROW_CONVERT,
         )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
-    if table.num_rows != len(lines):
+    if table.num_rows != rows:  # e.g. an empty line, which the reader skips
         return None
     labels = table.column(0)
     if labels.null_count or not pa_compute.all(pa_compute.is_in(labels, _LABELS)).as_py():
@@ -162,17 +163,29 @@ def _parse_arrow(lines: Sequence[str]) -> CriteoChunk | None:
         labels=torch.from_numpy(labels.to_numpy().astype(np.float32)),
         dense=torch.from_numpy(encode_dense(dense.astype(np.int64))),
         raw_sparse=np.stack(sparse, axis=1),  # [N, 26]
-        num_bytes=sum(len(line) for line in lines),
+        num_bytes=len(data),
     )
 
 
-def _parse_lines(lines: Sequence[str], first_line: int, where: str) -> CriteoChunk:
-    """Parse ``lines`` (line numbers from ``first_line``, 1-based) into a chunk.
+def _parse_lines(lines: Sequence[bytes], first_line: int, where: str) -> CriteoChunk:
+    """Parse ``lines`` (line numbers from ``first_line``, 1-based) into a chunk: pyarrow's
+    reader first; when anything is off, the careful path finds and names the first bad line.
 
     Raises:
-        DataError: a line without 40 columns, a label other than 0/1, or a non-number field.
+        DataError: a line that is not UTF-8 or without 40 columns, a label other than 0/1, or
+            a non-number field.
     """
-    tabs = np.fromiter((line.count("\t") for line in lines), dtype=np.int64, count=len(lines))
+    data = b"".join(lines)
+    fast = _parse_arrow(data, len(lines))
+    if fast is not None:
+        return fast
+    text: list[str] = []
+    for number, line in enumerate(lines, start=first_line):
+        try:
+            text.append(line.decode())
+        except UnicodeDecodeError:
+            raise DataError(f"{where} line {number} is not UTF-8 text") from None
+    tabs = np.fromiter((line.count("\t") for line in text), dtype=np.int64, count=len(text))
     if (tabs != NUM_COLUMNS - 1).any():
         bad = int(np.nonzero(tabs != NUM_COLUMNS - 1)[0][0])
         raise DataError(
@@ -180,8 +193,7 @@ def _parse_lines(lines: Sequence[str], first_line: int, where: str) -> CriteoChu
             f"a Criteo line has {NUM_COLUMNS} (label, {NUM_DENSE} integer, {NUM_SPARSE} "
             f"categorical)"
         )
-    fast = _parse_arrow(lines)
-    return fast if fast is not None else _parse_pandas(lines, first_line, where)
+    return _parse_pandas(text, first_line, where)
 
 
 def _parse_pandas(lines: Sequence[str], first_line: int, where: str) -> CriteoChunk:
@@ -217,7 +229,7 @@ def _parse_pandas(lines: Sequence[str], first_line: int, where: str) -> CriteoCh
         labels=torch.from_numpy(labels.astype(np.float32)),
         dense=torch.from_numpy(encode_dense(dense)),
         raw_sparse=sparse,
-        num_bytes=sum(len(line) for line in lines),
+        num_bytes=sum(len(line.encode()) for line in lines),
     )
 
 
@@ -230,18 +242,11 @@ def read_criteo(path: str | Path, chunk_rows: int = 65_536) -> Iterator[CriteoCh
     path = Path(path)
     if not path.is_file():
         raise DataError(f"Criteo file {str(path)!r} does not exist")
-    lines: list[str] = []
     first = 1
-    with path.open() as f:
-        for number, line in enumerate(f, start=1):
-            if not lines:
-                first = number
-            lines.append(line)
-            if len(lines) == chunk_rows:
-                yield _parse_lines(lines, first, str(path))
-                lines = []
-    if lines:
-        yield _parse_lines(lines, first, str(path))
+    with path.open("rb") as f:
+        while lines := list(itertools.islice(f, chunk_rows)):
+            yield _parse_lines(lines, first, str(path))
+            first += len(lines)
 
 
 def hashing_table_rows(settings: CriteoConfig) -> list[int]:
