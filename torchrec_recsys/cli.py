@@ -112,6 +112,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "torchrec_recsys.experiments.ranking_report:main",
         "ranking + pipeline tables over seeds: baselines, DLRM, DCN-v2, pipeline ranker",
     ),
+    "recipe-search": (
+        "torchrec_recsys.experiments.recipe_search:main",
+        "train one config over a grid of settings, choose on validation, retrain at seeds",
+    ),
     "export": (
         "torchrec_recsys.app.retrieval_commands:export_main",
         "embed every item with a trained two-tower and save a FAISS index",
@@ -163,6 +167,7 @@ PARSERS: dict[str, str] = {
     "ablation": f"{_EXPERIMENTS}:sid_ablation_parser",
     "generative-ablation": f"{_EXPERIMENTS}:generative_ablation_parser",
     "ranking-report": f"{_EXPERIMENTS}:ranking_report_parser",
+    "recipe-search": f"{_EXPERIMENTS}:recipe_search_parser",
     "export": f"{_APP}:export_parser",
     "recommend": f"{_APP}:recommend_parser",
     "evaluate-pipeline": f"{_APP}:evaluate_pipeline_parser",

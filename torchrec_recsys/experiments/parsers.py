@@ -125,3 +125,32 @@ def ranking_report_parser() -> argparse.ArgumentParser:
         "= false) and add its rows (it and the tabular second stages on its pairs)",
     )
     return parser
+
+
+def recipe_search_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="torchrec_recsys recipe-search",
+        description="Train one config over a grid of settings, choose the cell with the best "
+        "validation value, then train the chosen cell at --seeds. Extra --section.key=value "
+        "flags go to every run.",
+    )
+    parser.add_argument(
+        "--config", default="configs/ml100k_sasrec.toml", help="experiment TOML ('': defaults)"
+    )
+    parser.add_argument(
+        "--grid",
+        action="append",
+        required=True,
+        metavar="KEY=V1,V2",
+        help="a setting and its candidate values (repeat for a product of several)",
+    )
+    parser.add_argument("--search-seed", type=int, default=0, help="train.seed of the grid runs")
+    parser.add_argument(
+        "--seeds", type=int, nargs="*", default=[], help="retrain the chosen cell at these seeds"
+    )
+    parser.add_argument("--out", default="runs/reports/recipe_search.md")
+    parser.add_argument("--runs-dir", default="runs/recipe_search")
+    parser.add_argument(
+        "--results", metavar="TOPIC", help="also write results/TOPIC_* with provenance"
+    )
+    return parser
