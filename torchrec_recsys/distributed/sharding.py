@@ -244,6 +244,8 @@ def shard_model(
     dense_cls = OPTIMIZER_CLASSES[optim.dense]
     dense = KeyedOptimizerWrapper(
         dense_params,
-        lambda ps: dense_cls(ps, lr=optim.dense_lr, weight_decay=optim.weight_decay),
+        # foreach: one multi-tensor kernel per update op instead of a Python loop over the
+        # parameters (torch picks it by itself only for CUDA tensors)
+        lambda ps: dense_cls(ps, lr=optim.dense_lr, weight_decay=optim.weight_decay, foreach=True),
     )
     return dmp, CombinedOptimizer([dmp.fused_optimizer, dense])
