@@ -19,7 +19,13 @@ from dataclasses import dataclass
 
 import torch
 
-from torchrec_recsys.data.batch import Batch, build_kjt, build_kjt_whole, check_dense
+from torchrec_recsys.data.batch import (
+    Batch,
+    KJTBuilder,
+    build_kjt,
+    build_kjt_whole,
+    check_dense,
+)
 from torchrec_recsys.data.dataset import ExampleTable
 from torchrec_recsys.data.features import FeatureSpec
 from torchrec_recsys.errors import DataError
@@ -51,6 +57,33 @@ def make_batch(
         user_rows=table.user_rows[rows],
         item_rows=table.item_rows[rows],
     )
+
+
+class TableBatcher:
+    """:func:`make_batch` for many batches of one table: the same batches, with the table's
+    dense values and IDs checked once here instead of in every batch, and the KJT built by a
+    :class:`KJTBuilder` (a few tensor ops per batch).
+
+    Raises (at construction):
+        DataError: a dense value of the table is NaN or infinite, or an ID is out of range.
+    """
+
+    def __init__(self, table: ExampleTable, spec: FeatureSpec) -> None:
+        check_dense(spec.dense_names(), table.dense, where="the table")
+        self.table = table
+        self.kjt = KJTBuilder(table.sparse, spec.sparse)
+
+    def __call__(self, rows: torch.Tensor, weights: torch.Tensor) -> Batch:
+        """The :class:`Batch` for ``rows`` (int64 [B]) with ``weights`` [B]."""
+        table = self.table
+        return Batch(
+            dense_features=table.dense[rows],  # [B, num_dense]
+            sparse_features=self.kjt(rows),
+            labels=table.labels[rows],  # [B]
+            weights=weights,  # [B]
+            user_rows=table.user_rows[rows],
+            item_rows=table.item_rows[rows],
+        )
 
 
 def whole_batch(table: ExampleTable, spec: FeatureSpec) -> Batch:
@@ -143,11 +176,22 @@ def train_batches(
     seed: int,
     epoch: int,
     start_sample: int = 0,
+    batcher: TableBatcher | None = None,
 ) -> Iterator[Batch]:
-    """Shuffled training batches of ``table`` for this rank (order: :func:`train_rows`)."""
+    """Shuffled training batches of ``table`` for this rank (order: :func:`train_rows`).
+
+    ``batcher``: a :class:`TableBatcher` of ``table`` and ``spec`` made earlier (e.g. kept
+    across epochs); by default one is made here, which checks the table once.
+
+    Raises:
+        DataError: a dense value of ``table`` is NaN or infinite, or an ID is out of range
+            (before the first batch).
+    """
+    rows_iter = train_rows(len(table), batch_size, shard, seed, epoch, start_sample)
+    make = batcher if batcher is not None else TableBatcher(table, spec)
     ones = torch.ones(batch_size)
-    for rows in train_rows(len(table), batch_size, shard, seed, epoch, start_sample):
-        yield make_batch(table, spec, rows, ones)
+    for rows in rows_iter:
+        yield make(rows, ones)
 
 
 class TableSource:
@@ -156,6 +200,7 @@ class TableSource:
     def __init__(self, table: ExampleTable, spec: FeatureSpec) -> None:
         self.table = table
         self.spec = spec
+        self._batcher: TableBatcher | None = None  # made at the first epoch, then kept
 
     def __len__(self) -> int:
         return len(self.table)
@@ -167,12 +212,22 @@ class TableSource:
     def train_batches(
         self, batch_size: int, shard: ShardInfo, seed: int, epoch: int, start_sample: int = 0
     ) -> Iterator[Batch]:
-        return train_batches(self.table, self.spec, batch_size, shard, seed, epoch, start_sample)
+        if self._batcher is None:
+            self._batcher = TableBatcher(self.table, self.spec)
+        return train_batches(
+            self.table, self.spec, batch_size, shard, seed, epoch, start_sample, self._batcher
+        )
 
 
 def eval_batches(
     table: ExampleTable, spec: FeatureSpec, batch_size: int, shard: ShardInfo
 ) -> Iterator[Batch]:
-    """Every example once, in order, padded with weight-0 copies of row 0 to full batches."""
+    """Every example once, in order, padded with weight-0 copies of row 0 to full batches.
+
+    Raises:
+        DataError: a dense value of ``table`` is NaN or infinite, or an ID is out of range.
+    """
+    batcher = TableBatcher(table, spec) if len(table) else None
     for rows, weights in eval_rows(len(table), batch_size, shard):
-        yield make_batch(table, spec, rows, weights)
+        assert batcher is not None
+        yield batcher(rows, weights)

@@ -20,7 +20,7 @@ from torch import nn
 from torchrec.distributed.embedding import EmbeddingCollectionSharder
 from torchrec.distributed.embedding_types import EmbeddingComputeKernel
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
-from torchrec.distributed.model_parallel import DistributedModelParallel
+from torchrec.distributed.model_parallel import DataParallelWrapper, DistributedModelParallel
 from torchrec.distributed.planner import EmbeddingShardingPlanner
 from torchrec.distributed.planner.types import (
     KernelConfig,
@@ -30,7 +30,7 @@ from torchrec.distributed.planner.types import (
     TopologyFactory,
     TrainerConfig,
 )
-from torchrec.distributed.types import ModuleSharder, ShardingPlan, ShardingType
+from torchrec.distributed.types import ModuleSharder, ShardingEnv, ShardingPlan, ShardingType
 from torchrec.modules.embedding_modules import EmbeddingBagCollection, EmbeddingCollection
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
@@ -73,6 +73,16 @@ class AnyDeviceEBCSharder(AnyDeviceShardingTypes, EmbeddingBagCollectionSharder)
 
 class AnyDeviceECSharder(AnyDeviceShardingTypes, EmbeddingCollectionSharder):
     """EmbeddingCollection (unpooled, sequence) sharder, all sharding types on CPU."""
+
+
+class SingleProcessWrapper(DataParallelWrapper):
+    """DMP's data-parallel wrapper for a world of one process: leaves the dense part as it
+    is. DistributedDataParallel there would only add its forward and backward hooks and an
+    all-reduce over one rank (the identity) to every step; parameter and state-dict names
+    are the same either way (DMP strips DDP's ``module.`` prefix)."""
+
+    def wrap(self, dmp: DistributedModelParallel, env: ShardingEnv, device: torch.device) -> None:
+        """Nothing to wrap."""
 
 
 def sharders() -> list[ModuleSharder[nn.Module]]:
@@ -223,11 +233,19 @@ def shard_model(
     """
     fuse_sparse_optimizer(model, optim.sparse, optim.sparse_lr)
     plan = plan_sharding(model, tables, sharding, ctx, batch_size)
-    dmp = DistributedModelParallel(module=model, device=ctx.device, plan=plan, sharders=sharders())
+    dmp = DistributedModelParallel(
+        module=model,
+        device=ctx.device,
+        plan=plan,
+        sharders=sharders(),
+        data_parallel_wrapper=SingleProcessWrapper() if ctx.world_size == 1 else None,
+    )
     dense_params = dict(in_backward_optimizer_filter(dmp.named_parameters()))
     dense_cls = OPTIMIZER_CLASSES[optim.dense]
     dense = KeyedOptimizerWrapper(
         dense_params,
-        lambda ps: dense_cls(ps, lr=optim.dense_lr, weight_decay=optim.weight_decay),
+        # foreach: one multi-tensor kernel per update op instead of a Python loop over the
+        # parameters (torch picks it by itself only for CUDA tensors)
+        lambda ps: dense_cls(ps, lr=optim.dense_lr, weight_decay=optim.weight_decay, foreach=True),
     )
     return dmp, CombinedOptimizer([dmp.fused_optimizer, dense])

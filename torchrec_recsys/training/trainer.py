@@ -19,14 +19,15 @@ The engine of a step is TorchRec's train pipeline (``train.pipeline``):
     none         the plain loop: forward, backward, step
 
 The pipelines read batches ahead, but the data position counts only trained batches, so a
-checkpoint's ``samples_in_epoch`` is exact. The loss stays on the device and is added to a
-float64 running sum there (same order of additions as a per-step ``float``): it is read back
-only at log steps, checkpoints and the end of the epoch.
+checkpoint's ``samples_in_epoch`` is exact. The loss stays on the device, copied into a float64
+buffer (:class:`EpochLoss`, one op per step): it is read back and summed in step order (the
+same additions as a per-step ``float``) only at log steps, checkpoints and the end of the epoch.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -158,6 +159,49 @@ class _LogWindow:
         }
         self.time, self.loss_sum, self.step = now, state.epoch_loss_sum, state.global_step
         return out
+
+
+class EpochLoss:
+    """The epoch's running training loss, with one tensor op per step.
+
+    Each step's loss is copied into a float64 buffer on the device (no host sync); ``read``
+    brings the buffer to the host, adds it to the running sum in step order (float64, the
+    same additions as a per-step ``float``) and finds the first step whose loss was not
+    finite. The buffer is read when it fills, so a long interval between reads costs one
+    sync per ``capacity`` steps.
+    """
+
+    def __init__(
+        self, total: float, first_step: int, device: torch.device, capacity: int = 1024
+    ) -> None:
+        """``total``: the sum so far (a resumed epoch's); ``first_step``: the global step
+        number of the first loss to be added."""
+        self.total = total
+        self.next_step = first_step  # global step of the buffer's first entry
+        self.bad_step: int | None = None
+        self._buffer = torch.zeros(max(capacity, 1), dtype=torch.float64, device=device)  # [C]
+        self._count = 0
+
+    def add(self, loss: torch.Tensor) -> None:
+        """Record one step's (0-dim) loss."""
+        if self._count == self._buffer.numel():
+            self._flush()
+        self._buffer[self._count].copy_(loss.detach())
+        self._count += 1
+
+    def _flush(self) -> None:
+        values = self._buffer[: self._count].tolist()
+        for i, value in enumerate(values):
+            if self.bad_step is None and not math.isfinite(value):
+                self.bad_step = self.next_step + i
+            self.total += value
+        self.next_step += self._count
+        self._count = 0
+
+    def read(self) -> tuple[float, int | None]:
+        """(running sum, first global step whose loss was not finite, or None)."""
+        self._flush()
+        return self.total, self.bad_step
 
 
 def make_pipeline(
@@ -294,21 +338,21 @@ class Trainer:
         self.model.train()
         pipeline = make_pipeline(opts.pipeline, self.model, self.optimizer, self.ctx.device)
         batch_iter = itertools.islice(batches, steps)
-        # running loss sum of the epoch, float64 on the device: read back only when needed
-        loss_sum = torch.tensor(state.epoch_loss_sum, dtype=torch.float64, device=self.ctx.device)
-
-        bad_step = torch.tensor(-1, dtype=torch.int64, device=self.ctx.device)
+        # running loss sum of the epoch, kept on the device: read back only when needed
+        losses = EpochLoss(
+            state.epoch_loss_sum, state.global_step + 1, self.ctx.device, min(opts.log_every, 4096)
+        )
 
         def read_loss() -> None:
             """Bring the epoch's loss to the host; fail if a step's loss was not finite."""
-            first_bad = int(bad_step)
-            if first_bad >= 0:
+            total, first_bad = losses.read()
+            if first_bad is not None:
                 raise UserError(
                     f"the training loss became non-finite at global step {first_bad} (epoch "
                     f"{state.epoch + 1}): the model diverged; lower optimizer.sparse_lr / "
                     f"optimizer.dense_lr (no checkpoint was written after it)"
                 )
-            state.epoch_loss_sum = float(loss_sum)
+            state.epoch_loss_sum = total
 
         start = time.perf_counter()
         window = _LogWindow(start, state.epoch_loss_sum, state.global_step)
@@ -317,11 +361,7 @@ class Trainer:
                 loss = pipeline.progress(batch_iter)[0]  # (detached loss, scores, ...)
             else:
                 loss = self._plain_step(next(batch_iter))
-            loss_sum += loss.detach().double()
-            # first step whose loss was not finite (-1: none), kept on the device: no sync
-            bad_step = torch.where(
-                (bad_step < 0) & ~torch.isfinite(loss.detach()), state.global_step + 1, bad_step
-            )
+            losses.add(loss)  # one copy into a device buffer: no sync
             state.count_batch(global_batch, 0.0)
             if self.scheduler is not None:
                 self.scheduler.step()
