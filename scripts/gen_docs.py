@@ -289,6 +289,30 @@ def _faiss(doc: dict[str, Any]) -> str:
     )
 
 
+def _step(doc: dict[str, Any]) -> str:
+    ref = doc["vs_reference"]
+    cases = ("ml100k_dlrm", "ml100k_two_tower", "criteo_dlrm")
+    shares = [r["data_share_of_real_step"] for r in doc["rows"] if r["case"] in cases]
+    return (
+        f"{ref['ratio_samples_per_second']:.3f}x its samples/s [{ref['min']:.3f}-{ref['max']:.3f}]"
+        f" over {len(ref['per_round'])} rounds; data path {min(shares):.0%}-{max(shares):.0%}"
+        " of a step"
+    )
+
+
+def _encoder(doc: dict[str, Any]) -> str:
+    rows = {(r["threads"], r["batching"]): r for r in doc["batching"]}
+    one = rows[(1, "tokens")]
+    text = (
+        f"{one['texts_per_s']:,.0f} texts/s at 1 thread, {one['speedup_vs_chars']:.2f}x faster than sorting "
+        f"by characters, {one['share_of_matmul_rate']:.0%} of the matmul rate"
+    )
+    build = doc.get("sid_build")
+    if build:
+        text += f"; `sid build` of {build['items']:,} items: {build['process_wall_s']:.0f} s"
+    return text
+
+
 def _help(doc: dict[str, Any]) -> str:
     slowest = doc["times"][doc["slowest"]]["median_s"]
     torch_s = doc["times"].get("python -c 'import torch'", {}).get("median_s")
@@ -303,6 +327,11 @@ HEADLINE: list[tuple[str, str, Callable[[dict[str, Any]], str]]] = [
         "DLRM step: TorchRec TrainPipelineSparseDist vs plain loop (1 proc x 1 thread)",
         _pipeline_engines,
     ),
+    (
+        "step_breakdown",
+        "Criteo-shaped DLRM step vs TorchRec's reference DLRM (1 thread, interleaved)",
+        _step,
+    ),
     ("ml100k_ranking", "MovieLens-100K Recall@10: LightGBM re-rank vs retrieval alone", _rerank),
     ("bookx_ranking", "Book-Crossing Recall@10: LightGBM re-rank vs retrieval alone", _rerank),
     ("sequence_results", "MovieLens-100K two-tower Recall@10", _two_tower),
@@ -310,6 +339,7 @@ HEADLINE: list[tuple[str, str, Callable[[dict[str, Any]], str]]] = [
     ("sid_ablation", "MovieLens-100K cold-item DLRM AUC: ID + SID vs ID only", _sid),
     ("bookx_sid_ablation", "Book-Crossing cold-item DLRM AUC: ID + SID vs ID only", _sid),
     ("sid_benchmark", "Semantic IDs for 1,682 titles: encode + learn", _sid_time),
+    ("encoder", "Text encoder on 5,000 Book-Crossing titles, batched by token count", _encoder),
     ("serve_load_processes2", "HTTP serving at 100 req/s, 2 processes, 5 bundles", _serve),
     ("faiss_benchmark", "FAISS HNSW", _faiss),
     ("cli_help_times", "CLI `--help` wall time", _help),
