@@ -304,8 +304,8 @@ def _encoder(doc: dict[str, Any]) -> str:
     rows = {(r["threads"], r["batching"]): r for r in doc["batching"]}
     one = rows[(1, "tokens")]
     text = (
-        f"{one['texts_per_s']:,.0f} texts/s at 1 thread, {one['speedup_vs_chars']:.2f}x faster than sorting "
-        f"by characters, {one['share_of_matmul_rate']:.0%} of the matmul rate"
+        f"{one['texts_per_s']:,.0f} texts/s at 1 thread, {one['speedup_vs_chars']:.2f}x faster "
+        f"than sorting by characters, {one['share_of_matmul_rate']:.0%} of the matmul rate"
     )
     build = doc.get("sid_build")
     if build:
