@@ -108,7 +108,7 @@ RESULTS_INDEX: dict[str, str] = {
     "sid_benchmark_cpu2_20261122": "Text encoding + semantic-ID learning time and peak RSS "
     "on MovieLens-100K titles",
     "step_breakdown_cpu2_20261202": "Data path 3-8 % of a step (ML-100K DLRM / two-tower, "
-    "Criteo-shaped DLRM); our DLRM step 1.017x [1.00-1.06] TorchRec's reference DLRM",
+    "Criteo-shaped DLRM); our DLRM step 0.995x [0.97-1.02] TorchRec's reference DLRM (level)",
     "streaming_cpu2_20261122": "Streaming preprocess + training of 10M rows in bounded RSS",
     "threads_cpu2_20261122": "Intra-op threads vs epoch throughput (default, 1 thread, torchrun)",
     "threads_quiet_cpu2_20261123": "Intra-op threads vs epoch throughput on a quiet machine",
