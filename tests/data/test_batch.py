@@ -64,7 +64,8 @@ def test_out_of_range_id_is_an_error_not_row_zero(bad: int) -> None:
         build_kjt(columns, torch.tensor([0, 1]), [_feature("user_id", 20)])
 
 
-def test_ranks_get_disjoint_slices_and_equal_step_counts(synthetic_paths) -> None:  # type: ignore[no-untyped-def]
+def _synthetic_dataset(synthetic_paths):  # type: ignore[no-untyped-def]
+    """The synthetic files as a dataset with genre/decade item and gender user features."""
     raw = read_files(
         str(synthetic_paths.interactions),
         str(synthetic_paths.items),
@@ -72,7 +73,11 @@ def test_ranks_get_disjoint_slices_and_equal_step_counts(synthetic_paths) -> Non
         ["genres", "decade"],
         ["gender"],
     )
-    ds = build_dataset(raw, *dataset_configs(["genres", "decade"], ["gender"], embedding_dim=4))
+    return build_dataset(raw, *dataset_configs(["genres", "decade"], ["gender"], embedding_dim=4))
+
+
+def test_ranks_get_disjoint_slices_and_equal_step_counts(synthetic_paths) -> None:  # type: ignore[no-untyped-def]
+    ds = _synthetic_dataset(synthetic_paths)
     train = ds.splits["train"]
     world = 2
     seen: list[list[int]] = []
@@ -140,14 +145,7 @@ def test_kjt_builder_checks_every_id_once_up_front() -> None:
 def test_table_batches_equal_the_per_batch_construction(synthetic_paths) -> None:  # type: ignore[no-untyped-def]
     """train_batches / eval_batches (one TableBatcher per table) give exactly the batches
     make_batch gives for the same rows: same KJT keys, values, lengths, same labels."""
-    raw = read_files(
-        str(synthetic_paths.interactions),
-        str(synthetic_paths.items),
-        str(synthetic_paths.users),
-        ["genres", "decade"],
-        ["gender"],
-    )
-    ds = build_dataset(raw, *dataset_configs(["genres", "decade"], ["gender"], embedding_dim=4))
+    ds = _synthetic_dataset(synthetic_paths)
     train, shard = ds.splits["train"], ShardInfo()
     rows = list(train_rows(len(train), 16, shard, seed=1, epoch=0))
     batches = list(train_batches(train, ds.spec, 16, shard, seed=1, epoch=0))
@@ -164,14 +162,7 @@ def test_table_batches_equal_the_per_batch_construction(synthetic_paths) -> None
 
 
 def test_table_batcher_checks_the_table_before_the_first_batch(synthetic_paths) -> None:  # type: ignore[no-untyped-def]
-    raw = read_files(
-        str(synthetic_paths.interactions),
-        str(synthetic_paths.items),
-        str(synthetic_paths.users),
-        ["genres", "decade"],
-        ["gender"],
-    )
-    ds = build_dataset(raw, *dataset_configs(["genres", "decade"], ["gender"], embedding_dim=4))
+    ds = _synthetic_dataset(synthetic_paths)
     train = ds.splits["train"]
     dense = train.dense.clone()
     dense[-1, 0] = float("nan")
