@@ -61,11 +61,29 @@ class CriteoChunk:
         return len(self.labels)
 
 
-_NIBBLE = np.full(256, -1, dtype=np.int64)
+_NIBBLE = np.full(256, -1, dtype=np.int16)
 _NIBBLE[np.frombuffer(b"0123456789", np.uint8)] = np.arange(10)
 _NIBBLE[np.frombuffer(b"abcdef", np.uint8)] = np.arange(10, 16)
 _NIBBLE[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16)
-_NIBBLE16 = _NIBBLE.astype(np.int16)
+
+
+def _decode_hex(
+    data: np.ndarray, start: np.ndarray, width: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cells of at most 8 hex digits, cell i being the bytes ``data[start[i]:][:width[i]]``
+    -> (int64 values, -1 for an empty cell; bool mask of cells with a non-hex character).
+    [bytes], [N], [N] -> [N], [N]"""
+    last = len(data) - 1
+    value = np.zeros(len(width), dtype=np.int64)  # [N]
+    bad = np.zeros(len(width), dtype=bool)  # [N]
+    for k in range(8):  # digit k of every cell at once: value = 16 * value + digit
+        present = width > k  # [N]
+        if not present.any():
+            break
+        digit = _NIBBLE[data[np.minimum(start + k, last)]]  # [N], -1 = not hex
+        bad |= present & (digit < 0)
+        value = np.where(present, (value << 4) | np.maximum(digit, 0), value)
+    return np.where(width == 0, -1, value), bad
 
 
 def parse_hex(cells: np.ndarray) -> np.ndarray:
@@ -79,14 +97,10 @@ def parse_hex(cells: np.ndarray) -> np.ndarray:
     width = (digits != 0).sum(axis=1)  # [N]
     if (width > 8).any():
         raise ValueError(f"categorical value {cells[int(np.argmax(width > 8))]!r} is not 8 hex")
-    nibbles = _NIBBLE[digits[:, :8]]  # [N, 8], -1 for NUL padding or a bad character
-    present = np.arange(8)[None, :] < width[:, None]  # [N, 8]
-    if (nibbles[present] < 0).any():
-        bad = int(np.nonzero(((nibbles < 0) & present).any(axis=1))[0][0])
-        raise ValueError(f"categorical value {cells[bad]!r} is not hexadecimal")
-    shifts = 4 * (width[:, None] - 1 - np.arange(8)[None, :])  # [N, 8]
-    value = np.where(present, nibbles << np.maximum(shifts, 0), 0).sum(axis=1)
-    return np.where(width == 0, -1, value)
+    value, bad = _decode_hex(digits.reshape(-1), 9 * np.arange(len(fixed)), width)
+    if bad.any():
+        raise ValueError(f"categorical value {cells[int(np.argmax(bad))]!r} is not hexadecimal")
+    return value
 
 
 _ARROW_PARSE = pa_csv.ParseOptions(delimiter="\t", quote_char=False, escape_char=False)
@@ -117,19 +131,8 @@ def _hex_column(column: pa.ChunkedArray) -> np.ndarray | None:
     width = np.diff(offsets)  # [N]
     if (width > 8).any():
         return None
-    start, last = offsets[:-1], len(data) - 1  # [N]
-    value = np.zeros(len(width), dtype=np.int64)  # [N]
-    bad = np.zeros(len(width), dtype=bool)  # [N]
-    for k in range(8):  # digit k of every cell at once: value = 16 * value + digit
-        present = width > k  # [N]
-        if not present.any():
-            break
-        digit = _NIBBLE16[data[np.minimum(start + k, last)]]  # [N], -1 = not hex
-        bad |= present & (digit < 0)
-        value = np.where(present, (value << 4) | np.maximum(digit, 0), value)
-    if bad.any():
-        return None
-    return np.where(width == 0, -1, value)
+    value, bad = _decode_hex(data, offsets[:-1], width)
+    return None if bad.any() else value
 
 
 def _parse_arrow(data: bytes, rows: int) -> CriteoChunk | None:
