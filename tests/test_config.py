@@ -38,6 +38,7 @@ SPLIT_KEYS = (
     "random_test_fraction",
     "split_seed",
     "cold_item_fraction",
+    "min_user_interactions",
 )
 """The ``[data]`` keys that decide which interactions are trained on and which are scored."""
 OWN_PROTOCOL = {"ml100k_two_tower_tfrs.toml": "reproduces TFRS's published random 80/20 split"}
@@ -46,7 +47,8 @@ OWN_PROTOCOL = {"ml100k_two_tower_tfrs.toml": "reproduces TFRS's published rando
 
 def _dataset(path: Path) -> str:
     d = load_config(path).data
-    return d.source if d.source != "files" else f"files:{d.interactions_path}"
+    name = d.source if d.source != "files" else f"files:{d.interactions_path}"
+    return name if d.min_user_interactions <= 1 else f"{name}:users>={d.min_user_interactions}"
 
 
 def test_configs_of_one_dataset_share_one_explicit_split() -> None:

@@ -123,6 +123,9 @@ class DataConfig:
     """With ``split = "random"``: seed of the draw."""
     history_length: int = 20
     """How many of the user's most recent earlier items form the ``user_history`` feature."""
+    min_user_interactions: int = 0
+    """Keep only users with at least this many interactions (and the items they rated): a
+    documented subset of a large dataset, e.g. 20 on Book-Crossing. 0 or 1 keeps everyone."""
     cold_item_fraction: float = 0.0
     """Share of items (drawn with ``split_seed``) whose training interactions are dropped, so
     that they are cold at test time (for the semantic-ID ablation)."""
@@ -542,6 +545,7 @@ FIELD_RANGES: dict[str, Range] = {
     "data.split_seed": NON_NEGATIVE,
     "data.history_length": POSITIVE,
     "data.cold_item_fraction": FRACTION,
+    "data.min_user_interactions": NON_NEGATIVE,
     "data.loader_workers": Range(0, 64, words="0 (read in the training process) to 64"),
     "features.embedding_dim": POSITIVE,
     "model.dense_arch_layers": POSITIVE,

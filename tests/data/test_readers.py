@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from torchrec_recsys.data.movielens import load_movielens_100k
-from torchrec_recsys.data.readers import read_files
+from torchrec_recsys.data.readers import RawData, keep_active_users, read_files
 from torchrec_recsys.data.synthetic import write_synthetic_dataset
 from torchrec_recsys.errors import DataError
 
@@ -82,3 +82,31 @@ def test_unsupported_suffix_and_duplicate_items(tmp_path: Path) -> None:
     pd.DataFrame({"item_id": ["2", "2"], "title": ["a", "b"]}).to_csv(items, index=False)
     with pytest.raises(DataError, match="repeats item_id '2'"):
         read_files(good, str(items), "", ["title"], [])
+
+
+def _raw(pairs: list[tuple[str, str]]) -> RawData:
+    inter = pd.DataFrame(pairs, columns=["user_id", "item_id"])
+    items = pd.DataFrame({"item_id": sorted({i for _, i in pairs} | {"unrated"})})
+    users = pd.DataFrame({"user_id": sorted({u for u, _ in pairs})})
+    return RawData(inter, items, users, "toy", report={"bad_rows": 1})
+
+
+def test_keep_active_users_drops_light_users_and_the_items_only_they_rated() -> None:
+    raw = _raw([("a", "1"), ("a", "2"), ("a", "3"), ("b", "3"), ("b", "4"), ("c", "5")])
+    kept = keep_active_users(raw, 2)
+    assert sorted(kept.interactions["user_id"].unique()) == ["a", "b"]
+    assert sorted(kept.items["item_id"]) == ["1", "2", "3", "4"]
+    assert sorted(kept.users["user_id"]) == ["a", "b"]
+    assert kept.report == {
+        "bad_rows": 1,
+        "interactions_of_less_active_users": 1,
+        "users_below_min_interactions": 1,
+        "items_only_rated_by_less_active_users": 2,
+    }
+    assert keep_active_users(raw, 1) is raw and keep_active_users(raw, 0) is raw
+
+
+def test_keep_active_users_that_keeps_nobody_names_the_most_active_user() -> None:
+    raw = _raw([("a", "1"), ("a", "2"), ("b", "3")])
+    with pytest.raises(DataError, match="min_user_interactions = 5 keeps no user.* has 2"):
+        keep_active_users(raw, 5)

@@ -24,7 +24,7 @@ from torchrec_recsys.data.criteo import build_criteo_dataset
 from torchrec_recsys.data.dataset import ItemTokens, RecDataset, build_dataset, item_texts
 from torchrec_recsys.data.features import ITEM, USER, SparseFeature
 from torchrec_recsys.data.movielens import load_movielens_100k
-from torchrec_recsys.data.readers import RawData, read_files
+from torchrec_recsys.data.readers import RawData, keep_active_users, read_files
 from torchrec_recsys.data.sequences import SequenceFeatures, SequenceSource, build_sequences
 from torchrec_recsys.data.shards import ShardSource
 from torchrec_recsys.distributed.env import DistContext
@@ -63,6 +63,11 @@ from torchrec_recsys.training.trainer import Evaluator
 
 
 def build_raw_data(cfg: ExperimentConfig) -> RawData:
+    """The raw tables of ``cfg.data``'s source, restricted to ``data.min_user_interactions``."""
+    return keep_active_users(_read_raw_data(cfg), cfg.data.min_user_interactions)
+
+
+def _read_raw_data(cfg: ExperimentConfig) -> RawData:
     d = cfg.data
     if d.source == "movielens-100k":
         return load_movielens_100k()

@@ -13,7 +13,7 @@ Nothing is dropped silently: a malformed row is an error naming how many and the
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -35,6 +35,38 @@ class RawData:
     name: str
     report: dict[str, int] = field(default_factory=dict)
     """What a reader skipped or filtered, by reason (row counts); empty when nothing was."""
+
+
+def keep_active_users(raw: RawData, min_interactions: int) -> RawData:
+    """``raw`` restricted to users with at least ``min_interactions`` interactions, and its
+    catalogue to the items those users interacted with (a documented subset of a large
+    dataset, e.g. users with >= 20 ratings). ``report`` counts what was dropped.
+
+    Raises:
+        DataError: no user has that many interactions.
+    """
+    if min_interactions <= 1:
+        return raw
+    inter = raw.interactions
+    counts = inter["user_id"].value_counts()
+    active = counts.index[counts >= min_interactions]
+    if not len(active):
+        raise DataError(
+            f"data.min_user_interactions = {min_interactions} keeps no user: the most active "
+            f"user of {raw.name} has {int(counts.max()) if len(counts) else 0} interactions"
+        )
+    kept = inter[inter["user_id"].isin(active)].reset_index(drop=True)
+    items = raw.items[raw.items["item_id"].isin(kept["item_id"])].reset_index(drop=True)
+    users = raw.users
+    if len(users):
+        users = users[users["user_id"].isin(active)].reset_index(drop=True)
+    report = {
+        **raw.report,
+        "interactions_of_less_active_users": len(inter) - len(kept),
+        "users_below_min_interactions": int(len(counts) - len(active)),
+        "items_only_rated_by_less_active_users": len(raw.items) - len(items),
+    }
+    return replace(raw, interactions=kept, items=items, users=users, report=report)
 
 
 def read_table(path: str | Path, required: tuple[str, ...] | list[str], what: str) -> pd.DataFrame:
