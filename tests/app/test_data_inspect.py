@@ -14,6 +14,7 @@ from torchrec_recsys import api
 from torchrec_recsys.app.train import main as train_main
 from torchrec_recsys.cli import main as cli_main
 from torchrec_recsys.data.criteo import write_synthetic_criteo
+from torchrec_recsys.data.synthetic import SyntheticPaths
 from torchrec_recsys.errors import DataError
 
 GENRES = ["Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi"]
@@ -138,7 +139,7 @@ def test_inspect_criteo_sample(tmp_path: Path) -> None:
 
 
 def test_inspect_streamed_shards_reads_the_split_sizes_from_the_manifest(
-    synthetic_paths, tmp_path: Path  # type: ignore[no-untyped-def]
+    synthetic_paths: SyntheticPaths, tmp_path: Path
 ) -> None:
     argv = tiny_overrides(synthetic_paths, tmp_path / "runs")
     out = tmp_path / "shards"
