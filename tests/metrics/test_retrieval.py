@@ -11,8 +11,10 @@ from torchrec_recsys.data.jagged import JaggedColumn
 from torchrec_recsys.metrics.retrieval import (
     catalogue_coverage,
     chunked_top_k,
+    long_tail_mask,
     query_chunks,
     rank_metrics,
+    ranked_list_metrics,
     recall_ndcg,
     target_ranks,
 )
@@ -97,3 +99,24 @@ def test_chunked_top_items_and_coverage_match_brute_force() -> None:
         assert torch.allclose(scores[q], s[expected])
     assert catalogue_coverage(rows, 12, 3) == len(set(rows.flatten().tolist())) / 12
     assert catalogue_coverage(rows, 12, 1) == len(set(rows[:, 0].tolist())) / 12
+
+
+def test_long_tail_targets_have_one_to_max_training_interactions_and_are_not_cold() -> None:
+    counts = torch.tensor([0, 1, 10, 11, 3, 0])
+    cold = torch.tensor([True, False, False, False, True, False])
+    assert long_tail_mask(counts, cold).tolist() == [False, True, True, False, False, False]
+    assert long_tail_mask(counts, cold, max_count=1).tolist() == [False, True] + [False] * 4
+
+
+def test_ranked_list_metrics_report_long_tail_recall_on_the_tail_targets_only() -> None:
+    ranks = torch.tensor([0, 15, 3, 50])  # hits @10: yes, no, yes, no
+    top = torch.arange(40).reshape(4, 10)
+    cold = torch.zeros(4, dtype=torch.bool)
+    tail = torch.tensor([True, True, False, False])
+    out = ranked_list_metrics(ranks, top, 100, 100, cold, tail=tail)
+    assert out["tail_targets"] == 2.0
+    assert out["tail_recall@10"] == pytest.approx(0.5)
+    assert out["recall@10"] == pytest.approx(0.5)
+    assert "tail_recall@10" not in ranked_list_metrics(ranks, top, 100, 100, cold)
+    none = ranked_list_metrics(ranks, top, 100, 100, cold, tail=torch.zeros(4, dtype=torch.bool))
+    assert none["tail_targets"] == 0.0 and none["tail_recall@10"] == 0.0

@@ -46,8 +46,8 @@ def sid_ablation_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--long-tail-max",
         type=int,
-        default=10,
-        help="most training interactions of a long-tail item",
+        default=None,
+        help="most training interactions of a long-tail item (default: the evaluation's, 10)",
     )
     parser.add_argument("--ks", type=int, nargs="+", default=[10, 100], help="Recall@k cut-offs")
     parser.add_argument(

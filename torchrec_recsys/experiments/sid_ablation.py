@@ -26,7 +26,12 @@ from torchrec_recsys.errors import UserError
 from torchrec_recsys.experiments import parsers
 from torchrec_recsys.experiments.outputs import read_reports, write_report
 from torchrec_recsys.metrics.ranking import auc
-from torchrec_recsys.metrics.retrieval import recall_ndcg, target_ranks
+from torchrec_recsys.metrics.retrieval import (
+    LONG_TAIL_MAX_TRAIN_COUNT,
+    long_tail_mask,
+    recall_ndcg,
+    target_ranks,
+)
 from torchrec_recsys.observability.provenance import start_run_meta, write_result
 from torchrec_recsys.retrieval.predict import predict
 
@@ -52,7 +57,7 @@ def test_buckets(
     buckets = {
         "all": torch.ones(len(test), dtype=torch.bool),
         "cold": cold,
-        "long tail": ~cold & (counts >= 1) & (counts <= long_tail_max),
+        "long tail": long_tail_mask(counts, cold, long_tail_max),
     }
     return buckets, trained
 
@@ -160,6 +165,8 @@ def merge_single_seed_runs(parts: list[dict[str, Any]]) -> dict[str, dict[str, A
 def main(argv: list[str]) -> None:
     parser = parsers.sid_ablation_parser()
     args, overrides = parser.parse_known_args(argv)
+    if args.long_tail_max is None:
+        args.long_tail_max = LONG_TAIL_MAX_TRAIN_COUNT
     meta = start_run_meta()
     if args.merge:
         merged = merge_single_seed_runs(read_reports(args.merge))

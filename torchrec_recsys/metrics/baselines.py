@@ -13,6 +13,7 @@ from torchrec_recsys.data.dataset import RecDataset
 from torchrec_recsys.metrics.ranking import auc, normalized_entropy
 from torchrec_recsys.metrics.retrieval import (
     catalogue_coverage,
+    long_tail_mask,
     rank_metrics,
     ranked_list_metrics,
     ranks_and_top_k,
@@ -67,4 +68,5 @@ def popularity_ranked_list(
         queries, counts, target.item_rows, 10, exclude, target.user_rows
     )
     cold = data.items.cold[target.item_rows]
-    return ranked_list_metrics(ranks, top, num_items, num_items, cold)
+    tail = long_tail_mask(data.items.train_counts[target.item_rows], cold)
+    return ranked_list_metrics(ranks, top, num_items, num_items, cold, tail=tail)

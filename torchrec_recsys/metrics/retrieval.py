@@ -22,6 +22,22 @@ items), the unit in which callers such as the two-stage evaluation process queri
 scores themselves are computed in tiles of at most :data:`TILE_ELEMENTS`."""
 
 
+LONG_TAIL_MAX_TRAIN_COUNT = 10
+"""A long-tail target: an item with 1 to this many training interactions (not cold)."""
+
+
+def long_tail_mask(
+    train_counts: torch.Tensor, cold: torch.Tensor, max_count: int = LONG_TAIL_MAX_TRAIN_COUNT
+) -> torch.Tensor:
+    """[Q] bool: targets with 1..``max_count`` training interactions, not cold.
+
+    Args:
+        train_counts: [Q] training interactions of each query's target item.
+        cold: [Q] bool, target held out of training.
+    """
+    return ~cold & (train_counts >= 1) & (train_counts <= max_count)
+
+
 def query_chunks(num_queries: int, num_items: int, chunk_elements: int = CHUNK_ELEMENTS):  # noqa: ANN201
     """``(begin, end)`` ranges of queries whose [end - begin, num_items] scores fit the budget."""
     step = max(1, chunk_elements // max(num_items, 1))
@@ -228,8 +244,10 @@ def ranked_list_metrics(
     recall_ks: tuple[int, ...] = (5, 10, 20, 100),
     ndcg_ks: tuple[int, ...] = (5, 10, 20),
     coverage_k: int = 10,
+    tail: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """Recall@K, NDCG@K, MRR, top-K catalogue coverage and cold-target Recall@K.
+    """Recall@K, NDCG@K, MRR, top-K catalogue coverage, and Recall@``coverage_k`` on cold
+    targets and (with ``tail``) on long-tail ones.
 
     Args:
         ranks: [Q] 0-based target rank; ``>= depth`` means not in the list.
@@ -239,6 +257,8 @@ def ranked_list_metrics(
             counts 0 for targets beyond it.
         num_items: catalogue size (coverage denominator).
         cold: [Q] bool, target item held out of training (``cold_item_fraction``).
+        tail: [Q] bool, long-tail target (:func:`long_tail_mask`); adds ``tail_targets`` and
+            ``tail_recall@<coverage_k>``.
     """
     found = ranks < depth
     out = {}
@@ -256,6 +276,10 @@ def ranked_list_metrics(
         out[f"cold_recall@{coverage_k}"] = float((ranks[cold] < coverage_k).float().mean())
     else:
         out[f"cold_recall@{coverage_k}"] = 0.0
+    if tail is not None:
+        out["tail_targets"] = float(tail.sum())
+        hits = (ranks[tail] < coverage_k).float()
+        out[f"tail_recall@{coverage_k}"] = float(hits.mean()) if bool(tail.any()) else 0.0
     return out
 
 

@@ -29,6 +29,7 @@ from torchrec_recsys.metrics.ranking import RankingMetrics
 from torchrec_recsys.metrics.retrieval import (
     exclusion_mask,
     list_ranks,
+    long_tail_mask,
     rank_metrics,
     ranked_list_metrics,
     ranks_and_top_k,
@@ -230,7 +231,10 @@ class RetrievalEvaluator:
             queries, items, table.item_rows, 10, exclude, table.user_rows
         )
         cold = self.data.items.cold[table.item_rows]
-        lists = ranked_list_metrics(ranks, top, len(items), len(items), cold, recall_ks=(5, 20))
+        tail = long_tail_mask(self.data.items.train_counts[table.item_rows], cold)
+        lists = ranked_list_metrics(
+            ranks, top, len(items), len(items), cold, recall_ks=(5, 20), tail=tail
+        )
         return {**rank_metrics(ranks, self.ks), **lists}
 
 
@@ -301,7 +305,10 @@ class SequenceEvaluator:
         all_tops = gather_in_order(torch.cat(tops), steps, self.batch_size, self.ctx)[:n]
         targets = self.source.splits[split].targets
         cold = self.data.items.cold[targets]
-        out = ranked_list_metrics(all_ranks.cpu(), all_tops.cpu(), self.depth, self.num_items, cold)
+        tail = long_tail_mask(self.data.items.train_counts[targets], cold)
+        out = ranked_list_metrics(
+            all_ranks.cpu(), all_tops.cpu(), self.depth, self.num_items, cold, tail=tail
+        )
         if invalid:
             counts = torch.stack(invalid).sum(dim=0).double()  # [2] = invalid, generated
             dist.all_reduce(counts)
