@@ -112,6 +112,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "torchrec_recsys.experiments.ranking_report:main",
         "ranking + pipeline tables over seeds: baselines, DLRM, DCN-v2, pipeline ranker",
     ),
+    "compare-retrievers": (
+        "torchrec_recsys.experiments.retriever_comparison:main",
+        "retrievers side by side on one split: all, cold and long-tail targets, seeds",
+    ),
     "recipe-search": (
         "torchrec_recsys.experiments.recipe_search:main",
         "train one config over a grid of settings, choose on validation, retrain at seeds",
@@ -168,6 +172,7 @@ PARSERS: dict[str, str] = {
     "generative-ablation": f"{_EXPERIMENTS}:generative_ablation_parser",
     "ranking-report": f"{_EXPERIMENTS}:ranking_report_parser",
     "recipe-search": f"{_EXPERIMENTS}:recipe_search_parser",
+    "compare-retrievers": f"{_EXPERIMENTS}:retriever_comparison_parser",
     "export": f"{_APP}:export_parser",
     "recommend": f"{_APP}:recommend_parser",
     "evaluate-pipeline": f"{_APP}:evaluate_pipeline_parser",

@@ -154,3 +154,32 @@ def recipe_search_parser() -> argparse.ArgumentParser:
         "--results", metavar="TOPIC", help="also write results/TOPIC_* with provenance"
     )
     return parser
+
+
+def retriever_comparison_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="torchrec_recsys compare-retrievers",
+        description="Train several retrievers on one split at several seeds and tabulate "
+        "their test Recall/NDCG on all, cold and long-tail targets beside popularity. Extra "
+        "--section.key=value flags go to every run.",
+    )
+    parser.add_argument(
+        "--run",
+        action="append",
+        required=True,
+        metavar="'LABEL=CONFIG [--section.key=value ...]'",
+        help="a retriever: its label, its config and flags of its own (repeat per retriever)",
+    )
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0, 1, 2], help="train.seed values (mean ± std)"
+    )
+    parser.add_argument("--out", default="runs/reports/retriever_comparison.md")
+    parser.add_argument(
+        "--runs-dir",
+        default="runs/retriever_comparison",
+        help="run folders, one per label and seed (a finished one is read, not retrained)",
+    )
+    parser.add_argument(
+        "--results", metavar="TOPIC", help="also write results/TOPIC_* with provenance"
+    )
+    return parser
