@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import sys
 import typing
 from collections.abc import Callable
@@ -170,7 +171,7 @@ def _cell(text: Any) -> str:
 def _command(argv: list[str] | None, limit: int = 90) -> str:
     if not argv:
         return "not recorded"
-    text = " ".join(argv)
+    text = shlex.join(argv)
     text = text if len(text) <= limit else text[: limit - 3] + "..."
     return f"`{_cell(text)}`"
 

@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -218,7 +219,7 @@ def meta_footer(meta: dict[str, Any]) -> str:
         f"`{str(commit)[:12]}`{dirty}; {hw.get('cpu', '?')}, {hw.get('cores', '?')} cores"
         f"{', ' + str(hw['gpu']) if 'gpu' in hw else ''}; threads {meta.get('threads')}; "
         f"load {meta.get('load_start')} -> {meta.get('load_end')}; {versions}.\n"
-        f"Command: `{' '.join(meta.get('argv', []))}`\n"
+        f"Command: `{shlex.join(meta.get('argv', []))}`\n"
     )
 
 
