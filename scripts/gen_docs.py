@@ -92,6 +92,14 @@ RESULTS_INDEX: dict[str, str] = {
     "picks a plan that fits and trains",
     "scale_tables_unknown_20261122": "The scaling tables derived from the growth / scale "
     "results (plot_scale.py)",
+    "peer_sasrec_cpu2_20261203": "Our SASRec vs RecBole's SASRec on our exact MovieLens-100K "
+    "split (same test targets, checked): RecBole 0.1442 at its 8-epoch cap (1 seed, still "
+    "improving) vs ours 0.1926 ± 0.0034",
+    "retriever_comparison_bookx_active_cpu2_20261203": "Book-Crossing, users with >= 20 "
+    "ratings: generative (learned SIDs and random codes) vs SASRec vs two-tower vs popularity "
+    "on all, cold and long-tail targets, 3 seeds, CPU budget",
+    "retriever_comparison_ml100k_cpu2_20261202": "MovieLens-100K: generative vs SASRec vs "
+    "two-tower vs popularity on all, cold and long-tail targets, 3 seeds, CPU budget",
     "sasrec_recipe_cpu2_20261202": "SASRec on MovieLens-100K: dropout x weight decay chosen "
     "on validation (0.2, 0.01); test Recall@10 0.1926 ± 0.0034 over 3 seeds",
     "sequence_results_gpu_h100_20261123": "Sequential retrieval at larger scale on an H100: "
@@ -404,10 +412,41 @@ def render_config(root: Path, here: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+RETRIEVER_COMPARISONS: list[tuple[str, str]] = [
+    ("retriever_comparison_ml100k", "MovieLens-100K"),
+    ("retriever_comparison_bookx_active", "Book-Crossing, users with >= 20 ratings"),
+]
+"""(result topic, dataset) of each ``compare-retrievers`` table shown in the docs."""
+
+
+def render_retriever_comparison(root: Path, here: Path) -> str:
+    """The ``retriever_comparison`` block: the table of each :data:`RETRIEVER_COMPARISONS`
+    result (as ``compare-retrievers`` rendered it from its JSON), linked to its report."""
+    rel = os.path.relpath(root / "results", here.parent)
+    rel = "" if rel == "." else rel + "/"
+    parts = []
+    for topic, dataset in RETRIEVER_COMPARISONS:
+        found = latest(root, topic)
+        if found is None:
+            continue
+        stem, doc = found
+        rendered = (root / "results" / f"{stem}.md").read_text().splitlines()
+        table = [line for line in rendered if line.startswith("|")]
+        meta = doc["run_meta"]
+        parts.append(
+            f"{dataset} ([`results/{stem}`]({rel}{stem}.md), commit "
+            f"`{str(meta.get('commit') or '?')[:12]}`, threads {meta.get('threads')}):\n\n"
+            + "\n".join(table)
+            + "\n"
+        )
+    return "\n".join(parts)
+
+
 RENDERERS: dict[str, Callable[[Path, Path], str]] = {
     "headline": render_headline,
     "config": render_config,
     "results_index": render_results_index,
+    "retriever_comparison": render_retriever_comparison,
 }
 
 
