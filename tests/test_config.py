@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT
 
-from torchrec_recsys.config import ExperimentConfig, load_config
+from torchrec_recsys.config import DATA_SPLIT_FIELDS, ExperimentConfig, load_config
 from torchrec_recsys.errors import ConfigError
 
 CONFIG_FILES = sorted((REPO_ROOT / "configs").glob("*.toml"))
@@ -30,17 +30,6 @@ def test_default_config_file_equals_builtin_defaults() -> None:
     assert load_config(REPO_ROOT / "configs" / "ml100k_dlrm.toml") == ExperimentConfig()
 
 
-SPLIT_KEYS = (
-    "split",
-    "val_per_user",
-    "test_per_user",
-    "random_val_fraction",
-    "random_test_fraction",
-    "split_seed",
-    "cold_item_fraction",
-    "min_user_interactions",
-)
-"""The ``[data]`` keys that decide which interactions are trained on and which are scored."""
 OWN_PROTOCOL = {"ml100k_two_tower_tfrs.toml": "reproduces TFRS's published random 80/20 split"}
 """Configs that reproduce a published protocol on its own split (and say so in the header)."""
 
@@ -58,7 +47,7 @@ def test_configs_of_one_dataset_share_one_explicit_split() -> None:
             continue
         d = load_config(path).data
         by_dataset.setdefault(_dataset(path), {})[path.name] = tuple(
-            getattr(d, k) for k in SPLIT_KEYS
+            getattr(d, k) for k in DATA_SPLIT_FIELDS
         )
     shared = {name: splits for name, splits in by_dataset.items() if len(splits) > 1}
     assert "movielens-100k" in shared and len(shared["movielens-100k"]) >= 5

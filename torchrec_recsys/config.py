@@ -133,6 +133,20 @@ class DataConfig:
     """With ``source = "criteo"``: the file and how its IDs map to tables."""
 
 
+DATA_SELECTION_FIELDS = ("source", "interactions_path", "min_user_interactions")
+"""The ``[data]`` settings that decide which interactions there are."""
+DATA_SPLIT_FIELDS = (
+    "split",
+    "val_per_user",
+    "test_per_user",
+    "random_val_fraction",
+    "random_test_fraction",
+    "split_seed",
+    "cold_item_fraction",
+)
+"""The ``[data]`` settings that decide which of them are trained on and which are scored."""
+
+
 @dataclass
 class FeatureConfig:
     """Shape of the sparse features built from the data (see ``data/features.py``)."""

@@ -31,25 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from torchrec_recsys import api
-from torchrec_recsys.config import DataConfig
+from torchrec_recsys.config import DATA_SELECTION_FIELDS, DATA_SPLIT_FIELDS, DataConfig
 from torchrec_recsys.errors import UserError
 from torchrec_recsys.experiments import parsers
 from torchrec_recsys.experiments.outputs import write_report
 from torchrec_recsys.metrics.spread import mean_spread
 from torchrec_recsys.observability.provenance import start_run_meta, write_result
 
-SPLIT_FIELDS = (
-    "source",
-    "interactions_path",
-    "min_user_interactions",
-    "split",
-    "val_per_user",
-    "test_per_user",
-    "random_val_fraction",
-    "random_test_fraction",
-    "split_seed",
-    "cold_item_fraction",
-)
+SPLIT_FIELDS = DATA_SELECTION_FIELDS + DATA_SPLIT_FIELDS
 """The ``[data]`` settings that decide which interactions a run is scored on."""
 COLUMNS = (  # (metric key, column title, count key of its targets)
     ("recall@10", "R@10 all", "examples"),
