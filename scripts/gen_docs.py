@@ -172,6 +172,12 @@ def latest(root: Path, topic: str) -> tuple[str, dict[str, Any]] | None:
     return stem, load(root, stem)
 
 
+def results_prefix(root: Path, here: Path) -> str:
+    """The link prefix from the file ``here`` to ``<root>/results/`` (empty when inside it)."""
+    rel = os.path.relpath(root / "results", here.parent)
+    return "" if rel == "." else rel + "/"
+
+
 def _cell(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
@@ -186,8 +192,7 @@ def _command(argv: list[str] | None, limit: int = 90) -> str:
 
 def render_results_index(root: Path, here: Path) -> str:
     """The ``results_index`` block: one row per result JSON."""
-    rel = os.path.relpath(root / "results", here.parent)
-    rel = "" if rel == "." else rel + "/"
+    rel = results_prefix(root, here)
     lines = [
         "| claim | report | command | date | commit | hardware |",
         "|---|---|---|---|---|---|",
@@ -360,8 +365,7 @@ HEADLINE: list[tuple[str, str, Callable[[dict[str, Any]], str]]] = [
 
 def render_headline(root: Path, here: Path) -> str:
     """The ``headline`` block: one row per :data:`HEADLINE` entry whose result exists."""
-    rel = os.path.relpath(root / "results", here.parent)
-    rel = "" if rel == "." else rel + "/"
+    rel = results_prefix(root, here)
     lines = ["| claim | measured | report |", "|---|---|---|"]
     for topic, claim, number in HEADLINE:
         found = latest(root, topic)
@@ -422,8 +426,7 @@ RETRIEVER_COMPARISONS: list[tuple[str, str]] = [
 def render_retriever_comparison(root: Path, here: Path) -> str:
     """The ``retriever_comparison`` block: the table of each :data:`RETRIEVER_COMPARISONS`
     result (as ``compare-retrievers`` rendered it from its JSON), linked to its report."""
-    rel = os.path.relpath(root / "results", here.parent)
-    rel = "" if rel == "." else rel + "/"
+    rel = results_prefix(root, here)
     parts = []
     for topic, dataset in RETRIEVER_COMPARISONS:
         found = latest(root, topic)
