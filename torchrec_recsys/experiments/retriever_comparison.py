@@ -59,10 +59,15 @@ def parse_run(flag: str) -> tuple[str, str, list[str]]:
     words = shlex.split(rest)
     if not sep or not label.strip() or not words:
         raise UserError(f"--run {flag!r} is invalid; expected 'LABEL=CONFIG [--section.key=value]'")
-    bad = [w for w in words[1:] if not (w.startswith("--") and "=" in w)]
-    if bad:
-        raise UserError(f"--run {flag!r}: {bad[0]!r} is not a --section.key=value flag")
+    bad = first_non_flag(words[1:])
+    if bad is not None:
+        raise UserError(f"--run {flag!r}: {bad!r} is not a --section.key=value flag")
     return label.strip(), words[0], words[1:]
+
+
+def first_non_flag(words: list[str]) -> str | None:
+    """The first of ``words`` not of the ``--section.key=value`` form, or None."""
+    return next((w for w in words if not (w.startswith("--") and "=" in w)), None)
 
 
 def split_of(data: DataConfig) -> dict[str, Any]:
@@ -163,9 +168,9 @@ def markdown_table(results: dict[str, list[dict[str, Any]]]) -> str:
 def main(argv: list[str]) -> None:
     parser = parsers.retriever_comparison_parser()
     args, overrides = parser.parse_known_args(argv)
-    bad = [o for o in overrides if not (o.startswith("--") and "=" in o)]
-    if bad:
-        raise UserError(f"{bad[0]!r} is not a --section.key=value override")
+    bad = first_non_flag(overrides)
+    if bad is not None:
+        raise UserError(f"{bad!r} is not a --section.key=value override")
     runs = [parse_run(flag) for flag in args.run]
     labels = [label for label, _, _ in runs]
     if len(set(labels)) != len(labels):
