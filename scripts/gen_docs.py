@@ -68,6 +68,10 @@ RESULTS_INDEX: dict[str, str] = {
     "user token, random codes), 3 seeds on an H100",
     "generative_latency_cpu2_20261202": "KV-cached beam search: 1.5-1.7x the batched "
     "throughput of the uncached search; two-tower + FAISS flat 6x faster per user",
+    "generative_recipe_ml100k_cpu2_20261203": "Generative retriever on MovieLens-100K: "
+    "dense learning rate x dropout chosen on validation (3e-3, 0.0) at 8 epochs x 200 steps",
+    "generative_recipe_wd_ml100k_cpu2_20261203": "Generative retriever on MovieLens-100K, "
+    "dropout 0: dense learning rate x weight decay chosen on validation (3e-3, 0.01)",
     "generative_step_time_cpu2_20261202": "Generative training step time: summed vs "
     "per-token SID inputs",
     "busy_box_threads_cpu2_20261202": "Passive OpenMP waiting: 2-thread eval 1.73x and training "
