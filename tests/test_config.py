@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT
 
-from torchrec_recsys.config import DATA_SPLIT_FIELDS, ExperimentConfig, load_config
+from torchrec_recsys.config import DATA_SPLIT_FIELDS, DataConfig, ExperimentConfig, load_config
 from torchrec_recsys.errors import ConfigError
 
 CONFIG_FILES = sorted((REPO_ROOT / "configs").glob("*.toml"))
@@ -34,8 +34,8 @@ OWN_PROTOCOL = {"ml100k_two_tower_tfrs.toml": "reproduces TFRS's published rando
 """Configs that reproduce a published protocol on its own split (and say so in the header)."""
 
 
-def _dataset(path: Path) -> str:
-    d = load_config(path).data
+def _dataset(d: DataConfig) -> str:
+    """The interactions a ``[data]`` table selects (source, file, active-user threshold)."""
     name = d.source if d.source != "files" else f"files:{d.interactions_path}"
     return name if d.min_user_interactions <= 1 else f"{name}:users>={d.min_user_interactions}"
 
@@ -46,7 +46,7 @@ def test_configs_of_one_dataset_share_one_explicit_split() -> None:
         if path.name in OWN_PROTOCOL:
             continue
         d = load_config(path).data
-        by_dataset.setdefault(_dataset(path), {})[path.name] = tuple(
+        by_dataset.setdefault(_dataset(d), {})[path.name] = tuple(
             getattr(d, k) for k in DATA_SPLIT_FIELDS
         )
     shared = {name: splits for name, splits in by_dataset.items() if len(splits) > 1}
