@@ -103,7 +103,11 @@ RESULTS_INDEX: dict[str, str] = {
     "ratings: generative (learned SIDs and random codes) vs SASRec vs two-tower vs popularity "
     "on all, cold and long-tail targets, 3 seeds, CPU budget",
     "retriever_comparison_ml100k_cpu2_20261202": "MovieLens-100K: generative vs SASRec vs "
-    "two-tower vs popularity on all, cold and long-tail targets, 3 seeds, CPU budget",
+    "two-tower vs popularity on all, cold and long-tail targets, 3 seeds, 3-epoch CPU budget, "
+    "generative recipe before the validation search",
+    "retriever_comparison_ml100k_cpu2_20261203": "MovieLens-100K: generative (recipe chosen "
+    "on validation) vs SASRec vs two-tower vs popularity on all, cold and long-tail targets, "
+    "3 seeds, 12 epochs of at most 200 steps for both sequence models",
     "sasrec_recipe_cpu2_20261202": "SASRec on MovieLens-100K: dropout x weight decay chosen "
     "on validation (0.2, 0.01); test Recall@10 0.1926 ± 0.0034 over 3 seeds",
     "sequence_results_gpu_h100_20261123": "Sequential retrieval at larger scale on an H100: "
