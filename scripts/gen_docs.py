@@ -268,17 +268,16 @@ def _rerank(doc: dict[str, Any]) -> str:
     return f"{_spread(rerank)} vs {_spread(alone)} ({len(alone)} seeds)"
 
 
-def _seq(doc: dict[str, Any], model: str) -> list[float]:
-    return [s["test"]["recall@10"] for s in doc[model]]
-
-
-def _two_tower(doc: dict[str, Any]) -> str:
-    return f"{_spread(_seq(doc, 'two_tower'))} ({len(doc['two_tower'])} seeds)"
-
-
-def _generative(doc: dict[str, Any]) -> str:
-    gen, sas = _seq(doc, "generative"), _seq(doc, "sasrec")
-    return f"{_spread(gen)} vs {_spread(sas)} ({len(gen)} / {len(sas)} seeds)"
+def _comparison(doc: dict[str, Any]) -> str:
+    """Test Recall@10 of each retriever of a ``compare-retrievers`` result, then popularity."""
+    runs = doc["results"]
+    cells = [
+        f"{label} {_spread([r['test']['recall@10'] for r in seeds])}"
+        for label, seeds in runs.items()
+    ]
+    popularity = next(iter(runs.values()))[0]["popularity"]["recall@10"]
+    seeds = sorted({len(r) for r in runs.values()})
+    return ", ".join(cells) + f", popularity {popularity:.4f} ({' / '.join(map(str, seeds))} seeds)"
 
 
 def _sid(doc: dict[str, Any]) -> str:
@@ -358,8 +357,11 @@ HEADLINE: list[tuple[str, str, Callable[[dict[str, Any]], str]]] = [
     ),
     ("ml100k_ranking", "MovieLens-100K Recall@10: LightGBM re-rank vs retrieval alone", _rerank),
     ("bookx_ranking", "Book-Crossing Recall@10: LightGBM re-rank vs retrieval alone", _rerank),
-    ("sequence_results", "MovieLens-100K two-tower Recall@10", _two_tower),
-    ("sequence_results", "MovieLens-100K Recall@10: generative vs SASRec", _generative),
+    (
+        "retriever_comparison_ml100k",
+        "MovieLens-100K Recall@10 of each retriever, one split and one training budget",
+        _comparison,
+    ),
     ("sid_ablation", "MovieLens-100K cold-item DLRM AUC: ID + SID vs ID only", _sid),
     ("bookx_sid_ablation", "Book-Crossing cold-item DLRM AUC: ID + SID vs ID only", _sid),
     ("sid_benchmark", "Semantic IDs for 1,682 titles: encode + learn", _sid_time),
