@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from pathlib import Path
 
@@ -62,6 +63,15 @@ def test_configs_of_one_dataset_share_one_explicit_split() -> None:
 def test_own_protocol_configs_say_so() -> None:
     for name, why in OWN_PROTOCOL.items():
         assert "random" in (REPO_ROOT / "configs" / name).read_text().split("\n\n")[0], why
+
+
+def test_tiger_sid_config_differs_from_the_generative_config_only_in_its_sids() -> None:
+    """Its header promises "otherwise the model, recipe and split" of the generative config."""
+    base = load_config(REPO_ROOT / "configs" / "ml100k_generative.toml")
+    tiger = load_config(REPO_ROOT / "configs" / "ml100k_generative_tiger.toml")
+    assert tiger.semantic_ids != base.semantic_ids
+    same_sids = dataclasses.replace(tiger, name=base.name, semantic_ids=base.semantic_ids)
+    assert same_sids == base
 
 
 def test_overrides_parse_toml_values() -> None:
