@@ -97,8 +97,8 @@ RESULTS_INDEX: dict[str, str] = {
     "scale_tables_unknown_20261122": "The scaling tables derived from the growth / scale "
     "results (plot_scale.py)",
     "peer_sasrec_cpu2_20261203": "Our SASRec vs RecBole's SASRec on our exact MovieLens-100K "
-    "split (same test targets, checked): RecBole 0.1442 at its 8-epoch cap (1 seed, still "
-    "improving) vs ours 0.1926 ± 0.0034",
+    "split (same test targets, checked): RecBole 0.1676 after early stopping (epoch 21 of 27, "
+    "1 seed) vs ours 0.1926 ± 0.0034",
     "retriever_comparison_bookx_active_cpu2_20261203": "Book-Crossing, users with >= 20 "
     "ratings: generative (learned SIDs and random codes) vs SASRec vs two-tower vs popularity "
     "on all, cold and long-tail targets, 3 seeds, CPU budget",
