@@ -17,7 +17,7 @@ from _sequence_data import chain_split, sid_features, unique_codes
 from torchrec_recsys.data.sequences import make_sequence_batch
 from torchrec_recsys.errors import DataError
 from torchrec_recsys.models.generative import GenerativeRetriever, constrained_beam_search
-from torchrec_recsys.semantic_ids.tokenizer import PrefixTrie, check_unique_tuples
+from torchrec_recsys.semantic_ids.tokenizer import AllowedBelow, PrefixTrie, check_unique_tuples
 
 
 def _random_step(vocab: int, seed: int):  # type: ignore[no-untyped-def]
@@ -75,6 +75,29 @@ def test_beam_search_only_emits_valid_distinct_allowed_items(seed: int) -> None:
             assert torch.isclose(score, brute[q, item], atol=1e-5)
         assert bool((scores[q][live][:-1] >= scores[q][live][1:]).all())
         assert bool((items[q][~live] == -1).all())
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_allowed_below_counts_the_allowed_items_under_each_node(seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    sizes = [3, 4, 5]
+    codes = unique_codes(50, sizes, seed)
+    trie = PrefixTrie(codes, sizes)
+    queries = 5
+    allowed = torch.rand(queries, 50, generator=g) > 0.2
+    allowed[0] = True  # a query with nothing excluded but the shared items below
+    if seed == 0:
+        allowed[:] = True  # only shared exclusions: no sparse pairs
+    allowed[:, :7] = False  # items no query may have
+    below = AllowedBelow(trie, allowed)
+    for depth in range(trie.levels + 1):
+        n = trie.num_nodes(depth)
+        nodes = torch.randint(0, n, (queries, 3, 4), generator=g)
+        for q in range(queries):
+            for node in nodes[q].flatten().tolist():
+                want = int((allowed[q] & (trie.item_node[depth] == node)).sum())
+                got = below(depth, nodes)[q][nodes[q] == node]
+                assert bool((got == want).all()), (depth, q, node)
 
 
 def test_full_width_beam_equals_brute_force_ranking() -> None:

@@ -50,7 +50,7 @@ from torchrec_recsys.data.features import SparseFeature
 from torchrec_recsys.errors import ConfigError, DataError
 from torchrec_recsys.models.embeddings import build_ec
 from torchrec_recsys.models.sasrec import padded_sequence
-from torchrec_recsys.semantic_ids.tokenizer import PrefixTrie
+from torchrec_recsys.semantic_ids.tokenizer import AllowedBelow, PrefixTrie
 
 START = 0
 """Decoder start / padding token."""
@@ -93,6 +93,7 @@ def constrained_beam_search(
     scores = torch.zeros(num_queries, 1, device=device)  # [Q, beams]
     tokens = torch.zeros(num_queries, 1, 0, dtype=torch.int64, device=device)  # [Q, beams, t]
     parents: torch.Tensor | None = None  # [Q, beams] beam of the previous depth
+    below = None if allowed is None else AllowedBelow(trie, allowed)
     for t in range(trie.levels):
         size = trie.sizes[t]
         logp = step(tokens, parents)[..., offsets[t] : offsets[t] + size]  # [Q, beams, K_t]
@@ -102,10 +103,8 @@ def constrained_beam_search(
             is_cold = cold[trie.leaf_item[child.clamp(min=0)]] & valid  # [Q, beams, K_t]
             best = logp.max(dim=-1, keepdim=True).values.expand_as(logp)
             logp = torch.where(is_cold, best, logp)
-        if allowed is not None:
-            counts = trie.allowed_counts(allowed, t + 1)  # [Q, nodes_{t+1}]
-            below = counts.gather(1, child.clamp(min=0).flatten(1)).view_as(child)
-            valid &= below > 0
+        if below is not None:
+            valid &= below(t + 1, child.clamp(min=0)) > 0  # an allowed item under the child
         cand = (scores[..., None] + logp).masked_fill(~valid, float("-inf"))  # [Q, beams, K_t]
         width = min(beam_width, cand.shape[1] * size)
         top = cand.flatten(1).topk(width, dim=1)  # [Q, width]

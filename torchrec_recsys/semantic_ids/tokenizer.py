@@ -169,8 +169,36 @@ class PrefixTrie:
     def num_nodes(self, depth: int) -> int:
         return int(self.item_node[depth].max()) + 1
 
-    def allowed_counts(self, allowed: torch.Tensor, depth: int) -> torch.Tensor:
-        """[Q, nodes_depth] number of allowed items under each depth-``depth`` node, per
-        query, from ``allowed`` [Q, I] bool."""
-        counts = torch.zeros(allowed.shape[0], self.num_nodes(depth), device=allowed.device)
-        return counts.index_add_(1, self.item_node[depth], allowed.float())
+
+class AllowedBelow:
+    """Per query, how many allowed items lie below given trie nodes, for constrained search.
+
+    Built once per search from ``allowed`` [Q, I] bool, without a dense [Q, nodes] table per
+    depth: items no query may have (``allowed.any(0)`` false, e.g. cold items that are never
+    recommended) come off every node's count once, and the remaining disallowed (query, item)
+    pairs (e.g. each user's training items, a few per query) are counted sparsely, by sorted
+    key.
+    """
+
+    def __init__(self, trie: PrefixTrie, allowed: torch.Tensor) -> None:
+        self.trie = trie
+        self.queries = allowed.shape[0]
+        self.shared = allowed.any(dim=0)  # [I] items some query may have
+        self.query, self.item = (~allowed & self.shared).nonzero(as_tuple=True)  # [E], [E]
+
+    def __call__(self, depth: int, nodes: torch.Tensor) -> torch.Tensor:
+        """Allowed items below each depth-``depth`` node of ``nodes`` [Q, ...] (ids >= 0), per
+        query: an int64 tensor shaped like ``nodes``."""
+        item_node = self.trie.item_node[depth]  # [I]
+        width = self.trie.num_nodes(depth)
+        under = torch.zeros(width, dtype=torch.int64, device=nodes.device)
+        under.index_add_(0, item_node, self.shared.long())  # [nodes_depth]
+        count = under[nodes]
+        if self.query.numel() == 0:
+            return count
+        keys, blocked = torch.unique(self.query * width + item_node[self.item], return_counts=True)
+        rows = torch.arange(self.queries, device=nodes.device).view(-1, *[1] * (nodes.dim() - 1))
+        wanted = (rows * width + nodes).flatten()  # [Q * ...]
+        pos = torch.searchsorted(keys, wanted).clamp(max=keys.numel() - 1)
+        hit = torch.where(keys[pos] == wanted, blocked[pos], 0)
+        return count - hit.view_as(nodes)
