@@ -93,11 +93,11 @@ def test_allowed_below_counts_the_allowed_items_under_each_node(seed: int) -> No
     for depth in range(trie.levels + 1):
         n = trie.num_nodes(depth)
         nodes = torch.randint(0, n, (queries, 3, 4), generator=g)
+        got = below(depth, nodes)  # [Q, 3, 4]
         for q in range(queries):
             for node in nodes[q].flatten().tolist():
                 want = int((allowed[q] & (trie.item_node[depth] == node)).sum())
-                got = below(depth, nodes)[q][nodes[q] == node]
-                assert bool((got == want).all()), (depth, q, node)
+                assert bool((got[q][nodes[q] == node] == want).all()), (depth, q, node)
 
 
 def test_full_width_beam_equals_brute_force_ranking() -> None:
