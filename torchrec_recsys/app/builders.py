@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,14 +138,16 @@ def build_stream(
     )
 
 
-def build_sid_table(cfg: ExperimentConfig, raw: RawData) -> SIDTable:
-    """The configured SID table: read from ``table_path`` or learned (cached) from item text."""
+def build_sid_table(cfg: ExperimentConfig, raw: RawData | Callable[[], RawData]) -> SIDTable:
+    """The configured SID table: read from ``table_path`` or learned (cached) from item text
+    (``raw``, or a callable that reads it: called only when the table is not read from
+    ``table_path``)."""
     s = cfg.semantic_ids
     if s.table_path:
         table = load_sid_table(s.table_path)
         check_table_settings(table, s, repr(s.table_path))
         return table
-    items = raw.items
+    items = (raw() if callable(raw) else raw).items
     texts = item_texts(items, cfg.data.item_text_columns)
     genres = list(items["genres"]) if "genres" in items.columns else None
     table = cached_sid_table(
@@ -225,7 +228,7 @@ def build_sequence_tokenizer(cfg: ExperimentConfig, data: RecDataset) -> SIDToke
     q = cfg.sequence
     if not cfg.semantic_ids.table_path and max([q.cold_share, *q.cold_share_grid]) > 0:
         check_cold_items_have_text(data, cfg.data.item_text_columns)
-    table = build_sid_table(cfg, build_raw_data(cfg))
+    table = build_sid_table(cfg, lambda: build_raw_data(cfg))  # read only to learn it
     check_sid_table_shape(table, cfg.semantic_ids.levels, cfg.semantic_ids.codebook_size)
     tokenizer = build_tokenizer(table, data.items.item_ids, levels=cfg.semantic_ids.levels)
     if cfg.semantic_ids.random_codes:
