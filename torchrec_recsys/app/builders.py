@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,12 +69,17 @@ def build_raw_data(cfg: ExperimentConfig) -> RawData:
     return keep_active_users(_read_raw_data(cfg), cfg.data.min_user_interactions)
 
 
+@functools.lru_cache(maxsize=2)
+def _packaged_raw_data(source: str) -> RawData:
+    """A dataset shipped in an installed package, read once per process (a run reads it for
+    its examples and again for its item text; a comparison trains many runs in one process)."""
+    return load_movielens_100k() if source == "movielens-100k" else load_book_crossing()
+
+
 def _read_raw_data(cfg: ExperimentConfig) -> RawData:
     d = cfg.data
-    if d.source == "movielens-100k":
-        return load_movielens_100k()
-    if d.source == "book-crossing":
-        return load_book_crossing()
+    if d.source in ("movielens-100k", "book-crossing"):
+        return _packaged_raw_data(d.source).copy()  # a copy: callers may change theirs
     optional = list(d.item_categorical_columns) if default_item_columns(d) else []
     required = [*d.item_text_columns, *(c for c in d.item_categorical_columns if c not in optional)]
     keys = {

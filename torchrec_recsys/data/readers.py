@@ -36,6 +36,16 @@ class RawData:
     report: dict[str, int] = field(default_factory=dict)
     """What a reader skipped or filtered, by reason (row counts); empty when nothing was."""
 
+    def copy(self) -> RawData:
+        """A deep copy: changing it leaves this one as it is."""
+        return replace(
+            self,
+            interactions=self.interactions.copy(),
+            items=self.items.copy(),
+            users=self.users.copy(),
+            report=dict(self.report),
+        )
+
 
 def keep_active_users(raw: RawData, min_interactions: int) -> RawData:
     """``raw`` restricted to users with at least ``min_interactions`` interactions, and its
