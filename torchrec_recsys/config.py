@@ -387,8 +387,8 @@ class SequenceConfig:
     a share of K, in [0, 1]: 0 = never recommend them, 1 = no limit (pure beam order)."""
     cold_share_grid: list[float] = field(default_factory=list)
     """Generative model: tune ``cold_share`` on validation over these values (each in
-    [0, 1]) after training, keeping the best validation Recall@``top_k``; empty = use
-    ``cold_share`` as given."""
+    [0, 1]) after training, keeping the best validation Recall@``top_k`` (one pass over
+    validation for the whole grid); empty = use ``cold_share`` as given."""
 
 
 @dataclass

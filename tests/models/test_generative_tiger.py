@@ -96,6 +96,26 @@ def test_cold_items_enter_the_top_k_only_as_the_share_allows() -> None:
     assert counts[1.0] > 0, "no cold item reached the top K without a limit"
 
 
+def test_one_search_for_every_cold_share_equals_a_search_at_each() -> None:
+    cold = torch.zeros(NUM_ITEMS, dtype=torch.bool)
+    cold[1::3] = True
+    shares = [0.0, 0.25, 0.5, 1.0]
+    model, features = _model(cold=cold, beam=12)
+    kjt = _batch(features, torch.arange(8))
+    exclude = torch.rand(8, NUM_ITEMS, generator=torch.Generator().manual_seed(5)) < 0.2
+    together = model.generate_by_cold_share(kjt, shares, exclude)
+    assert list(together) == shares
+    lists = set()
+    for share in shares:
+        model.cold_share = share
+        alone = model.generate(kjt, exclude)
+        assert torch.equal(together[share][0], alone[0])
+        assert torch.equal(together[share][1], alone[1])
+        assert torch.equal(together[share][2], alone[2])
+        lists.add(tuple(alone[0][:, :4].flatten().tolist()))
+    assert len(lists) > 2, "the shares should change the top K here"
+
+
 def test_cap_moves_cold_items_past_the_quota_behind_the_warm_ones() -> None:
     cold = torch.tensor([True, False, True, True, False, False])
     items = torch.tensor([[0, 2, 3, 1, 4, 5]])

@@ -10,7 +10,7 @@ import torch
 from torchrec_recsys.config import load_config
 from torchrec_recsys.errors import ConfigError
 from torchrec_recsys.training.schedule import build_schedule, lr_factor
-from torchrec_recsys.training.selection import tune_on_validation
+from torchrec_recsys.training.selection import choose_on_validation
 
 
 def test_factor_at_chosen_steps() -> None:
@@ -52,15 +52,14 @@ def test_unknown_schedule_and_bad_ranges_are_refused() -> None:
         load_config(None, ["--sequence.cold_share_grid=[0.0, 2.0]"])
 
 
-def test_tuning_keeps_the_best_validation_value_applied() -> None:
-    applied: list[float] = []
+def test_tuning_chooses_the_best_validation_value_the_earliest_on_ties() -> None:
     recall = {0.0: 0.2, 0.3: 0.25, 1.0: 0.25}  # tie: the earlier value wins
-
-    def evaluate() -> dict[str, float]:
-        return {"recall@10": recall[applied[-1]]}
-
-    chosen, values = tune_on_validation(evaluate, applied.append, [0.0, 0.3, 1.0], "recall@10")
-    assert chosen == 0.3 and applied[-1] == 0.3
+    by_value = {v: {"recall@10": r, "mrr": r / 2} for v, r in recall.items()}
+    chosen, values = choose_on_validation(by_value, "recall@10")
+    assert chosen == 0.3
     assert values == recall
-    with pytest.raises(ConfigError, match="'mrr' is not a validation metric"):
-        tune_on_validation(evaluate, applied.append, [0.0], "mrr")
+    assert choose_on_validation({1.0: by_value[1.0], 0.3: by_value[0.3]}, "recall@10")[0] == 1.0
+    with pytest.raises(ConfigError, match="'ndcg@10' is not a validation metric"):
+        choose_on_validation(by_value, "ndcg@10")
+    with pytest.raises(ConfigError, match="the tuning grid is empty"):
+        choose_on_validation({}, "recall@10")

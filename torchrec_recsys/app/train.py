@@ -58,12 +58,12 @@ from torchrec_recsys.errors import DataWarning, UserError
 from torchrec_recsys.files import atomic_write_text
 from torchrec_recsys.observability.tensorboard import flatten_hparams
 from torchrec_recsys.training.checkpoint_io import latest_checkpoint, load_checkpoint
-from torchrec_recsys.training.evaluation import unwrap
+from torchrec_recsys.training.evaluation import SequenceEvaluator, unwrap
 from torchrec_recsys.training.schedule import build_schedule
 from torchrec_recsys.training.selection import (
     best_checkpoint,
+    choose_on_validation,
     read_selection,
-    tune_on_validation,
 )
 from torchrec_recsys.training.state import TrainerState
 from torchrec_recsys.training.trainer import Trainer
@@ -307,13 +307,10 @@ def _run(
         load_checkpoint(best_checkpoint(run_dir), model, optimizer)  # test the selected epoch
     cold_share = None
     if cfg.model.name == "generative" and cfg.sequence.cold_share_grid:
-        ranker = unwrap(model).model
-        chosen, by_share = tune_on_validation(
-            lambda: evaluator(model, "val"),
-            lambda v: setattr(ranker, "cold_share", v),
-            cfg.sequence.cold_share_grid,
-            f"recall@{cfg.sequence.top_k}",
-        )
+        assert isinstance(evaluator, SequenceEvaluator)
+        val_by_share = evaluator.by_cold_share(model, "val", cfg.sequence.cold_share_grid)
+        chosen, by_share = choose_on_validation(val_by_share, f"recall@{cfg.sequence.top_k}")
+        unwrap(model).model.cold_share = chosen
         cold_share = {"chosen": chosen, f"val_recall@{cfg.sequence.top_k}": by_share}
         if ctx.is_main:
             print(f"cold_share {chosen} chosen on validation from {by_share}", flush=True)

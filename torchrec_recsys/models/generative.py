@@ -58,6 +58,9 @@ START = 0
 INPUT_MODES = ("tokens", "summed")
 """Encoder inputs: every SID token its own position (TIGER), or each item's tokens summed."""
 
+Beams = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+"""A beam search's items [Q, W], sequence log-probabilities [Q, W] and tokens [Q, W, L']."""
+
 # (decoded token prefixes [Q, beams, t], parent beam of each [Q, beams] or None at t = 0)
 #   -> next-token log-probabilities [Q, beams, V]
 StepFn = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
@@ -352,27 +355,64 @@ class GenerativeRetriever(nn.Module):
         """Constrained beam search: items [B, W], scores [B, W], tokens [B, W, L'], with the
         cold-item share of :attr:`cold_share` (``use_cache=False``: recompute the decoder
         over each whole prefix, the reference the cached search must equal)."""
+        share = self.cold_share
+        return self.generate_by_cold_share(sparse, [share], exclude, beam_width, use_cache)[share]
+
+    @torch.no_grad()
+    def generate_by_cold_share(
+        self,
+        sparse: object,
+        shares: list[float],
+        exclude: torch.Tensor | None = None,
+        beam_width: int | None = None,
+        use_cache: bool = True,
+    ) -> dict[float, Beams]:
+        """:meth:`generate` at each cold-item share of ``shares`` (what tuning the share on
+        validation needs), encoding once and searching at most twice: once without cold
+        items (share 0) and once with them, every share above 0 being a cap applied to that
+        one search's lists (:func:`cap_cold_items`)."""
+        for share in shares:
+            check_cold_share(share)
         states, mask = self.encode(sparse)
         self.trie = self.trie.to(states.device)
-        cold = self.cold_items if bool(self.cold_items.any()) else None
-        allowed = None if exclude is None else ~exclude  # [B, I]
-        if cold is not None and self.cold_share == 0:  # cold items are never recommended
-            allowed = ~cold.expand(states.shape[0], -1) if allowed is None else allowed & ~cold
-            cold = None
         step = self.cached_step_fn if use_cache else self.step_fn
-        items, scores, tokens = constrained_beam_search(
-            step(states, mask),
-            self.trie,
-            self.offsets,
-            beam_width or self.beam_width,
-            states.shape[0],
-            allowed=allowed,
-            cold=cold,
-        )
-        if cold is not None and self.cold_share < 1:
-            items, scores, order = cap_cold_items(items, scores, cold, self.top_k, self.cold_share)
-            tokens = tokens.gather(1, order[..., None].expand_as(tokens))
-        return items, scores, tokens
+        width = beam_width or self.beam_width
+
+        def search(allowed: torch.Tensor | None, cold: torch.Tensor | None) -> Beams:
+            return constrained_beam_search(
+                step(states, mask),
+                self.trie,
+                self.offsets,
+                width,
+                states.shape[0],
+                allowed=allowed,
+                cold=cold,
+            )
+
+        allowed = None if exclude is None else ~exclude  # [B, I]
+        cold = self.cold_items
+        if not bool(cold.any()):  # no cold item: the share changes nothing
+            result = search(allowed, None)
+            return {share: result for share in shares}
+        out = {}
+        if 0 in shares:  # cold items are never recommended: out of the search
+            warm = ~cold.expand(states.shape[0], -1) if allowed is None else allowed & ~cold
+            out[0.0] = search(warm, None)
+        if any(share > 0 for share in shares):
+            items, scores, tokens = search(allowed, cold)
+            for share in (s for s in shares if s > 0):
+                if share == 1:
+                    out[share] = items, scores, tokens
+                    continue
+                capped, capped_scores, order = cap_cold_items(
+                    items, scores, cold, self.top_k, share
+                )
+                out[share] = (
+                    capped,
+                    capped_scores,
+                    tokens.gather(1, order[..., None].expand_as(tokens)),
+                )
+        return {share: out[share] for share in shares}
 
     @torch.no_grad()
     def sequence_log_probs(self, sparse: object, items: torch.Tensor) -> torch.Tensor:

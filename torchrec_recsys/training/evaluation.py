@@ -283,22 +283,56 @@ class SequenceEvaluator:
 
     @torch.no_grad()
     def __call__(self, model: nn.Module, split: str) -> dict[str, float]:
+        return self._evaluate(model, split, None)[None]
+
+    @torch.no_grad()
+    def by_cold_share(
+        self, model: nn.Module, split: str, shares: list[float]
+    ) -> dict[float, dict[str, float]]:
+        """The metrics of a generative model at each cold-item share of ``shares``, from one
+        pass over ``split`` (``GenerativeRetriever.generate_by_cold_share``): equal to
+        setting ``cold_share`` to each value and calling the evaluator."""
+        return self._evaluate(model, split, shares)
+
+    def _evaluate(
+        self, model: nn.Module, split: str, shares: list[float] | None
+    ) -> dict[Any, dict[str, float]]:
+        """Metrics per cold share (key None: the model's own setting)."""
         ranker = unwrap(model).model
         was_training = model.training
         model.eval()
         shard = ShardInfo(self.ctx.rank, self.ctx.world_size)
-        ranks, tops, invalid = [], [], []
+        keys: list[float | None] = [None] if shares is None else list(shares)
+        ranks: dict[Any, list[torch.Tensor]] = {key: [] for key in keys}
+        tops: dict[Any, list[torch.Tensor]] = {key: [] for key in keys}
+        invalid: dict[Any, list[torch.Tensor]] = {key: [] for key in keys}
         for batch in self.source.eval_batches(split, self.batch_size, shard):
             batch = batch.to(self.ctx.device)
             mask = exclusion_mask(self.exclude, batch.user_rows, batch.targets, self.num_items)
-            if hasattr(ranker, "generate"):
-                items, scores, tokens = ranker.generate(batch.sparse_features, mask, self.depth)
-                invalid.append(_invalid_tuples(tokens, scores, ranker.item_tokens))
+            if shares is not None:
+                lists = ranker.generate_by_cold_share(
+                    batch.sparse_features, shares, mask, self.depth
+                )
+            elif hasattr(ranker, "generate"):
+                lists = {None: ranker.generate(batch.sparse_features, mask, self.depth)}
             else:
-                items, scores = ranker.rank_items(batch.sparse_features, mask, self.depth)
-            ranks.append(list_ranks(items, batch.targets))  # [B]
-            tops.append(items[:, :10])  # [B, 10]
+                lists = {None: (*ranker.rank_items(batch.sparse_features, mask, self.depth), None)}
+            for key, (items, scores, tokens) in lists.items():
+                if tokens is not None:
+                    invalid[key].append(_invalid_tuples(tokens, scores, ranker.item_tokens))
+                ranks[key].append(list_ranks(items, batch.targets))  # [B]
+                tops[key].append(items[:, :10])  # [B, 10]
         model.train(was_training)
+        return {key: self._metrics(split, ranks[key], tops[key], invalid[key]) for key in keys}
+
+    def _metrics(
+        self,
+        split: str,
+        ranks: list[torch.Tensor],
+        tops: list[torch.Tensor],
+        invalid: list[torch.Tensor],
+    ) -> dict[str, float]:
+        """Ranked-list metrics of this rank's batches, gathered over every rank."""
         n = len(self.source.splits[split])
         steps = len(ranks)
         all_ranks = gather_in_order(torch.cat(ranks), steps, self.batch_size, self.ctx)[:n]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,33 +111,28 @@ def keep_if_best(
     return is_best
 
 
-def tune_on_validation(
-    evaluate: Callable[[], dict[str, float]],
-    apply: Callable[[float], None],
-    grid: list[float],
-    metric: str,
+def choose_on_validation(
+    by_value: Mapping[float, Mapping[str, float]], metric: str
 ) -> tuple[float, dict[float, float]]:
-    """The value of ``grid`` with the best validation ``metric`` (earliest on ties), left
-    applied: for each value ``apply(value)`` then ``evaluate()`` (validation metrics).
-    Used for the generative model's cold-item share. Returns (chosen, metric per value).
+    """The value with the best validation ``metric`` (the earliest in ``by_value``'s order on
+    ties), from each value's validation metrics. Used for the generative model's cold-item
+    share. Returns (chosen, metric per value).
 
     Raises:
-        ConfigError: ``grid`` is empty, or the metrics lack ``metric``.
+        ConfigError: ``by_value`` is empty, or the metrics lack ``metric``.
     """
-    if not grid:
+    if not by_value:
         raise ConfigError("the tuning grid is empty: give at least one value")
     values: dict[float, float] = {}
-    for value in grid:
-        apply(value)
-        metrics = evaluate()
+    for value, metrics in by_value.items():
         if metric not in metrics:
             raise ConfigError(
                 f"{metric!r} is not a validation metric; expected one of {', '.join(metrics)}"
             )
         values[value] = float(metrics[metric])
+    grid = list(values)
     chosen = grid[0]
     for value in grid[1:]:
         if _better(values[value], values[chosen], metric):
             chosen = value
-    apply(chosen)
     return chosen, values
