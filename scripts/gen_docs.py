@@ -101,7 +101,12 @@ RESULTS_INDEX: dict[str, str] = {
     "1 seed) vs ours 0.1926 ± 0.0034",
     "retriever_comparison_bookx_active_cpu2_20261203": "Book-Crossing, users with >= 20 "
     "ratings: generative (learned SIDs and random codes) vs SASRec vs two-tower vs popularity "
-    "on all, cold and long-tail targets, 3 seeds, CPU budget",
+    "on all, cold and long-tail targets, 3 seeds, 3 epochs of at most 300 steps, generative "
+    "recipe before the validation search",
+    "retriever_comparison_bookx_active_cpu2_20261204": "Book-Crossing, users with >= 20 "
+    "ratings: generative (learned SIDs and random codes, the recipe chosen on MovieLens-100K) "
+    "vs SASRec vs two-tower vs popularity on all, cold and long-tail targets, 3 seeds, 5 "
+    "epochs of at most 300 steps for both sequence models",
     "retriever_comparison_ml100k_cpu2_20261202": "MovieLens-100K: generative vs SASRec vs "
     "two-tower vs popularity on all, cold and long-tail targets, 3 seeds, 3-epoch CPU budget, "
     "generative recipe before the validation search",
