@@ -144,16 +144,15 @@ def build_stream(
     )
 
 
-def build_sid_table(cfg: ExperimentConfig, raw: RawData | Callable[[], RawData]) -> SIDTable:
-    """The configured SID table: read from ``table_path`` or learned (cached) from item text
-    (``raw``, or a callable that reads it: called only when the table is not read from
-    ``table_path``)."""
+def build_sid_table(cfg: ExperimentConfig, read_raw: Callable[[], RawData]) -> SIDTable:
+    """The configured SID table: read from ``table_path`` or learned (cached) from the item
+    text of ``read_raw()``, called only when the table is learned."""
     s = cfg.semantic_ids
     if s.table_path:
         table = load_sid_table(s.table_path)
         check_table_settings(table, s, repr(s.table_path))
         return table
-    items = (raw() if callable(raw) else raw).items
+    items = read_raw().items
     texts = item_texts(items, cfg.data.item_text_columns)
     genres = list(items["genres"]) if "genres" in items.columns else None
     table = cached_sid_table(
@@ -166,7 +165,7 @@ def build_sid_table(cfg: ExperimentConfig, raw: RawData | Callable[[], RawData])
 def build_sid_features(cfg: ExperimentConfig, raw: RawData) -> dict[str, tuple[np.ndarray, int]]:
     s = cfg.semantic_ids
     return sid_item_features(
-        build_sid_table(cfg, raw),
+        build_sid_table(cfg, lambda: raw),
         list(raw.items["item_id"]),
         levels=s.levels,
         unigrams=s.unigrams,
