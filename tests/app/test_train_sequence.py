@@ -57,8 +57,14 @@ def test_sequence_model_trains_resumes_and_reports(
         assert first["cold_share"]["chosen"] in (0.0, 1.0)
         assert set(first["cold_share"]["val_recall@10"]) == {0.0, 1.0}
         assert "recall@20" not in test  # beyond the beam of 10
+        # 80 items over all 10 level-1 codes, 8 each; the second column is the collision level
+        codes = first["sid_codes"]
+        assert codes["utilisation"] == [1.0] and codes["collision_rate"] == pytest.approx(0.875)
+        assert codes["perplexity"] == [pytest.approx(10.0)]
+        assert codes["codebook_sizes"] == [10] and codes["collision_level_size"] == 8
     else:
         assert "recall@100" not in test and "recall@20" in test  # 80 items, full ranking
+        assert first["sid_codes"] is None
     checkpoint = latest_checkpoint(run_dir)
     assert checkpoint is not None and checkpoint.name == "step_00000003"
 

@@ -15,8 +15,19 @@ def test_markdown_table_has_one_row_per_variant() -> None:
     run = {"test": {m: 0.5 for m in METRICS}, "wall_time_seconds": 10.0}
     table = markdown_table({"base": [run, run], "no user token": [run]}).splitlines()
     assert table[0].startswith("| variant | seeds | recall@10")
-    assert table[2] == "| base | 2 | " + " | ".join(["0.5000 ± 0.0000"] * 6) + " | 10 ± 0 |"
+    assert table[0].endswith("| utilisation | collision | train s |")
+    metrics = " | ".join(["0.5000 ± 0.0000"] * 6)
+    assert table[2] == f"| base | 2 | {metrics} | - | - | 10 ± 0 |"  # no codes recorded
     assert table[3].startswith("| no user token | 1 | 0.5000 |")
+
+
+def test_code_columns_average_the_seeds_per_level() -> None:
+    def run(utilisation: list[float], collision: float) -> dict:  # type: ignore[type-arg]
+        codes = {"utilisation": utilisation, "collision_rate": collision}
+        return {"test": {m: 0.5 for m in METRICS}, "wall_time_seconds": 1.0, "sid_codes": codes}
+
+    table = markdown_table({"random codes": [run([1.0, 0.5], 0.1), run([0.5, 0.25], 0.2)]})
+    assert "| 0.75/0.38 | 0.150 | 1 ± 0 |" in table.splitlines()[2]
 
 
 def test_merge_tabulates_separate_variant_jobs_in_variant_order(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -51,3 +62,20 @@ def test_merge_tabulates_separate_variant_jobs_in_variant_order(tmp_path) -> Non
     with pytest.raises(UserError, match="broken.json' is not a readable ablation JSON"):
         main(["--merge", str(a), str(broken), "--out", str(out)])
     assert out.read_text() == before  # nothing rewritten
+
+
+def test_merge_with_results_writes_a_provenance_result(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from torchrec_recsys.experiments.generative_ablation import main
+
+    test = {m: 0.1 for m in METRICS}
+    part = tmp_path / "a.json"
+    part.write_text(json.dumps({"no user token": [{"test": test, "wall_time_seconds": 2.0}]}))
+    monkeypatch.chdir(tmp_path)
+    main(["--merge", str(part), "--out", "work/m.md", "--results", "gen_abl_x"])
+    (result,) = (tmp_path / "results").glob("gen_abl_x_*.json")
+    doc = json.loads(result.read_text())
+    assert doc["run_meta"]["argv"] and doc["merged"] == [str(part)]
+    assert doc["results"]["no user token"][0]["wall_time_seconds"] == 2.0
+    assert "| no user token | 1 | 0.1000 |" in result.with_suffix(".md").read_text()

@@ -98,3 +98,15 @@ def test_coherence_with_multi_genre_and_empty_items_matches_brute_force() -> Non
     codes = np.stack([rng.integers(0, 3, size=40), rng.integers(0, 3, size=40)], axis=1)
     result = coherence(codes, genres)
     assert result.random_share == pytest.approx(brute_force_random_share(genres))
+
+
+def test_code_usage_counts_used_codes_and_shared_tuples() -> None:
+    from torchrec_recsys.semantic_ids.report import code_usage
+
+    codes = np.array([[0, 1], [0, 2], [1, 1], [0, 1]])  # [4, 2]; tuple (0, 1) twice
+    usage = code_usage(codes, [2, 4])
+    assert usage["utilisation"] == [1.0, 0.5]  # level 2 uses codes 1 and 2 of 4
+    assert usage["collision_rate"] == pytest.approx(0.25)  # 3 distinct tuples of 4
+    assert usage["codebook_sizes"] == [2, 4]
+    with pytest.raises(DataError):
+        code_usage(codes, [2, 2])  # code 2 does not fit a level of 2

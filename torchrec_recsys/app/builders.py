@@ -48,6 +48,7 @@ from torchrec_recsys.semantic_ids.features import (
     check_table_settings,
     sid_item_features,
 )
+from torchrec_recsys.semantic_ids.report import code_usage
 from torchrec_recsys.semantic_ids.store import SIDTable, load_sid_table
 from torchrec_recsys.semantic_ids.tokenizer import (
     SIDTokenizer,
@@ -265,6 +266,19 @@ def build_sequence_inputs(cfg: ExperimentConfig, data: RecDataset) -> SequenceIn
             features.user_tokens = user_tokens(data.user_ids, buckets)  # [U]
     tables = list(dict.fromkeys(f.table for f in features.features()))
     return SequenceInputs(SequenceSource(splits, features), tokenizer, tables)
+
+
+def sid_code_usage(cfg: ExperimentConfig, sequences: SequenceInputs | None) -> dict | None:
+    """The generative run's SID codes as its decoder sees them (random codes included):
+    utilisation, perplexity and collision rate of the ``semantic_ids.levels`` quantizer levels,
+    and the size of the collision level after them (None without one); None for other
+    models."""
+    if sequences is None or sequences.tokenizer is None:
+        return None
+    tokenizer, levels = sequences.tokenizer, cfg.semantic_ids.levels
+    usage = code_usage(tokenizer.codes[:, :levels], tokenizer.sizes[:levels])  # [I, L]
+    extra = tokenizer.sizes[levels] if tokenizer.levels > levels else None
+    return {**usage, "collision_level_size": extra}
 
 
 def build_sequence_model(

@@ -349,6 +349,7 @@ def _run(
         "epochs": [asdict(r) for r in history],
         "selected_epoch": selection,
         "cold_share": cold_share,
+        "sid_codes": builders.sid_code_usage(cfg, sequences),
         "test": test,
         "baselines_test": baselines_test,
         "train_samples_per_second": (

@@ -10,9 +10,11 @@ seeds (so a difference can be told from noise)::
 
 Writes a markdown table and the per-run JSON (``--out``, ``.json`` next to it). Variants can
 run as separate jobs (one ``--variants`` each, e.g. in parallel on one GPU) and be tabulated
-together with ``--merge A.json B.json ...`` (no training). Variants that
-change how the SID table is learned (levels, codebook size, method) learn their own table at
-start-up (cached under ``semantic_ids.cache_dir``). ``--results TOPIC`` also writes
+together with ``--merge A.json B.json ...`` (no training; each run records the commit it
+trained on). Variants that change how the SID table is learned (levels, codebook size,
+method) learn their own table at start-up (cached under ``semantic_ids.cache_dir``). Beside
+the metrics, each row gives the utilisation per level and the collision rate of the codes
+the generator decoded. ``--results TOPIC`` (also with ``--merge``) writes
 ``results/TOPIC_<hardware>_<date>.json`` (+ ``.md``) with the provenance block.
 """
 
@@ -32,13 +34,26 @@ from torchrec_recsys.observability.provenance import start_run_meta, write_resul
 METRICS = ("recall@10", "ndcg@10", "mrr", "coverage@10", "cold_recall@10", "invalid_rate")
 
 
+def _code_cells(runs: list[dict[str, Any]]) -> list[str]:
+    """Utilisation per level and collision rate of the decoded codes (means over the seeds;
+    the table is one per seed only for random codes); "-" for runs that did not record them."""
+    usage = [r["sid_codes"] for r in runs if r.get("sid_codes")]
+    if not usage:
+        return ["-", "-"]
+    levels = zip(*(u["utilisation"] for u in usage), strict=True)
+    per_level = "/".join(f"{sum(level) / len(usage):.2f}" for level in levels)
+    return [per_level, f"{sum(u['collision_rate'] for u in usage) / len(usage):.3f}"]
+
+
 def markdown_table(results: dict[str, list[dict[str, Any]]]) -> str:
-    """Rows = variants; cells = mean +/- std over the seeds of each test metric."""
-    header = ["variant", "seeds", *METRICS, "train s"]
+    """Rows = variants; cells = mean +/- std over the seeds of each test metric, with the
+    utilisation per level and the collision rate of the codes the generator decoded."""
+    header = ["variant", "seeds", *METRICS, "utilisation", "collision", "train s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for variant, runs in results.items():
         cells = [variant, str(len(runs))]
         cells += [mean_spread([r["test"].get(m, float("nan")) for r in runs]) for m in METRICS]
+        cells += _code_cells(runs)
         cells.append(mean_spread([r["wall_time_seconds"] for r in runs], digits=0))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -62,10 +77,14 @@ def _merged(paths: list[str]) -> tuple[str, dict[str, list[dict[str, Any]]]]:
 def main(argv: list[str]) -> None:
     parser = parsers.generative_ablation_parser()
     args, overrides = parser.parse_known_args(argv)
-    if args.merge:
-        write_report(args.out, *_merged(args.merge))
-        return
     meta = start_run_meta()
+    if args.merge:
+        table, results = _merged(args.merge)
+        write_report(args.out, table, results)
+        if args.results:
+            payload = {"config": args.config, "merged": args.merge, "results": results}
+            print(f"wrote {write_result('results', args.results, payload, meta, markdown=table)}")
+        return
     results: dict[str, list[dict[str, Any]]] = {}
     for variant in args.variants or list(VARIANTS):
         results[variant] = []
@@ -87,6 +106,9 @@ def main(argv: list[str]) -> None:
                 "run_dir": str(result.run_dir),
                 "test": result.metrics,
                 "wall_time_seconds": result.wall_time_seconds,
+                "sid_codes": result.summary.get("sid_codes"),
+                "commit": meta["commit"],
+                "dirty": meta["dirty"],
             }
             results[variant].append({"seed": seed, **keep})
             print(f"{variant} seed {seed}: {json.dumps(result.metrics)}", flush=True)

@@ -282,6 +282,22 @@ def build_report(
     )
 
 
+def code_usage(codes: np.ndarray, codebook_sizes: Sequence[int]) -> dict[str, Any]:
+    """What a generator decodes over: per-level utilisation and perplexity of quantizer codes
+    [N, L] (no collision level) and their collision rate, as JSON-able numbers.
+
+    Raises:
+        DataError: a code outside its level's ``codebook_sizes`` entry.
+    """
+    report = build_report(codes, list(codebook_sizes))
+    return {
+        "codebook_sizes": report.codebook_sizes,
+        "utilisation": report.utilisation,
+        "perplexity": report.perplexity,
+        "collision_rate": report.collision_rate,
+    }
+
+
 def plot_code_usage(report: SIDReport, path: str | Path) -> Path:
     """Bar plot, one panel per level, of items per code sorted by frequency; writes a PNG."""
     import matplotlib
