@@ -7,6 +7,10 @@ Runs, in fresh processes and interleaved over ``--repeats`` rounds::
     default     python -m torchrec_recsys --threads T train --config CONFIG
     baselines   the same with --baselines.enabled=true (logistic regression + LightGBM)
 
+CONFIG is the product's default experiment (``configs/ml100k_dlrm.toml``, what ``train``
+without ``--config`` and ``torchx run dist.ddp -j 1x2 train`` train) unless ``--config``
+names another, e.g. the Criteo-shaped ``configs/criteo_synthetic_dlrm.toml``.
+
 and reads each run's ``summary.json``: ``phase_seconds`` (data, build, fit, test, baselines)
 and each learned baseline's ``fit_seconds``. Reported per variant (medians): process wall,
 the share of it spent training and evaluating the model (fit + test), the same share of the
@@ -14,8 +18,10 @@ run's own wall (from reading the data to the summary), and each baseline's cost 
 the model's training (fit).
 
     python benchmarks/default_run_phases.py --repeats 3
+    python benchmarks/default_run_phases.py --repeats 3 --config configs/criteo_synthetic_dlrm.toml
 
-Writes ``results/default_run_phases_<hardware>_<date>.json`` (+ ``.md``) with provenance.
+Writes ``results/default_run_phases_<config stem>_<hardware>_<date>.json`` (+ ``.md``) with
+provenance.
 """
 
 from __future__ import annotations
@@ -140,7 +146,7 @@ def markdown(rows: list[dict[str, Any]], imports_s: float, command: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", default="configs/criteo_synthetic_dlrm.toml")
+    parser.add_argument("--config", default="configs/ml100k_dlrm.toml")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds (median)")
     parser.add_argument("--variants", default="default,baselines", help="comma-separated")
@@ -177,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         "import_torch_torchrec_s": round(imports_s, 3),
         "rows": rows,
     }
-    path = write_result_to(args.out, "default_run_phases", payload, meta, markdown=table)
+    topic = f"default_run_phases_{Path(args.config).stem}"
+    path = write_result_to(args.out, topic, payload, meta, markdown=table)
     print(table)
     print(f"wrote {path}")
     return 0
