@@ -440,13 +440,18 @@ RETRIEVER_COMPARISONS: list[tuple[str, str]] = [
 ]
 """(result topic, dataset) of each ``compare-retrievers`` table shown in the docs."""
 
+GENERATIVE_ABLATIONS: list[tuple[str, str]] = [
+    ("generative_ablation_ml100k", "MovieLens-100K"),
+]
+"""(result topic, dataset) of each ``generative-ablation`` table shown in the docs."""
 
-def render_retriever_comparison(root: Path, here: Path) -> str:
-    """The ``retriever_comparison`` block: the table of each :data:`RETRIEVER_COMPARISONS`
-    result (as ``compare-retrievers`` rendered it from its JSON), linked to its report."""
+
+def _result_tables(root: Path, here: Path, entries: list[tuple[str, str]]) -> str:
+    """The newest result of each (topic, dataset) in ``entries``: its table as its driver
+    rendered it from its JSON, linked to its report, with the commit and threads."""
     rel = results_prefix(root, here)
     parts = []
-    for topic, dataset in RETRIEVER_COMPARISONS:
+    for topic, dataset in entries:
         found = latest(root, topic)
         if found is None:
             continue
@@ -463,11 +468,22 @@ def render_retriever_comparison(root: Path, here: Path) -> str:
     return "\n".join(parts)
 
 
+def render_retriever_comparison(root: Path, here: Path) -> str:
+    """The ``retriever_comparison`` block: the :data:`RETRIEVER_COMPARISONS` tables."""
+    return _result_tables(root, here, RETRIEVER_COMPARISONS)
+
+
+def render_generative_ablation(root: Path, here: Path) -> str:
+    """The ``generative_ablation`` block: the :data:`GENERATIVE_ABLATIONS` tables."""
+    return _result_tables(root, here, GENERATIVE_ABLATIONS)
+
+
 RENDERERS: dict[str, Callable[[Path, Path], str]] = {
     "headline": render_headline,
     "config": render_config,
     "results_index": render_results_index,
     "retriever_comparison": render_retriever_comparison,
+    "generative_ablation": render_generative_ablation,
 }
 
 
