@@ -24,16 +24,18 @@ def _sid_table(folder: Path, num_items: int = 80) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["sasrec", "generative"])
+@pytest.mark.parametrize("model", ["sasrec", "generative", "generative:summed"])
 def test_sequence_model_trains_resumes_and_reports(
     synthetic_paths,  # type: ignore[no-untyped-def]
     tmp_path: Path,
     model: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    model, _, generative_input = model.partition(":")
     args = [
         *tiny_overrides(synthetic_paths, tmp_path),
         f"--model.name={model}",
+        f"--sequence.generative_input={generative_input or 'tokens'}",
         f"--semantic_ids.table_path={_sid_table(tmp_path / 'sid')}",
         "--semantic_ids.levels=1",  # the table: 10 level-1 codes + an 8-way collision level
         "--semantic_ids.codebook_size=10",

@@ -211,8 +211,12 @@ class GenerativeRetriever(nn.Module):
         # T5's cross-attention carries no position: tell every history item its recency
         self.recency = nn.Embedding(max_history, d, device=dense_device)
         nn.init.normal_(self.recency.weight, std=0.02)
-        self.level = nn.Embedding(self.levels, d, device=dense_device)  # which SID level
-        nn.init.normal_(self.level.weight, std=0.02)
+        # which SID level a token is; only the token-per-position input has one (an unused
+        # weight would get no optimizer state, and its checkpoints would not load back)
+        self.level: nn.Embedding | None = None
+        if input_mode == "tokens":
+            self.level = nn.Embedding(self.levels, d, device=dense_device)
+            nn.init.normal_(self.level.weight, std=0.02)
         config = T5Config(
             vocab_size=1 + sum(sizes),
             d_model=d,
@@ -257,6 +261,7 @@ class GenerativeRetriever(nn.Module):
             x = x.view(b, items, self.levels, d).sum(dim=2)  # [B, T, D]: one position per item
             x = x + self.recency(recency)  # [B, T, D]
         else:  # TIGER: one position per token, told its level and its item's recency
+            assert self.level is not None
             x = x.view(b, items, self.levels, d) + self.level.weight  # [B, T, L', D]
             x = (x + self.recency(recency)[:, :, None]).view(b, items * self.levels, d)
             mask = mask.repeat_interleave(self.levels, dim=1)  # [B, T * L']
