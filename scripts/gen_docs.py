@@ -46,6 +46,9 @@ RESULTS_INDEX: dict[str, str] = {
     "default_run_phases_cpu2_20261202": "A Criteo-shaped DLRM train: 70 % of the run and "
     "34 % of the process in training + evaluating the model; baselines off by default "
     "(on: 86-87 % of the model's fit each)",
+    "generative_ablation_ml100k_cpu2_20261205": "MovieLens-100K generative ablation, 3 seeds: "
+    "token-per-position vs summed input, RQ-VAE vs residual k-means, 3 x 256 codebooks; "
+    "recall with code utilisation and collision rate",
     "default_run_phases_ml100k_dlrm_cpu2_20261204": "The default train (MovieLens-100K DLRM): "
     "83 % of the run and 38 % of the process in training + evaluating the model; baselines "
     "off by default (on: logistic regression 32 %, LightGBM 19 % of the model's fit)",
