@@ -46,9 +46,6 @@ RESULTS_INDEX: dict[str, str] = {
     "default_run_phases_cpu2_20261202": "A Criteo-shaped DLRM train: 70 % of the run and "
     "34 % of the process in training + evaluating the model; baselines off by default "
     "(on: 86-87 % of the model's fit each)",
-    "generative_ablation_ml100k_cpu2_20261205": "MovieLens-100K generative ablation, 3 seeds: "
-    "token-per-position vs summed input, RQ-VAE vs residual k-means, 3 x 256 codebooks; "
-    "recall with code utilisation and collision rate",
     "default_run_phases_ml100k_dlrm_cpu2_20261204": "The default train (MovieLens-100K DLRM): "
     "83 % of the run and 38 % of the process in training + evaluating the model; baselines "
     "off by default (on: logistic regression 32 %, LightGBM 19 % of the model's fit)",
@@ -70,6 +67,9 @@ RESULTS_INDEX: dict[str, str] = {
     "sid build of 149,842 Book-Crossing items in 526 s on 2 cores",
     "faiss_benchmark_cpu2_20261122": "FAISS flat / IVF / HNSW build time, recall@100 and QPS "
     "up to 1M vectors",
+    "generative_ablation_ml100k_cpu2_20261205": "MovieLens-100K generative ablation, 3 seeds: "
+    "token-per-position vs summed input, RQ-VAE vs residual k-means, 3 x 256 codebooks; "
+    "recall with code utilisation and collision rate",
     "generative_ablation_h100_20261123": "Generative retrieval ablation (SID shape, codebook, "
     "user token, random codes), 3 seeds on an H100",
     "generative_latency_cpu2_20261202": "KV-cached beam search: 1.5-1.7x the batched "
