@@ -21,6 +21,10 @@ VARIANTS: dict[str, list[str]] = {
     "residual k-means": ["--semantic_ids.method=rq_kmeans"],
     "no user token": ["--sequence.user_token=false"],
     "summed input (one position per item)": ["--sequence.generative_input=summed"],
+    "codebook 256, summed input": [
+        "--semantic_ids.codebook_size=256",
+        "--sequence.generative_input=summed",
+    ],
 }
 """The generative ablation's variants: name -> the overrides that make it."""
 
