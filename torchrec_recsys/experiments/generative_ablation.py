@@ -21,6 +21,7 @@ the generator decoded. ``--results TOPIC`` (also with ``--merge``) writes
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from torchrec_recsys import api
@@ -45,18 +46,38 @@ def _code_cells(runs: list[dict[str, Any]]) -> list[str]:
     return [per_level, f"{sum(u['collision_rate'] for u in usage) / len(usage):.3f}"]
 
 
+def _selected_cell(runs: list[dict[str, Any]]) -> str:
+    """Mean +/- std of the selected epoch's validation metric (what a variant is chosen on);
+    "-" when a run did not record it."""
+    selected = [r.get("selected") for r in runs]
+    if not all(selected):
+        return "-"
+    return mean_spread([s["value"] for s in selected])
+
+
 def markdown_table(results: dict[str, list[dict[str, Any]]]) -> str:
-    """Rows = variants; cells = mean +/- std over the seeds of each test metric, with the
-    utilisation per level and the collision rate of the codes the generator decoded."""
-    header = ["variant", "seeds", *METRICS, "utilisation", "collision", "train s"]
+    """Rows = variants; cells = mean +/- std over the seeds of the selected epoch's validation
+    Recall@10 and of each test metric, with the utilisation per level and the collision rate
+    of the codes the generator decoded."""
+    header = ["variant", "seeds", "val recall@10", *METRICS, "utilisation", "collision"]
+    header.append("train s")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for variant, runs in results.items():
-        cells = [variant, str(len(runs))]
+        cells = [variant, str(len(runs)), _selected_cell(runs)]
         cells += [mean_spread([r["test"].get(m, float("nan")) for r in runs]) for m in METRICS]
         cells += _code_cells(runs)
         cells.append(mean_spread([r["wall_time_seconds"] for r in runs], digits=0))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _with_selection(run: dict[str, Any]) -> dict[str, Any]:
+    """``run`` with its selected epoch (epoch, metric, validation value) read from the run's
+    ``summary.json`` when the record predates keeping it and the run folder is still there."""
+    if "selected" in run or "run_dir" not in run or not Path(run["run_dir"]).is_dir():
+        return run
+    finished = api.load_run(run["run_dir"]).result
+    return run if finished is None else {**run, "selected": finished.summary.get("selected_epoch")}
 
 
 def _merged(paths: list[str]) -> tuple[str, dict[str, list[dict[str, Any]]]]:
@@ -68,7 +89,7 @@ def _merged(paths: list[str]) -> tuple[str, dict[str, list[dict[str, Any]]]]:
         for variant, runs in part.items():
             if variant in merged:
                 raise UserError(f"--merge: variant {variant!r} appears in more than one file")
-            merged[variant] = runs
+            merged[variant] = [_with_selection(run) for run in runs]
     order = {v: i for i, v in enumerate(VARIANTS)}
     merged = dict(sorted(merged.items(), key=lambda kv: order.get(kv[0], len(order))))
     return markdown_table(merged), merged
@@ -107,6 +128,7 @@ def main(argv: list[str]) -> None:
                 "test": result.metrics,
                 "wall_time_seconds": result.wall_time_seconds,
                 "sid_codes": result.summary.get("sid_codes"),
+                "selected": result.summary.get("selected_epoch"),
                 "commit": meta["commit"],
                 "dirty": meta["dirty"],
             }
