@@ -68,8 +68,9 @@ RESULTS_INDEX: dict[str, str] = {
     "faiss_benchmark_cpu2_20261122": "FAISS flat / IVF / HNSW build time, recall@100 and QPS "
     "up to 1M vectors",
     "generative_ablation_ml100k_cpu2_20261205": "MovieLens-100K generative ablation, 3 seeds: "
-    "token-per-position vs summed input, RQ-VAE vs residual k-means, 3 x 256 codebooks; "
-    "recall with code utilisation and collision rate",
+    "token-per-position vs summed input, RQ-VAE vs residual k-means, 3 x 256 codebooks alone "
+    "and with the summed input; validation and test recall with code utilisation and collision "
+    "rate",
     "generative_ablation_h100_20261123": "Generative retrieval ablation (SID shape, codebook, "
     "user token, random codes), 3 seeds on an H100",
     "generative_latency_cpu2_20261202": "KV-cached beam search: 1.5-1.7x the batched "

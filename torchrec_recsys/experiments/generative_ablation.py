@@ -2,11 +2,13 @@
 
 Trains the generative retriever (configs/ml100k_generative.toml by default) once per variant
 and seed, on one split, and tabulates the test metrics as mean +/- standard deviation over
-seeds (so a difference can be told from noise)::
+seeds (so a difference can be told from noise), beside the selected epoch's validation
+Recall@10 (what a variant is chosen on)::
 
     SID (base) | random codes of the same shape | levels 2 / 3 / 4 | codebook 32 / 64 / 128 / 256
     | residual k-means instead of RQ-VAE | without the user token
     | summed encoder input (one position per item) instead of TIGER's token per position
+    | 3 x 256 codebooks with the summed input
 
 Writes a markdown table and the per-run JSON (``--out``, ``.json`` next to it). Variants can
 run as separate jobs (one ``--variants`` each, e.g. in parallel on one GPU) and be tabulated
