@@ -4,7 +4,9 @@ One step = forward (encoder + teacher-forced decoder), cross-entropy, backward, 
 MovieLens-100K's shape: ``--items`` catalogue items spelled by ``--sizes`` SID levels (the
 quantizer levels + a collision level; random unique codes: the step's cost does not depend
 on the code values), full histories of ``--history`` items, batch ``--batch``, the shipped
-config's width (64, 2 layers, 4 heads, feed-forward 256), the tables unsharded on CPU.
+config's width (64, 2 layers, 4 heads, feed-forward 256) and dropout (``--dropout``: 0, as
+chosen on validation; at 0.1 dropout's random masks are a large share of a CPU step), the
+tables unsharded on CPU.
 Variants are ``input:history`` pairs, e.g. ``summed:20`` (one encoder position per item)
 and ``tokens:20`` (TIGER: every token its own position). Each round times every variant
 once (``--steps`` steps after ``--warmup``), so a change of load hits all alike; the result
@@ -37,6 +39,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--items", type=int, default=1682, help="catalogue items")
     p.add_argument("--sizes", default="64,64,64,4", help="codes per SID level")
     p.add_argument("--batch", type=int, default=256, help="examples per step")
+    p.add_argument("--dropout", type=float, default=0.0, help="T5 dropout (the shipped config's)")
     p.add_argument("--steps", type=int, default=5, help="timed steps per variant and round")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
@@ -69,7 +72,19 @@ def build(input_mode: str, history: int, args: argparse.Namespace):  # type: ign
     user = SparseFeature("user_token", "t_user_token", 2001, 64, "none", USER)
     features = SequenceFeatures(item, tokens, user, torch.randint(1, 2001, (args.batch,)))
     model = GenerativeRetriever(
-        item, user, tokens, sizes, history, 2, 4, 256, 0.1, 20, "cpu", "cpu", input_mode=input_mode
+        item,
+        user,
+        tokens,
+        sizes,
+        history,
+        2,
+        4,
+        256,
+        args.dropout,
+        20,
+        "cpu",
+        "cpu",
+        input_mode=input_mode,
     )
     task = GenerativeTask(model).train()
     g = torch.Generator().manual_seed(1)
